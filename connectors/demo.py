@@ -1,0 +1,504 @@
+"""Built-in demo company: deterministic per seed, any size, with planted truths to recover.
+
+The company runs from 2026-05-01 to 2026-10-31. Ticket topics hurt NPS by known amounts
+(the planted pain points) and two pilots run in October: auto-routing tickets cuts first
+response time by 40% and lifts NPS by 8 points for its pilot arm; a chat greeting script
+does nothing. `generate()` returns the data and the truth, so tests can check that cxloop
+recovers it. Unlike vendor connectors this one builds frames with numpy: it is the vendor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from connectors.base import Page
+from tasks.experiments import assign_arms
+
+START = pd.Timestamp("2026-05-01")
+END = pd.Timestamp("2026-11-01")
+MONTH_DAYS = 30.44
+PAGE_ROWS = 10_000
+
+SEGMENTS = {"new": 0.30, "loyal": 0.40, "premium": 0.15, "b2b": 0.15}
+REGIONS = {
+    "Moscow": 0.30,
+    "Saint Petersburg": 0.15,
+    "Volga": 0.16,
+    "South": 0.15,
+    "Urals": 0.12,
+    "Siberia": 0.12,
+}
+ACQUISITION = {"organic": 0.35, "paid_search": 0.25, "social": 0.20, "referral": 0.20}
+CHANNELS = {"email": 0.35, "chat": 0.30, "phone": 0.20, "messenger": 0.15}
+CHANNEL_MEDIAN_FRT_HOURS = {"email": 6.0, "chat": 0.5, "phone": 0.1, "messenger": 1.0}
+HOUR_WEIGHTS = np.array(
+    [1, 1, 1, 1, 1, 2, 3, 5, 8, 12, 15, 15, 12, 10, 9, 9, 9, 10, 12, 14, 14, 10, 5, 2], float
+)
+
+# Planted pain points: monthly ticket rate per customer, NPS shift d (share of respondents
+# moved from promoter to detractor, so the NPS gap is 200·d points), CSAT top-2 drop.
+TOPICS = {
+    "delivery": {"rate": 0.0372, "nps_shift": 0.15, "csat_drop": 0.15, "frt_factor": 1.5},
+    "payment": {"rate": 0.0139, "nps_shift": 0.20, "csat_drop": 0.20, "frt_factor": 1.0},
+    "login": {"rate": 0.0251, "nps_shift": 0.06, "csat_drop": 0.05, "frt_factor": 0.8},
+    "product_quality": {"rate": 0.0103, "nps_shift": 0.05, "csat_drop": 0.10, "frt_factor": 1.2},
+    "returns": {"rate": 0.0121, "nps_shift": 0.03, "csat_drop": 0.05, "frt_factor": 1.0},
+}
+NPS_BASE = {  # P(promoter), P(detractor)
+    "new": (0.40, 0.22),
+    "loyal": (0.55, 0.12),
+    "premium": (0.58, 0.10),
+    "b2b": (0.45, 0.15),
+}
+NPS_RESPONSE_RATE = {"new": 0.12, "loyal": 0.35, "premium": 0.30, "b2b": 0.18}
+TICKET_RATE_FACTOR = {"new": 2.0, "loyal": 1.0, "premium": 1.0, "b2b": 1.0}
+ORDER_RATE = {"new": 0.2, "loyal": 0.35, "premium": 0.5, "b2b": 0.8}
+ORDER_MEDIAN = {"new": 1800.0, "loyal": 2200.0, "premium": 5200.0, "b2b": 15000.0}
+FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
+STEP_CONVERSION = {"desktop": [0.62, 0.30, 0.55, 0.72], "mobile": [0.58, 0.27, 0.50, 0.41],
+                   "tablet": [0.60, 0.28, 0.52, 0.66]}  # fmt: skip
+DEVICE_SHARE = {"desktop": 0.38, "mobile": 0.54, "tablet": 0.08}
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """A pilot as the demo world runs it; `hypotheses/<id>.yaml` describes the same pilot."""
+
+    salt: str
+    pilot_share: float
+    segments: tuple[str, ...]
+    start: date
+    end: date
+    frt_factor: float = 1.0
+    nps_points: float = 0.0
+
+    def effects(self) -> dict[str, float]:
+        """Planted effects: relative for FRT (−0.4 is −40%), NPS points for NPS."""
+        return {"frt_hours": self.frt_factor - 1.0, "nps": self.nps_points}
+
+
+PILOTS = {
+    "auto-route-tickets": Pilot(
+        "auto-route-2026", 0.5, ("loyal", "premium", "b2b"), date(2026, 10, 1),
+        date(2026, 10, 31), frt_factor=0.6, nps_points=8.0,
+    ),
+    "chat-greeting-script": Pilot(
+        "chat-greeting-2026", 0.5, ("new",), date(2026, 10, 1), date(2026, 10, 31)
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the generator planted: pain points in order of expected reach × NPS gap, pilots."""
+
+    pain_points: pd.DataFrame
+    pilots: dict[str, dict[str, float]]
+
+    @property
+    def pain_point_order(self) -> list[str]:
+        return list(self.pain_points.sort_values("score", ascending=False).index)
+
+
+@dataclass(frozen=True)
+class DemoCompany:
+    """Raw demo records per stream (canonical column names, raw e-mails) and the truth."""
+
+    frames: dict[str, pd.DataFrame]
+    truth: Truth
+
+
+COMMENTS = {
+    ("delivery", "ru"): [
+        "Курьер опоздал на два дня, доставка просто ужасная",
+        "Заказ привезли не в тот интервал, никто не предупредил",
+        "Доставка сорвалась дважды, очень разочарован",
+    ],
+    ("delivery", "en"): [
+        "The courier was two days late and nobody called",
+        "Delivery slot missed again, very disappointing",
+    ],
+    ("payment", "ru"): [
+        "Деньги списали дважды, возврат до сих пор не пришёл",
+        "Оплата картой не проходит, пришлось звонить в банк",
+    ],
+    ("payment", "en"): [
+        "I was charged twice and still have no refund",
+        "Card payment keeps failing at checkout",
+    ],
+    ("login", "ru"): ["Не могу войти в личный кабинет, код не приходит"],
+    ("login", "en"): ["Cannot log in, the verification code never arrives"],
+    ("product_quality", "ru"): ["Товар пришёл с браком, качество хуже, чем на фото"],
+    ("product_quality", "en"): ["The item arrived damaged, quality is poor"],
+    ("returns", "ru"): ["Возврат оформляли три недели"],
+    ("returns", "en"): ["The return took three weeks to process"],
+    ("promoter", "ru"): [
+        "Всё отлично, спасибо! Быстро и удобно",
+        "Неплохо, пользуюсь давно и доволен",
+        "Отличный сервис, поддержка помогла за пять минут",
+    ],
+    ("promoter", "en"): ["Great service, fast and easy", "Not bad at all, I keep coming back"],
+    ("passive", "ru"): ["В целом нормально, но цены могли бы быть ниже", "Ничего особенного"],
+    ("passive", "en"): ["It is fine, nothing special", "OK overall, prices could be lower"],
+    ("detractor", "ru"): [
+        "Не понравилось обслуживание, больше не закажу",
+        "Поддержка отвечает очень долго",
+        "Перезвоните мне: +7 (912) 345-67-89, жду ответа уже неделю",
+    ],
+    ("detractor", "en"): [
+        "Support is slow and unhelpful",
+        "Please email me at angry.customer@example.com, nobody answers",
+        "<script>alert('xss')</script> your site is broken",
+    ],
+}
+TICKET_TEXT = {
+    "delivery": ("Где мой заказ? Курьер не приехал", "Where is my order? The courier never came"),
+    "payment": ("Двойное списание по карте", "I was charged twice for one order"),
+    "login": ("Не приходит код для входа", "The login code does not arrive"),
+    "product_quality": ("Пришёл бракованный товар", "The product arrived broken"),
+    "returns": ("Хочу вернуть товар", "I want to return an item"),
+}
+
+
+def generate(customers: int = 20_000, seed: int = 7) -> DemoCompany:
+    """The demo company with `customers` customers, identical for identical arguments."""
+    rng = np.random.default_rng(seed)
+    people = _customers(rng, customers)
+    topics_hit, tickets = _tickets(rng, people)
+    responses = pd.concat(
+        [_nps_responses(rng, people, topics_hit), _ticket_surveys(rng, tickets, people)],
+        ignore_index=True,
+    )
+    frames = {
+        "customers": people.drop(columns=["exposure_months", "arm"]),
+        "tickets": tickets.drop(columns=["segment"]),
+        "survey_responses": responses,
+        "orders": _orders(rng, people),
+        "web_metrics": _web(rng, people),
+    }
+    return DemoCompany(frames=frames, truth=_truth(people))
+
+
+def _pick(rng: np.random.Generator, weights: dict[str, float], n: int) -> np.ndarray:
+    keys = np.array(list(weights))
+    p = np.array(list(weights.values()))
+    return keys[rng.choice(len(keys), size=n, p=p / p.sum())]
+
+
+def _customers(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    segment = _pick(rng, SEGMENTS, n)
+    window_days = (END - START).days
+    established = START - pd.to_timedelta(rng.integers(30, 1200, n), unit="D")
+    newcomer = START + pd.to_timedelta(rng.integers(0, window_days, n), unit="D")
+    created = np.where(segment == "new", newcomer, established)
+    ids = pd.Series([f"C{i:07d}" for i in range(1, n + 1)])
+    people = pd.DataFrame(
+        {
+            "source_id": ids,
+            "segment": segment,
+            "region": _pick(rng, REGIONS, n),
+            "channel": _pick(rng, ACQUISITION, n),
+            "language": np.where(rng.random(n) < 0.8, "ru", "en"),
+            "created_at": pd.to_datetime(created),
+            "email": "customer" + ids.str[1:].str.lstrip("0") + "@example.com",
+        }
+    )
+    people["exposure_months"] = (END - people["created_at"].clip(lower=START)).dt.days / MONTH_DAYS
+    people["arm"] = None
+    for pilot in PILOTS.values():
+        eligible = people["segment"].isin(pilot.segments)
+        arms = assign_arms(people.loc[eligible, "source_id"], pilot.salt, pilot.pilot_share)
+        people.loc[eligible, "arm"] = np.where(arms == "pilot", pilot.salt, None)
+    return people
+
+
+def _random_times(
+    rng: np.random.Generator, lo: pd.Series, hi: pd.Timestamp, n: int, by_hour: bool = False
+) -> pd.Series:
+    """Uniform days in [lo, hi); with `by_hour`, hours of day follow the support load curve."""
+    span_days = ((hi - lo).dt.total_seconds() / 86_400).to_numpy()
+    days = np.floor(rng.random(n) * np.maximum(span_days, 1e-9))
+    if by_hour:
+        hours = rng.choice(24, size=n, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum()) + rng.random(n)
+    else:
+        hours = rng.random(n) * 24
+    start_of_day = lo.dt.normalize().to_numpy()
+    return pd.Series(start_of_day + pd.to_timedelta(days * 24 + hours, unit="h").to_numpy())
+
+
+def _tickets(rng: np.random.Generator, people: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tickets per customer and topic, plus follow-ups; returns (topic hits matrix, tickets)."""
+    n = len(people)
+    factor = people["segment"].map(TICKET_RATE_FACTOR).to_numpy()
+    counts = {
+        topic: rng.poisson(spec["rate"] * factor * people["exposure_months"].to_numpy())
+        for topic, spec in TOPICS.items()
+    }
+    hits = pd.DataFrame({topic: c > 0 for topic, c in counts.items()}, index=people.index)
+    owner = np.concatenate([np.repeat(np.arange(n), c) for c in counts.values()])
+    topic = np.concatenate([np.repeat(t, c.sum()) for t, c in counts.items()])
+    lo = people["created_at"].clip(lower=START).iloc[owner].reset_index(drop=True)
+    created = _random_times(rng, lo, END, len(owner), by_hour=True)
+    follow = rng.random(len(owner)) < np.where(topic == "delivery", 0.25, 0.12)
+    owner = np.concatenate([owner, owner[follow]])
+    topic = np.concatenate([topic, topic[follow]])
+    later = pd.to_timedelta(rng.uniform(0.5, 6.0, follow.sum()), unit="D")
+    created = pd.concat(
+        [created, created[follow].reset_index(drop=True) + later], ignore_index=True
+    )
+    keep = (created < END).to_numpy()
+    owner, topic, created = owner[keep], topic[keep], created[keep].reset_index(drop=True)
+    m = len(owner)
+
+    channel = _pick(rng, CHANNELS, m)
+    median = pd.Series(channel).map(CHANNEL_MEDIAN_FRT_HOURS).to_numpy()
+    median = median * pd.Series(topic).map({t: s["frt_factor"] for t, s in TOPICS.items()})
+    piloted = _in_pilot(people["arm"].to_numpy()[owner], created, "auto-route-tickets")
+    frt_hours = median.to_numpy() * np.exp(rng.normal(0, 0.8, m))
+    frt_hours = np.where(piloted, frt_hours * PILOTS["auto-route-tickets"].frt_factor, frt_hours)
+    first_response = created + pd.to_timedelta(np.maximum(frt_hours, 1 / 60), unit="h")
+    resolved = first_response + pd.to_timedelta(4 * np.exp(rng.normal(0, 1.0, m)), unit="h")
+    language = people["language"].to_numpy()[owner]
+    ru_text = pd.Series(topic).map({t: ru for t, (ru, _) in TICKET_TEXT.items()})
+    en_text = pd.Series(topic).map({t: en for t, (_, en) in TICKET_TEXT.items()})
+    tickets = pd.DataFrame(
+        {
+            "customer_id": people["source_id"].to_numpy()[owner],
+            "segment": people["segment"].to_numpy()[owner],
+            "channel": channel,
+            "topic": topic,
+            "status": "closed",
+            "created_at": created,
+            "first_response_at": first_response,
+            "resolved_at": resolved,
+            "reopened": rng.random(m) < 0.08,
+            "text": np.where(language == "ru", ru_text, en_text),
+        }
+    ).sort_values(["created_at", "customer_id"], kind="stable", ignore_index=True)
+    tickets.insert(0, "source_id", [f"T{i:08d}" for i in range(1, m + 1)])
+    return hits, tickets
+
+
+def _in_pilot(arm: np.ndarray, at: pd.Series, hypothesis: str) -> np.ndarray:
+    pilot = PILOTS[hypothesis]
+    during = (at >= pd.Timestamp(pilot.start)) & (
+        at < pd.Timestamp(pilot.end) + pd.Timedelta(days=1)
+    )
+    return (arm == pilot.salt) & during.to_numpy()
+
+
+def _nps_responses(
+    rng: np.random.Generator, people: pd.DataFrame, hits: pd.DataFrame
+) -> pd.DataFrame:
+    """Monthly relationship NPS: response odds by segment, scores shifted by topics and pilot."""
+    months = pd.date_range(START, END, freq="MS")[:-1]
+    n = len(people)
+    rate = people["segment"].map(NPS_RESPONSE_RATE).to_numpy()
+    answered = rng.random((n, len(months))) < rate[:, None]
+    answered &= (
+        people["created_at"].to_numpy()[:, None] < (months + pd.Timedelta(days=28)).to_numpy()
+    )
+    who, month = np.nonzero(answered)
+    m = len(who)
+    month_start = pd.Series(months[month])
+    submitted = month_start + pd.to_timedelta(rng.random(m) * 28, unit="D")
+    base = people["segment"].map(NPS_BASE)
+    shift = sum(hits[t].to_numpy() * spec["nps_shift"] for t, spec in TOPICS.items())
+    piloted = _in_pilot(people["arm"].to_numpy()[who], submitted, "auto-route-tickets")
+    shift = shift[who] - piloted * PILOTS["auto-route-tickets"].nps_points / 200
+    p_pro = np.clip(base.str[0].to_numpy()[who] - shift, 0.01, 0.95)
+    p_det = np.clip(base.str[1].to_numpy()[who] + shift, 0.01, 0.99 - p_pro)
+    u = rng.random(m)
+    detractor_scores = rng.choice(7, size=m, p=[0.04, 0.03, 0.05, 0.08, 0.12, 0.28, 0.40])
+    score = np.select(
+        [u < p_pro, u < p_pro + p_det],
+        [9 + (rng.random(m) < 0.5), detractor_scores],
+        7 + (rng.random(m) < 0.5),
+    )
+    kind = np.select([score >= 9, score <= 6], ["promoter", "detractor"], "passive")
+    worst_topic = hits.iloc[who].idxmax(axis=1).where(hits.iloc[who].any(axis=1)).to_numpy()
+    language = people["language"].to_numpy()[who]
+    theme = np.where((kind == "detractor") & pd.notna(worst_topic), worst_topic, kind)
+    comment = _comments(rng, theme, language)
+    comment = np.where(rng.random(m) < 0.4, comment, None)
+    return pd.DataFrame(
+        {
+            "source_id": [f"N{i:08d}" for i in range(1, m + 1)],
+            "customer_id": people["source_id"].to_numpy()[who],
+            "survey": "relationship_nps",
+            "kind": "nps",
+            "score": score.astype(float),
+            "comment": comment,
+            "submitted_at": submitted,
+            "channel": "email",
+        }
+    )
+
+
+def _comments(rng: np.random.Generator, theme: np.ndarray, language: np.ndarray) -> np.ndarray:
+    """A templated comment per (theme, language), chosen at random among the templates."""
+    out = np.empty(len(theme), dtype=object)
+    pick = rng.random(len(theme))
+    for (key, lang), texts in COMMENTS.items():
+        mask = (theme == key) & (language == lang)
+        out[mask] = np.array(texts, dtype=object)[(pick[mask] * len(texts)).astype(int)]
+    return out
+
+
+def _ticket_surveys(
+    rng: np.random.Generator, tickets: pd.DataFrame, people: pd.DataFrame
+) -> pd.DataFrame:
+    """CSAT (1–5) and CES (1–7, 7 = very easy) after resolved tickets."""
+    drop = tickets["topic"].map({t: s["csat_drop"] for t, s in TOPICS.items()}).to_numpy()
+    csat_rate = np.where(tickets["segment"] == "new", 0.5, 0.3)
+    frames = []
+    for kind, rate, top_base in (("csat", csat_rate, 0.78), ("ces", 0.2, 0.70)):
+        asked = rng.random(len(tickets)) < rate
+        t = tickets[asked]
+        m = len(t)
+        top = rng.random(m) < top_base - drop[asked]
+        if kind == "csat":
+            score = np.where(
+                top, 4 + (rng.random(m) < 0.6), rng.choice([1, 2, 3], m, p=[0.3, 0.3, 0.4])
+            )
+        else:
+            score = np.where(top, rng.choice([5, 6, 7], m), rng.choice([1, 2, 3, 4], m))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "source_id": kind.upper() + t["source_id"].str[1:],
+                    "customer_id": t["customer_id"].to_numpy(),
+                    "survey": f"post_ticket_{kind}",
+                    "kind": kind,
+                    "score": score.astype(float),
+                    "comment": None,
+                    "submitted_at": t["resolved_at"].to_numpy() + pd.Timedelta(hours=1),
+                    "channel": t["channel"].to_numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _orders(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
+    """Purchases; 12% of customers churn at a random date and stop buying."""
+    churn_at = people["created_at"].clip(lower=START) + pd.to_timedelta(
+        rng.random(len(people)) * (END - START).days, unit="D"
+    )
+    active_until = churn_at.where(rng.random(len(people)) < 0.12, END)
+    months = ((active_until - people["created_at"].clip(lower=START)).dt.days / MONTH_DAYS).clip(0)
+    counts = rng.poisson(people["segment"].map(ORDER_RATE).to_numpy() * months.to_numpy())
+    owner = np.repeat(np.arange(len(people)), counts)
+    lo = people["created_at"].clip(lower=START).iloc[owner].reset_index(drop=True)
+    created = _random_times(rng, lo, END, len(owner))
+    created = created.where(created < active_until.iloc[owner].to_numpy(), lo)
+    median = people["segment"].map(ORDER_MEDIAN).to_numpy()[owner]
+    return pd.DataFrame(
+        {
+            "source_id": [f"O{i:08d}" for i in range(1, len(owner) + 1)],
+            "customer_id": people["source_id"].to_numpy()[owner],
+            "amount": np.round(median * np.exp(rng.normal(0, 0.5, len(owner))), 2),
+            "created_at": created,
+            "status": "paid",
+        }
+    )
+
+
+def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
+    """Daily funnel sessions per segment × device × step; mobile checkout leaks most."""
+    days = pd.date_range(START, END, freq="D")[:-1]
+    segments = people["segment"].value_counts()
+    grid = pd.MultiIndex.from_product(
+        [days, segments.index, list(DEVICE_SHARE)], names=["date", "segment", "device"]
+    ).to_frame(index=False)
+    visits = grid["segment"].map(segments).to_numpy() * 0.05 * grid["device"].map(DEVICE_SHARE)
+    counts = [rng.poisson(visits.to_numpy())]
+    rates = np.array([STEP_CONVERSION[d] for d in grid["device"]])
+    for step in range(len(FUNNEL) - 1):
+        counts.append(rng.binomial(counts[-1], rates[:, step]))
+    web = pd.concat(
+        [
+            grid.assign(step=step, value=c.astype(float))
+            for step, c in zip(FUNNEL, counts, strict=True)
+        ],
+        ignore_index=True,
+    )
+    web["date"] = web["date"].dt.date
+    web["metric"] = "sessions"
+    web["traffic_source"] = None
+    web["source_id"] = (
+        web["date"].astype(str) + "|" + web["segment"] + "|" + web["device"] + "|" + web["step"]
+    )
+    return web
+
+
+def _truth(people: pd.DataFrame) -> Truth:
+    """Expected reach (share of customers with ≥1 topic ticket) × NPS gap for each topic."""
+    factor = people["segment"].map(TICKET_RATE_FACTOR) * people["exposure_months"]
+    rows = {
+        f"ticket:{topic}": {
+            "reach_share": float((1 - np.exp(-spec["rate"] * factor)).mean()),
+            "nps_gap": 200 * spec["nps_shift"],
+        }
+        for topic, spec in TOPICS.items()
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["score"] = table["reach_share"] * 100 * table["nps_gap"]
+    return Truth(pain_points=table, pilots={h: p.effects() for h, p in PILOTS.items()})
+
+
+STREAM_TABLES = {
+    "customers": "customer",
+    "tickets": "ticket",
+    "survey_responses": "survey_response",
+    "orders": "orders",
+    "web_metrics": "web_metric",
+}
+
+
+@dataclass
+class DemoStream:
+    """One stream of the demo company, paged by row offset so a crash resumes exactly.
+
+    The cursor remembers which company (`customers:seed`) it belongs to; another one starts over.
+    """
+
+    company: DemoCompany
+    name: str
+    dataset: str
+    primary_key: str = "source_id"
+
+    @property
+    def table(self) -> str:
+        return STREAM_TABLES[self.name]
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        frame = self.company.frames[self.name]
+        first = cursor.get("offset", 0) if cursor.get("dataset") == self.dataset else 0
+        for number, start in enumerate(range(first, len(frame), PAGE_ROWS), 1):
+            stop = min(start + PAGE_ROWS, len(frame))
+            yield Page(frame.iloc[start:stop], {"dataset": self.dataset, "offset": stop}, number)
+
+
+@dataclass
+class DemoSource:
+    """The demo company as a source: `customers` and `seed` fix every record."""
+
+    name: str = "demo"
+    customers: int = 20_000
+    seed: int = 7
+    kind: str = field(default="demo", init=False)
+
+    @cached_property
+    def company(self) -> DemoCompany:
+        return generate(self.customers, self.seed)
+
+    def streams(self) -> list[DemoStream]:
+        dataset = f"{self.customers}:{self.seed}"
+        return [DemoStream(self.company, name, dataset) for name in STREAM_TABLES]

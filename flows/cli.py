@@ -1,0 +1,243 @@
+"""The `cxloop` command line. Heavy libraries (Prefect, pandas) load only inside commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from flows.config import Config
+    from flows.cycle import CycleResult
+
+app = typer.Typer(
+    help="cxloop: collect CX data, rank pain points, pilot hypotheses, report. "
+    "Start with `cxloop demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+hypotheses_app = typer.Typer(
+    help="Validate and list the hypotheses under hypotheses/.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Manage the canonical store.", no_args_is_help=True)
+app.add_typer(hypotheses_app, name="hypotheses")
+app.add_typer(db_app, name="db")
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Configuration file.")]
+DEFAULT = Path("cxloop.yaml")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Problems the user can fix end the command with their message and exit code 2."""
+    from tasks.errors import CxloopError
+
+    try:
+        yield
+    except CxloopError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _checked(config_path: Path) -> Config:
+    """The configuration, with its hypotheses and store checked before any work starts."""
+    from flows.config import load_config
+    from tasks.hypotheses import load_hypotheses
+    from tasks.store import database_url, open_store
+
+    config = load_config(config_path)
+    load_hypotheses(config.hypotheses_dir)
+    open_store(database_url(config.database_url))
+    return config
+
+
+def _starting() -> None:
+    console.print("[dim]Starting Prefect (ephemeral mode; the first start takes about 20 s)…[/]")
+
+
+@app.command()
+def demo(
+    customers: Annotated[
+        int, typer.Option(min=500, help="Customers in the demo company.")
+    ] = 20_000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same company.")
+    ] = 7,
+) -> None:
+    """Generate the demo company, run the whole improvement cycle on it and summarise."""
+    import yaml
+
+    from flows.config import example_text
+
+    config = yaml.safe_load(example_text())
+    name = f"demo-{customers}-{seed}"
+    config["sources"] = [
+        {"name": "demo", "kind": "demo", "options": {"customers": customers, "seed": seed}}
+    ]
+    config["database_url"] = f"sqlite:///.cxloop/{name}.db"
+    path = Path(".cxloop") / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    console.print(f"Demo company: {customers:,} customers, seed {seed} (config {path})")
+    run(path)
+
+
+@app.command()
+def run(config: ConfigOption = DEFAULT) -> None:
+    """Run the improvement cycle (ingest → rank → experiments → report) once."""
+    with user_errors():
+        _checked(config)
+        _starting()
+        from flows.cycle import improvement_cycle
+
+        result = improvement_cycle(config)
+    _summary(result)
+
+
+@app.command()
+def ingest(config: ConfigOption = DEFAULT) -> None:
+    """Pull new and changed records from every configured source into the store."""
+    with user_errors():
+        _checked(config)
+        _starting()
+        from flows.ingest import ingest as ingest_flow
+
+        written = ingest_flow(config)
+    table = Table("source", "stream", "records written", title="Ingested")
+    for source, streams in written.items():
+        for stream, count in streams.items():
+            table.add_row(source, stream, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+def rank(config: ConfigOption = DEFAULT) -> None:
+    """Score and rank pain points from what is in the store."""
+    with user_errors():
+        _checked(config)
+        _starting()
+        from flows.rank import rank as rank_flow
+
+        ranked = rank_flow(config)
+    console.print(_pain_table(ranked, len(ranked)))
+
+
+@app.command()
+def report(config: ConfigOption = DEFAULT) -> None:
+    """Render the reports from the store and print where they are."""
+    with user_errors():
+        _checked(config)
+        _starting()
+        from flows.report import report as report_flow
+
+        path = report_flow(config)
+    console.print(f"Report: [bold]{Path(path).resolve()}[/]")
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the configuration.")] = DEFAULT,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example `cxloop.yaml` to start from."""
+    from flows.config import example_text
+
+    if path.exists() and not force:
+        errors.print(f"[bold red]error:[/] {path} exists; use --force to overwrite it.")
+        raise typer.Exit(2)
+    path.write_text(example_text(), encoding="utf-8")
+    console.print(f"Wrote {path}. Edit its sources, then run `cxloop run`.")
+
+
+@db_app.command("init")
+def db_init(config: ConfigOption = DEFAULT) -> None:
+    """Create the store's tables (they are also created on first use)."""
+    with user_errors():
+        from flows.config import load_config
+        from tasks.store import database_url, open_store, redact_url, row_counts
+
+        url = database_url(load_config(config).database_url)
+        counts = row_counts(open_store(url))
+    console.print(f"Store ready at {redact_url(url)}: {len(counts)} tables.")
+
+
+@hypotheses_app.command("validate")
+def hypotheses_validate(
+    directory: Annotated[Path, typer.Argument(help="Folder of hypothesis YAML files.")] = Path(
+        "hypotheses"
+    ),
+) -> None:
+    """Check every hypothesis file; each problem names file, line, field and fix."""
+    with user_errors():
+        from tasks.hypotheses import load_hypotheses
+
+        found = load_hypotheses(directory)
+    console.print(f"[green]{len(found)} hypotheses valid[/] in {directory}.")
+
+
+@hypotheses_app.command("list")
+def hypotheses_list(
+    directory: Annotated[Path, typer.Argument(help="Folder of hypothesis YAML files.")] = Path(
+        "hypotheses"
+    ),
+) -> None:
+    """List hypotheses with their status, metric, expected effect and pilot period."""
+    with user_errors():
+        from tasks.hypotheses import load_hypotheses
+
+        found = load_hypotheses(directory)
+    table = Table(
+        "id", "status", "metric", "expected", "pilot share", "pilot period", title="Hypotheses"
+    )
+    for h in found:
+        pilot = h.schedule.pilot
+        table.add_row(
+            h.id, h.status, h.metric.name, str(h.metric.expected_effect),
+            f"{h.assignment.pilot_share:.0%}", f"{pilot.start} … {pilot.end}",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _pain_table(ranked: list[dict], limit: int) -> Table:
+    table = Table(
+        "#", "pain point", "reach", "impact (NPS pts, 95% CI)", "confidence", "effort", "score",
+        title="Top pain points (score = reach % × impact × confidence / effort)",
+    )  # fmt: skip
+    for p in ranked[:limit]:
+        effort = f"{p['effort']:g}" + (" (default)" if p["effort_is_default"] else "")
+        table.add_row(
+            str(p["rank"]), p["key"], f"{p['reach']:,} ({p['reach_share']:.1%})",
+            f"{p['impact']:.1f} [{p['impact_ci_low']:.1f}, {p['impact_ci_high']:.1f}]",
+            f"{p['confidence']:.2f}", effort, f"{p['score']:.1f}",
+        )  # fmt: skip
+    return table
+
+
+def _summary(result: CycleResult) -> None:
+    from tasks.reporting import effect
+
+    console.print(_pain_table(result.pain_points, 5))
+    pilots = Table("hypothesis", "metric", "effect", "95% CI", "p", "decision", title="Pilots")
+    for p in result.pilots:
+        for i, m in enumerate(p["metrics"]):
+            relative = m["relative"]
+            pilots.add_row(
+                p["id"] if i == 0 else "",
+                m["metric"],
+                effect(m["estimate"], relative),
+                f"{effect(m['ci_low'], relative)} … {effect(m['ci_high'], relative)}",
+                f"{m['p_value']:.2g}",
+                f"[bold]{p['decision']}[/]" if i == 0 else "",
+            )
+    console.print(pilots)
+    for p in result.pilots:
+        console.print(f"  {p['id']}: {p['decision']} — {p['reason']}", highlight=False)
+    console.print(f"Report: [bold]{Path(result.report_path).resolve()}[/]")

@@ -1,0 +1,76 @@
+"""`cxloop.yaml` into pydantic models; errors name the file, line, key and what is expected."""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.errors import ConfigError
+from tasks.validation import load_yaml_model
+
+DEFAULT_CONFIG = Path("cxloop.yaml")
+ENV_OVERRIDES = {
+    "CXLOOP_DATABASE_URL": ("database_url",),
+    "CXLOOP_HYPOTHESES_DIR": ("hypotheses_dir",),
+    "CXLOOP_REPORTS_DIR": ("reports", "out_dir"),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    kind: Literal["demo"]
+    options: dict[str, Any] = {}
+
+
+class ReportConfig(Strict):
+    out_dir: Path = Path("reports/out")
+    language: Literal["en", "ru"] = "en"
+    recipients: dict[Literal["digest", "experiment"], list[str]] = {}
+
+
+class Config(Strict):
+    """The whole configuration of one cxloop installation."""
+
+    database_url: str | None = None
+    sources: list[SourceConfig] = Field(min_length=1)
+    segments: list[str] = ["new", "loyal", "premium", "b2b"]
+    csat_scale: int = Field(default=5, ge=3, le=10)
+    efforts: dict[str, float] = {"default": 2.0}
+    hypotheses_dir: Path = Path("hypotheses")
+    reports: ReportConfig = ReportConfig()
+
+    @field_validator("efforts")
+    @classmethod
+    def _positive_efforts(cls, efforts: dict[str, float]) -> dict[str, float]:
+        bad = [key for key, weeks in efforts.items() if weeks <= 0]
+        if bad:
+            raise ValueError(f"efforts must be positive person-weeks; fix {', '.join(bad)}")
+        return efforts
+
+
+def example_text() -> str:
+    """The commented example configuration that `cxloop init` writes."""
+    return files("flows").joinpath("cxloop.example.yaml").read_text(encoding="utf-8")
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> Config:
+    """The configuration in `path` with environment overrides applied."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file; run `cxloop init` to write a commented example.")
+    config = load_yaml_model(path, Config, ConfigError)
+    data = config.model_dump()
+    for variable, keys in ENV_OVERRIDES.items():
+        if os.environ.get(variable):
+            target = data
+            for key in keys[:-1]:
+                target = target[key]
+            target[keys[-1]] = os.environ[variable]
+    return Config.model_validate(data)

@@ -1,0 +1,33 @@
+"""The improvement cycle: ingest → rank → experiments → report, as subflows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+
+from flows.config import DEFAULT_CONFIG
+from flows.experiments import evaluate_pilots
+from flows.ingest import ingest
+from flows.rank import rank
+from flows.report import report
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one turn of the loop produced, for the CLI summary."""
+
+    ingested: dict[str, dict[str, int]]
+    pain_points: list[dict]
+    pilots: list[dict]
+    report_path: str
+
+
+@flow(name="improvement-cycle", flow_run_name="improvement cycle")
+def improvement_cycle(config_path: Path = DEFAULT_CONFIG) -> CycleResult:
+    """One full turn of the loop on the configuration in `config_path`."""
+    ingested = ingest(config_path)
+    ranked = rank(config_path)
+    pilots = evaluate_pilots(config_path)
+    return CycleResult(ingested, ranked, pilots, report(config_path))

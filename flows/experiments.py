@@ -1,0 +1,94 @@
+"""Experiments flow: assign, evaluate and decide every running or concluded hypothesis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import DEFAULT_CONFIG, load_config
+from flows.rank import load_data
+from tasks import store
+from tasks.experiments import Estimate, Evaluation, evaluate
+from tasks.hypotheses import Hypothesis, load_hypotheses
+from tasks.metrics import CxData
+
+EVALUATED = ("running", "concluded")
+
+
+def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
+    """One `experiment_result` row per estimated metric; the decision sits on the primary."""
+    h = evaluation.hypothesis
+    roles = [("primary", evaluation.primary)]
+    roles += [("secondary", e) for e in evaluation.secondary]
+    roles += [("guardrail", e) for e, _ in evaluation.guardrails]
+    rows = [_row(role, e) for role, e in roles]
+    frame = pd.DataFrame(rows).assign(
+        hypothesis_id=h.id,
+        as_of=as_of.date(),
+        srm_p=evaluation.srm_p,
+        evaluated_at=store.now_utc(),
+    )
+    frame["decision"] = [evaluation.decision if role == "primary" else None for role, _ in roles]
+    frame["reason"] = [evaluation.reason if role == "primary" else None for role, _ in roles]
+    return frame.drop_duplicates(subset=["metric"])
+
+
+def _row(role: str, e: Estimate) -> dict:
+    return {
+        "metric": e.metric,
+        "role": role,
+        "relative": e.relative,
+        "estimate": e.value,
+        "ci_low": e.ci_low,
+        "ci_high": e.ci_high,
+        "p_value": e.p_value,
+        "n_pilot": e.n_pilot,
+        "n_control": e.n_control,
+        "cells": {"rows": e.cells.to_dict("records")},
+    }
+
+
+@task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
+def evaluate_and_store(hypothesis: Hypothesis, data: CxData, url: str) -> dict:
+    """Assignment and results stored; returns the decision summary."""
+    evaluation = evaluate(hypothesis, data)
+    engine = store.open_store(url)
+    as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.tickets["created_at"].max())
+    arms = evaluation.arms.assign(
+        hypothesis_id=hypothesis.id, assigned_at=pd.Timestamp(hypothesis.schedule.pilot.start)
+    )
+    store.save_rows(engine, store.Assignment, arms, ("hypothesis_id", "customer_id"))
+    store.save_rows(
+        engine,
+        store.ExperimentResult,
+        result_rows(evaluation, as_of),
+        ("hypothesis_id", "metric", "as_of"),
+    )
+    estimates = [("primary", evaluation.primary)]
+    estimates += [("secondary", e) for e in evaluation.secondary]
+    return {
+        "id": hypothesis.id,
+        "decision": evaluation.decision,
+        "reason": evaluation.reason,
+        "metrics": [_row(role, e) for role, e in estimates],
+    }
+
+
+@flow(name="experiments", flow_run_name="evaluate pilots")
+def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
+    """One decision summary per running or concluded hypothesis."""
+    logger = get_run_logger()
+    config = load_config(Path(config_path))
+    url = store.database_url(config.database_url)
+    hypotheses = [h for h in load_hypotheses(config.hypotheses_dir) if h.status in EVALUATED]
+    if not hypotheses:
+        logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
+        return []
+    data = load_data(url)
+    summaries = [evaluate_and_store(h, data, url) for h in hypotheses]
+    for s in summaries:
+        logger.info("%s: %s (%s)", s["id"], s["decision"], s["reason"])
+    return summaries

@@ -1,0 +1,67 @@
+"""Rank flow: KPIs by segment stored as snapshots, pain points scored and stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import DEFAULT_CONFIG, load_config
+from tasks import store
+from tasks.metrics import CxData, kpis_by
+from tasks.pain_points import rank_pain_points
+
+frame_task = task(cache_policy=NO_CACHE, persist_result=False)
+
+
+def period_of(data: CxData) -> str:
+    """`first..last` day covered by the store's tickets and responses: the analysis window."""
+    times = pd.concat([data.tickets["created_at"], data.responses["submitted_at"]])
+    if times.empty:
+        return "empty"
+    return f"{times.min():%Y-%m-%d}..{times.max():%Y-%m-%d}"
+
+
+@frame_task
+def load_data(url: str) -> CxData:
+    return CxData.from_store(store.open_store(url))
+
+
+@frame_task
+def save_kpis(url: str, data: CxData, segments: list[str], csat_scale: int, period: str) -> int:
+    """KPIs for each segment and overall as metric snapshots; returns rows written."""
+    kpis = kpis_by(data, "segment", csat_scale)
+    kpis = kpis[kpis["segment"].isin([*segments, "all"])]
+    rows = kpis.assign(
+        period=period, dims="segment=" + kpis["segment"], computed_at=store.now_utc()
+    )
+    return store.save_rows(
+        store.open_store(url), store.MetricSnapshot, rows, ("period", "metric", "dims")
+    )
+
+
+@frame_task
+def save_pain_points(
+    url: str, data: CxData, efforts: dict[str, float], period: str
+) -> pd.DataFrame:
+    ranked = rank_pain_points(data, efforts)
+    rows = ranked.assign(period=period, computed_at=store.now_utc())
+    store.save_rows(store.open_store(url), store.PainPoint, rows, ("period", "key"))
+    return ranked
+
+
+@flow(name="rank", flow_run_name="rank pain points")
+def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
+    """Ranked pain points (key, title, components, score), best first."""
+    logger = get_run_logger()
+    config = load_config(Path(config_path))
+    url = store.database_url(config.database_url)
+    data = load_data(url)
+    period = period_of(data)
+    save_kpis(url, data, config.segments, config.csat_scale, period)
+    ranked = save_pain_points(url, data, config.efforts, period)
+    for row in ranked.head(3).itertuples():
+        logger.info("#%d %s: score %.1f", row.rank, row.key, row.score)
+    return ranked.drop(columns=["evidence"]).to_dict("records")

@@ -1,0 +1,230 @@
+"""Pilot experiments: deterministic assignment, difference-in-differences, SRM, decision.
+
+The effect of a pilot is the difference-in-differences of the metric between pilot and
+control, baseline versus pilot period, by OLS with standard errors clustered by customer.
+Relative effects (`-40%`) are estimated on the log scale, so they read as a percentage
+change of each unit's value; absolute effects in the metric's own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tasks.hypotheses import Hypothesis, MetricTarget, Period
+from tasks.metrics import CxData, observations
+
+Z80 = 0.8416212335729143
+SRM_ALPHA = 0.001
+
+
+def assign_arms(customer_ids: pd.Series, salt: str, pilot_share: float) -> np.ndarray:
+    """`pilot` or `control` per customer: 64-bit hash of `salt:id` below `pilot_share` of 2⁶⁴.
+
+    Deterministic across runs and machines, so operations can reproduce the split.
+    """
+    keys = salt + ":" + customer_ids.astype(str)
+    buckets = pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
+    return np.where(buckets < np.uint64(pilot_share * 2.0**64), "pilot", "control")
+
+
+def assignments(hypothesis: Hypothesis, customers: pd.DataFrame) -> pd.DataFrame:
+    """`customer_id`, `arm` for every customer in the hypothesis' population."""
+    eligible = pd.Series(True, index=customers.index)
+    for column, values in hypothesis.population.filters().items():
+        eligible &= customers[column].isin(values)
+    ids = customers.loc[eligible, "customer_id"]
+    arm = assign_arms(ids, hypothesis.assignment.salt, hypothesis.assignment.pilot_share)
+    return pd.DataFrame({"customer_id": ids.to_numpy(), "arm": arm})
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A difference-in-differences estimate and the table it came from."""
+
+    metric: str
+    relative: bool
+    value: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    se: float
+    cells: pd.DataFrame
+    n_pilot: int
+    n_control: int
+
+    def mde(self, alpha: float) -> float:
+        """Smallest effect this design detects with 80% power, in the estimate's units."""
+        log_or_units = (stats.norm.ppf(1 - alpha / 2) + Z80) * self.se
+        return float(np.expm1(log_or_units)) if self.relative else float(log_or_units)
+
+
+def _window(at: pd.Series, period: Period) -> pd.Series:
+    end = pd.Timestamp(period.end) + pd.Timedelta(days=1)
+    return (at >= pd.Timestamp(period.start)) & (at < end)
+
+
+def did(
+    metric: str,
+    obs: pd.DataFrame,
+    arms: pd.DataFrame,
+    baseline: Period,
+    pilot: Period,
+    relative: bool,
+    alpha: float = 0.05,
+) -> Estimate:
+    """Difference-in-differences of `obs` (`customer_id`, `at`, `value`) between the arms.
+
+    Fits value ~ pilot + post + pilot·post by OLS with customer-clustered errors (statsmodels);
+    with `relative`, on log(value) and reported as exp(coefficient) − 1.
+    """
+    import statsmodels.api as sm
+
+    frame = obs.merge(arms, on="customer_id", how="inner")
+    pre, post = _window(frame["at"], baseline), _window(frame["at"], pilot)
+    frame = frame[pre | post].assign(post=post[pre | post].astype(float))
+    frame["treated"] = (frame["arm"] == "pilot").astype(float)
+    cells = (
+        frame.assign(period=np.where(frame["post"] == 1, "pilot period", "baseline"))
+        .groupby(["arm", "period"])["value"]
+        .agg(mean="mean", n="size")
+        .reset_index()
+    )
+    in_post = frame[frame["post"] == 1]
+    n_pilot = int((in_post["arm"] == "pilot").sum())
+    n_control = int((in_post["arm"] == "control").sum())
+    y = np.log(frame["value"].clip(lower=1e-6)) if relative else frame["value"]
+    design = np.column_stack(
+        [np.ones(len(frame)), frame["treated"], frame["post"], frame["treated"] * frame["post"]]
+    )
+    if len(frame) < 8 or cells.shape[0] < 4:
+        nan = float("nan")
+        return Estimate(metric, relative, nan, nan, nan, nan, nan, cells, n_pilot, n_control)
+    groups = pd.factorize(frame["customer_id"])[0]
+    fit = sm.OLS(y.to_numpy(), design).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    coef, se = float(fit.params[3]), float(fit.bse[3])
+    low, high = (float(v) for v in fit.conf_int(alpha)[3])
+    to_effect = np.expm1 if relative else float
+    return Estimate(
+        metric=metric,
+        relative=relative,
+        value=float(to_effect(coef)),
+        ci_low=float(to_effect(low)),
+        ci_high=float(to_effect(high)),
+        p_value=float(fit.pvalues[3]),
+        se=se,
+        cells=cells,
+        n_pilot=n_pilot,
+        n_control=n_control,
+    )
+
+
+def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
+    """Chi-square p-value of the arm sizes against the planned split (SRM if below 0.001)."""
+    n_pilot = int((arms["arm"] == "pilot").sum())
+    total = len(arms)
+    if total == 0:
+        return float("nan")
+    expected = [total * pilot_share, total * (1 - pilot_share)]
+    return float(stats.chisquare([n_pilot, total - n_pilot], expected).pvalue)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A hypothesis evaluated: primary and secondary estimates, guardrails, SRM and decision."""
+
+    hypothesis: Hypothesis
+    primary: Estimate
+    secondary: list[Estimate]
+    guardrails: list[tuple[Estimate, bool]]
+    srm_p: float
+    decision: str
+    reason: str
+    arms: pd.DataFrame = field(repr=False)
+
+
+def _estimate(
+    metric: str, relative: bool, data: CxData, arms: pd.DataFrame, hypothesis: Hypothesis
+) -> Estimate:
+    schedule = hypothesis.schedule
+    return did(
+        metric,
+        observations(metric, data),
+        arms,
+        schedule.baseline,
+        schedule.pilot,
+        relative,
+        hypothesis.decision.alpha,
+    )
+
+
+def _target(target: MetricTarget, data: CxData, arms: pd.DataFrame, h: Hypothesis) -> Estimate:
+    return _estimate(target.name, target.expected_effect.relative, data, arms, h)
+
+
+def evaluate(hypothesis: Hypothesis, data: CxData) -> Evaluation:
+    """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive."""
+    arms = assignments(hypothesis, data.customers)
+    primary = _target(hypothesis.metric, data, arms, hypothesis)
+    secondary = [_target(m, data, arms, hypothesis) for m in hypothesis.secondary_metrics]
+    guardrails = []
+    for guard in hypothesis.guardrails:
+        estimate = _estimate(guard.metric, False, data, arms, hypothesis)
+        breached = bool(
+            (
+                guard.max_drop is not None
+                and estimate.value < -guard.max_drop
+                and estimate.ci_high < 0
+            )
+            or (
+                guard.max_increase is not None
+                and estimate.value > guard.max_increase
+                and estimate.ci_low > 0
+            )
+        )
+        guardrails.append((estimate, breached))
+    srm = srm_p_value(arms, hypothesis.assignment.pilot_share)
+    decision, reason = decide(hypothesis, primary, guardrails, srm)
+    return Evaluation(hypothesis, primary, secondary, guardrails, srm, decision, reason, arms)
+
+
+def _fmt(estimate: Estimate, value: float) -> str:
+    return f"{value:+.1%}" if estimate.relative else f"{value:+.2f}"
+
+
+def decide(
+    hypothesis: Hypothesis, primary: Estimate, guardrails: list[tuple[Estimate, bool]], srm_p: float
+) -> tuple[str, str]:
+    """(`adopt` | `reject` | `inconclusive`, the reason in one sentence)."""
+    rules = hypothesis.decision
+    target = hypothesis.metric
+    if srm_p < SRM_ALPHA:
+        return "inconclusive", f"sample ratio mismatch (p = {srm_p:.2g}): fix the assignment first"
+    if min(primary.n_pilot, primary.n_control) < rules.min_per_arm:
+        return "inconclusive", (
+            f"too few observations in the pilot period ({primary.n_pilot} pilot, "
+            f"{primary.n_control} control; need {rules.min_per_arm} per arm)"
+        )
+    breached = [g.metric for g, hit in guardrails if hit]
+    if breached:
+        return "reject", f"guardrail breached: {', '.join(breached)}"
+    interval = f"{_fmt(primary, primary.ci_low)} to {_fmt(primary, primary.ci_high)}"
+    wanted = 1 if target.direction == "increase" else -1
+    if primary.p_value < rules.alpha and np.sign(primary.value) == wanted:
+        return "adopt", (
+            f"{target.name} {target.direction}d by {_fmt(primary, primary.value)} "
+            f"(95% CI {interval}, p = {primary.p_value:.2g}); guardrails hold"
+        )
+    if primary.p_value < rules.alpha:
+        return "reject", (
+            f"{target.name} moved the wrong way: {_fmt(primary, primary.value)} (95% CI {interval})"
+        )
+    return "inconclusive", (
+        f"no significant change in {target.name} ({_fmt(primary, primary.value)}, "
+        f"95% CI {interval}, p = {primary.p_value:.2g}); this design detects about "
+        f"{_fmt(primary, wanted * abs(primary.mde(rules.alpha)))} or more, "
+        f"expected was {target.expected_effect}"
+    )

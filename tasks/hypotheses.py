@@ -1,0 +1,166 @@
+"""Hypotheses as CX leads write them in `hypotheses/*.yaml`, validated into pydantic models."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from tasks.errors import HypothesisError
+from tasks.validation import load_yaml_model
+
+MetricName = Literal["nps", "csat", "ces", "frt_hours", "art_hours", "fcr", "repeat"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Effect(Strict):
+    """An expected effect: relative (`-40%` → −0.40) or absolute in the metric's units (`+8`)."""
+
+    value: float
+    relative: bool
+
+    def __str__(self) -> str:
+        return f"{self.value:+.0%}" if self.relative else f"{self.value:+g}"
+
+
+def _parse_effect(raw: object) -> object:
+    if isinstance(raw, str):
+        match = re.fullmatch(r"\s*([+-]?\d+(?:\.\d+)?)\s*(%?)\s*", raw)
+        if not match:
+            raise ValueError("write an effect like -40% (relative) or +8 (in the metric's units)")
+        number, percent = match.groups()
+        return {"value": float(number) / (100 if percent else 1), "relative": bool(percent)}
+    if isinstance(raw, int | float):
+        return {"value": float(raw), "relative": False}
+    return raw
+
+
+class MetricTarget(Strict):
+    name: MetricName
+    direction: Literal["increase", "decrease"]
+    expected_effect: Annotated[Effect, BeforeValidator(_parse_effect)]
+
+    @model_validator(mode="after")
+    def _effect_matches_direction(self) -> MetricTarget:
+        sign = 1 if self.direction == "increase" else -1
+        if self.expected_effect.value * sign <= 0:
+            raise ValueError(
+                f"expected_effect {self.expected_effect} contradicts direction {self.direction}; "
+                "flip one of them"
+            )
+        return self
+
+
+class Guardrail(Strict):
+    metric: MetricName
+    max_drop: float | None = Field(default=None, gt=0)
+    max_increase: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Guardrail:
+        if (self.max_drop is None) == (self.max_increase is None):
+            raise ValueError("give exactly one of max_drop or max_increase")
+        return self
+
+
+def _as_list(raw: object) -> object:
+    return [raw] if isinstance(raw, str) else raw
+
+
+Values = Annotated[list[str] | None, BeforeValidator(_as_list)]
+
+
+class Population(Strict):
+    """Customer attributes a customer must match to take part (all given keys must match)."""
+
+    segment: Values = None
+    region: Values = None
+    channel: Values = None
+
+    def filters(self) -> dict[str, list[str]]:
+        return {key: values for key, values in self.model_dump().items() if values}
+
+
+class Assignment(Strict):
+    method: Literal["hash"] = "hash"
+    pilot_share: float = Field(gt=0, lt=1)
+    salt: str = Field(min_length=1)
+
+
+class Period(Strict):
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class Schedule(Strict):
+    baseline: Period
+    pilot: Period
+
+    @model_validator(mode="after")
+    def _baseline_first(self) -> Schedule:
+        if self.pilot.start <= self.baseline.end:
+            raise ValueError(
+                f"pilot starts {self.pilot.start}, not after the baseline ends "
+                f"{self.baseline.end}; move the pilot after the baseline"
+            )
+        return self
+
+
+class Decision(Strict):
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_per_arm: int = Field(default=200, ge=1)
+    analysis: Literal["did"] = "did"
+
+
+class Hypothesis(Strict):
+    """One hypothesis file: the claim, its metric, who takes part, when, and how to decide."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    title: str
+    owner: str
+    pain_point: str
+    change: str
+    metric: MetricTarget
+    secondary_metrics: list[MetricTarget] = []
+    guardrails: list[Guardrail] = []
+    population: Population = Population()
+    assignment: Assignment
+    schedule: Schedule
+    decision: Decision = Decision()
+    status: Literal["draft", "approved", "running", "concluded"] = "draft"
+
+
+def load_hypothesis(path: Path) -> Hypothesis:
+    """One hypothesis file, validated; `HypothesisError` names file, line, field and fix."""
+    hypothesis = load_yaml_model(path, Hypothesis, HypothesisError)
+    if hypothesis.id != path.stem:
+        raise HypothesisError(
+            f"{path}:1: `id` is {hypothesis.id!r} but the file is {path.name}; "
+            f"rename the file to {hypothesis.id}.yaml or change the id."
+        )
+    return hypothesis
+
+
+def load_hypotheses(directory: Path) -> list[Hypothesis]:
+    """Every `*.yaml` under `directory`, sorted by id; one error listing all broken files."""
+    found, problems = [], []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            found.append(load_hypothesis(path))
+        except HypothesisError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise HypothesisError("\n".join(problems))
+    return found

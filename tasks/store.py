@@ -1,0 +1,313 @@
+"""Canonical store: SQLModel tables, engine, bulk idempotent upsert and per-stream sync state.
+
+SQLite by default (`.cxloop/cxloop.db` under the working directory), PostgreSQL through
+`CXLOOP_DATABASE_URL`. Ingested rows are unique on (source, source_id); derived rows
+(snapshots, pain points, results) on their natural key, so re-running never duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import NaiveDatetime
+from sqlalchemy import JSON, Column, UniqueConstraint, event, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Field, SQLModel, create_engine
+
+from tasks.errors import StoreError
+
+DEFAULT_URL = "sqlite:///.cxloop/cxloop.db"
+BATCH_ROWS = 5_000
+
+
+class Record(SQLModel):
+    """Columns every ingested row carries: where it came from and its id there."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    source_id: str
+
+
+class Customer(Record, table=True):
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+    segment: str | None = None
+    region: str | None = None
+    channel: str | None = None
+    language: str | None = None
+    created_at: NaiveDatetime | None = None
+    email_hash: str | None = None
+    attributes: dict = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class Ticket(Record, table=True):
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+    customer_id: str | None = Field(default=None, index=True)
+    channel: str | None = None
+    topic: str | None = None
+    status: str | None = None
+    created_at: NaiveDatetime
+    first_response_at: NaiveDatetime | None = None
+    resolved_at: NaiveDatetime | None = None
+    reopened: bool = False
+    text: str | None = None
+
+
+class SurveyResponse(Record, table=True):
+    __tablename__ = "survey_response"
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+    customer_id: str | None = Field(default=None, index=True)
+    survey: str
+    kind: str
+    score: float
+    comment: str | None = None
+    submitted_at: NaiveDatetime
+    channel: str | None = None
+
+
+class WebMetric(Record, table=True):
+    __tablename__ = "web_metric"
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+    date: date
+    metric: str
+    value: float
+    segment: str | None = None
+    device: str | None = None
+    step: str | None = None
+    traffic_source: str | None = None
+
+
+class Order(Record, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("source", "source_id"),)
+    customer_id: str | None = Field(default=None, index=True)
+    amount: float
+    created_at: NaiveDatetime
+    status: str | None = None
+
+
+class SyncState(SQLModel, table=True):
+    __tablename__ = "sync_state"
+    source: str = Field(primary_key=True)
+    stream: str = Field(primary_key=True)
+    cursor: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    updated_at: NaiveDatetime
+
+
+class MetricSnapshot(SQLModel, table=True):
+    __tablename__ = "metric_snapshot"
+    __table_args__ = (UniqueConstraint("period", "metric", "dims"),)
+    id: int | None = Field(default=None, primary_key=True)
+    period: str
+    metric: str
+    dims: str
+    value: float | None = None
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    computed_at: NaiveDatetime
+
+
+class PainPoint(SQLModel, table=True):
+    __tablename__ = "pain_point"
+    __table_args__ = (UniqueConstraint("period", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    period: str
+    key: str
+    kind: str
+    title: str
+    rank: int
+    reach: int
+    reach_share: float
+    impact: float
+    impact_ci_low: float
+    impact_ci_high: float
+    confidence: float
+    effort: float
+    effort_is_default: bool
+    score: float
+    evidence: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    computed_at: NaiveDatetime
+
+
+class Assignment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("hypothesis_id", "customer_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    hypothesis_id: str = Field(index=True)
+    customer_id: str
+    arm: str
+    assigned_at: NaiveDatetime
+
+
+class ExperimentResult(SQLModel, table=True):
+    __tablename__ = "experiment_result"
+    __table_args__ = (UniqueConstraint("hypothesis_id", "metric", "as_of"),)
+    id: int | None = Field(default=None, primary_key=True)
+    hypothesis_id: str = Field(index=True)
+    metric: str
+    role: str
+    as_of: date
+    relative: bool
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    n_pilot: int
+    n_control: int
+    srm_p: float | None = None
+    decision: str | None = None
+    reason: str | None = None
+    cells: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    evaluated_at: NaiveDatetime
+
+
+class Report(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("kind", "path"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    path: str
+    created_at: NaiveDatetime
+    delivered_to: list = Field(default_factory=list, sa_column=Column(JSON))
+
+
+INGESTED: dict[str, type[Record]] = {
+    "customer": Customer,
+    "ticket": Ticket,
+    "survey_response": SurveyResponse,
+    "web_metric": WebMetric,
+    "orders": Order,
+}
+
+
+def database_url(configured: str | None = None) -> str:
+    """The store's URL: `CXLOOP_DATABASE_URL`, else the configured one, else local SQLite."""
+    url = os.environ.get("CXLOOP_DATABASE_URL") or configured or DEFAULT_URL
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by `***`, safe for logs and errors."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+@cache
+def open_store(url: str) -> Engine:
+    """An engine on `url` with every table created; a clear `StoreError` if unreachable."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        SQLModel.metadata.create_all(engine)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(
+            f"cannot reach the store at {redact_url(url)}: {reason}. "
+            "Check CXLOOP_DATABASE_URL (or database_url in cxloop.yaml) and that the server runs."
+        ) from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def upsert(conn: Connection, model: type[SQLModel], rows: pd.DataFrame, keys: Sequence[str]) -> int:
+    """Insert or update `rows` into `model`'s table on its unique `keys`; returns rows written.
+
+    One multi-row `INSERT … ON CONFLICT DO UPDATE` per batch of `BATCH_ROWS`, never an ORM
+    merge per row. Columns of `rows` that the table lacks are ignored.
+    """
+    table = model.__table__
+    columns = [c.name for c in table.columns if c.name in rows.columns and c.name != "id"]
+    if rows.empty:
+        return 0
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    records = _plain_records(rows[columns])
+    for start in range(0, len(records), BATCH_ROWS):
+        stmt = dialect_insert(table)
+        updates = {c: stmt.excluded[c] for c in columns if c not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        conn.execute(stmt, records[start : start + BATCH_ROWS])
+    return len(records)
+
+
+def _plain_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return rows.astype(object).where(rows.notna(), None).to_dict("records")
+
+
+def load_page(
+    engine: Engine, model: type[Record], rows: pd.DataFrame, source: str, stream: str, cursor: dict
+) -> int:
+    """Upsert one page of canonical rows and the stream's cursor in one transaction."""
+    rows = rows.assign(source=source)
+    state = pd.DataFrame(
+        [{"source": source, "stream": stream, "cursor": cursor, "updated_at": now_utc()}]
+    )
+    with engine.begin() as conn:
+        written = upsert(conn, model, rows, ("source", "source_id"))
+        upsert(conn, SyncState, state, ("source", "stream"))
+    return written
+
+
+def read_cursor(engine: Engine, source: str, stream: str) -> dict:
+    """The cursor saved after the last committed page of a stream, `{}` if none."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(SyncState.cursor).where(SyncState.source == source, SyncState.stream == stream)
+        ).first()
+    return dict(row[0]) if row else {}
+
+
+def save_rows(
+    engine: Engine, model: type[SQLModel], rows: pd.DataFrame, keys: Sequence[str]
+) -> int:
+    """Upsert derived rows (snapshots, pain points, results) in one transaction."""
+    with engine.begin() as conn:
+        return upsert(conn, model, rows, keys)
+
+
+def timestamp_columns(model: type[SQLModel]) -> list[str]:
+    """Names of `model`'s date and time columns."""
+    return [c.name for c in model.__table__.columns if c.type.python_type in (datetime, date)]
+
+
+def read_frame(
+    engine: Engine, model: type[SQLModel], columns: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """All rows of `model`'s table as a DataFrame, timestamps parsed (naive UTC)."""
+    table = model.__table__
+    selected = [table.c[name] for name in columns] if columns else [table]
+    with engine.connect() as conn:
+        frame = pd.read_sql(select(*selected), conn)
+    for name in timestamp_columns(model):
+        if name in frame.columns:
+            frame[name] = pd.to_datetime(frame[name])
+    return frame
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows per table, for idempotency checks and the CLI summary."""
+    with engine.connect() as conn:
+        return {
+            name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for name, table in SQLModel.metadata.tables.items()
+        }
+
+
+def now_utc() -> datetime:
+    """The current time as naive UTC, the store's convention."""
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -1,0 +1,100 @@
+"""Pilot statistics: DiD against cell means and statsmodels, coverage, SRM, demo decisions."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.experiments import assign_arms, did, evaluate, srm_p_value
+from tasks.hypotheses import Period, load_hypothesis
+from tests.conftest import REPO
+
+BASE = Period(start=date(2026, 9, 1), end=date(2026, 9, 30))
+PILOT = Period(start=date(2026, 10, 1), end=date(2026, 10, 31))
+
+
+def _panel(rng: np.random.Generator, customers: int, effect: float, log: bool = False) -> tuple:
+    ids = pd.Series([f"C{i}" for i in range(customers)])
+    arms = pd.DataFrame({"customer_id": ids, "arm": assign_arms(ids, "salt", 0.5)})
+    level = rng.normal(0, 1, customers)  # a customer effect: observations cluster
+    rows = []
+    for at, post in ((pd.Timestamp("2026-09-10"), 0), (pd.Timestamp("2026-10-10"), 1)):
+        for _ in range(2):
+            noise = rng.normal(0, 1, customers)
+            treated = (arms["arm"] == "pilot").to_numpy() * post
+            y = 3 + level + 0.3 * post + noise
+            y = np.exp(y / 3) * np.where(treated, 1 + effect, 1) if log else y + treated * effect
+            rows.append(pd.DataFrame({"customer_id": ids, "at": at, "value": y}))
+    return pd.concat(rows, ignore_index=True), arms
+
+
+def test_did_equals_difference_of_cell_means_and_statsmodels_cluster_se() -> None:
+    import statsmodels.formula.api as smf
+
+    obs, arms = _panel(np.random.default_rng(1), 400, effect=0.5)
+    est = did("y", obs, arms, BASE, PILOT, relative=False)
+    cells = est.cells.set_index(["arm", "period"])["mean"]
+    by_hand = (cells["pilot", "pilot period"] - cells["pilot", "baseline"]) - (
+        cells["control", "pilot period"] - cells["control", "baseline"]
+    )
+    assert est.value == pytest.approx(by_hand, abs=1e-9)
+    frame = obs.merge(arms, on="customer_id")
+    frame["treated"] = (frame["arm"] == "pilot").astype(int)
+    frame["post"] = (frame["at"] >= pd.Timestamp("2026-10-01")).astype(int)
+    groups = pd.factorize(frame["customer_id"])[0]
+    ref = smf.ols("value ~ treated * post", frame).fit(
+        cov_type="cluster", cov_kwds={"groups": groups}
+    )
+    assert est.se == pytest.approx(ref.bse["treated:post"], rel=1e-6)
+    assert est.p_value == pytest.approx(ref.pvalues["treated:post"], rel=1e-6)
+
+
+def test_relative_did_ci_covers_a_known_multiplicative_effect_in_95_percent_of_runs() -> None:
+    rng = np.random.default_rng(7)
+    covered = 0
+    runs = 200
+    for _ in range(runs):
+        obs, arms = _panel(rng, 200, effect=-0.4, log=True)
+        est = did("frt", obs, arms, BASE, PILOT, relative=True)
+        covered += est.ci_low <= -0.4 <= est.ci_high
+    assert covered / runs >= 0.92
+
+
+def test_assignment_is_deterministic_and_splits_at_the_share() -> None:
+    ids = pd.Series([f"C{i:07d}" for i in range(50_000)])
+    first, again = assign_arms(ids, "s1", 0.3), assign_arms(ids, "s1", 0.3)
+    assert (first == again).all()
+    assert (first == "pilot").mean() == pytest.approx(0.3, abs=0.01)
+    assert (assign_arms(ids, "s2", 0.3) != first).any()
+
+
+def test_srm_check_flags_a_ten_percent_imbalance_but_not_a_fair_split() -> None:
+    ids = pd.Series([f"C{i}" for i in range(20_000)])
+    fair = pd.DataFrame({"customer_id": ids, "arm": assign_arms(ids, "x", 0.5)})
+    assert srm_p_value(fair, 0.5) > 0.001
+    pilots = fair.index[fair["arm"] == "pilot"]
+    skewed = fair.drop(pilots[: len(pilots) // 10])
+    assert srm_p_value(skewed, 0.5) < 0.001
+
+
+def test_demo_effective_pilot_is_adopted_with_cis_covering_the_planted_effects(
+    company, demo_data
+) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    result = evaluate(h, demo_data)
+    truth = company.truth.pilots[h.id]
+    assert result.decision == "adopt", result.reason
+    assert result.primary.ci_low <= truth["frt_hours"] <= result.primary.ci_high
+    (nps,) = result.secondary
+    assert nps.ci_low <= truth["nps"] <= nps.ci_high
+    assert result.srm_p > 0.001
+
+
+def test_demo_null_pilot_is_not_adopted(demo_data) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "chat-greeting-script.yaml")
+    result = evaluate(h, demo_data)
+    assert result.decision != "adopt", result.reason
+    assert result.primary.ci_low <= 0 <= result.primary.ci_high

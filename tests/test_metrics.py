@@ -1,0 +1,75 @@
+"""Metric formulas on textbook examples and against a direct computation on the demo data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tasks.metrics import CxData, kpis_by, mean_ci_by, nps_points, with_ticket_measures
+
+
+def test_nps_textbook_example_60_percent_promoters_minus_20_percent_detractors_is_40() -> None:
+    scores = pd.Series([10] * 30 + [9] * 30 + [8] * 10 + [7] * 10 + [6] * 10 + [0] * 10)
+    assert nps_points(scores).mean() == pytest.approx(40.0)
+
+
+def test_mean_ci_matches_scipy_normal_interval() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"g": "a", "value": rng.normal(3, 2, 500)})
+    row = mean_ci_by(frame, ["g"]).iloc[0]
+    low, high = stats.norm.interval(
+        0.95, loc=frame["value"].mean(), scale=stats.sem(frame["value"])
+    )
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    assert row["n"] == 500
+
+
+def test_repeat_contact_and_fcr_follow_their_definitions() -> None:
+    t = pd.Timestamp("2026-10-01 09:00")
+    created = pd.Series([t, t + pd.Timedelta(days=3), t + pd.Timedelta(days=20), t, t])
+    tickets = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "A", "B", "C"],
+            "created_at": created,
+            "first_response_at": created + pd.Timedelta(hours=2),
+            "resolved_at": (created + pd.Timedelta(hours=5)).where(created.index < 4),
+            "reopened": [False, False, False, True, False],
+        }
+    )
+    measured = with_ticket_measures(tickets)
+    assert measured["repeat"].tolist() == [True, False, False, False, False]
+    assert measured["fcr"].tolist() == [False, True, True, False, False]
+    assert measured["frt_hours"].tolist() == [2.0] * 5
+
+
+def test_kpis_by_segment_equal_a_direct_computation(demo_data: CxData) -> None:
+    kpis = kpis_by(demo_data, "segment").set_index(["segment", "metric"])
+    segment_of = demo_data.customers.set_index("customer_id")["segment"]
+    r = demo_data.responses.assign(segment=demo_data.responses["customer_id"].map(segment_of))
+    t = demo_data.tickets.assign(segment=demo_data.tickets["customer_id"].map(segment_of))
+    for segment in ["new", "loyal", "premium", "b2b"]:
+        nps = r[(r["kind"] == "nps") & (r["segment"] == segment)]["score"]
+        direct = 100 * ((nps >= 9).mean() - (nps <= 6).mean())
+        assert kpis.loc[(segment, "nps"), "value"] == pytest.approx(direct)
+        assert kpis.loc[(segment, "nps"), "n"] == len(nps)
+        csat = r[(r["kind"] == "csat") & (r["segment"] == segment)]["score"]
+        assert kpis.loc[(segment, "csat"), "value"] == pytest.approx(100 * (csat >= 4).mean())
+        seg_tickets = t[t["segment"] == segment]
+        frt = (
+            seg_tickets["first_response_at"] - seg_tickets["created_at"]
+        ).dt.total_seconds() / 3600
+        assert kpis.loc[(segment, "frt_hours"), "value"] == pytest.approx(frt.median())
+    assert kpis.loc[("all", "nps"), "n"] == (r["kind"] == "nps").sum()
+
+
+def test_nps_ci_covers_the_truth_in_95_percent_of_simulated_surveys() -> None:
+    rng = np.random.default_rng(42)
+    p = np.array([0.2, 0.3, 0.5])  # detractor, passive, promoter → true NPS 30
+    draws = rng.choice([0, 8, 10], size=(1000, 400), p=p)
+    frame = pd.DataFrame({"run": np.repeat(np.arange(1000), 400), "score": draws.ravel()})
+    frame["value"] = nps_points(frame["score"])
+    ci = mean_ci_by(frame, ["run"])
+    coverage = ((ci["ci_low"] <= 30) & (ci["ci_high"] >= 30)).mean()
+    assert coverage >= 0.93

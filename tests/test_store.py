@@ -1,0 +1,104 @@
+"""The canonical store on SQLite and PostgreSQL: idempotent bulk upsert, atomic cursors, resume."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from connectors.demo import DemoSource
+from tasks import store
+from tasks.errors import StoreError
+from tasks.mapping import to_canonical
+
+
+def _tickets(ids: list[str], topic: str = "delivery") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source_id": ids,
+            "customer_id": "C1",
+            "topic": topic,
+            "created_at": pd.Timestamp("2026-10-01 10:00"),
+        }
+    )
+
+
+def test_upsert_twice_keeps_one_row_per_source_id_and_takes_the_new_values(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    store.load_page(engine, store.Ticket, _tickets(["T1", "T2"]), "crm", "tickets", {"page": 1})
+    store.load_page(
+        engine, store.Ticket, _tickets(["T2", "T3"], "payment"), "crm", "tickets", {"page": 2}
+    )
+
+    rows = store.read_frame(engine, store.Ticket).set_index("source_id")
+    assert sorted(rows.index) == ["T1", "T2", "T3"]
+    assert rows.loc["T2", "topic"] == "payment"
+    assert rows.loc["T1", "topic"] == "delivery"
+    assert store.read_cursor(engine, "crm", "tickets") == {"page": 2}
+
+
+def test_same_source_id_from_two_sources_is_two_rows(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "hubspot", "tickets", {})
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "bitrix24", "tickets", {})
+    assert store.row_counts(engine)["ticket"] == 2
+
+
+def test_failed_page_commits_neither_records_nor_cursor(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {"page": 1})
+    broken = _tickets(["T2", "T3"]).assign(created_at=[pd.Timestamp("2026-10-02"), None])
+    with pytest.raises(Exception, match=r"(?i)null"):
+        store.load_page(engine, store.Ticket, broken, "crm", "tickets", {"page": 2})
+
+    assert store.row_counts(engine)["ticket"] == 1
+    assert store.read_cursor(engine, "crm", "tickets") == {"page": 1}
+
+
+def _sync(engine: Engine, source: DemoSource, stop_after: int | None = None) -> None:
+    pages = 0
+    for stream in source.streams():
+        for page in stream.read(store.read_cursor(engine, source.name, stream.name)):
+            if stop_after is not None and pages == stop_after:
+                raise RuntimeError("simulated crash")
+            rows = to_canonical(stream.table, page.records, stream.name)
+            store.load_page(
+                engine, store.INGESTED[stream.table], rows, source.name, stream.name, page.cursor
+            )
+            pages += 1
+
+
+def test_crash_mid_sync_resumes_without_gaps_or_duplicates(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    source = DemoSource(customers=3_000, seed=11)
+    with pytest.raises(RuntimeError):
+        _sync(engine, source, stop_after=4)
+    partial = store.row_counts(engine)
+    _sync(engine, source)
+    _sync(engine, source)  # a third run finds nothing new and changes nothing
+
+    counts = store.row_counts(engine)
+    for stream in source.streams():
+        expected = source.company.frames[stream.name]
+        assert counts[stream.table] == len(expected), stream.name
+        stored = store.read_frame(engine, store.INGESTED[stream.table], ["source_id"])
+        assert set(stored["source_id"]) == set(expected["source_id"]), stream.name
+    assert sum(partial[t] for t in store.INGESTED) < sum(counts[t] for t in store.INGESTED)
+
+
+def test_timestamps_round_trip_as_naive_utc(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    aware = _tickets(["T1"]).assign(created_at=pd.Timestamp("2026-10-01 13:00", tz="Europe/Moscow"))
+    rows = to_canonical("ticket", aware, "test")
+    store.load_page(engine, store.Ticket, rows, "crm", "tickets", {})
+    assert store.read_frame(engine, store.Ticket)["created_at"].iloc[0] == pd.Timestamp(
+        "2026-10-01 10:00"
+    )
+
+
+def test_unreachable_database_is_one_clear_line_without_the_password() -> None:
+    with pytest.raises(StoreError) as caught:
+        store.open_store(store.database_url("postgresql://cx:s3cret@127.0.0.1:9/cx"))
+    message = str(caught.value)
+    assert "cannot reach the store at postgresql+psycopg://cx:***@127.0.0.1:9/cx" in message
+    assert "s3cret" not in message and "\n" not in message
