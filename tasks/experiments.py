@@ -215,7 +215,7 @@ def decide(
     wanted = 1 if target.direction == "increase" else -1
     if primary.p_value < rules.alpha and np.sign(primary.value) == wanted:
         return "adopt", (
-            f"{target.name} {target.direction}d by {_fmt(primary, primary.value)} "
+            f"{target.name} {_fmt(primary, primary.value)} as expected "
             f"(95% CI {interval}, p = {primary.p_value:.2g}); guardrails hold"
         )
     if primary.p_value < rules.alpha:

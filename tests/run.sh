@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: sets up everything the suite needs on a fresh machine, then runs it.
+# Installs: a virtual environment with cxloop and its test extra, and Debian's PostgreSQL
+# server when absent (the store tests run on SQLite and on a real PostgreSQL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL server (Debian package)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+echo "== installing cxloop with its test extra"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+
+echo "== lint"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "== tests"
+exec .venv/bin/python -m pytest "$@"
