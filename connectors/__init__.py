@@ -12,6 +12,8 @@ def open_source(name: str, kind: str, options: dict[str, Any]) -> Source:
     """The connector for a configured source; `ConfigError` on options it does not take."""
     if kind == "demo":
         from connectors.demo import DemoSource as connector
+    elif kind == "hubspot":
+        from connectors.hubspot import HubSpotSource as connector
     else:
         raise ConfigError(f"sources.{name}: unknown kind {kind!r}")
     try:

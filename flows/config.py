@@ -26,7 +26,7 @@ class Strict(BaseModel):
 
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    kind: Literal["demo"]
+    kind: Literal["demo", "hubspot"]
     options: dict[str, Any] = {}
 
 

@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors import open_source
 from flows.config import DEFAULT_CONFIG, SourceConfig, load_config
-from tasks.mapping import to_canonical
-from tasks.store import INGESTED, database_url, load_page, open_store, read_cursor
+from tasks.store import database_url, open_store
+from tasks.sync import sync_stream
 
 
 @task(
@@ -27,14 +27,7 @@ def sync_source(source: SourceConfig, url: str) -> dict[str, int]:
     connector = open_source(source.name, source.kind, source.options)
     written: dict[str, int] = {}
     for stream in connector.streams():
-        cursor = read_cursor(engine, source.name, stream.name)
-        written[stream.name] = 0
-        for page in stream.read(cursor):
-            where = f"source {source.name}, stream {stream.name}, page {page.number}"
-            rows = to_canonical(stream.table, page.records, where)
-            written[stream.name] += load_page(
-                engine, INGESTED[stream.table], rows, source.name, stream.name, page.cursor
-            )
+        written[stream.name] = sync_stream(engine, source.name, stream)
         logger.info(
             "%s/%s: %s new or changed records",
             source.name,

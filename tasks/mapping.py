@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 
 from tasks.errors import SourceError
 from tasks.store import INGESTED, timestamp_columns
+
+log = logging.getLogger(__name__)
 
 
 def email_hash(emails: pd.Series) -> pd.Series:
@@ -43,3 +48,141 @@ def to_canonical(
         if name in frame.columns:
             frame[name] = pd.to_datetime(frame[name], utc=True).dt.tz_localize(None)
     return frame
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """How one vendor stream's flat fields become canonical columns.
+
+    `fields` maps a vendor field to a column; `values` maps a column's vendor values to
+    canonical ones (values not listed pass through). Config overrides both (`override`).
+    """
+
+    fields: Mapping[str, str]
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def override(
+        self, fields: Mapping[str, str] | None, values: Mapping[str, Mapping[str, str]] | None
+    ) -> FieldMap:
+        """This map with config overrides; a field mapped to a column replaces that column's
+        default field, and value maps are merged per column."""
+        fields, values = fields or {}, values or {}
+        taken = set(fields.values())
+        kept = {name: column for name, column in self.fields.items() if column not in taken}
+        merged = {column: dict(mapping) for column, mapping in self.values.items()}
+        for column, mapping in values.items():
+            merged.setdefault(column, {}).update(mapping)
+        return FieldMap({**kept, **fields}, merged)
+
+    def apply(self, records: Iterable[Mapping[str, Any]], table: str, where: str) -> list[dict]:
+        """Canonical records for `table`: renamed, value-mapped, typed by the table's columns
+        (timestamps naive UTC, amounts float). Records without a value the table requires are
+        dropped with a warning naming `where`."""
+        types = {c.name: c.type.python_type for c in INGESTED[table].__table__.columns}
+        required = [
+            name for name, info in INGESTED[table].model_fields.items()
+            if info.is_required() and name != "source"
+        ]  # fmt: skip
+        out, dropped = [], 0
+        for record in records:
+            row = {}
+            for name, column in self.fields.items():
+                value = record.get(name)
+                value = self.values.get(column, {}).get(value, value)
+                row[column] = _typed(value, types.get(column, str))
+            if any(row.get(name) is None for name in required):
+                dropped += 1
+                continue
+            out.append(row)
+        if dropped:
+            log.warning(
+                "%s: %d records lack one of %s and were not stored", where, dropped, required
+            )
+        return out
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if value is None or value == "":
+        return None
+    if kind is datetime:
+        return utc_naive(value)
+    if kind is float:
+        return float(value)
+    if kind is bool:
+        return str(value).lower() in ("true", "1", "yes")
+    return value if kind is dict else str(value)
+
+
+def utc_naive(value: str | int | float | datetime) -> datetime:
+    """A naive UTC datetime from ISO 8601 text (any offset, `Z`) or epoch milliseconds."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float) or str(value).isdigit():
+        parsed = datetime.fromtimestamp(int(value) / 1000, UTC)
+    else:
+        parsed = datetime.fromisoformat(str(value))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+HUBSPOT: dict[str, FieldMap] = {
+    "contacts": FieldMap(
+        fields={
+            "id": "source_id",
+            "email": "email",
+            "createdate": "created_at",
+            "lifecyclestage": "segment",
+            "country": "region",
+            "hs_analytics_source": "channel",
+            "hs_language": "language",
+        },
+        values={
+            "channel": {
+                "ORGANIC_SEARCH": "organic",
+                "PAID_SEARCH": "paid_search",
+                "SOCIAL_MEDIA": "social",
+                "PAID_SOCIAL": "paid_social",
+                "REFERRALS": "referral",
+                "DIRECT_TRAFFIC": "direct",
+                "EMAIL_MARKETING": "email",
+                "OFFLINE": "offline",
+                "OTHER_CAMPAIGNS": "other_campaigns",
+            }
+        },
+    ),
+    "deals": FieldMap(
+        fields={
+            "id": "source_id",
+            "associations.contacts": "customer_id",
+            "amount": "amount",
+            "createdate": "created_at",
+            "dealstage": "status",
+        }
+    ),
+    "tickets": FieldMap(
+        fields={
+            "id": "source_id",
+            "associations.contacts": "customer_id",
+            "source_type": "channel",
+            "hs_ticket_category": "topic",
+            "hs_pipeline_stage": "status",
+            "createdate": "created_at",
+            "first_agent_reply_date": "first_response_at",
+            "closed_date": "resolved_at",
+            "content": "text",
+        },
+        values={
+            "channel": {"EMAIL": "email", "CHAT": "chat", "PHONE": "phone", "FORM": "form"},
+            "topic": {
+                "PRODUCT_ISSUE": "product_quality",
+                "BILLING_ISSUE": "payment",
+                "GENERAL_INQUIRY": "general",
+                "FEATURE_REQUEST": "feature_request",
+            },
+            # HubSpot's default support pipeline stages.
+            "status": {"1": "new", "2": "waiting_on_contact", "3": "waiting_on_us", "4": "closed"},
+        },
+    ),
+}
+"""HubSpot's default fields per stream; `associations.contacts` is a record's first contact."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from connectors.demo import DemoSource
+from connectors.base import Page
+from connectors.demo import DemoSource, DemoStream
 from tasks import store
 from tasks.errors import StoreError
 from tasks.mapping import to_canonical
+from tasks.sync import sync_source, sync_stream
 
 
 def _tickets(ids: list[str], topic: str = "delivery") -> pd.DataFrame:
@@ -55,17 +60,31 @@ def test_failed_page_commits_neither_records_nor_cursor(store_url: str) -> None:
     assert store.read_cursor(engine, "crm", "tickets") == {"page": 1}
 
 
-def _sync(engine: Engine, source: DemoSource, stop_after: int | None = None) -> None:
-    pages = 0
-    for stream in source.streams():
-        for page in stream.read(store.read_cursor(engine, source.name, stream.name)):
-            if stop_after is not None and pages == stop_after:
+@dataclass
+class CrashingStream:
+    """A stream that dies after `budget[0]` pages in total, like a process killed mid-sync."""
+
+    inner: DemoStream
+    budget: list[int]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        for page in self.inner.read(cursor):
+            if self.budget[0] == 0:
                 raise RuntimeError("simulated crash")
-            rows = to_canonical(stream.table, page.records, stream.name)
-            store.load_page(
-                engine, store.INGESTED[stream.table], rows, source.name, stream.name, page.cursor
-            )
-            pages += 1
+            self.budget[0] -= 1
+            yield page
+
+
+def _sync(engine: Engine, source: DemoSource, stop_after: int | None = None) -> None:
+    if stop_after is None:
+        sync_source(engine, source)
+        return
+    budget = [stop_after]
+    for stream in source.streams():
+        sync_stream(engine, source.name, CrashingStream(stream, budget))
 
 
 def test_crash_mid_sync_resumes_without_gaps_or_duplicates(store_url: str) -> None:

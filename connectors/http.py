@@ -1,0 +1,282 @@
+"""Shared HTTP layer: one client per source with auth, rate limiting, retries and clear errors.
+
+Vendor modules say what is vendor-specific (base URL, documented rate limit, where the error
+message sits in a body, rate-limit headers); this module does the rest. `HttpStream` is the
+paging loop a vendor stream plugs `request` and `parse` into.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from connectors.base import Page
+from tasks.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+ERROR_BODY_CHARS = 300
+
+
+class SecretHeader(httpx.Auth):
+    """Puts a secret in a request header (`Authorization: Bearer …` by default), added per request
+    so it is never part of the client's default headers, its repr or a log line."""
+
+    def __init__(self, secret: SecretStr, header: str = "Authorization", scheme: str = "Bearer"):
+        self.secret = secret
+        self.header = header
+        self.scheme = scheme
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        value = self.secret.get_secret_value()
+        request.headers[self.header] = f"{self.scheme} {value}" if self.scheme else value
+        yield request
+
+    def redact(self, text: str) -> str:
+        """`text` with the secret replaced by `***`."""
+        value = self.secret.get_secret_value()
+        return text.replace(value, "***") if value else text
+
+
+class RateLimiter:
+    """Token bucket: at most `requests` per `per_seconds`, bursting up to `requests`.
+
+    Thread-safe; a caller that finds the bucket empty reserves its token and sleeps until due.
+    """
+
+    def __init__(self, requests: int, per_seconds: float):
+        if requests < 1 or per_seconds <= 0:
+            raise ValueError(f"need ≥1 request per >0 s, got {requests}/{per_seconds}")
+        self.capacity = float(requests)
+        self.rate = requests / per_seconds
+        self._tokens = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Wait until a request may be sent."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait:
+            time.sleep(wait)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry 429, 5xx and transport failures (seconds)."""
+
+    attempts: int = 5
+    base_delay: float = 1.0
+    max_wait: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential delay before retry `attempt` (1-based), with ±50% jitter, capped."""
+        delay = min(self.max_wait, self.base_delay * 2 ** (attempt - 1))
+        return delay * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP call a stream wants made; `limiter` overrides the client's for this endpoint."""
+
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    limiter: RateLimiter | None = None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the `Retry-After` header asks to wait (delta seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def body_text(response: httpx.Response) -> str:
+    """The start of a response body, for errors of vendors without a structured message."""
+    return response.text[:ERROR_BODY_CHARS].strip() or response.reason_phrase
+
+
+class HttpClient:
+    """One `httpx.Client` for a source: auth, client-side rate limit, retries with backoff.
+
+    `error_message(response)` gives the vendor's own message (and a fix, if the vendor module
+    knows one); `wait_hint(response)` gives the seconds the vendor's rate-limit headers ask to
+    pause before the next request, if any. `Retry-After` wins over the hint on a retry.
+    """
+
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        auth: SecretHeader,
+        limiter: RateLimiter,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        error_message: Callable[[httpx.Response], str] = body_text,
+        wait_hint: Callable[[httpx.Response], float | None] = lambda _: None,
+    ):
+        self.vendor = vendor
+        self.auth = auth
+        self.limiter = limiter
+        self.retry = retry
+        self.error_message = error_message
+        self.wait_hint = wait_hint
+        self._client = httpx.Client(base_url=base_url, auth=auth, timeout=timeout)
+        self._not_before = 0.0
+
+    def send(self, request: Request, where: str) -> Any:
+        """The decoded JSON body of a successful response to `request`.
+
+        Raises `SourceError` naming `where` (source, stream, page) with the vendor's message
+        when retries run out, on other 4xx answers, and on a body that is not JSON.
+        """
+        for attempt in range(1, self.retry.attempts + 1):
+            self._pace(request.limiter or self.limiter)
+            try:
+                response = self._client.request(
+                    request.method, request.path, params=request.params, json=request.json
+                )
+            except httpx.TransportError as exc:
+                problem, wait = f"{type(exc).__name__} ({exc})", self.retry.backoff(attempt)
+            else:
+                hint = self.wait_hint(response)
+                if response.status_code < 400:
+                    if hint:
+                        self._not_before = time.monotonic() + hint
+                    return self._decode(response, where)
+                problem = f"HTTP {response.status_code}: {self.error_message(response)}"
+                if response.status_code not in RETRYABLE:
+                    raise SourceError(self._say(f"{where}: {self.vendor} answered {problem}"))
+                wait = retry_after(response)
+                wait = hint if wait is None else wait
+                wait = self.retry.backoff(attempt) if wait is None else wait
+                if wait > self.retry.max_wait:
+                    raise SourceError(
+                        self._say(
+                            f"{where}: {self.vendor} answered {problem}; it asks to wait "
+                            f"{wait:.0f} s, more than max_wait ({self.retry.max_wait:.0f} s). "
+                            "Rerun later or raise max_wait."
+                        )
+                    )
+            if attempt == self.retry.attempts:
+                break
+            retries = self.retry.attempts - 1
+            log.warning(self._say(f"{where}: {problem}; retry {attempt}/{retries} in {wait:.2f} s"))
+            time.sleep(wait)
+        raise SourceError(
+            self._say(
+                f"{where}: {self.vendor} failed after {self.retry.attempts} attempts: {problem}. "
+                "Check the vendor's status page, or raise timeout or max_retries in the source "
+                "options."
+            )
+        )
+
+    def _pace(self, limiter: RateLimiter) -> None:
+        pause = self._not_before - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        limiter.acquire()
+
+    def _decode(self, response: httpx.Response, where: str) -> Any:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SourceError(
+                self._say(
+                    f"{where}: {self.vendor} sent a page that is not JSON ({exc}); nothing of it "
+                    "was saved. Rerun to fetch it again; if it persists, report it to the vendor."
+                )
+            ) from None
+
+    def _say(self, text: str) -> str:
+        return self.auth.redact(text)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one response yields: records, the cursor to save after them, and whether it was the
+    stream's last page."""
+
+    records: Sequence[Mapping[str, Any]]
+    cursor: dict
+    done: bool
+
+
+class HttpStream(ABC):
+    """A paged vendor endpoint. Subclasses declare what to ask (`request`) and how to read the
+    answer (`parse`); `read` runs the loop, one page in memory at a time."""
+
+    name: str
+    table: str
+    path: str
+    primary_key: str = "id"
+    cursor_field: str
+    page_size: int
+
+    def __init__(self, source: str, client: HttpClient) -> None:
+        self.source = source
+        self.client = client
+
+    @abstractmethod
+    def request(self, cursor: dict) -> Request:
+        """The call that fetches the page after `cursor`."""
+
+    @abstractmethod
+    def parse(self, body: Any, cursor: dict) -> Step:
+        """The page's records and next cursor; `KeyError`, `TypeError` or `ValueError` on a
+        body that does not have the vendor's documented shape."""
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        """Records as the page carries them to the loader; by default as the vendor sent them."""
+        return [dict(r) for r in records]
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        """Pages after `cursor`; each carries the cursor to save once its records are stored."""
+        number = 0
+        while True:
+            number += 1
+            where = f"source {self.source}, stream {self.name}, page {number}"
+            body = self.client.send(self.request(cursor), where)
+            try:
+                step = self.parse(body, cursor)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise SourceError(
+                    f"{where}: {self.client.vendor} sent a page without the documented shape "
+                    f"({type(exc).__name__}: {exc}); nothing of it was saved. Rerun to fetch "
+                    "it again; if it persists, report it to the vendor."
+                ) from None
+            yield Page(self.transform(step.records, where), step.cursor, number)
+            if step.done:
+                return
+            cursor = step.cursor

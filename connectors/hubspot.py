@@ -1,0 +1,316 @@
+"""HubSpot CRM v3: contacts, deals and tickets with a private-app token.
+
+The first sync pages the list endpoints by `after`; once a stream has been read to its end it
+switches to incremental sync through the search endpoint on the last-modified property,
+sorted ascending. Search refuses results beyond its cap (10,000) for one query, so before the
+next page would cross it the stream restarts the search at the last modified time it saw,
+skipping the records already seen at that millisecond.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from connectors.http import (
+    HttpClient,
+    HttpStream,
+    RateLimiter,
+    Request,
+    RetryPolicy,
+    SecretHeader,
+    Step,
+    body_text,
+)
+from tasks.errors import ConfigError, SourceError
+from tasks.mapping import HUBSPOT, FieldMap, utc_naive
+
+API = "https://api.hubapi.com"
+TOKEN_ENV = "HUBSPOT_TOKEN"
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+SEARCH_CAP = 10_000
+# Incremental sync starts this long before the full sync began, in case clocks disagree.
+CLOCK_SKEW_MS = 5 * 60_000
+RECORD_KEYS = frozenset({"id", "createdAt", "updatedAt", "archived"})
+
+
+@dataclass(frozen=True)
+class CrmObject:
+    """What differs between HubSpot object types: target table, modified property, read scope."""
+
+    table: str
+    modified: str
+    scope: str
+
+
+OBJECTS = {
+    "contacts": CrmObject("customer", "lastmodifieddate", "crm.objects.contacts.read"),
+    "deals": CrmObject("orders", "hs_lastmodifieddate", "crm.objects.deals.read"),
+    "tickets": CrmObject("ticket", "hs_lastmodifieddate", "tickets"),
+}
+
+
+def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
+    """HubSpot's own error message, with the fix for authentication and scope errors."""
+    try:
+        body = response.json()
+    except ValueError:
+        return body_text(response)
+    message = body.get("message") if isinstance(body, dict) else None
+    if not message:
+        return body_text(response)
+    if response.status_code in (401, 403):
+        path = response.request.url.path
+        scopes = ", ".join(o.scope for name, o in OBJECTS.items() if f"/{name}" in path)
+        message += (
+            f" — check {token_env}: it must hold a valid HubSpot private-app access token "
+            f"(Settings → Integrations → Private apps) with the scope {scopes or 'for it'}."
+        )
+    return message
+
+
+def wait_hint(response: httpx.Response) -> float | None:
+    """Seconds HubSpot's `X-HubSpot-RateLimit-*` headers (or a daily-limit 429) ask to pause."""
+    headers = response.headers
+    if response.status_code == 429 and (
+        headers.get("X-HubSpot-RateLimit-Daily-Remaining") == "0" or _policy(response) == "DAILY"
+    ):
+        now = datetime.now(UTC)
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        return (midnight - now).total_seconds()
+    if headers.get("X-HubSpot-RateLimit-Remaining") == "0":
+        return int(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "10000")) / 1000
+    if headers.get("X-HubSpot-RateLimit-Secondly-Remaining") == "0":
+        return 1.0
+    return None
+
+
+def _policy(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("policyName") if isinstance(body, dict) else None
+
+
+def _ms(value: str) -> int:
+    return round(utc_naive(value).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class HubSpotStream(HttpStream):
+    """One CRM object type; records leave mapped to canonical columns by `fields`.
+
+    Cursor: `{"after", "started"}` during the full sync; `{"since", "skip"}` (epoch ms, ids
+    already stored at that millisecond) plus `after`, `high`, `high_ids` within a search window.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        client: HttpClient,
+        name: str,
+        fields: FieldMap,
+        *,
+        page_size: int = LIST_LIMIT,
+        search_page_size: int = SEARCH_LIMIT,
+        search_cap: int = SEARCH_CAP,
+        search_limiter: RateLimiter | None = None,
+    ) -> None:
+        super().__init__(source, client)
+        crm = OBJECTS[name]
+        self.name, self.table, self.cursor_field = name, crm.table, crm.modified
+        self.path = f"/crm/v3/objects/{name}"
+        self.page_size = page_size
+        self.search_page_size = search_page_size
+        self.search_cap = search_cap
+        self.search_limiter = search_limiter
+        self.fields = fields
+        self.associations = [f.split(".", 1)[1] for f in fields.fields if "." in f]
+        self.properties = sorted(
+            {f for f in fields.fields if f not in RECORD_KEYS and "." not in f} | {crm.modified}
+        )
+
+    def request(self, cursor: dict) -> Request:
+        if "since" not in cursor:
+            params = {"limit": self.page_size, "properties": ",".join(self.properties)}
+            params |= {"archived": "false"}
+            if self.associations:
+                params["associations"] = ",".join(self.associations)
+            if "after" in cursor:
+                params["after"] = cursor["after"]
+            return Request("GET", self.path, params=params)
+        modified = {"propertyName": self.cursor_field}
+        body: dict[str, Any] = {
+            "filterGroups": [
+                {"filters": [modified | {"operator": "GTE", "value": str(cursor["since"])}]}
+            ],
+            "sorts": [modified | {"direction": "ASCENDING"}],
+            "properties": self.properties,
+            "limit": self.search_page_size,
+        }
+        if "after" in cursor:
+            body["after"] = cursor["after"]
+        return Request("POST", f"{self.path}/search", json=body, limiter=self.search_limiter)
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        results = body["results"]
+        if not isinstance(results, list) or not all(
+            isinstance(r, dict) and r["id"] and isinstance(r["properties"], dict) for r in results
+        ):
+            raise TypeError("`results` must be a list of objects with `id` and `properties`")
+        after = (body.get("paging") or {}).get("next", {}).get("after")
+        if "since" in cursor:
+            return self._window_step(results, None if after is None else str(after), cursor)
+        started = cursor.get("started", int(time.time() * 1000))
+        if after is None:
+            return Step(results, {"since": started - CLOCK_SKEW_MS}, done=True)
+        return Step(results, {"after": str(after), "started": started}, done=False)
+
+    def _window_step(self, results: list[dict], after: str | None, cursor: dict) -> Step:
+        since, skip = cursor["since"], set(cursor.get("skip", []))
+        high, high_ids = cursor.get("high", since), list(cursor.get("high_ids", sorted(skip)))
+        fresh = []
+        for record in results:
+            modified, key = _ms(record["properties"][self.cursor_field]), str(record["id"])
+            if modified == since and key in skip:
+                continue
+            fresh.append(record)
+            if modified > high:
+                high, high_ids = modified, [key]
+            elif modified == high:
+                high_ids.append(key)
+        if after is None:
+            return Step(fresh, {"since": high, "skip": high_ids}, done=True)
+        if int(after) + self.search_page_size <= self.search_cap:
+            window = {"since": since, "skip": sorted(skip), "after": after}
+            return Step(fresh, window | {"high": high, "high_ids": high_ids}, done=False)
+        if high == since:
+            raise SourceError(
+                f"source {self.source}, stream {self.name}: more than {self.search_cap:,} "
+                f"records share {self.cursor_field} = {since} ms, so search cannot page past "
+                "them. Delete this stream's row in sync_state to run a full sync instead."
+            )
+        return Step(fresh, {"since": high, "skip": high_ids}, done=False)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        """Flattened (`id`, properties, `associations.<type>` = first associated id) and mapped;
+        search results carry no associations, so those come from the v4 batch endpoint."""
+        listed = any("associations" in r for r in records)
+        looked_up = {
+            kind: self._associated(kind, [str(r["id"]) for r in records], where)
+            for kind in self.associations
+            if records and not listed
+        }
+        flat = []
+        for record in records:
+            row = {key: record.get(key) for key in RECORD_KEYS} | record["properties"]
+            row["id"] = key = str(record["id"])
+            for kind in self.associations:
+                if listed:
+                    found = (record.get("associations") or {}).get(kind, {}).get("results", [])
+                    row[f"associations.{kind}"] = str(found[0]["id"]) if found else None
+                else:
+                    row[f"associations.{kind}"] = looked_up[kind].get(key)
+            flat.append(row)
+        return self.fields.apply(flat, self.table, where)
+
+    def _associated(self, kind: str, ids: list[str], where: str) -> dict[str, str]:
+        path = f"/crm/v4/associations/{self.name}/{kind}/batch/read"
+        request = Request("POST", path, json={"inputs": [{"id": i} for i in ids]})
+        body = self.client.send(request, f"{where} ({kind} associations)")
+        try:
+            return {
+                str(result["from"]["id"]): str(result["to"][0]["toObjectId"])
+                for result in body["results"]
+                if result["to"]
+            }
+        except (KeyError, TypeError, IndexError) as exc:
+            raise SourceError(
+                f"{where}: HubSpot sent {kind} associations without the documented shape "
+                f"({type(exc).__name__}: {exc}); nothing of this page was saved."
+            ) from None
+
+
+@dataclass
+class HubSpotSource:
+    """A HubSpot account; the token comes from the environment variable `token_env`.
+
+    Limits default to HubSpot's documented ones for private apps (100 requests per 10 s,
+    search 5 per second); raise them for higher tiers. Seconds for the time options.
+    """
+
+    name: str
+    base_url: str = API
+    objects: list[str] = field(default_factory=lambda: list(OBJECTS))
+    token_env: str = TOKEN_ENV
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    max_wait: float = 60.0
+    rate_limit: tuple[int, float] = (100, 10.0)
+    search_rate_limit: tuple[int, float] = (5, 1.0)
+    page_size: int = LIST_LIMIT
+    search_page_size: int = SEARCH_LIMIT
+    search_cap: int = SEARCH_CAP
+    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    kind: str = field(default="hubspot", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"sources.{self.name}.options"
+        unknown = sorted({*self.objects, *self.field_map, *self.value_map} - set(OBJECTS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown HubSpot objects {unknown}; use {list(OBJECTS)}.")
+        if not 1 <= self.page_size <= LIST_LIMIT or not 1 <= self.search_page_size <= SEARCH_LIMIT:
+            raise ConfigError(
+                f"{where}: page_size must be 1–{LIST_LIMIT} and search_page_size "
+                f"1–{SEARCH_LIMIT} (HubSpot's maxima)."
+            )
+        token = os.environ.get(self.token_env, "").strip()
+        if not token:
+            scopes = ", ".join(OBJECTS[o].scope for o in self.objects)
+            raise ConfigError(
+                f"sources.{self.name}: set {self.token_env} to a HubSpot private-app access "
+                f"token (Settings → Integrations → Private apps) with the scopes {scopes}."
+            )
+        try:
+            limiter = RateLimiter(*self.rate_limit)
+            self._search_limiter = RateLimiter(*self.search_rate_limit)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{where}: rate_limit and search_rate_limit are [requests, seconds]: {exc}"
+            ) from None
+        self._client = HttpClient(
+            "HubSpot",
+            self.base_url,
+            SecretHeader(SecretStr(token)),
+            limiter,
+            timeout=self.timeout,
+            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            error_message=partial(error_message, token_env=self.token_env),
+            wait_hint=wait_hint,
+        )
+
+    def streams(self) -> list[HubSpotStream]:
+        return [
+            HubSpotStream(
+                self.name,
+                self._client,
+                name,
+                HUBSPOT[name].override(self.field_map.get(name), self.value_map.get(name)),
+                page_size=self.page_size,
+                search_page_size=self.search_page_size,
+                search_cap=self.search_cap,
+                search_limiter=self._search_limiter,
+            )
+            for name in self.objects
+        ]

@@ -1,0 +1,375 @@
+"""A fake HubSpot CRM on 127.0.0.1: v3 list and search, v4 association batch read, errors.
+
+It keeps contacts, deals and tickets in memory with HubSpot's shapes (string property values,
+ISO timestamps, `paging.next.after`), enforces a configurable search cap (HubSpot's is 10,000)
+and answers scripted faults: 429 with or without `Retry-After`, 5xx bursts, slow responses,
+malformed JSON. Records can be changed between syncs to exercise incremental sync.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+MODIFIED = {
+    "contacts": "lastmodifieddate",
+    "deals": "hs_lastmodifieddate",
+    "tickets": "hs_lastmodifieddate",
+}
+SINGULAR = {"contacts": "contact", "deals": "deal", "tickets": "ticket"}
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def iso(ms: int) -> str:
+    """HubSpot's timestamp format: ISO 8601 in UTC with milliseconds and `Z`."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+@dataclass
+class Fault:
+    """A scripted answer for requests whose path contains `path`: the first `skip` matching
+    requests pass, the next `times` get `status` with `body` (HubSpot error JSON when None)
+    after `delay` seconds. `status=None` answers normally, only late."""
+
+    path: str
+    status: int | None = 500
+    body: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    skip: int = 0
+    times: int = 1
+
+
+@dataclass
+class Record:
+    id: str
+    properties: dict[str, str | None]
+    created: int
+    modified: int
+    contacts: list[str] = field(default_factory=list)
+
+
+class FakeHubSpot:
+    """HubSpot on loopback; `url` is its base URL, `requests` what it was asked."""
+
+    def __init__(self, token: str, search_cap: int = 10_000, interval_ms: int = 10_000):
+        self.token = token
+        self.search_cap = search_cap
+        self.interval_ms = interval_ms
+        self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str, Any]] = []
+        self._clock = ms(datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._server.handle_error = lambda *_: None  # clients that timed out hang up
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @contextmanager
+    def running(self) -> Iterator[FakeHubSpot]:
+        thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
+
+    # --- data -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        kind: str,
+        properties: dict[str, str | None],
+        at: datetime,
+        contacts: Iterable[str] = (),
+    ) -> str:
+        """A new record created and last modified at `at`; returns its id."""
+        key = str(len(self.objects[kind]) + 1)
+        self.objects[kind][key] = Record(key, dict(properties), ms(at), ms(at), list(contacts))
+        return key
+
+    def change(self, kind: str, ids: Iterable[str], **properties: str | None) -> int:
+        """Sets `properties` on records `ids`, all modified now, at the same millisecond."""
+        with self._lock:
+            self._clock = max(ms(datetime.now(UTC)), self._clock + 1)
+            for key in ids:
+                record = self.objects[kind][key]
+                record.properties.update(properties)
+                record.modified = self._clock
+        return self._clock
+
+    def fault(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
+    def seed(self, contacts: int, deals: int, tickets: int) -> None:
+        """A small CRM: contacts, deals and tickets of those contacts, one hour apart."""
+        for i in range(contacts):
+            self.add(
+                "contacts",
+                {
+                    "email": f"Person{i}@Example.com " if i % 7 == 0 else f"person{i}@example.com",
+                    "createdate": None,
+                    "lifecyclestage": "customer" if i % 3 else "lead",
+                    "country": ["Russia", "Kazakhstan", None][i % 3],
+                    "hs_analytics_source": ["ORGANIC_SEARCH", "PAID_SEARCH", "REFERRALS"][i % 3],
+                    "hs_language": "ru",
+                },
+                EPOCH + timedelta(hours=i),
+            )
+        for i in range(deals):
+            self.add(
+                "deals",
+                {"amount": f"{1000 + i}.50", "dealstage": "closedwon", "createdate": None},
+                EPOCH + timedelta(hours=i, minutes=30),
+                [str(i % contacts + 1)],
+            )
+        for i in range(tickets):
+            self.add(
+                "tickets",
+                {
+                    "subject": f"Ticket {i}",
+                    "content": f"Where is my order {i}?",
+                    "source_type": ["EMAIL", "CHAT", "PHONE"][i % 3],
+                    "hs_ticket_category": ["BILLING_ISSUE", "PRODUCT_ISSUE", "DELIVERY"][i % 3],
+                    "hs_pipeline_stage": "4" if i % 4 else "1",
+                    "createdate": None,
+                    "first_agent_reply_date": iso(ms(EPOCH + timedelta(hours=i, minutes=20))),
+                    "closed_date": iso(ms(EPOCH + timedelta(hours=i + 5))) if i % 4 else None,
+                },
+                EPOCH + timedelta(hours=i),
+                [] if i % 10 == 9 else [str(i % contacts + 1)],
+            )
+
+    def public(
+        self, kind: str, record: Record, properties: Iterable[str], associations: bool
+    ) -> dict[str, Any]:
+        """A record as HubSpot sends it: requested properties (plus defaults) as strings."""
+        values = record.properties | {
+            "createdate": iso(record.created),
+            MODIFIED[kind]: iso(record.modified),
+            "hs_object_id": record.id,
+        }
+        wanted = {*properties, "createdate", MODIFIED[kind], "hs_object_id"}
+        out: dict[str, Any] = {
+            "id": record.id,
+            "properties": {name: values.get(name) for name in sorted(wanted)},
+            "createdAt": iso(record.created),
+            "updatedAt": iso(record.modified),
+            "archived": False,
+        }
+        if associations and record.contacts:
+            kind_to = f"{SINGULAR[kind]}_to_contact"
+            out["associations"] = {
+                "contacts": {"results": [{"id": c, "type": kind_to} for c in record.contacts]}
+            }
+        return out
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    def answer(
+        self, method: str, url: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], str]:
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        body = json.loads(raw) if raw else None
+        with self._lock:
+            self.requests.append((method, parts.path, query or body))
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return self._error(
+                401,
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+                "INVALID_AUTHENTICATION",
+            )
+        fault = self._take_fault(parts.path)
+        if fault is not None:
+            time.sleep(fault.delay)
+            if fault.status is not None:
+                if fault.body is not None:
+                    return fault.status, fault.headers, fault.body
+                status, headers_, text = self._error(fault.status, "internal error", "ERROR")
+                return status, headers_ | fault.headers, text
+        segments = parts.path.strip("/").split("/")
+        if method == "GET" and segments[:3] == ["crm", "v3", "objects"] and len(segments) == 4:
+            return self._list(segments[3], query)
+        if (
+            method == "POST"
+            and segments[:3] == ["crm", "v3", "objects"]
+            and segments[4:] == ["search"]
+        ):
+            return self._search(segments[3], body)
+        if method == "POST" and segments[:3] == ["crm", "v4", "associations"]:
+            return self._associations(segments[3], segments[4], body)
+        return self._error(404, f"No route for {method} {parts.path}", "OBJECT_NOT_FOUND")
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.path in path:
+                    if fault.skip:
+                        fault.skip -= 1
+                        return None
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _list(self, kind: str, query: dict[str, str]) -> tuple[int, dict[str, str], str]:
+        limit = int(query.get("limit", 10))
+        if limit > 100:
+            return self._error(400, "limit must be at most 100", "VALIDATION_ERROR")
+        after = int(query.get("after", 0))
+        ordered = sorted(self.objects[kind].values(), key=lambda r: int(r.id))
+        chosen = [r for r in ordered if int(r.id) >= after]
+        page, rest = chosen[:limit], chosen[limit:]
+        properties = query.get("properties", "").split(",")
+        associations = "contacts" in query.get("associations", "")
+        body: dict[str, Any] = {
+            "results": [self.public(kind, r, properties, associations) for r in page]
+        }
+        if rest:
+            body["paging"] = {"next": {"after": rest[0].id, "link": f"?after={rest[0].id}"}}
+        return self._ok(body)
+
+    def _search(self, kind: str, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        limit, after = int(body.get("limit", 10)), int(body.get("after", 0))
+        if limit > 200:
+            return self._error(400, "limit must be at most 200", "VALIDATION_ERROR")
+        if after + limit > self.search_cap:
+            return self._error(
+                400,
+                f"Search results beyond {self.search_cap} are not available; refine the query.",
+                "VALIDATION_ERROR",
+            )
+        matches = [r for r in self.objects[kind].values() if self._matches(kind, r, body)]
+        matches.sort(key=lambda r: (r.modified, int(r.id)))
+        page = matches[after : after + limit]
+        out: dict[str, Any] = {
+            "total": len(matches),
+            "results": [self.public(kind, r, body.get("properties", []), False) for r in page],
+        }
+        if after + limit < len(matches):
+            out["paging"] = {"next": {"after": str(after + limit)}}
+        return self._ok(out)
+
+    @staticmethod
+    def _matches(kind: str, record: Record, body: dict[str, Any]) -> bool:
+        groups = body.get("filterGroups") or [{"filters": []}]
+        compare = {"GTE": int.__ge__, "GT": int.__gt__, "LTE": int.__le__, "LT": int.__lt__}
+        for group in groups:
+            if all(
+                f["propertyName"] == MODIFIED[kind]
+                and compare[f["operator"]](record.modified, int(f["value"]))
+                for f in group["filters"]
+            ):
+                return True
+        return False
+
+    def _associations(
+        self, kind: str, to: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, str], str]:
+        results, missing = [], []
+        for item in body["inputs"]:
+            record = self.objects[kind].get(item["id"])
+            if record and record.contacts and to == "contacts":
+                to_list = [
+                    {
+                        "toObjectId": int(c),
+                        "associationTypes": [
+                            {"category": "HUBSPOT_DEFINED", "typeId": 16, "label": None}
+                        ],
+                    }
+                    for c in record.contacts
+                ]
+                results.append({"from": {"id": item["id"]}, "to": to_list})
+            else:
+                missing.append(item["id"])
+        out: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if missing:
+            out |= {
+                "numErrors": 1,
+                "errors": [
+                    {
+                        "status": "error",
+                        "category": "OBJECT_NOT_FOUND",
+                        "message": "No associations found",
+                        "context": {"fromObjectId": missing},
+                    }
+                ],
+            }
+        return (207 if missing else 200), self._limits(), json.dumps(out)
+
+    def _limits(self, remaining: int = 189) -> dict[str, str]:
+        return {
+            "X-HubSpot-RateLimit-Max": "190",
+            "X-HubSpot-RateLimit-Remaining": str(remaining),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(self.interval_ms),
+        }
+
+    def _ok(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        return 200, self._limits(), json.dumps(body)
+
+    def _error(self, status: int, message: str, category: str) -> tuple[int, dict[str, str], str]:
+        body = {
+            "status": "error",
+            "message": message,
+            "correlationId": str(uuid.uuid4()),
+            "category": category,
+        }
+        return status, {}, json.dumps(body)
+
+    def rate_limited(self, path: str, retry_after: str | None = None, times: int = 1) -> Fault:
+        """HubSpot's 429: `RATE_LIMIT` body, `X-HubSpot-RateLimit-*` headers, maybe Retry-After."""
+        body = {
+            "status": "error",
+            "message": "You have reached your ten_secondly_rolling limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": str(uuid.uuid4()),
+            "policyName": "TEN_SECONDLY_ROLLING",
+        }
+        headers = self._limits(remaining=0)
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        fault = Fault(path, 429, json.dumps(body), headers, times=times)
+        self.fault(fault)
+        return fault
+
+
+def _handler(fake: FakeHubSpot) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, extra, text = fake.answer(self.command, self.path, headers, raw)
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    return Handler

@@ -1,0 +1,335 @@
+"""HubSpot connector against a fake HubSpot on loopback: full and incremental sync into the store,
+the search cap, rate limits, 5xx, timeouts, malformed pages, crashes, bad tokens, secrecy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from connectors import open_source
+from connectors.http import RateLimiter
+from tasks import store
+from tasks.errors import ConfigError, SourceError
+from tasks.mapping import HUBSPOT
+from tasks.sync import sync_source
+from tests.fakes.hubspot import FakeHubSpot, Fault
+
+TOKEN = "pat-na1-0f3c2a7e-5b1d-4c9a-8e6f-1a2b3c4d5e6f"
+SIZES = {"contacts": 250, "deals": 120, "tickets": 230}
+TABLES = {"contacts": store.Customer, "deals": store.Order, "tickets": store.Ticket}
+FAST = {
+    "backoff_base": 0.01,
+    "max_wait": 5.0,
+    "timeout": 2.0,
+    "rate_limit": [1000, 1],
+    "search_rate_limit": [1000, 1],
+}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHubSpot]:
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    hubspot = FakeHubSpot(TOKEN, interval_ms=300)
+    hubspot.seed(**SIZES)
+    with hubspot.running():
+        yield hubspot
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def crm(fake: FakeHubSpot, **options: Any) -> Any:
+    return open_source("crm", "hubspot", {"base_url": fake.url, **FAST, **options})
+
+
+def sync(engine: Engine, fake: FakeHubSpot, **options: Any) -> dict[str, int]:
+    return sync_source(engine, crm(fake, **options))
+
+
+def stored(engine: Engine, stream: str) -> pd.DataFrame:
+    return store.read_frame(engine, TABLES[stream]).set_index("source_id").sort_index()
+
+
+def assert_store_equals_source(engine: Engine, fake: FakeHubSpot) -> None:
+    for stream, model in TABLES.items():
+        rows = store.read_frame(engine, model)
+        assert rows["source_id"].is_unique, stream
+        assert set(rows["source_id"]) == set(fake.objects[stream]), stream
+    tickets = stored(engine, "tickets")
+    for key, record in fake.objects["tickets"].items():
+        assert tickets.loc[key, "text"] == record.properties["content"]
+
+
+def requests_to(fake: FakeHubSpot, path_part: str) -> list[tuple[str, str, Any]]:
+    return [r for r in fake.requests if path_part in r[1]]
+
+
+def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) -> None:
+    engine = store.open_store(store_url)
+    written = sync(engine, fake)
+
+    assert written == SIZES
+    assert_store_equals_source(engine, fake)
+    tickets, contacts, deals = (stored(engine, s) for s in ("tickets", "contacts", "deals"))
+    columns = ["customer_id", "channel", "topic", "status", "created_at", "first_response_at"]
+    assert tickets.loc["1", [*columns, "text"]].tolist() == [
+        "1", "email", "payment", "new", pd.Timestamp("2025-01-01 00:00"),
+        pd.Timestamp("2025-01-01 00:20"), "Where is my order 0?",
+    ]  # fmt: skip
+    assert pd.isna(tickets.loc["1", "resolved_at"])
+    assert tickets.loc["2", "resolved_at"] == pd.Timestamp("2025-01-01 06:00")
+    assert tickets.loc["3", "topic"] == "DELIVERY"  # not in the value map: passes through
+    assert pd.isna(tickets.loc["10", "customer_id"])  # ticket without a contact
+    expected_hash = hashlib.sha256(b"person0@example.com").hexdigest()
+    assert contacts.loc["1", ["email_hash", "segment", "region", "channel"]].tolist() == [
+        expected_hash,
+        "lead",
+        "Russia",
+        "organic",
+    ]
+    assert deals.loc["2", ["amount", "customer_id", "status"]].tolist() == [
+        1001.5,
+        "2",
+        "closedwon",
+    ]
+    listed = requests_to(fake, "/crm/v3/objects/tickets")
+    assert [r[2].get("after") for r in listed] == [None, "101", "201"]
+    assert {r[2]["limit"] for r in listed} == {"100"} and listed[0][2]["associations"] == "contacts"
+    assert "since" in store.read_cursor(engine, "crm", "tickets")
+
+
+def test_second_sync_fetches_only_changed_records(store_url: str, fake) -> None:
+    engine = store.open_store(store_url)
+    sync(engine, fake)
+    fake.change("tickets", ["5", "6", "7"], content="Parcel lost", hs_ticket_category="DELIVERY")
+    fake.change("contacts", ["3", "4"], country="Armenia")
+    new = fake.add(
+        "tickets", {"content": "New one", "source_type": "CHAT"}, datetime.now(UTC), ["9"]
+    )
+    fake.requests.clear()
+
+    assert sync(engine, fake) == {"contacts": 2, "deals": 0, "tickets": 4}
+    methods = {method for method, *_ in requests_to(fake, "/crm/v3/objects/tickets")}
+    assert methods == {"POST"}  # search only, no list paging
+    tickets = stored(engine, "tickets")
+    assert tickets.loc[["5", "6", "7"], "text"].tolist() == ["Parcel lost"] * 3
+    assert tickets.loc[new, ["customer_id", "channel"]].tolist() == ["9", "chat"]
+    assert stored(engine, "contacts").loc[["3", "4"], "region"].tolist() == ["Armenia"] * 2
+    assert_store_equals_source(engine, fake)
+    assert sync(engine, fake) == {"contacts": 0, "deals": 0, "tickets": 0}
+
+
+def test_search_cap_is_crossed_by_moving_the_time_window(sqlite_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    fake = FakeHubSpot(TOKEN, search_cap=50)
+    fake.seed(contacts=20, deals=0, tickets=300)
+    with fake.running():
+        engine = store.open_store(sqlite_url)
+        options = {"objects": ["tickets"], "search_page_size": 20, "search_cap": 50}
+        sync(engine, fake, **options)
+        ids = sorted(fake.objects["tickets"], key=int)
+        for start in range(0, len(ids), 3):  # three records share each modified millisecond
+            fake.change("tickets", ids[start : start + 3], content=f"changed {start}")
+        fake.requests.clear()
+
+        assert sync(engine, fake, **options) == {"tickets": 300}
+
+    searches = [r[2] for r in requests_to(fake, "/tickets/search")]
+    assert all(int(s.get("after", 0)) + s["limit"] <= 50 for s in searches)
+    assert sum("after" not in s for s in searches) >= 300 // 40
+    assert_store_equals_source_tickets(engine, fake)
+
+
+def assert_store_equals_source_tickets(engine: Engine, fake: FakeHubSpot) -> None:
+    tickets = stored(engine, "tickets")
+    assert tickets.index.is_unique and len(tickets) == len(fake.objects["tickets"])
+    for key, record in fake.objects["tickets"].items():
+        assert tickets.loc[key, "text"] == record.properties["content"]
+
+
+@pytest.mark.parametrize("retry_after", ["1", "http-date", None])
+def test_rate_limit_429_is_retried_after_the_wait_hubspot_asks_for(
+    sqlite_url: str, fake, retry_after: str | None, caplog
+) -> None:
+    if retry_after == "http-date":
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    fake.rate_limited("/objects/deals", retry_after)
+    engine = store.open_store(sqlite_url)
+
+    started = time.monotonic()
+    assert sync(engine, fake, objects=["deals"]) == {"deals": 120}
+    elapsed = time.monotonic() - started
+
+    # Without Retry-After the X-HubSpot-RateLimit-Interval-Milliseconds header (300) applies.
+    assert elapsed >= (0.9 if retry_after else 0.3)
+    assert len(requests_to(fake, "/objects/deals")) == 3
+    assert "ten_secondly_rolling" in caplog.text
+
+
+def test_daily_limit_fails_at_once_instead_of_waiting_until_midnight(sqlite_url, fake) -> None:
+    body = {"status": "error", "message": "You have reached your daily limit.",
+            "errorType": "RATE_LIMIT", "policyName": "DAILY"}  # fmt: skip
+    fake.fault(Fault("/objects/contacts", 429, json.dumps(body)))
+    with pytest.raises(SourceError, match=r"daily limit.*more than max_wait"):
+        sync(store.open_store(sqlite_url), fake)
+    assert len(fake.requests) == 1
+
+
+def test_bursts_of_500_and_503_are_retried_with_backoff(sqlite_url: str, fake) -> None:
+    fake.fault(Fault("/objects/tickets", 500, times=2))
+    fake.fault(Fault("/objects/tickets", 503, skip=1, times=2))
+    engine = store.open_store(sqlite_url)
+
+    assert sync(engine, fake)["tickets"] == SIZES["tickets"]
+    assert len(requests_to(fake, "/objects/tickets")) == 3 + 4
+    assert_store_equals_source(engine, fake)
+
+
+def test_5xx_that_outlasts_the_retries_names_source_stream_page_and_vendor_message(
+    sqlite_url: str, fake
+) -> None:
+    fake.fault(Fault("/objects/deals", 503, skip=1, times=99))
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url), fake, max_retries=2)
+    message = str(caught.value)
+    assert "source crm, stream deals, page 2" in message
+    assert "HubSpot failed after 3 attempts: HTTP 503: internal error" in message
+
+
+def test_slow_response_times_out_and_is_retried(sqlite_url: str, fake) -> None:
+    fake.fault(Fault("/objects/contacts", None, delay=1.0, skip=1))
+    engine = store.open_store(sqlite_url)
+    assert sync(engine, fake, objects=["contacts"], timeout=0.3) == {"contacts": 250}
+    assert [r[2].get("after") for r in requests_to(fake, "/objects/contacts")] == [
+        None, "101", "101", "201",
+    ]  # fmt: skip
+
+
+def test_timeouts_that_outlast_the_retries_fail_naming_the_page(sqlite_url: str, fake) -> None:
+    fake.fault(Fault("/objects/contacts", None, delay=0.5, times=3))
+    with pytest.raises(SourceError, match=r"stream contacts, page 1: .*ReadTimeout"):
+        sync(store.open_store(sqlite_url), fake, timeout=0.2, max_retries=2)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [('{"results": [{"id": "1", "prop', "not JSON"), ('{"results": 7}', "documented shape")],
+)
+def test_malformed_page_saves_nothing_of_it_and_keeps_the_cursor(
+    store_url: str, fake, body: str, problem: str
+) -> None:
+    fake.fault(Fault("/objects/contacts", 200, body, skip=1))
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError) as caught:
+        sync(engine, fake)
+
+    assert "source crm, stream contacts, page 2" in str(caught.value)
+    assert problem in str(caught.value) and "nothing of it was saved" in str(caught.value)
+    assert store.row_counts(engine)["customer"] == 100
+    assert store.read_cursor(engine, "crm", "contacts")["after"] == "101"
+
+
+def test_crash_mid_pagination_then_rerun_leaves_no_gap_and_no_duplicate(
+    store_url: str, fake
+) -> None:
+    fake.fault(Fault("/objects/tickets", 500, skip=1, times=99))
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError, match="stream tickets, page 2"):
+        sync(engine, fake, max_retries=1)
+    assert store.row_counts(engine)["ticket"] == 100
+    fake.faults.clear()
+    fake.requests.clear()
+
+    assert sync(engine, fake) == {"contacts": 0, "deals": 0, "tickets": 130}
+    assert requests_to(fake, "/objects/tickets")[0][2]["after"] == "101"
+    assert_store_equals_source(engine, fake)
+    assert sync(engine, fake)["tickets"] == 0
+
+
+def test_bad_token_fails_at_once_naming_hubspot_token_and_the_scope(
+    sqlite_url: str, fake, monkeypatch
+) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-na1-revoked")
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url), fake)
+    message = str(caught.value)
+    assert "HTTP 401: Authentication credentials not found" in message
+    assert "check HUBSPOT_TOKEN" in message and "crm.objects.contacts.read" in message
+    assert "pat-na1-revoked" not in message
+    assert len(fake.requests) == 1
+
+
+def test_missing_token_is_a_config_error_naming_the_variable(monkeypatch) -> None:
+    monkeypatch.delenv("HUBSPOT_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"sources\.crm: set HUBSPOT_TOKEN .* tickets"):
+        open_source("crm", "hubspot", {})
+
+
+def test_token_never_appears_in_logs_or_errors(sqlite_url: str, fake, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.rate_limited("/objects/contacts", "0")
+    fake.fault(Fault("/objects/contacts", 503, times=2))
+    echo = {"status": "error", "message": f"Bad header: Bearer {TOKEN}", "category": "X"}
+    fake.fault(Fault("/objects/contacts", 400, json.dumps(echo)))
+    source = crm(fake)
+    with pytest.raises(SourceError) as caught:
+        sync_source(store.open_store(sqlite_url), source)
+
+    assert "Bad header: Bearer ***" in str(caught.value)
+    assert "HTTP 503" in caplog.text and "HTTP 429" in caplog.text
+    for text in (str(caught.value), caplog.text, repr(source), repr(source.streams()[0].client)):
+        assert TOKEN not in text
+
+
+def test_config_overrides_fields_and_values(sqlite_url: str, fake) -> None:
+    engine = store.open_store(sqlite_url)
+    sync(
+        engine,
+        fake,
+        objects=["tickets"],
+        field_map={"tickets": {"subject": "text"}},
+        value_map={"tickets": {"topic": {"DELIVERY": "delivery"}}},
+    )
+    tickets = stored(engine, "tickets")
+    assert tickets.loc[["1", "3"], ["text", "topic"]].values.tolist() == [
+        ["Ticket 0", "payment"],
+        ["Ticket 2", "delivery"],
+    ]
+    assert "subject" in requests_to(fake, "/objects/tickets")[0][2]["properties"]
+    assert HUBSPOT["tickets"].fields["content"] == "text"  # defaults untouched
+
+
+def test_deals_without_amount_are_not_orders(caplog) -> None:
+    at = "2026-03-01T10:00:00.000Z"
+    records = [{"id": "1", "amount": "10", "createdate": at}, {"id": "2", "createdate": at}]
+    rows = HUBSPOT["deals"].apply(records, "orders", "source crm, stream deals, page 1")
+    assert [r["source_id"] for r in rows] == ["1"]
+    assert "source crm, stream deals, page 1: 1 records lack" in caplog.text
+
+
+def test_unknown_objects_and_options_are_config_errors(fake) -> None:
+    with pytest.raises(ConfigError, match="unknown HubSpot objects"):
+        crm(fake, objects=["companies"])
+    with pytest.raises(ConfigError, match=r"sources\.crm\.options: .*page_sise"):
+        crm(fake, page_sise=10)
+
+
+def test_rate_limiter_holds_requests_to_the_configured_rate() -> None:
+    limiter = RateLimiter(5, 0.25)  # 20 per second, bursts of 5
+    started = time.monotonic()
+    for _ in range(15):
+        limiter.acquire()
+    assert 0.45 <= time.monotonic() - started < 1.0
