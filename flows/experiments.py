@@ -45,6 +45,7 @@ def _row(role: str, e: Estimate) -> dict:
         "ci_low": e.ci_low,
         "ci_high": e.ci_high,
         "p_value": e.p_value,
+        "sequential": e.sequential,
         "n_pilot": e.n_pilot,
         "n_control": e.n_control,
         "cells": {"rows": e.cells.to_dict("records")},

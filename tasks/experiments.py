@@ -8,7 +8,7 @@ change of each unit's value; absolute effects in the metric's own units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -43,23 +43,61 @@ def assignments(hypothesis: Hypothesis, customers: pd.DataFrame) -> pd.DataFrame
 
 @dataclass(frozen=True)
 class Estimate:
-    """A difference-in-differences estimate and the table it came from."""
+    """A difference-in-differences estimate and the table it came from.
+
+    `coef`, `low`, `high` and `se` are on the model's scale (log for relative metrics);
+    `value`, `ci_low`, `ci_high` on the reader's (−0.4 is −40% for relative metrics).
+    `sequential` marks an always-valid interval and p-value, safe under daily peeking.
+    """
 
     metric: str
     relative: bool
-    value: float
-    ci_low: float
-    ci_high: float
-    p_value: float
+    coef: float
     se: float
+    low: float
+    high: float
+    p_value: float
     cells: pd.DataFrame
     n_pilot: int
     n_control: int
+    sequential: bool = False
+
+    def _effect(self, coef: float) -> float:
+        return float(np.expm1(coef)) if self.relative else float(coef)
+
+    @property
+    def value(self) -> float:
+        return self._effect(self.coef)
+
+    @property
+    def ci_low(self) -> float:
+        return self._effect(self.low)
+
+    @property
+    def ci_high(self) -> float:
+        return self._effect(self.high)
 
     def mde(self, alpha: float) -> float:
-        """Smallest effect this design detects with 80% power, in the estimate's units."""
-        log_or_units = (stats.norm.ppf(1 - alpha / 2) + Z80) * self.se
-        return float(np.expm1(log_or_units)) if self.relative else float(log_or_units)
+        """Smallest effect this design detects with 80% power, in the reader's units."""
+        return self._effect((stats.norm.ppf(1 - alpha / 2) + Z80) * self.se)
+
+
+def always_valid(estimate: Estimate, alpha: float, tau: float) -> Estimate:
+    """`estimate` with a mixture-SPRT always-valid CI and p-value (normal mixture N(0, tau²)).
+
+    Valid at every look, so evaluating a running pilot daily does not inflate false
+    positives. `tau` is the effect size on the model's scale the test is tuned for.
+    """
+    v, t2 = estimate.se**2, tau**2
+    half = np.sqrt(v * (v + t2) / t2 * (np.log((v + t2) / v) - 2 * np.log(alpha)))
+    log_lr = 0.5 * np.log(v / (v + t2)) + estimate.coef**2 * t2 / (2 * v * (v + t2))
+    return replace(
+        estimate,
+        low=estimate.coef - half,
+        high=estimate.coef + half,
+        p_value=float(min(1.0, np.exp(-log_lr))),
+        sequential=True,
+    )
 
 
 def _window(at: pd.Series, period: Period) -> pd.Series:
@@ -105,17 +143,15 @@ def did(
         return Estimate(metric, relative, nan, nan, nan, nan, nan, cells, n_pilot, n_control)
     groups = pd.factorize(frame["customer_id"])[0]
     fit = sm.OLS(y.to_numpy(), design).fit(cov_type="cluster", cov_kwds={"groups": groups})
-    coef, se = float(fit.params[3]), float(fit.bse[3])
-    low, high = (float(v) for v in fit.conf_int(alpha)[3])
-    to_effect = np.expm1 if relative else float
+    low, high = fit.conf_int(alpha)[3]
     return Estimate(
         metric=metric,
         relative=relative,
-        value=float(to_effect(coef)),
-        ci_low=float(to_effect(low)),
-        ci_high=float(to_effect(high)),
+        coef=float(fit.params[3]),
+        se=float(fit.bse[3]),
+        low=float(low),
+        high=float(high),
         p_value=float(fit.pvalues[3]),
-        se=se,
         cells=cells,
         n_pilot=n_pilot,
         n_control=n_control,
@@ -165,11 +201,34 @@ def _target(target: MetricTarget, data: CxData, arms: pd.DataFrame, h: Hypothesi
     return _estimate(target.name, target.expected_effect.relative, data, arms, h)
 
 
+def holm(estimates: list[Estimate]) -> list[Estimate]:
+    """`estimates` with Holm-adjusted p-values (family-wise error across secondary metrics)."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.array([e.p_value for e in estimates])
+    valid = ~np.isnan(p)
+    if not valid.any():
+        return estimates
+    adjusted = p.copy()
+    adjusted[valid] = multipletests(p[valid], method="holm")[1]
+    return [replace(e, p_value=float(q)) for e, q in zip(estimates, adjusted, strict=True)]
+
+
 def evaluate(hypothesis: Hypothesis, data: CxData) -> Evaluation:
-    """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive."""
+    """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive.
+
+    With `decision.sequential` (the default) the primary metric's CI and p-value are
+    always-valid, tuned to the expected effect, so daily evaluation of a running pilot keeps
+    its false-positive rate; secondary metrics get Holm-adjusted p-values.
+    """
+    rules = hypothesis.decision
     arms = assignments(hypothesis, data.customers)
     primary = _target(hypothesis.metric, data, arms, hypothesis)
-    secondary = [_target(m, data, arms, hypothesis) for m in hypothesis.secondary_metrics]
+    if rules.sequential and not np.isnan(primary.se):
+        expected = hypothesis.metric.expected_effect
+        tau = abs(np.log1p(expected.value) if expected.relative else expected.value)
+        primary = always_valid(primary, rules.alpha, tau)
+    secondary = holm([_target(m, data, arms, hypothesis) for m in hypothesis.secondary_metrics])
     guardrails = []
     for guard in hypothesis.guardrails:
         estimate = _estimate(guard.metric, False, data, arms, hypothesis)
@@ -212,6 +271,8 @@ def decide(
     if breached:
         return "reject", f"guardrail breached: {', '.join(breached)}"
     interval = f"{_fmt(primary, primary.ci_low)} to {_fmt(primary, primary.ci_high)}"
+    if primary.sequential:
+        interval += ", always-valid"
     wanted = 1 if target.direction == "increase" else -1
     if primary.p_value < rules.alpha and np.sign(primary.value) == wanted:
         return "adopt", (

@@ -122,6 +122,7 @@ class Decision(Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     min_per_arm: int = Field(default=200, ge=1)
     analysis: Literal["did"] = "did"
+    sequential: bool = True
 
 
 class Hypothesis(Strict):

@@ -161,6 +161,7 @@ class ExperimentResult(SQLModel, table=True):
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None
+    sequential: bool = False
     n_pilot: int
     n_control: int
     srm_p: float | None = None

@@ -7,8 +7,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from tasks.experiments import assign_arms, did, evaluate, srm_p_value
+from tasks.experiments import Estimate, always_valid, assign_arms, did, evaluate, holm, srm_p_value
 from tasks.hypotheses import Period, load_hypothesis
 from tests.conftest import REPO
 
@@ -98,3 +99,51 @@ def test_demo_null_pilot_is_not_adopted(demo_data) -> None:
     result = evaluate(h, demo_data)
     assert result.decision != "adopt", result.reason
     assert result.primary.ci_low <= 0 <= result.primary.ci_high
+
+
+def _running_estimates(rng: np.random.Generator, runs: int, looks: int, effect: float) -> tuple:
+    """Estimates of a mean difference after each daily batch, with their standard errors."""
+    per_look = 50
+    diffs = rng.normal(effect, 1.0, size=(runs, looks, per_look)).sum(axis=2).cumsum(axis=1)
+    n = per_look * np.arange(1, looks + 1)
+    return diffs / n, np.sqrt(1.0 / n)
+
+
+def _estimate(coef: float, se: float) -> Estimate:
+    low, high = coef - 1.96 * se, coef + 1.96 * se
+    p = 2 * stats.norm.sf(abs(coef / se))
+    return Estimate("m", False, coef, se, low, high, p, pd.DataFrame(), 0, 0)
+
+
+def test_daily_peeking_with_always_valid_p_keeps_false_positives_at_alpha() -> None:
+    coefs, ses = _running_estimates(np.random.default_rng(3), runs=1000, looks=30, effect=0.0)
+    naive = sequential = 0
+    for run in range(1000):
+        looks = [_estimate(c, s) for c, s in zip(coefs[run], ses, strict=True)]
+        naive += any(e.p_value < 0.05 for e in looks)
+        sequential += any(always_valid(e, 0.05, tau=0.2).p_value < 0.05 for e in looks)
+    assert naive / 1000 > 0.10  # peeking at fixed-horizon p-values inflates errors…
+    assert sequential / 1000 <= 0.055  # …always-valid ones do not
+
+
+def test_always_valid_ci_covers_the_truth_at_every_look() -> None:
+    coefs, ses = _running_estimates(np.random.default_rng(4), runs=1000, looks=30, effect=0.3)
+    half = [always_valid(_estimate(0.0, s), 0.05, tau=0.3).high for s in ses]
+    covered = (np.abs(coefs - 0.3) <= np.array(half)).all(axis=1).mean()
+    assert covered >= 0.95
+
+
+def test_aa_pilots_are_significant_in_at_most_5_5_percent_of_1000_runs() -> None:
+    rng = np.random.default_rng(11)
+    false_positives = sum(
+        did("y", *_panel(rng, 60, effect=0.0), BASE, PILOT, relative=False).p_value < 0.05
+        for _ in range(1000)
+    )
+    assert false_positives / 1000 <= 0.055
+
+
+def test_holm_adjusts_secondary_p_values_upwards_in_order() -> None:
+    raw = [_estimate(c, 1.0) for c in (2.5, 2.2, 0.3)]
+    adjusted = holm(raw)
+    p = sorted(e.p_value for e in raw)
+    assert [e.p_value for e in adjusted] == pytest.approx([3 * p[0], 2 * p[1], p[2]], rel=1e-9)
