@@ -206,6 +206,56 @@ def hypotheses_list(
     console.print(table)
 
 
+@hypotheses_app.command("schema")
+def hypotheses_schema(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(
+        "hypotheses/schema.json"
+    ),
+) -> None:
+    """Write the JSON Schema of hypothesis files (editors use it for autocompletion)."""
+    from tasks.hypotheses import schema_json
+
+    path.write_text(schema_json(), encoding="utf-8")
+    console.print(f"Wrote {path}.")
+
+
+@hypotheses_app.command("assign")
+def hypotheses_assign(
+    hypothesis_id: Annotated[str, typer.Argument(help="The hypothesis id.")],
+    out: Annotated[Path, typer.Option(help="CSV to write: customer_id, arm.")] = Path(
+        "assignment.csv"
+    ),
+    config: ConfigOption = DEFAULT,
+) -> None:
+    """Export a pilot's assignment as CSV for operations to apply the change to."""
+    with user_errors():
+        from tasks.errors import HypothesisError
+        from tasks.experiments import assignments
+        from tasks.metrics import customers_from_store
+        from tasks.store import database_url, open_store
+
+        cfg = _checked(config)
+        found = {h.id: h for h in _hypotheses(cfg)}
+        if hypothesis_id not in found:
+            raise HypothesisError(
+                f"no hypothesis {hypothesis_id!r} in {cfg.hypotheses_dir}; "
+                f"known: {', '.join(sorted(found)) or 'none'}"
+            )
+        customers = customers_from_store(open_store(database_url(cfg.database_url)))
+        arms = assignments(found[hypothesis_id], customers, list(found.values()))
+        arms.to_csv(out, index=False)
+    counts = arms["arm"].value_counts()
+    console.print(
+        f"Wrote {out}: {counts.get('pilot', 0):,} pilot, {counts.get('control', 0):,} control."
+    )
+
+
+def _hypotheses(config: Config) -> list:
+    from tasks.hypotheses import load_hypotheses
+
+    return load_hypotheses(config.hypotheses_dir)
+
+
 def _pain_table(ranked: list[dict], limit: int) -> Table:
     table = Table(
         "#", "pain point", "reach", "impact (NPS pts, 95% CI)", "confidence", "effort", "score",
@@ -240,4 +290,6 @@ def _summary(result: CycleResult) -> None:
     console.print(pilots)
     for p in result.pilots:
         console.print(f"  {p['id']}: {p['decision']} — {p['reason']}", highlight=False)
+        for warning in p["warnings"]:
+            console.print(f"    [yellow]warning:[/] {warning}", highlight=False)
     console.print(f"Report: [bold]{Path(result.report_path).resolve()}[/]")

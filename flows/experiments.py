@@ -25,6 +25,7 @@ def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
     roles += [("secondary", e) for e in evaluation.secondary]
     roles += [("guardrail", e) for e, _ in evaluation.guardrails]
     rows = [_row(role, e) for role, e in roles]
+    rows[0]["cells"] |= {"planned_mde": evaluation.planned_mde, "warnings": evaluation.warnings}
     frame = pd.DataFrame(rows).assign(
         hypothesis_id=h.id,
         as_of=as_of.date(),
@@ -53,9 +54,11 @@ def _row(role: str, e: Estimate) -> dict:
 
 
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
-def evaluate_and_store(hypothesis: Hypothesis, data: CxData, url: str) -> dict:
+def evaluate_and_store(
+    hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
+) -> dict:
     """Assignment and results stored; returns the decision summary."""
-    evaluation = evaluate(hypothesis, data)
+    evaluation = evaluate(hypothesis, data, others)
     engine = store.open_store(url)
     as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.tickets["created_at"].max())
     arms = evaluation.arms.assign(
@@ -74,6 +77,8 @@ def evaluate_and_store(hypothesis: Hypothesis, data: CxData, url: str) -> dict:
         "id": hypothesis.id,
         "decision": evaluation.decision,
         "reason": evaluation.reason,
+        "warnings": evaluation.warnings,
+        "planned_mde": evaluation.planned_mde,
         "metrics": [_row(role, e) for role, e in estimates],
     }
 
@@ -84,12 +89,15 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     logger = get_run_logger()
     config = load_config(Path(config_path))
     url = store.database_url(config.database_url)
-    hypotheses = [h for h in load_hypotheses(config.hypotheses_dir) if h.status in EVALUATED]
+    everything = load_hypotheses(config.hypotheses_dir)
+    hypotheses = [h for h in everything if h.status in EVALUATED]
     if not hypotheses:
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
         return []
     data = load_data(url)
-    summaries = [evaluate_and_store(h, data, url) for h in hypotheses]
+    summaries = [evaluate_and_store(h, data, url, everything) for h in hypotheses]
     for s in summaries:
         logger.info("%s: %s (%s)", s["id"], s["decision"], s["reason"])
+        for warning in s["warnings"]:
+            logger.warning("%s: %s", s["id"], warning)
     return summaries

@@ -8,13 +8,14 @@ change of each unit's value; absolute effects in the metric's own units.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tasks.hypotheses import Hypothesis, MetricTarget, Period
+from tasks.hypotheses import ACTIVE, Hypothesis, MetricTarget, Period
 from tasks.metrics import CxData, observations
 
 Z80 = 0.8416212335729143
@@ -31,14 +32,70 @@ def assign_arms(customer_ids: pd.Series, salt: str, pilot_share: float) -> np.nd
     return np.where(buckets < np.uint64(pilot_share * 2.0**64), "pilot", "control")
 
 
-def assignments(hypothesis: Hypothesis, customers: pd.DataFrame) -> pd.DataFrame:
-    """`customer_id`, `arm` for every customer in the hypothesis' population."""
-    eligible = pd.Series(True, index=customers.index)
+def eligible(hypothesis: Hypothesis, customers: pd.DataFrame) -> pd.Series:
+    """Whether each customer matches the hypothesis' population filters."""
+    mask = pd.Series(True, index=customers.index)
     for column, values in hypothesis.population.filters().items():
-        eligible &= customers[column].isin(values)
-    ids = customers.loc[eligible, "customer_id"]
+        mask &= customers[column].isin(values)
+    return mask
+
+
+def _earlier_and_concurrent(other: Hypothesis, hypothesis: Hypothesis) -> bool:
+    a, b = other.schedule.pilot, hypothesis.schedule.pilot
+    return (
+        other.id != hypothesis.id
+        and other.status in ACTIVE
+        and not other.assignment.overlap
+        and (a.start, other.id) < (b.start, hypothesis.id)
+        and a.start <= b.end
+        and b.start <= a.end
+    )
+
+
+def assignments(
+    hypothesis: Hypothesis, customers: pd.DataFrame, others: Sequence[Hypothesis] = ()
+) -> pd.DataFrame:
+    """`customer_id`, `arm` for the hypothesis' population.
+
+    Customers already in an earlier concurrent pilot among `others` are left out, unless
+    either hypothesis sets `assignment.overlap`.
+    """
+    mask = eligible(hypothesis, customers)
+    if not hypothesis.assignment.overlap:
+        for other in others:
+            if _earlier_and_concurrent(other, hypothesis):
+                mask &= ~eligible(other, customers)
+    ids = customers.loc[mask, "customer_id"]
     arm = assign_arms(ids, hypothesis.assignment.salt, hypothesis.assignment.pilot_share)
     return pd.DataFrame({"customer_id": ids.to_numpy(), "arm": arm})
+
+
+def _days(period: Period) -> int:
+    return (period.end - period.start).days + 1
+
+
+def planned_mde(hypothesis: Hypothesis, arms: pd.DataFrame, data: CxData) -> float:
+    """Smallest effect on the primary metric the pilot can detect (80% power), before it runs.
+
+    From the baseline period: the metric's spread and observations per arm, with the pilot
+    period assumed to yield as many per day. Signed in the expected direction, in the expected
+    effect's units (−0.29 is −29% for a relative decrease); ignores clustering by customer,
+    so treat it as optimistic when customers repeat.
+    """
+    target, schedule = hypothesis.metric, hypothesis.schedule
+    obs = observations(target.name, data).merge(arms, on="customer_id")
+    obs = obs[_window(obs["at"], schedule.baseline)]
+    values = (
+        np.log(obs["value"].clip(lower=1e-6)) if target.expected_effect.relative else obs["value"]
+    )
+    counts = obs["arm"].value_counts()
+    if len(counts) < 2 or len(values) < 3:
+        return float("nan")
+    scale = _days(schedule.pilot) / _days(schedule.baseline)
+    inverse = sum(1 / counts[arm] + 1 / (scale * counts[arm]) for arm in ("pilot", "control"))
+    z = stats.norm.ppf(1 - hypothesis.decision.alpha / 2) + Z80
+    units = (1 if target.direction == "increase" else -1) * z * values.std() * np.sqrt(inverse)
+    return float(np.expm1(units)) if target.expected_effect.relative else float(units)
 
 
 @dataclass(frozen=True)
@@ -180,6 +237,8 @@ class Evaluation:
     decision: str
     reason: str
     arms: pd.DataFrame = field(repr=False)
+    planned_mde: float = float("nan")
+    warnings: list[str] = field(default_factory=list)
 
 
 def _estimate(
@@ -214,7 +273,7 @@ def holm(estimates: list[Estimate]) -> list[Estimate]:
     return [replace(e, p_value=float(q)) for e, q in zip(estimates, adjusted, strict=True)]
 
 
-def evaluate(hypothesis: Hypothesis, data: CxData) -> Evaluation:
+def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] = ()) -> Evaluation:
     """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive.
 
     With `decision.sequential` (the default) the primary metric's CI and p-value are
@@ -222,10 +281,18 @@ def evaluate(hypothesis: Hypothesis, data: CxData) -> Evaluation:
     its false-positive rate; secondary metrics get Holm-adjusted p-values.
     """
     rules = hypothesis.decision
-    arms = assignments(hypothesis, data.customers)
+    arms = assignments(hypothesis, data.customers, others)
+    mde = planned_mde(hypothesis, arms, data)
+    expected = hypothesis.metric.expected_effect
+    warnings = []
+    if abs(expected.value) < abs(mde):
+        needed = f"{mde:+.0%}" if expected.relative else f"{mde:+.2f}"
+        warnings.append(
+            f"expected effect {expected} is smaller than this pilot can detect "
+            f"(about {needed}, from the baseline period)"
+        )
     primary = _target(hypothesis.metric, data, arms, hypothesis)
     if rules.sequential and not np.isnan(primary.se):
-        expected = hypothesis.metric.expected_effect
         tau = abs(np.log1p(expected.value) if expected.relative else expected.value)
         primary = always_valid(primary, rules.alpha, tau)
     secondary = holm([_target(m, data, arms, hypothesis) for m in hypothesis.secondary_metrics])
@@ -247,7 +314,9 @@ def evaluate(hypothesis: Hypothesis, data: CxData) -> Evaluation:
         guardrails.append((estimate, breached))
     srm = srm_p_value(arms, hypothesis.assignment.pilot_share)
     decision, reason = decide(hypothesis, primary, guardrails, srm)
-    return Evaluation(hypothesis, primary, secondary, guardrails, srm, decision, reason, arms)
+    return Evaluation(
+        hypothesis, primary, secondary, guardrails, srm, decision, reason, arms, mde, warnings
+    )
 
 
 def _fmt(estimate: Estimate, value: float) -> str:

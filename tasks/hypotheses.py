@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 from pathlib import Path
@@ -44,7 +45,9 @@ def _parse_effect(raw: object) -> object:
 class MetricTarget(Strict):
     name: MetricName
     direction: Literal["increase", "decrease"]
-    expected_effect: Annotated[Effect, BeforeValidator(_parse_effect)]
+    expected_effect: Annotated[
+        Effect, BeforeValidator(_parse_effect, json_schema_input_type=str | float)
+    ]
 
     @model_validator(mode="after")
     def _effect_matches_direction(self) -> MetricTarget:
@@ -73,7 +76,9 @@ def _as_list(raw: object) -> object:
     return [raw] if isinstance(raw, str) else raw
 
 
-Values = Annotated[list[str] | None, BeforeValidator(_as_list)]
+Values = Annotated[
+    list[str] | None, BeforeValidator(_as_list, json_schema_input_type=str | list[str] | None)
+]
 
 
 class Population(Strict):
@@ -91,6 +96,9 @@ class Assignment(Strict):
     method: Literal["hash"] = "hash"
     pilot_share: float = Field(gt=0, lt=1)
     salt: str = Field(min_length=1)
+    overlap: bool = Field(
+        default=False, description="May share customers with other running pilots."
+    )
 
 
 class Period(Strict):
@@ -143,6 +151,13 @@ class Hypothesis(Strict):
     status: Literal["draft", "approved", "running", "concluded"] = "draft"
 
 
+def schema_json() -> str:
+    """The JSON Schema of a hypothesis file, as kept in `hypotheses/schema.json` for editors."""
+    schema = Hypothesis.model_json_schema(mode="validation")
+    schema["title"] = "cxloop hypothesis"
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 def load_hypothesis(path: Path) -> Hypothesis:
     """One hypothesis file, validated; `HypothesisError` names file, line, field and fix."""
     hypothesis = load_yaml_model(path, Hypothesis, HypothesisError)
@@ -162,6 +177,38 @@ def load_hypotheses(directory: Path) -> list[Hypothesis]:
             found.append(load_hypothesis(path))
         except HypothesisError as exc:
             problems.append(str(exc))
+    problems += overlaps(found, directory)
     if problems:
         raise HypothesisError("\n".join(problems))
     return found
+
+
+ACTIVE = ("approved", "running")
+
+
+def _may_share_customers(a: Population, b: Population) -> bool:
+    """False only when some attribute both filter on has disjoint allowed values."""
+    fa, fb = a.filters(), b.filters()
+    return all(set(fa[key]) & set(fb[key]) for key in fa.keys() & fb.keys())
+
+
+def overlaps(hypotheses: list[Hypothesis], directory: Path) -> list[str]:
+    """Problems for active pilots that share a primary metric, customers and pilot days."""
+    active = [h for h in hypotheses if h.status in ACTIVE and not h.assignment.overlap]
+    problems = []
+    for i, a in enumerate(active):
+        for b in active[i + 1 :]:
+            same_days = a.schedule.pilot.start <= b.schedule.pilot.end and (
+                b.schedule.pilot.start <= a.schedule.pilot.end
+            )
+            if (
+                a.metric.name == b.metric.name
+                and same_days
+                and _may_share_customers(a.population, b.population)
+            ):
+                problems.append(
+                    f"{directory / (b.id + '.yaml')}: `metric.name` {b.metric.name} is also the "
+                    f"primary metric of {a.id} for the same customers and days; give them "
+                    "disjoint populations or pilot periods, or set `assignment.overlap: true`."
+                )
+    return problems

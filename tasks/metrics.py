@@ -27,14 +27,19 @@ class CxData:
     @classmethod
     def from_store(cls, engine: Engine) -> CxData:
         return cls(
-            customers=store.read_frame(
-                engine, store.Customer, ["source_id", "segment", "region", "channel", "created_at"]
-            ).rename(columns={"source_id": "customer_id"}),
+            customers=customers_from_store(engine),
             tickets=with_ticket_measures(store.read_frame(engine, store.Ticket)),
             responses=store.read_frame(engine, store.SurveyResponse),
             orders=store.read_frame(engine, store.Order),
             web=store.read_frame(engine, store.WebMetric),
         )
+
+
+def customers_from_store(engine: Engine) -> pd.DataFrame:
+    """Customers keyed by `customer_id` (their CRM id) with the attributes analyses cut by."""
+    columns = ["source_id", "segment", "region", "channel", "created_at"]
+    customers = store.read_frame(engine, store.Customer, columns)
+    return customers.rename(columns={"source_id": "customer_id"})
 
 
 def nps_points(scores: pd.Series) -> pd.Series:

@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tasks.experiments import Estimate, always_valid, assign_arms, did, evaluate, holm, srm_p_value
+from tasks.experiments import (
+    Estimate,
+    always_valid,
+    assign_arms,
+    assignments,
+    did,
+    evaluate,
+    holm,
+    srm_p_value,
+)
 from tasks.hypotheses import Period, load_hypothesis
 from tests.conftest import REPO
 
@@ -147,3 +156,42 @@ def test_holm_adjusts_secondary_p_values_upwards_in_order() -> None:
     adjusted = holm(raw)
     p = sorted(e.p_value for e in raw)
     assert [e.p_value for e in adjusted] == pytest.approx([3 * p[0], 2 * p[1], p[2]], rel=1e-9)
+
+
+def test_customers_in_an_earlier_concurrent_pilot_are_left_out_unless_overlap_allowed() -> None:
+    customers = pd.DataFrame(
+        {"customer_id": [f"C{i}" for i in range(1000)], "segment": ["loyal", "new"] * 500}
+    )
+    first = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    later = first.model_copy(
+        update={
+            "id": "later",
+            "population": first.population.model_copy(update={"segment": ["loyal", "new"]}),
+            "schedule": first.schedule.model_copy(
+                update={"pilot": Period(start=date(2026, 10, 15), end=date(2026, 11, 15))}
+            ),
+        }
+    )
+    arms = assignments(later, customers, [first, later])
+    assert set(customers.set_index("customer_id").loc[arms["customer_id"], "segment"]) == {"new"}
+    shared = later.model_copy(
+        update={"assignment": later.assignment.model_copy(update={"overlap": True})}
+    )
+    assert len(assignments(shared, customers, [first, shared])) == 1000
+    assert len(assignments(first, customers, [first, later])) == 500
+
+
+def test_planned_mde_follows_the_two_sample_formula_and_warns(demo_data) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "chat-greeting-script.yaml")
+    result = evaluate(h, demo_data)
+    obs = demo_data.responses[demo_data.responses["kind"] == "csat"]
+    obs = obs.merge(result.arms, on="customer_id")
+    base = obs[(obs["submitted_at"] >= "2026-09-01") & (obs["submitted_at"] < "2026-10-01")]
+    n = base["arm"].value_counts()
+    by_hand = (
+        (1.959964 + 0.841621)
+        * base["score"].std()
+        * np.sqrt(sum(1 / n[a] + 1 / (31 / 30 * n[a]) for a in ("pilot", "control")))
+    )
+    assert result.planned_mde == pytest.approx(by_hand, rel=1e-4)
+    assert result.planned_mde > 0.3 and "smaller than this pilot can detect" in result.warnings[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import HypothesisError
-from tasks.hypotheses import load_hypotheses, load_hypothesis
+from tasks.hypotheses import load_hypotheses, load_hypothesis, schema_json
 from tests.conftest import REPO
 
 GOOD = (REPO / "hypotheses" / "auto-route-tickets.yaml").read_text(encoding="utf-8")
@@ -80,3 +80,26 @@ def test_all_broken_files_are_reported_together(tmp_path: Path) -> None:
         load_hypotheses(tmp_path)
     assert "auto-route-tickets.yaml" in str(caught.value) and "third.yaml" in str(caught.value)
     assert "second.yaml" not in str(caught.value)
+
+
+def test_schema_json_is_in_sync_with_the_model() -> None:
+    shipped = (REPO / "hypotheses" / "schema.json").read_text(encoding="utf-8")
+    assert shipped == schema_json(), "regenerate with `cxloop hypotheses schema`"
+
+
+def test_overlapping_pilots_on_one_metric_are_rejected_unless_declared(tmp_path: Path) -> None:
+    _write(tmp_path, GOOD)
+    twin = GOOD.replace("auto-route-tickets", "second-routing").replace(
+        "segment: [loyal, premium, b2b]", "segment: [premium]"
+    )
+    _write(tmp_path, twin, "second-routing.yaml")
+    with pytest.raises(HypothesisError, match="second-routing.yaml: `metric.name` frt_hours"):
+        load_hypotheses(tmp_path)
+    _write(
+        tmp_path,
+        twin.replace("salt: auto-route-2026", "salt: s2, overlap: true"),
+        "second-routing.yaml",
+    )
+    assert len(load_hypotheses(tmp_path)) == 2
+    _write(tmp_path, twin.replace("[premium]", "[new]"), "second-routing.yaml")
+    assert len(load_hypotheses(tmp_path)) == 2
