@@ -250,6 +250,41 @@ def hypotheses_assign(
     )
 
 
+@app.command()
+def backlog(config: ConfigOption = DEFAULT) -> None:
+    """The improvement roadmap: ranked pain points, their hypotheses and where each stands."""
+    with user_errors():
+        import pandas as pd
+
+        from tasks import store
+        from tasks.pain_points import backlog as roadmap
+
+        cfg = _checked(config)
+        engine = store.open_store(store.database_url(cfg.database_url))
+        pain = store.read_frame(engine, store.PainPoint)
+        pain = pain[pain["period"] == pain["period"].max()]
+        results = store.read_frame(engine, store.ExperimentResult)
+        latest = results[results["role"] == "primary"].sort_values("as_of")
+        decisions = latest.groupby("hypothesis_id")["decision"].last()
+        links = pd.DataFrame(
+            [
+                {"key": h.pain_point, "hypothesis": h.id, "status": h.status}
+                for h in _hypotheses(cfg)
+            ],
+            columns=["key", "hypothesis", "status"],
+        )
+        links["decision"] = links["hypothesis"].map(decisions)
+        plan = roadmap(pain, links)
+    table = Table("#", "pain point", "score", "state", "hypothesis", "status", "decision")
+    table.title = "Improvement backlog"
+    for row in plan.fillna("").itertuples():
+        table.add_row(
+            str(row.rank), row.key, f"{row.score:.1f}", row.state,
+            row.hypothesis, row.status, row.decision,
+        )  # fmt: skip
+    console.print(table)
+
+
 def _hypotheses(config: Config) -> list:
     from tasks.hypotheses import load_hypotheses
 

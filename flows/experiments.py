@@ -53,6 +53,20 @@ def _row(role: str, e: Estimate) -> dict:
     }
 
 
+def record_statuses(url: str, hypotheses: list[Hypothesis]) -> None:
+    """Store when each hypothesis was first seen in its current lifecycle status."""
+    seen = pd.DataFrame(
+        {
+            "hypothesis_id": [h.id for h in hypotheses],
+            "status": [h.status for h in hypotheses],
+            "first_seen_at": store.now_utc(),
+        }
+    )
+    store.save_rows(
+        store.open_store(url), store.HypothesisStatus, seen, ("hypothesis_id", "status"), False
+    )
+
+
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_and_store(
     hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
@@ -90,6 +104,7 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     config = load_config(Path(config_path))
     url = store.database_url(config.database_url)
     everything = load_hypotheses(config.hypotheses_dir)
+    record_statuses(url, everything)
     hypotheses = [h for h in everything if h.status in EVALUATED]
     if not hypotheses:
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)

@@ -103,3 +103,27 @@ def _evidence(
         "nps_unaffected": round(float(outside.mean()), 1) if len(outside) else None,
         "verbatims": [redact_pii(q) for q in quotes.head(VERBATIMS)],
     }
+
+
+def backlog(ranked: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """The improvement roadmap: ranked pain points with the hypotheses addressing them.
+
+    `links` has `key` (pain point), `hypothesis`, `status` and `decision` (latest, or None).
+    `state` is `addressed` once a pilot on it was adopted, `piloting` while one is approved
+    or running, `learned` when pilots concluded without adoption, else `open`.
+    """
+    merged = ranked[["rank", "key", "title", "score"]].merge(links, on="key", how="left")
+
+    def keys_with(mask: pd.Series) -> pd.Series:
+        return merged["key"].isin(merged.loc[mask, "key"])
+
+    merged["state"] = np.select(
+        [
+            keys_with(merged["decision"] == "adopt"),
+            keys_with(merged["status"].isin(["approved", "running"])),
+            keys_with(merged["hypothesis"].notna()),
+        ],
+        ["addressed", "piloting", "learned"],
+        "open",
+    )
+    return merged.sort_values(["rank", "hypothesis"], na_position="last", ignore_index=True)

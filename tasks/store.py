@@ -148,6 +148,17 @@ class Assignment(SQLModel, table=True):
     assigned_at: NaiveDatetime
 
 
+class HypothesisStatus(SQLModel, table=True):
+    """When each hypothesis was first seen in each lifecycle status."""
+
+    __tablename__ = "hypothesis_status"
+    __table_args__ = (UniqueConstraint("hypothesis_id", "status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    hypothesis_id: str = Field(index=True)
+    status: str
+    first_seen_at: NaiveDatetime
+
+
 class ExperimentResult(SQLModel, table=True):
     __tablename__ = "experiment_result"
     __table_args__ = (UniqueConstraint("hypothesis_id", "metric", "as_of"),)
@@ -226,11 +237,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def upsert(conn: Connection, model: type[SQLModel], rows: pd.DataFrame, keys: Sequence[str]) -> int:
-    """Insert or update `rows` into `model`'s table on its unique `keys`; returns rows written.
+def upsert(
+    conn: Connection,
+    model: type[SQLModel],
+    rows: pd.DataFrame,
+    keys: Sequence[str],
+    update: bool = True,
+) -> int:
+    """Insert or update `rows` into `model`'s table on its unique `keys`; returns rows sent.
 
-    One multi-row `INSERT … ON CONFLICT DO UPDATE` per batch of `BATCH_ROWS`, never an ORM
-    merge per row. Columns of `rows` that the table lacks are ignored.
+    One multi-row `INSERT … ON CONFLICT DO UPDATE` (or `DO NOTHING` without `update`) per
+    batch of `BATCH_ROWS`, never an ORM merge per row. Columns the table lacks are ignored.
     """
     table = model.__table__
     columns = [c.name for c in table.columns if c.name in rows.columns and c.name != "id"]
@@ -241,7 +258,10 @@ def upsert(conn: Connection, model: type[SQLModel], rows: pd.DataFrame, keys: Se
     for start in range(0, len(records), BATCH_ROWS):
         stmt = dialect_insert(table)
         updates = {c: stmt.excluded[c] for c in columns if c not in keys}
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        if update and updates:
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
         conn.execute(stmt, records[start : start + BATCH_ROWS])
     return len(records)
 
@@ -274,11 +294,15 @@ def read_cursor(engine: Engine, source: str, stream: str) -> dict:
 
 
 def save_rows(
-    engine: Engine, model: type[SQLModel], rows: pd.DataFrame, keys: Sequence[str]
+    engine: Engine,
+    model: type[SQLModel],
+    rows: pd.DataFrame,
+    keys: Sequence[str],
+    update: bool = True,
 ) -> int:
     """Upsert derived rows (snapshots, pain points, results) in one transaction."""
     with engine.begin() as conn:
-        return upsert(conn, model, rows, keys)
+        return upsert(conn, model, rows, keys, update)
 
 
 def timestamp_columns(model: type[SQLModel]) -> list[str]:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from connectors.demo import generate
-from tasks.pain_points import confidence, rank_pain_points
+from tasks.pain_points import backlog, confidence, rank_pain_points
 from tests.conftest import cx_data
 
 
@@ -50,3 +50,21 @@ def test_confidence_is_zero_when_the_ci_reaches_zero_or_evidence_is_thin() -> No
     half = pd.Series([5.0, 25.0, 2.0, 5.0])
     respondents = pd.Series([500, 500, 500, 10])
     assert confidence(impact, half, respondents).tolist() == [0.75, 0.0, 0.6, 0.0]
+
+
+def test_backlog_marks_each_pain_point_by_where_its_hypotheses_stand() -> None:
+    ranked = pd.DataFrame(
+        {"rank": [1, 2, 3, 4], "key": list("abcd"), "title": list("ABCD"), "score": [4, 3, 2, 1]}
+    )
+    links = pd.DataFrame(
+        {
+            "key": ["a", "a", "b", "c"],
+            "hypothesis": ["h1", "h2", "h3", "h4"],
+            "status": ["concluded", "running", "running", "concluded"],
+            "decision": ["adopt", None, "inconclusive", "reject"],
+        }
+    )
+    plan = backlog(ranked, links)
+    state = plan.drop_duplicates("key").set_index("key")["state"]
+    assert state.to_dict() == {"a": "addressed", "b": "piloting", "c": "learned", "d": "open"}
+    assert list(plan["key"]) == ["a", "a", "b", "c", "d"]
