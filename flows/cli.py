@@ -206,6 +206,42 @@ def hypotheses_list(
     console.print(table)
 
 
+@hypotheses_app.command("new")
+def hypotheses_new(
+    hypothesis_id: Annotated[str, typer.Argument(help="Id and file name, e.g. faster-refunds.")],
+    pain_point: Annotated[str, typer.Option(help="Key of a ranked pain point.")],
+    start: Annotated[str, typer.Option(help="Pilot start date (YYYY-MM-DD).")] = "",
+    config: ConfigOption = DEFAULT,
+) -> None:
+    """Scaffold a draft hypothesis from a ranked pain point."""
+    with user_errors():
+        from datetime import date, timedelta
+
+        from tasks import store
+        from tasks.errors import HypothesisError
+        from tasks.hypotheses import load_hypothesis, scaffold
+
+        cfg = _checked(config)
+        pain = store.read_frame(
+            store.open_store(store.database_url(cfg.database_url)), store.PainPoint
+        )
+        latest = pain[pain["period"] == pain["period"].max()].set_index("key")
+        if pain_point not in latest.index:
+            raise HypothesisError(
+                f"no ranked pain point {pain_point!r}; run `cxloop rank` first. "
+                f"Top ones: {', '.join(latest.sort_values('rank').index[:5])}"
+            )
+        path = cfg.hypotheses_dir / f"{hypothesis_id}.yaml"
+        if path.exists():
+            raise HypothesisError(f"{path} exists; pick another id.")
+        row = latest.loc[pain_point]
+        begin = date.fromisoformat(start) if start else date.today() + timedelta(days=7)
+        text = scaffold(hypothesis_id, pain_point, row["title"], row["impact"], begin)
+        path.write_text(text, encoding="utf-8")
+        load_hypothesis(path)
+    console.print(f"Wrote {path}: edit `change` and `owner`, then set status: approved.")
+
+
 @hypotheses_app.command("schema")
 def hypotheses_schema(
     path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(

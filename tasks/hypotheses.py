@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -156,6 +156,34 @@ def schema_json() -> str:
     schema = Hypothesis.model_json_schema(mode="validation")
     schema["title"] = "cxloop hypothesis"
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def scaffold(hypothesis_id: str, pain_point: str, title: str, nps_gap: float, start: date) -> str:
+    """A draft hypothesis file for a ranked pain point, commented where a CX lead must decide.
+
+    The target is half the NPS gap the pain point costs; the pilot runs four weeks after a
+    four-week baseline ending the day before `start`.
+    """
+    baseline_start, pilot_end = start - timedelta(days=28), start + timedelta(days=27)
+    return f"""# yaml-language-server: $schema=schema.json
+# Draft for pain point {pain_point} ({title}). Fill in the change, check the numbers,
+# then set status: approved. `cxloop hypotheses validate` checks this file.
+id: {hypothesis_id}
+title: {json.dumps(f"Fixing {title.lower()} lifts NPS")}
+owner: cx-lead@example.com                      # who decides
+pain_point: {pain_point}
+change: Describe the change the pilot arm gets   # what operations will do differently
+metric: {{name: nps, direction: increase, expected_effect: +{max(nps_gap / 2, 1):.0f}}}
+guardrails:
+  - {{metric: csat, max_drop: 0.2}}
+population: {{}}                                  # e.g. {{segment: [premium], region: Siberia}}
+assignment: {{method: hash, pilot_share: 0.5, salt: {hypothesis_id}}}
+schedule:
+  baseline: {{start: {baseline_start}, end: {start - timedelta(days=1)}}}
+  pilot: {{start: {start}, end: {pilot_end}}}
+decision: {{alpha: 0.05, min_per_arm: 200, analysis: did}}
+status: draft
+"""
 
 
 def load_hypothesis(path: Path) -> Hypothesis:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from tasks.errors import HypothesisError
-from tasks.hypotheses import load_hypotheses, load_hypothesis, schema_json
+from tasks.hypotheses import load_hypotheses, load_hypothesis, scaffold, schema_json
 from tests.conftest import REPO
 
 GOOD = (REPO / "hypotheses" / "auto-route-tickets.yaml").read_text(encoding="utf-8")
@@ -103,3 +104,18 @@ def test_overlapping_pilots_on_one_metric_are_rejected_unless_declared(tmp_path:
     assert len(load_hypotheses(tmp_path)) == 2
     _write(tmp_path, twin.replace("[premium]", "[new]"), "second-routing.yaml")
     assert len(load_hypotheses(tmp_path)) == 2
+
+
+def test_scaffold_from_a_pain_point_is_a_valid_draft(tmp_path: Path) -> None:
+    text = scaffold(
+        "faster-refunds", "ticket:payment", "Tickets about payment", 40.0, date(2026, 12, 1)
+    )
+    h = load_hypothesis(_write(tmp_path, text, "faster-refunds.yaml"))
+    assert (h.status, h.pain_point, h.metric.expected_effect.value) == (
+        "draft",
+        "ticket:payment",
+        20,
+    )
+    assert h.schedule.baseline.end == date(2026, 11, 30) and h.schedule.pilot.start == date(
+        2026, 12, 1
+    )
