@@ -94,7 +94,7 @@ def test_overlapping_pilots_on_one_metric_are_rejected_unless_declared(tmp_path:
         "segment: [loyal, premium, b2b]", "segment: [premium]"
     )
     _write(tmp_path, twin, "second-routing.yaml")
-    with pytest.raises(HypothesisError, match="second-routing.yaml: `metric.name` frt_hours"):
+    with pytest.raises(HypothesisError, match=r"second-routing\.yaml: `metric\.name` frt_hours"):
         load_hypotheses(tmp_path)
     _write(
         tmp_path,
