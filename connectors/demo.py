@@ -56,6 +56,7 @@ NPS_BASE = {  # P(promoter), P(detractor)
     "premium": (0.58, 0.10),
     "b2b": (0.45, 0.15),
 }
+REGION_NPS_SHIFT = {"Siberia": 0.06}  # a planted low-NPS region: 12 points below the rest
 NPS_RESPONSE_RATE = {"new": 0.12, "loyal": 0.35, "premium": 0.30, "b2b": 0.18}
 TICKET_RATE_FACTOR = {"new": 2.0, "loyal": 1.0, "premium": 1.0, "b2b": 1.0}
 ORDER_RATE = {"new": 0.2, "loyal": 0.35, "premium": 0.5, "b2b": 0.8}
@@ -100,6 +101,7 @@ class Truth:
 
     pain_points: pd.DataFrame
     pilots: dict[str, dict[str, float]]
+    low_nps_region: str = "Siberia"
 
     @property
     def pain_point_order(self) -> list[str]:
@@ -310,6 +312,7 @@ def _nps_responses(
     submitted = month_start + pd.to_timedelta(rng.random(m) * 28, unit="D")
     base = people["segment"].map(NPS_BASE)
     shift = sum(hits[t].to_numpy() * spec["nps_shift"] for t, spec in TOPICS.items())
+    shift = shift + people["region"].map(REGION_NPS_SHIFT).fillna(0.0).to_numpy()
     piloted = _in_pilot(people["arm"].to_numpy()[who], submitted, "auto-route-tickets")
     shift = shift[who] - piloted * PILOTS["auto-route-tickets"].nps_points / 200
     p_pro = np.clip(base.str[0].to_numpy()[who] - shift, 0.01, 0.95)

@@ -131,6 +131,51 @@ def rank(config: ConfigOption = DEFAULT) -> None:
 
 
 @app.command()
+def metrics(
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated cuts: segment, region, acquisition, "
+            "channel, topic, survey, hour, weekday."
+        ),
+    ] = "segment",
+    period: Annotated[str, typer.Option(help="day, week, month, quarter or all.")] = "all",
+    metric: Annotated[str, typer.Option(help="Comma-separated metrics.")] = (
+        "nps,csat_top2,ces,frt_hours,fcr,sla_breach"
+    ),
+    config: ConfigOption = DEFAULT,
+) -> None:
+    """Print CX metrics from the store by any cut and period, with n and 95% CI."""
+    with user_errors():
+        from tasks import store
+        from tasks.errors import ConfigError
+        from tasks.metrics import CxData, metric_table
+
+        cfg = _checked(config)
+        data = CxData.from_store(store.open_store(store.database_url(cfg.database_url)))
+        cuts = [d for d in by.split(",") if d]
+        try:
+            table = metric_table(
+                data, metric.split(","), cuts, None if period == "all" else period, cfg.csat_scale
+            )
+        except KeyError as exc:
+            raise ConfigError(f"{exc.args[0]}") from None
+    out = Table(*cuts, "period", "metric", "value", "95% CI", "n", title="CX metrics")
+    for row in table.sort_values([*cuts, "period", "metric"]).itertuples(index=False):
+        cells = row._asdict()
+        ci = (
+            ""
+            if cells["ci_low"] != cells["ci_low"]
+            else f"{cells['ci_low']:.1f} … {cells['ci_high']:.1f}"
+        )
+        out.add_row(
+            *(str(cells[c]) for c in cuts), cells["period"], cells["metric"],
+            f"{cells['value']:.2f}", ci, f"{cells['n']:,}",
+        )  # fmt: skip
+    console.print(out)
+
+
+@app.command()
 def report(config: ConfigOption = DEFAULT) -> None:
     """Render the reports from the store and print where they are."""
     with user_errors():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from tasks import store
 
 Z95 = 1.959963984540054
 REPEAT_WINDOW = pd.Timedelta(days=7)
+SLA_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -50,31 +52,47 @@ def nps_points(scores: pd.Series) -> pd.Series:
 
 
 def with_ticket_measures(tickets: pd.DataFrame) -> pd.DataFrame:
-    """Tickets plus `frt_hours`, `art_hours`, `fcr` and `repeat` (same customer within 7 days)."""
+    """Tickets plus `frt_hours`, `art_hours`, `repeat` (same customer again within 7 days),
+    `fcr` (resolved, not reopened, no repeat) and `sla_breach` (FRT over `SLA_HOURS`)."""
     tickets = tickets.sort_values(["customer_id", "created_at"], kind="stable")
     hours = pd.Timedelta(hours=1)
     next_contact = tickets.groupby("customer_id", sort=False)["created_at"].shift(-1)
+    repeat = (next_contact - tickets["created_at"]) <= REPEAT_WINDOW
+    frt = (tickets["first_response_at"] - tickets["created_at"]) / hours
     return tickets.assign(
-        frt_hours=(tickets["first_response_at"] - tickets["created_at"]) / hours,
+        frt_hours=frt,
         art_hours=(tickets["resolved_at"] - tickets["created_at"]) / hours,
-        repeat=(next_contact - tickets["created_at"]) <= REPEAT_WINDOW,
-        fcr=tickets["resolved_at"].notna()
-        & ~tickets["reopened"].astype(bool)
-        & ~((next_contact - tickets["created_at"]) <= REPEAT_WINDOW),
+        repeat=repeat,
+        fcr=tickets["resolved_at"].notna() & ~tickets["reopened"].astype(bool) & ~repeat,
+        sla_breach=frt > SLA_HOURS,
     ).sort_index()
 
 
-def observations(metric: str, data: CxData) -> pd.DataFrame:
-    """Unit-level values of `metric` as columns `customer_id`, `at`, `value`.
+def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame:
+    """Unit-level values of `metric`: `customer_id`, `at`, `value` and the unit's own dimensions.
 
     Survey metrics give one row per response (NPS in points −100/0/+100, CSAT and CES as
-    scored); ticket metrics one row per ticket (hours, or 0/100 for FCR and repeat contact).
+    scored, `csat_top2` as 0/100) with `survey` and `channel`; ticket metrics one row per
+    ticket (hours, or 0/100 for FCR, repeat contact and SLA breach) with `channel`, `topic`.
     """
     if metric in SURVEY_METRICS:
-        answers = data.responses[data.responses["kind"] == metric]
-        value = nps_points(answers["score"]) if metric == "nps" else answers["score"]
+        kind = metric.removesuffix("_top2")
+        answers = data.responses[data.responses["kind"] == kind]
+        score = answers["score"]
+        if metric == "nps":
+            value = nps_points(score)
+        elif metric == "csat_top2":
+            value = (score >= csat_scale - 1) * 100.0
+        else:
+            value = score
         return pd.DataFrame(
-            {"customer_id": answers["customer_id"], "at": answers["submitted_at"], "value": value}
+            {
+                "customer_id": answers["customer_id"],
+                "at": answers["submitted_at"],
+                "value": value,
+                "survey": answers["survey"],
+                "channel": answers["channel"],
+            }
         )
     if metric in TICKET_METRICS:
         value = data.tickets[metric]
@@ -85,14 +103,65 @@ def observations(metric: str, data: CxData) -> pd.DataFrame:
                 "customer_id": data.tickets["customer_id"],
                 "at": data.tickets["created_at"],
                 "value": value,
+                "channel": data.tickets["channel"],
+                "topic": data.tickets["topic"],
             }
         ).dropna(subset=["value"])
     raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
 
 
-SURVEY_METRICS = ("nps", "csat", "ces")
-TICKET_METRICS = ("frt_hours", "art_hours", "fcr", "repeat")
+SURVEY_METRICS = ("nps", "csat", "csat_top2", "ces")
+TICKET_METRICS = ("frt_hours", "art_hours", "fcr", "repeat", "sla_breach")
 METRICS = SURVEY_METRICS + TICKET_METRICS
+MEDIAN_METRICS = ("frt_hours", "art_hours")
+CUSTOMER_DIMENSIONS = {"segment": "segment", "region": "region", "acquisition": "channel"}
+DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "hour", "weekday")
+PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
+
+
+def metric_table(
+    data: CxData,
+    metrics: Sequence[str],
+    by: Sequence[str] = (),
+    period: str | None = None,
+    csat_scale: int = 5,
+) -> pd.DataFrame:
+    """Each metric per cell of `by` (see `DIMENSIONS`) and `period`, with `n` and 95% CI.
+
+    Long format: the `by` columns, `period` (`all` without one), `metric`, `value`, `n`,
+    `ci_low`, `ci_high`. FRT and ART give their median (no CI) and, as `mean`, their mean;
+    the rest their mean (a share in % for 0/100 metrics) with a normal CI. Dimensions a
+    metric does not have (e.g. `topic` for NPS) leave that metric out.
+    """
+    unknown = [d for d in by if d not in DIMENSIONS]
+    if unknown:
+        raise KeyError(f"unknown dimension {unknown[0]!r}; known: {', '.join(DIMENSIONS)}")
+    if period is not None and period not in PERIODS:
+        raise KeyError(f"unknown period {period!r}; known: {', '.join(PERIODS)}")
+    customers = data.customers.set_index("customer_id")
+    frames = []
+    for metric in metrics:
+        obs = observations(metric, data, csat_scale)
+        for dim, column in CUSTOMER_DIMENSIONS.items():
+            if dim in by:
+                obs[dim] = obs["customer_id"].map(customers[column])
+        if "hour" in by:
+            obs["hour"] = obs["at"].dt.hour
+        if "weekday" in by:
+            obs["weekday"] = obs["at"].dt.day_name()
+        if any(d not in obs.columns for d in by):
+            continue
+        obs["period"] = obs["at"].dt.to_period(PERIODS[period]).astype(str) if period else "all"
+        keys = [*by, "period"]
+        table = mean_ci_by(obs.dropna(subset=list(by)), keys)
+        if metric in MEDIAN_METRICS:
+            grouped = obs.dropna(subset=list(by)).groupby(keys, observed=True)["value"]
+            table = table.rename(columns={"value": "mean"}).assign(value=grouped.median())
+            table[["ci_low", "ci_high"]] = np.nan
+        frames.append(table.assign(metric=metric).reset_index())
+    if not frames:
+        return pd.DataFrame(columns=[*by, "period", "metric", "value", "n", "ci_low", "ci_high"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def mean_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
@@ -109,26 +178,16 @@ def mean_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.D
     )
 
 
-def kpis_by(data: CxData, by: str, csat_scale: int = 5) -> pd.DataFrame:
-    """Headline KPIs per value of customer attribute `by` (plus an `all` row), long format.
+KPIS = ("nps", "csat_top2", "ces", "frt_hours", "fcr")
 
-    Columns: `by`, `metric`, `value`, `n`, `ci_low`, `ci_high`. CSAT is the top-2-box share
-    in %, CES the mean score, FRT the median hours (no CI), FCR the share in %.
+
+def kpis_by(data: CxData, by: str, csat_scale: int = 5) -> pd.DataFrame:
+    """Headline KPIs per value of `by` plus an `all` row: `by`, `metric`, `value`, `n`, CI.
+
+    Stored as snapshots under the names the reports use: `csat` is the top-2-box share in %.
     """
-    attribute = data.customers.set_index("customer_id")[by]
-    frames = []
-    for metric in ("nps", "csat", "ces", "frt_hours", "fcr"):
-        obs = observations(metric, data)
-        if metric == "csat":
-            obs = obs.assign(value=(obs["value"] >= csat_scale - 1) * 100.0)
-        obs = obs.assign(group=obs["customer_id"].map(attribute))
-        everyone = obs.assign(group="all")
-        both = pd.concat([obs.dropna(subset=["group"]), everyone], ignore_index=True)
-        if metric == "frt_hours":
-            grouped = both.groupby("group")["value"]
-            table = pd.DataFrame({"value": grouped.median(), "n": grouped.size()})
-        else:
-            table = mean_ci_by(both, ["group"])
-        frames.append(table.assign(metric=metric).reset_index())
-    result = pd.concat(frames, ignore_index=True).rename(columns={"group": by})
-    return result[[by, "metric", "value", "n", "ci_low", "ci_high"]]
+    cells = metric_table(data, KPIS, [by], csat_scale=csat_scale)
+    overall = metric_table(data, KPIS, csat_scale=csat_scale).assign(**{by: "all"})
+    table = pd.concat([cells, overall], ignore_index=True)
+    table["metric"] = table["metric"].replace({"csat_top2": "csat"})
+    return table[[by, "metric", "value", "n", "ci_low", "ci_high"]]

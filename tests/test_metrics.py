@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tasks.metrics import CxData, kpis_by, mean_ci_by, nps_points, with_ticket_measures
+from tasks.metrics import (
+    CxData,
+    kpis_by,
+    mean_ci_by,
+    metric_table,
+    nps_points,
+    with_ticket_measures,
+)
 
 
 def test_nps_textbook_example_60_percent_promoters_minus_20_percent_detractors_is_40() -> None:
@@ -73,3 +80,34 @@ def test_nps_ci_covers_the_truth_in_95_percent_of_simulated_surveys() -> None:
     ci = mean_ci_by(frame, ["run"])
     coverage = ((ci["ci_low"] <= 30) & (ci["ci_high"] >= 30)).mean()
     assert coverage >= 0.93
+
+
+def test_metric_table_cuts_by_any_dimension_and_period(demo_data: CxData) -> None:
+    table = metric_table(demo_data, ["nps", "frt_hours", "sla_breach"], ["region"], "month")
+    nps = table[table["metric"] == "nps"].set_index(["region", "period"])
+    r = demo_data.responses[demo_data.responses["kind"] == "nps"]
+    region = r["customer_id"].map(demo_data.customers.set_index("customer_id")["region"])
+    cell = r[(region == "Siberia") & (r["submitted_at"].dt.strftime("%Y-%m") == "2026-08")]
+    assert nps.loc[("Siberia", "2026-08"), "value"] == pytest.approx(
+        100 * ((cell["score"] >= 9).mean() - (cell["score"] <= 6).mean())
+    )
+    assert nps.loc[("Siberia", "2026-08"), "n"] == len(cell)
+    frt = table[table["metric"] == "frt_hours"]
+    assert frt["ci_low"].isna().all() and (frt["mean"] > frt["value"]).all()  # right-skewed
+    breach = table[table["metric"] == "sla_breach"]
+    assert breach["value"].between(0, 100).all()
+
+
+def test_metric_table_by_hour_shows_the_peak_and_rejects_unknown_cuts(demo_data: CxData) -> None:
+    load = metric_table(demo_data, ["frt_hours"], ["hour"]).set_index("hour")["n"]
+    assert load.idxmax() in (10, 11) and load.max() > 5 * load.min()
+    with pytest.raises(KeyError, match="unknown dimension"):
+        metric_table(demo_data, ["nps"], ["planet"])
+
+
+def test_the_planted_low_nps_region_stands_out(company, demo_data: CxData) -> None:
+    nps = metric_table(demo_data, ["nps"], ["region"]).set_index("region")
+    worst = nps["value"].idxmin()
+    assert worst == company.truth.low_nps_region
+    others = nps.drop(worst)
+    assert (nps.loc[worst, "ci_high"] < others["ci_low"]).all()
