@@ -191,3 +191,64 @@ def kpis_by(data: CxData, by: str, csat_scale: int = 5) -> pd.DataFrame:
     table = pd.concat([cells, overall], ignore_index=True)
     table["metric"] = table["metric"].replace({"csat_top2": "csat"})
     return table[[by, "metric", "value", "n", "ci_low", "ci_high"]]
+
+
+def retention(
+    orders: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, window_days: int = 90
+) -> tuple[int, int]:
+    """(active at `start`, of them still active at `end`); active = ordered in the prior window.
+
+    Retention rate is the second over the first (400 of 1,000 is 40%); churn is its complement.
+    """
+    window = pd.Timedelta(days=window_days)
+    at = orders["created_at"]
+    before_start = orders.loc[(at >= start - window) & (at < start), "customer_id"].unique()
+    before_end = orders.loc[(at >= end - window) & (at < end), "customer_id"].unique()
+    return len(before_start), int(np.isin(before_start, before_end).sum())
+
+
+def lifetime_value(aov: float, purchases_per_year: float, lifetime_years: float) -> float:
+    """LTV = average order value × purchase frequency × lifetime (2,000 × 12/yr × 1 yr = 24,000)."""
+    return aov * purchases_per_year * lifetime_years
+
+
+def customer_value(orders: pd.DataFrame, customers: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Per value of `by`: AOV, purchases per customer per year, annual churn, lifetime, LTV.
+
+    Churn compares the first and last 90 days of the order history and is annualised;
+    lifetime is 1 / annual churn (capped at 10 years).
+    """
+    frame = orders.assign(group=orders["customer_id"].map(customers.set_index("customer_id")[by]))
+    start, end = frame["created_at"].min(), frame["created_at"].max()
+    years = max((end - start).days, 1) / 365.25
+    rows = []
+    for group, part in frame.groupby("group"):
+        active, kept = retention(part, start + pd.Timedelta(days=90), end)
+        span = max((end - start).days - 90, 1) / 365.25
+        churn = 1 - (kept / active) ** (1 / span) if active else np.nan
+        aov = part["amount"].mean()
+        frequency = len(part) / part["customer_id"].nunique() / years
+        lifetime = min(1 / churn, 10.0) if churn and churn > 0 else 10.0
+        rows.append(
+            {
+                by: group,
+                "aov": aov,
+                "purchases_per_year": frequency,
+                "annual_churn": churn,
+                "lifetime_years": lifetime,
+                "ltv": lifetime_value(aov, frequency, lifetime),
+                "customers": part["customer_id"].nunique(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def funnel(web: pd.DataFrame, steps: Sequence[str], by: Sequence[str] = ()) -> pd.DataFrame:
+    """Sessions per funnel step (in `steps` order) with step conversion and drop-off in %."""
+    sessions = web[web["step"].isin(steps)].groupby([*by, "step"], observed=True)["value"].sum()
+    table = sessions.unstack("step").reindex(columns=list(steps)).stack().rename("sessions")
+    table = table.reset_index()
+    previous = table.groupby(list(by))["sessions"].shift(1) if by else table["sessions"].shift(1)
+    table["conversion"] = 100 * table["sessions"] / previous
+    table["drop_off"] = 100 - table["conversion"]
+    return table

@@ -9,10 +9,14 @@ from scipy import stats
 
 from tasks.metrics import (
     CxData,
+    customer_value,
+    funnel,
     kpis_by,
+    lifetime_value,
     mean_ci_by,
     metric_table,
     nps_points,
+    retention,
     with_ticket_measures,
 )
 
@@ -111,3 +115,37 @@ def test_the_planted_low_nps_region_stands_out(company, demo_data: CxData) -> No
     assert worst == company.truth.low_nps_region
     others = nps.drop(worst)
     assert (nps.loc[worst, "ci_high"] < others["ci_low"]).all()
+
+
+def test_retention_textbook_400_of_1000_active_customers_is_40_percent() -> None:
+    start, end = pd.Timestamp("2026-07-01"), pd.Timestamp("2026-10-01")
+    ids = [f"C{i}" for i in range(1000)]
+    early = pd.DataFrame({"customer_id": ids, "created_at": start - pd.Timedelta(days=10)})
+    late = pd.DataFrame({"customer_id": ids[:400], "created_at": end - pd.Timedelta(days=10)})
+    newcomers = pd.DataFrame(
+        {"customer_id": ["N1", "N2"], "created_at": end - pd.Timedelta(days=5)}
+    )
+    active, kept = retention(pd.concat([early, late, newcomers]), start, end)
+    assert (active, kept, kept / active) == (1000, 400, 0.4)
+
+
+def test_ltv_textbook_2000_per_order_12_orders_a_year_is_24000_a_year() -> None:
+    assert lifetime_value(2_000, 12, 1) == 24_000
+    assert lifetime_value(2_000, 12, 2.5) == 60_000
+
+
+def test_customer_value_by_segment_is_ordered_as_planted(demo_data: CxData) -> None:
+    value = customer_value(demo_data.orders, demo_data.customers, "segment").set_index("segment")
+    assert value["aov"].idxmax() == "b2b" and value["purchases_per_year"].idxmax() == "b2b"
+    assert value["annual_churn"].between(0, 1).all()
+
+
+def test_funnel_conversion_and_drop_off_and_the_leaky_mobile_checkout(demo_data: CxData) -> None:
+    steps = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
+    table = funnel(demo_data.web, steps, ["device"]).set_index(["device", "step"])
+    web = demo_data.web
+    checkout = web[(web["device"] == "mobile") & (web["step"] == "begin_checkout")]["value"].sum()
+    bought = web[(web["device"] == "mobile") & (web["step"] == "purchase")]["value"].sum()
+    assert table.loc[("mobile", "purchase"), "conversion"] == pytest.approx(100 * bought / checkout)
+    purchase = table.xs("purchase", level="step")["drop_off"]
+    assert purchase.idxmax() == "mobile"
