@@ -1,0 +1,416 @@
+"""Customer text: PII redaction, language, lemmas, topics, sentiment, themes and verbatims.
+
+Lexicons, stop words and the default topic taxonomy live in `tasks/lexicons/`. Russian words
+are lemmatised with pymorphy3, Latin-script words with a few English suffix rules; a corpus
+is tokenised once and each distinct token lemmatised once, so 100k texts take seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from itertools import chain, combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pymorphy3
+import yaml
+
+from tasks.errors import ConfigError
+
+LEXICONS = Path(__file__).with_name("lexicons")
+LANGUAGES = ("ru", "en")
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
+# A phone starts with +, with a Russian trunk 8, or is a separated Russian mobile number or a
+# bracketed area code, so order numbers, dates and scores are left alone.
+_PHONE = re.compile(
+    r"(?<![\w+])(?:"
+    r"(?:\+7|8)[\s-]*\(?\d{3}\)?[\s-]*\d{3}[\s-]*\d{2}[\s-]*\d{2}"
+    r"|\+(?=(?:[\s.()-]*\d){7})\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){1,4}[\s.-]?\d{2,4}"
+    r"|9\d{2}[\s-]\d{3}[\s-]\d{2}[\s-]\d{2}"
+    r"|\(\d{3,5}\)\s?\d{1,3}[\s-]?\d{2}[\s-]?\d{2}"
+    r")(?!\d)"
+)
+_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*|[.,;:!?()]")
+_KEYWORD = re.compile(r"[^\W\d_]+(?:[\s-]+[^\W\d_]+)*")
+_PUNCTUATION = frozenset(".,;:!?()")
+_NOT = re.compile(r"n['’]t\b")
+_CYRILLIC = re.compile(r"[а-яё]")
+
+_EN_IRREGULAR = {
+    "am": "be", "is": "be", "are": "be", "was": "be", "were": "be", "been": "be",
+    "has": "have", "had": "have", "does": "do", "did": "do", "done": "do",
+    "goes": "go", "went": "go", "gone": "go", "ca": "can", "wo": "will",
+    "paid": "pay", "bought": "buy", "sent": "send", "got": "get", "gotten": "get",
+    "came": "come", "took": "take", "taken": "take", "made": "make", "said": "say",
+    "told": "tell", "gave": "give", "given": "give", "found": "find", "kept": "keep",
+    "felt": "feel", "spent": "spend", "thought": "think", "lost": "lose", "broke": "break",
+    "broken": "break", "tore": "tear", "torn": "tear", "stole": "steal", "stolen": "steal",
+    "froze": "freeze", "added": "add", "shoes": "shoe", "children": "child",
+    "men": "man", "women": "woman",
+}  # fmt: skip
+# British spelling doubles a final l after an unstressed vowel: cancelled, travelling.
+_EN_DOUBLED_L = re.compile(r"[aeiouy][^aeiouy]+ell$")
+_EN_UNCHANGED = frozenset(
+    {"always", "news", "nothing", "something", "anything", "everything", "morning", "evening"}
+    | {"during", "ceiling"}
+)
+# Stems that lost a final "e" to -ed/-ing: short consonant-vowel-consonant stems (make, use,
+# rate) and endings English words rarely have without "e" (arrive, update, damage, close...).
+_EN_NEEDS_E = re.compile(
+    r"(?:^[^aeiouy]*[aeiouy][^aeiouwxy]|v|[^aeiou]at|iz|[bcdgkptv]l|ag|[rd]g|chang|rrang"
+    r"|(?:[aeiou]|[^y]n)c|[aeiouy]s|[^aeiouy]ut|[sc]ur|quir|[^aeiou]in)$"
+)
+
+
+def redact_pii(text: str | None) -> str | None:
+    """`text` with e-mail addresses replaced by "[email]" and phone numbers by "[phone]"."""
+    if text is None:
+        return None
+    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+
+
+def redact_pii_series(s: pd.Series) -> pd.Series:
+    """`s` with e-mail addresses and phone numbers redacted as in `redact_pii`; NA stays NA."""
+    return s.str.replace(_EMAIL, "[email]", regex=True).str.replace(_PHONE, "[phone]", regex=True)
+
+
+def detect_language(s: pd.Series) -> pd.Series:
+    """Language per text: "ru" if it has more Cyrillic than Latin letters, else "en" (also NA)."""
+    text = s.astype("string").fillna("")
+    cyrillic = text.str.count(r"[а-яёА-ЯЁ]")
+    latin = text.str.count(r"[A-Za-z]")
+    return pd.Series(np.where(cyrillic > latin, "ru", "en"), index=s.index, dtype="string")
+
+
+def lemmas(text: str, language: str) -> list[str]:
+    """Lower-case lemmas of the words in `text`, "ё" spelled "е".
+
+    With `language` "ru", Cyrillic words go through pymorphy3; Latin-script words always get
+    the English suffix rules; anything else is kept as written.
+    """
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+    words = _TOKEN.findall(_NOT.sub(" not", text.lower()))
+    return [_lemma(word, language) for word in words if word not in _PUNCTUATION]
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """Topics and the keywords that signal them: topic → language → keywords.
+
+    A keyword is a word or a phrase; it is lemmatised, so "опоздал" and "опоздать" are the
+    same keyword, and a phrase matches its lemmas in a row. A text is matched against the
+    keywords of every language.
+    """
+
+    keywords: dict[str, dict[str, list[str]]]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Mapping[str, list[str]]]) -> Taxonomy:
+        """Validated taxonomy from `{topic: {language: [keyword, ...]}}`."""
+        if not isinstance(raw, Mapping) or not raw:
+            raise ConfigError("topic taxonomy must map topic names to {language: [keywords]}")
+        keywords: dict[str, dict[str, list[str]]] = {}
+        for topic, by_language in raw.items():
+            if not isinstance(by_language, Mapping) or not by_language:
+                raise ConfigError(f"topic {topic!r}: give keywords per language, e.g. en: [...]")
+            for language, words in by_language.items():
+                if language not in LANGUAGES:
+                    raise ConfigError(
+                        f"topic {topic!r}: language {language!r} is not one of {LANGUAGES}"
+                    )
+                if not isinstance(words, list) or not all(
+                    isinstance(w, str) and _KEYWORD.fullmatch(w.strip()) for w in words
+                ):
+                    raise ConfigError(
+                        f"topic {topic!r}, language {language!r}: keywords must be a list of "
+                        "words or phrases made of letters (digits and punctuation never match)"
+                    )
+            keywords[str(topic)] = {lang: list(words) for lang, words in by_language.items()}
+        return cls(keywords)
+
+    @classmethod
+    def default(cls) -> Taxonomy:
+        """The taxonomy shipped in `tasks/lexicons/topics.yaml`."""
+        return cls.from_dict(_read_yaml("topics.yaml"))
+
+    def phrases(self) -> dict[str, tuple[str, ...]]:
+        """Lemmatised keyword (lemmas joined by single spaces) → topics it signals."""
+        found: dict[str, set[str]] = {}
+        for topic, by_language in self.keywords.items():
+            for language, words in by_language.items():
+                for word in words:
+                    found.setdefault(" ".join(lemmas(word, language)), set()).add(topic)
+        found.pop("", None)
+        return {phrase: tuple(sorted(topics)) for phrase, topics in found.items()}
+
+
+def tag_topics(texts: pd.Series, taxonomy: Taxonomy | None = None) -> pd.DataFrame:
+    """One row per (text, topic) hit: `text_index` (the text's label in `texts`) and `topic`.
+
+    A text can have several topics or none; texts without a hit have no row. `texts` should
+    have a unique index. Uses `Taxonomy.default()` when no taxonomy is given.
+    """
+    taxonomy = taxonomy or Taxonomy.default()
+    tokens = _tokens(texts)
+    lemma = tokens["lemma"].to_numpy(dtype=object)
+    row = tokens["row"].to_numpy()
+    by_length: dict[int, dict[str, tuple[str, ...]]] = {}
+    for phrase, topics in taxonomy.phrases().items():
+        by_length.setdefault(phrase.count(" ") + 1, {})[phrase] = topics
+    hits = []
+    for length, table in by_length.items():
+        firsts = {phrase.split(" ", 1)[0] for phrase in table}
+        start = np.flatnonzero(pd.Series(lemma).isin(firsts).to_numpy())
+        start = start[start + length - 1 < len(lemma)]
+        start = start[row[start + length - 1] == row[start]]
+        gram = pd.Series(lemma[start], index=row[start], dtype=object)
+        for offset in range(1, length):
+            gram = gram + " " + lemma[start + offset]
+        hits.append(gram.map(table).dropna().explode())
+    found = pd.concat(hits) if hits else pd.Series(dtype=object)
+    pairs = (
+        pd.DataFrame({"row": found.index.to_numpy(dtype=int), "topic": found.to_numpy()})
+        .drop_duplicates()
+        .sort_values(["row", "topic"], ignore_index=True)
+    )
+    return pd.DataFrame(
+        {"text_index": texts.index[pairs["row"].to_numpy()], "topic": pairs["topic"].astype(str)}
+    )
+
+
+def sentiment(texts: pd.Series) -> pd.DataFrame:
+    """`score` in [-1, 1] and `label` ("negative", "neutral", "positive") per text, same index.
+
+    The score is the sum s of the lexicon polarities of a text's words, squashed as
+    s / sqrt(s² + 4). A negator flips the sentiment words among the next three words of its
+    clause (punctuation and "but"/"но" end a clause); a negated negative word flips at half
+    strength, so "not bad" is mildly positive while "не понравилось" is plainly negative. An
+    intensifier ("очень", "very") makes the sentiment words among the next two 1.5× stronger.
+    |score| < 0.05 is neutral; empty or NA text scores 0.
+    """
+    lexicon = _lexicon()
+    tokens = _tokens(texts)
+    lemma = tokens["lemma"]
+    row = tokens["row"].to_numpy()
+    starts_text = np.r_[True, row[1:] != row[:-1]] if len(row) else np.zeros(0, dtype=bool)
+    breaks = lemma.isin(lexicon.clause_breaks | _PUNCTUATION).to_numpy()
+    clause = np.cumsum(starts_text | breaks)
+    polarity = lemma.map(lexicon.polarity).fillna(0.0).to_numpy(dtype=float)
+    negated = _follows(lemma.isin(lexicon.negators).to_numpy(), clause, 3)
+    polarity = np.where(negated, np.where(polarity > 0, -polarity, -0.5 * polarity), polarity)
+    intensified = _follows(lemma.isin(lexicon.intensifiers).to_numpy(), clause, 2)
+    polarity = np.where(intensified, 1.5 * polarity, polarity)
+    total = np.bincount(row, weights=polarity, minlength=len(texts))
+    score = total / np.sqrt(total**2 + 4)
+    label = np.select([score >= 0.05, score <= -0.05], ["positive", "negative"], "neutral")
+    return pd.DataFrame({"score": score, "label": label}, index=texts.index)
+
+
+def discover_themes(texts: pd.Series, tagged: pd.DataFrame, n_themes: int = 5) -> pd.DataFrame:
+    """Themes among texts `tagged` gave no topic, most texts first.
+
+    One row per theme: `theme` (its top three lemmas joined by " / "), `keywords` (up to eight
+    top lemmas), `n_texts` (texts whose strongest theme it is) and `examples` (up to three
+    redacted texts that weigh most on it). TF-IDF on lemmas, without stop words and lemmas
+    found in fewer than two texts, factorised by NMF into at most `n_themes` themes. Empty
+    when fewer than two untagged texts share a word.
+    """
+    # scikit-learn takes about a second to import and only theme discovery needs it.
+    from sklearn.decomposition import NMF
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    columns = ["theme", "keywords", "n_texts", "examples"]
+    untagged = texts[~texts.index.isin(tagged["text_index"])].dropna()
+    tokens = _tokens(untagged)
+    lexicon = _lexicon()
+    words = tokens[
+        (tokens["lemma"].str.len() > 1)
+        & tokens["lemma"].str.isalpha()
+        & ~tokens["lemma"].isin(lexicon.stopwords)
+    ]
+    spread = words.drop_duplicates(["row", "lemma"])["lemma"].value_counts()
+    vocabulary = sorted(spread.index[spread >= 2])
+    documents = words.groupby("row")["lemma"].agg(" ".join)
+    if len(documents) < 2 or not vocabulary:
+        return pd.DataFrame(columns=columns)
+    vectorizer = TfidfVectorizer(vocabulary=vocabulary, token_pattern=r"\S+", lowercase=False)
+    matrix = vectorizer.fit_transform(documents)
+    model = NMF(n_components=min(n_themes, *matrix.shape), init="nndsvda", max_iter=1000)
+    weights = model.fit_transform(matrix)
+    scale = np.linalg.norm(model.components_, axis=1)
+    scale[scale == 0] = 1.0
+    components = model.components_ / scale[:, None]
+    membership = np.eye(len(scale))[_theme_groups(components)]
+    membership = membership[:, membership.any(axis=0)]
+    weights = (weights * scale) @ membership
+    components = membership.T @ components
+    terms = vectorizer.get_feature_names_out()
+    strongest = np.where(weights.max(axis=1) > 0, weights.argmax(axis=1), -1)
+    originals = redact_pii_series(untagged.iloc[documents.index.to_numpy()].astype("string"))
+    themes = []
+    for theme, loadings in enumerate(components):
+        members = np.flatnonzero(strongest == theme)
+        if not len(members):
+            continue
+        top = [terms[i] for i in np.argsort(-loadings)[:8] if loadings[i] > 0]
+        best = members[np.argsort(-weights[members, theme], kind="stable")]
+        themes.append(
+            {
+                "theme": " / ".join(top[:3]),
+                "keywords": top,
+                "n_texts": len(members),
+                "examples": originals.iloc[best].drop_duplicates().head(3).tolist(),
+            }
+        )
+    if not themes:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(themes).sort_values("n_texts", ascending=False, ignore_index=True)
+
+
+def verbatims(texts: pd.DataFrame, by: str, n: int = 3, text: str = "text") -> pd.DataFrame:
+    """Up to `n` representative rows of `texts` per value of `by`, `text` redacted.
+
+    Adds a `sentiment` column (the score from `sentiment`). Within a group, texts of typical
+    length (word count within the group's interquartile range) come first, then the most
+    negative, then the closest to the group's median length: a pain point is best shown by an
+    ordinary complaint, not a one-word rant or an essay. Rows without `by` or `text` and
+    repeated texts are skipped; groups come out in sorted order.
+    """
+    present = texts[texts[by].notna() & texts[text].notna()]
+    rows = present.assign(**{text: redact_pii_series(present[text].astype("string"))})
+    rows = rows[rows[text].str.strip().str.len() > 0].drop_duplicates([by, text])
+    rows = rows.assign(sentiment=sentiment(rows[text])["score"])
+    words = rows[text].str.split().str.len()
+    groups = words.groupby(rows[by])
+    typical = words.between(groups.transform("quantile", 0.25), groups.transform("quantile", 0.75))
+    distance = (words - groups.transform("median")).abs()
+    group_code = pd.factorize(rows[by], sort=True)[0]
+    order = np.lexsort((distance, rows["sentiment"], ~typical, group_code))
+    ranked = rows.iloc[order]
+    return ranked[ranked.groupby(by).cumcount() < n]
+
+
+@dataclass(frozen=True)
+class _Lexicon:
+    polarity: dict[str, float]
+    negators: frozenset[str]
+    intensifiers: frozenset[str]
+    clause_breaks: frozenset[str]
+    stopwords: frozenset[str]
+
+
+@cache
+def _lexicon() -> _Lexicon:
+    """Lexicons from `tasks/lexicons`, every entry lemmatised like the texts it is matched to."""
+    polarity: dict[str, float] = {}
+    for language in LANGUAGES:
+        lines = (LEXICONS / f"sentiment_{language}.tsv").read_text(encoding="utf-8").splitlines()
+        for line in lines:
+            if line.strip() and not line.startswith("#"):
+                word, value = line.split("\t")
+                polarity[_lemma(word, language)] = float(value)
+    modifiers = _read_yaml("modifiers.yaml")
+
+    def lemmatised(by_language: Mapping[str, list[str]]) -> frozenset[str]:
+        return frozenset(_lemma(w, lang) for lang, words in by_language.items() for w in words)
+
+    negators = lemmatised(modifiers["negators"])
+    breaks = lemmatised(modifiers["clause_breaks"])
+    return _Lexicon(
+        polarity=polarity,
+        negators=negators,
+        intensifiers=lemmatised(modifiers["intensifiers"]),
+        clause_breaks=breaks,
+        stopwords=lemmatised(_read_yaml("stopwords.yaml")) | negators | breaks,
+    )
+
+
+def _read_yaml(name: str) -> dict:
+    return yaml.safe_load((LEXICONS / name).read_text(encoding="utf-8"))
+
+
+def _tokens(texts: pd.Series) -> pd.DataFrame:
+    """One row per token in text order: `row` (position of its text in `texts`) and `lemma`.
+
+    Tokens are words and clause punctuation; "n't" becomes "not". Each distinct word is
+    lemmatised once per language, by the language of its text.
+    """
+    lowered = texts.astype("string").str.lower().fillna("").to_numpy(dtype=object)
+    per_text = [_TOKEN.findall(_NOT.sub(" not", text)) for text in lowered]
+    counts = np.fromiter(map(len, per_text), dtype=int, count=len(per_text))
+    row = np.repeat(np.arange(len(per_text)), counts)
+    codes, distinct = pd.factorize(np.fromiter(chain.from_iterable(per_text), dtype=object))
+    language = detect_language(texts).to_numpy()[row]
+    lemma = np.empty(len(row), dtype=object)
+    for lang in LANGUAGES:
+        used = codes[language == lang]
+        table = np.empty(len(distinct), dtype=object)
+        needed = np.unique(used)
+        table[needed] = [_lemma(word, lang) for word in distinct[needed]]
+        lemma[language == lang] = table[used]
+    return pd.DataFrame({"row": row, "lemma": lemma})
+
+
+@lru_cache(maxsize=1_000_000)
+def _lemma(word: str, language: str) -> str:
+    if language == "ru" and _CYRILLIC.search(word):
+        return _morph().parse(word)[0].normal_form.replace("ё", "е")
+    if word.isascii() and word.isalpha():
+        return _english_lemma(word)
+    return word.replace("ё", "е")
+
+
+@cache
+def _morph() -> pymorphy3.MorphAnalyzer:
+    return pymorphy3.MorphAnalyzer(lang="ru")
+
+
+def _english_lemma(word: str) -> str:
+    """Base form by suffix rules: plural -s/-es/-ies, -ed, -ing, and a few irregular forms."""
+    if word in _EN_IRREGULAR:
+        return _EN_IRREGULAR[word]
+    if len(word) <= 3 or word in _EN_UNCHANGED:
+        return word
+    if word.endswith(("ies", "ied")) and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "ches", "shes", "xes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    for suffix in ("ing", "ed"):
+        stem = word[: -len(suffix)]
+        if word.endswith(suffix) and not word.endswith("eed") and re.search("[aeiouy]", stem):
+            if len(stem) > 2 and stem[-1] == stem[-2] and stem[-1] not in "lszaeiou":
+                return stem[:-1]
+            if _EN_DOUBLED_L.search(stem):
+                return stem[:-1]
+            return stem + "e" if _EN_NEEDS_E.search(stem) else stem
+    return word
+
+
+def _theme_groups(components: np.ndarray, top: int = 5, shared: int = 2) -> np.ndarray:
+    """Theme number per NMF component: components sharing `shared` of their `top` lemmas join.
+
+    Asked for more themes than the texts hold, NMF splits one theme into near-copies (one per
+    frequent phrasing); joining them keeps its texts together.
+    """
+    tops = [{i for i in np.argsort(-row)[:top] if row[i] > 0} for row in components]
+    group = np.arange(len(tops))
+    for i, j in combinations(range(len(tops)), 2):
+        if len(tops[i] & tops[j]) >= shared:
+            group[group == group[j]] = group[i]
+    return group
+
+
+def _follows(flag: np.ndarray, clause: np.ndarray, window: int) -> np.ndarray:
+    """True where a flagged token is among the `window` tokens before, in the same clause."""
+    out = np.zeros(len(flag), dtype=bool)
+    for k in range(1, window + 1):
+        out[k:] |= flag[:-k] & (clause[k:] == clause[:-k])
+    return out
