@@ -56,6 +56,7 @@ NPS_BASE = {  # P(promoter), P(detractor)
     "premium": (0.58, 0.10),
     "b2b": (0.45, 0.15),
 }
+SURGE = ("returns", pd.Timestamp("2026-10-01"))  # returns tickets double in October: an alert
 REGION_NPS_SHIFT = {"Siberia": 0.06}  # a planted low-NPS region: 12 points below the rest
 NPS_RESPONSE_RATE = {"new": 0.12, "loyal": 0.35, "premium": 0.30, "b2b": 0.18}
 TICKET_RATE_FACTOR = {"new": 2.0, "loyal": 1.0, "premium": 1.0, "b2b": 1.0}
@@ -102,6 +103,7 @@ class Truth:
     pain_points: pd.DataFrame
     pilots: dict[str, dict[str, float]]
     low_nps_region: str = "Siberia"
+    complaint_surge: str = "returns"
 
     @property
     def pain_point_order(self) -> list[str]:
@@ -242,11 +244,22 @@ def _tickets(rng: np.random.Generator, people: pd.DataFrame) -> tuple[pd.DataFra
         topic: rng.poisson(spec["rate"] * factor * people["exposure_months"].to_numpy())
         for topic, spec in TOPICS.items()
     }
+    surge_topic, surge_start = SURGE
+    surge = rng.poisson(TOPICS[surge_topic]["rate"] * factor * (people["created_at"] < END))
     hits = pd.DataFrame({topic: c > 0 for topic, c in counts.items()}, index=people.index)
+    hits[surge_topic] |= surge > 0
     owner = np.concatenate([np.repeat(np.arange(n), c) for c in counts.values()])
     topic = np.concatenate([np.repeat(t, c.sum()) for t, c in counts.items()])
     lo = people["created_at"].clip(lower=START).iloc[owner].reset_index(drop=True)
     created = _random_times(rng, lo, END, len(owner), by_hour=True)
+    surge_owner = np.repeat(np.arange(n), surge)
+    surge_lo = people["created_at"].clip(lower=surge_start).iloc[surge_owner].reset_index(drop=True)
+    owner = np.concatenate([owner, surge_owner])
+    topic = np.concatenate([topic, np.repeat(surge_topic, len(surge_owner))])
+    created = pd.concat(
+        [created, _random_times(rng, surge_lo, END, len(surge_owner), by_hour=True)],
+        ignore_index=True,
+    )
     follow = rng.random(len(owner)) < np.where(topic == "delivery", 0.25, 0.12)
     owner = np.concatenate([owner, owner[follow]])
     topic = np.concatenate([topic, topic[follow]])
@@ -443,10 +456,11 @@ def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
 
 def _truth(people: pd.DataFrame) -> Truth:
     """Expected reach (share of customers with ≥1 topic ticket) × NPS gap for each topic."""
-    factor = people["segment"].map(TICKET_RATE_FACTOR) * people["exposure_months"]
+    factor = people["segment"].map(TICKET_RATE_FACTOR)
+    months = {t: people["exposure_months"] + (t == SURGE[0]) for t in TOPICS}
     rows = {
         f"ticket:{topic}": {
-            "reach_share": float((1 - np.exp(-spec["rate"] * factor)).mean()),
+            "reach_share": float((1 - np.exp(-spec["rate"] * factor * months[topic])).mean()),
             "nps_gap": 200 * spec["nps_shift"],
         }
         for topic, spec in TOPICS.items()

@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from flows.config import DEFAULT_CONFIG, load_config
 from tasks import store
+from tasks.alerts import Alert, detect_alerts
 from tasks.metrics import CxData, kpis_by
 from tasks.pain_points import rank_pain_points
 
@@ -52,6 +54,22 @@ def save_pain_points(
     return ranked
 
 
+@frame_task
+def raise_alerts(url: str, data: CxData, csat_scale: int) -> list[Alert]:
+    """Detect, store and emit as Prefect events (`cxloop.alert.<kind>`) the period's alerts."""
+    alerts = detect_alerts(data, csat_scale)
+    if alerts:
+        rows = pd.DataFrame([vars(a) for a in alerts]).assign(raised_at=store.now_utc())
+        store.save_rows(store.open_store(url), store.Alert, rows, ("period", "key"))
+    for alert in alerts:
+        emit_event(
+            event=f"cxloop.alert.{alert.kind}",
+            resource={"prefect.resource.id": f"cxloop.alert.{alert.key}"},
+            payload={"message": alert.message, "period": alert.period, **alert.evidence},
+        )
+    return alerts
+
+
 @flow(name="rank", flow_run_name="rank pain points")
 def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     """Ranked pain points (key, title, components, score), best first."""
@@ -62,6 +80,8 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     period = period_of(data)
     save_kpis(url, data, config.segments, config.csat_scale, period)
     ranked = save_pain_points(url, data, config.efforts, period)
+    for alert in raise_alerts(url, data, config.csat_scale):
+        logger.warning("alert: %s", alert.message)
     for row in ranked.head(3).itertuples():
         logger.info("#%d %s: score %.1f", row.rank, row.key, row.score)
     return ranked.drop(columns=["evidence"]).to_dict("records")

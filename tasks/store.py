@@ -139,6 +139,19 @@ class PainPoint(SQLModel, table=True):
     computed_at: NaiveDatetime
 
 
+class Alert(SQLModel, table=True):
+    """An alert raised for a period, with its evidence."""
+
+    __table_args__ = (UniqueConstraint("period", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    period: str
+    key: str
+    kind: str
+    message: str
+    evidence: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    raised_at: NaiveDatetime
+
+
 class Assignment(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("hypothesis_id", "customer_id"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -336,3 +349,20 @@ def row_counts(engine: Engine) -> dict[str, int]:
 def now_utc() -> datetime:
     """The current time as naive UTC, the store's convention."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Delivery(SQLModel, table=True):
+    """One report sent (or still to send) on one channel to one target; failures are retried."""
+
+    __table_args__ = (UniqueConstraint("report", "channel", "target"),)
+    id: int | None = Field(default=None, primary_key=True)
+    report: str
+    kind: str
+    channel: str
+    target: str
+    title: str
+    summary: str
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: NaiveDatetime

@@ -68,3 +68,11 @@ def test_backlog_marks_each_pain_point_by_where_its_hypotheses_stand() -> None:
     state = plan.drop_duplicates("key").set_index("key")["state"]
     assert state.to_dict() == {"a": "addressed", "b": "piloting", "c": "learned", "d": "open"}
     assert list(plan["key"]) == ["a", "a", "b", "c", "d"]
+
+
+def test_reach_of_every_topic_matches_the_planted_rate(company, demo_data) -> None:
+    ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
+    expected = company.truth.pain_points["reach_share"]
+    assert ranked.loc[expected.index, "reach_share"].to_numpy() == pytest.approx(
+        expected.to_numpy(), abs=0.01
+    )
