@@ -28,18 +28,48 @@ def confidence(impact: pd.Series, half_width: pd.Series, respondents: pd.Series)
     return score.where(respondents >= MIN_RESPONDENTS, 0.0)
 
 
+def latest_nps(data: CxData) -> pd.DataFrame:
+    """Each respondent's most recent NPS response: relationship NPS counts a customer once."""
+    answers = data.responses[data.responses["kind"] == "nps"]
+    return answers.sort_values("submitted_at", kind="stable").groupby("customer_id").tail(1)
+
+
+def key_drivers(data: CxData) -> pd.DataFrame:
+    """NPS points each ticket topic costs, holding the other topics fixed, with 95% CIs.
+
+    OLS of each respondent's latest NPS points on one indicator per topic (robust HC1
+    errors), so topics that co-occur are not double-counted. Columns `key`, `driver_impact`
+    (points lost), `driver_ci_low`, `driver_ci_high`, `driver_p`.
+    """
+    import statsmodels.api as sm
+
+    latest = latest_nps(data)
+    pairs = data.tickets[["customer_id", "topic"]].dropna().drop_duplicates()
+    exposure = pd.crosstab(pairs["customer_id"], pairs["topic"]).clip(upper=1)
+    design = exposure.reindex(latest["customer_id"], fill_value=0).astype(float)
+    fit = sm.OLS(nps_points(latest["score"]).to_numpy(), sm.add_constant(design.to_numpy())).fit(
+        cov_type="HC1"
+    )
+    ci = fit.conf_int()[1:]
+    return pd.DataFrame(
+        {
+            "key": "ticket:" + design.columns.astype(str),
+            "driver_impact": -fit.params[1:],
+            "driver_ci_low": -ci[:, 1],
+            "driver_ci_high": -ci[:, 0],
+            "driver_p": fit.pvalues[1:],
+        }
+    )
+
+
 def rank_pain_points(data: CxData, efforts: dict[str, float]) -> pd.DataFrame:
     """One row per ticket topic, best score first, with every score component and evidence.
 
     `efforts` maps pain-point keys (`ticket:delivery`) to person-weeks; `default` applies to
-    the rest and such rows are flagged `effort_is_default`.
+    the rest and such rows are flagged `effort_is_default`. The evidence carries the key-driver
+    estimate of the same impact and whether it agrees (the ranking's impact within its CI).
     """
-    latest = (
-        data.responses[data.responses["kind"] == "nps"]
-        .sort_values("submitted_at", kind="stable")
-        .groupby("customer_id")
-        .tail(1)
-    )
+    latest = latest_nps(data)
     points = nps_points(latest["score"]).to_numpy()
     affected_pairs = data.tickets[["customer_id", "topic"]].dropna().drop_duplicates()
     base = data.customers["customer_id"].nunique()
@@ -81,6 +111,15 @@ def rank_pain_points(data: CxData, efforts: dict[str, float]) -> pd.DataFrame:
     )
     ranked = ranked.sort_values("score", ascending=False, ignore_index=True)
     ranked["rank"] = np.arange(1, len(ranked) + 1)
+    drivers = key_drivers(data).set_index("key")
+    drivers = drivers.round(2).assign(driver_p=drivers["driver_p"].map(lambda p: float(f"{p:.2g}")))
+    for row, key in enumerate(ranked["key"]):
+        if key in drivers.index:
+            driver = drivers.loc[key].to_dict()
+            driver["driver_agrees"] = bool(
+                driver["driver_ci_low"] <= ranked.at[row, "impact"] <= driver["driver_ci_high"]
+            )
+            ranked.at[row, "evidence"] = {**ranked.at[row, "evidence"], **driver}
     return ranked.drop(columns=["respondents"])
 
 

@@ -76,3 +76,14 @@ def test_reach_of_every_topic_matches_the_planted_rate(company, demo_data) -> No
     assert ranked.loc[expected.index, "reach_share"].to_numpy() == pytest.approx(
         expected.to_numpy(), abs=0.01
     )
+
+
+def test_key_drivers_recover_the_planted_nps_cost_of_each_top_topic(company, demo_data) -> None:
+    from tasks.pain_points import key_drivers
+
+    drivers = key_drivers(demo_data).set_index("key")
+    for key in company.truth.pain_point_order[:3]:
+        gap = company.truth.pain_points.loc[key, "nps_gap"]
+        assert drivers.loc[key, "driver_ci_low"] <= gap <= drivers.loc[key, "driver_ci_high"], key
+    ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
+    assert ranked.loc["ticket:delivery", "evidence"]["driver_agrees"] is True
