@@ -176,15 +176,30 @@ def metrics(
 
 
 @app.command()
-def report(config: ConfigOption = DEFAULT) -> None:
-    """Render the reports from the store and print where they are."""
+def report(
+    kind: Annotated[
+        str, typer.Option(help="digest, experiment or all: which reports to render.")
+    ] = "all",
+    open_: Annotated[bool, typer.Option("--open", help="Open the index in a browser.")] = False,
+    config: ConfigOption = DEFAULT,
+) -> None:
+    """Render the reports from the store, deliver them and print where they are."""
     with user_errors():
+        from tasks.errors import ConfigError
+
+        if kind not in ("all", "digest", "experiment"):
+            raise ConfigError(f"--kind {kind!r}: use digest, experiment or all")
         _checked(config)
         _starting()
+        from flows.report import KINDS
         from flows.report import report as report_flow
 
-        path = report_flow(config)
-    console.print(f"Report: [bold]{Path(path).resolve()}[/]")
+        path = Path(report_flow(config, KINDS if kind == "all" else (kind,))).resolve()
+    console.print(f"Reports: [bold]{path.parent}[/]  (index: {path})")
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
 
 
 @app.command()

@@ -30,10 +30,50 @@ class SourceConfig(Strict):
     options: dict[str, Any] = {}
 
 
+ReportKind = Literal["digest", "experiment"]
+
+
+class SmtpConfig(Strict):
+    """SMTP server; the user name and password come from the named environment variables."""
+
+    host: str
+    port: int = 587
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    sender: str
+    username_env: str | None = "CXLOOP_SMTP_USER"
+    password_env: str | None = "CXLOOP_SMTP_PASSWORD"
+    timeout: float = 30.0
+
+
+class WebhookConfig(Strict):
+    """A Slack or Teams incoming webhook whose URL is in the environment variable `url_env`."""
+
+    kind: Literal["slack", "teams"]
+    url_env: str
+    reports: list[ReportKind] = ["digest", "experiment"]
+
+
+class DeliveryConfig(Strict):
+    """Where reports go besides `out_dir`; e-mail recipients are `reports.recipients`."""
+
+    directory: Path | None = None
+    smtp: SmtpConfig | None = None
+    webhooks: list[WebhookConfig] = []
+    base_url: str | None = None
+    attempts: int = Field(default=3, ge=1)
+    backoff_seconds: float = Field(default=2.0, ge=0)
+
+
 class ReportConfig(Strict):
+    """Where reports land, their language, optional own templates, PDF and delivery."""
+
     out_dir: Path = Path("reports/out")
     language: Literal["en", "ru"] = "en"
-    recipients: dict[Literal["digest", "experiment"], list[str]] = {}
+    template_dir: Path | None = None
+    pdf: bool = False
+    chromium: str = "chromium"
+    recipients: dict[ReportKind, list[str]] = {}
+    delivery: DeliveryConfig = DeliveryConfig()
 
 
 class Config(Strict):

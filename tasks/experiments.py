@@ -299,18 +299,7 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
     guardrails = []
     for guard in hypothesis.guardrails:
         estimate = _estimate(guard.metric, False, data, arms, hypothesis)
-        breached = bool(
-            (
-                guard.max_drop is not None
-                and estimate.value < -guard.max_drop
-                and estimate.ci_high < 0
-            )
-            or (
-                guard.max_increase is not None
-                and estimate.value > guard.max_increase
-                and estimate.ci_low > 0
-            )
-        )
+        breached = guard.breached(estimate.value, estimate.ci_low, estimate.ci_high)
         guardrails.append((estimate, breached))
     srm = srm_p_value(arms, hypothesis.assignment.pilot_share)
     decision, reason = decide(hypothesis, primary, guardrails, srm)

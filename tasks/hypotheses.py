@@ -65,6 +65,12 @@ class Guardrail(Strict):
     max_drop: float | None = Field(default=None, gt=0)
     max_increase: float | None = Field(default=None, gt=0)
 
+    def breached(self, value: float, ci_low: float, ci_high: float) -> bool:
+        """Whether an estimated change crosses the limit and is significantly the wrong way."""
+        if self.max_drop is not None:
+            return value < -self.max_drop and ci_high < 0
+        return self.max_increase is not None and value > self.max_increase and ci_low > 0
+
     @model_validator(mode="after")
     def _one_limit(self) -> Guardrail:
         if (self.max_drop is None) == (self.max_increase is None):

@@ -207,6 +207,26 @@ def retention(
     return len(before_start), int(np.isin(before_start, before_end).sum())
 
 
+def churn(
+    orders: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, window_days: int = 90
+) -> pd.DataFrame:
+    """Churn in % of customers active at `start` no longer active at `end` (see `retention`).
+
+    One row: `value`, `n` (active at start), `ci_low`, `ci_high` (normal approximation).
+    """
+    active, kept = retention(orders, start, end, window_days)
+    share = 1 - kept / active if active else np.nan
+    half = Z95 * np.sqrt(share * (1 - share) / active) if active else np.nan
+    return pd.DataFrame(
+        {
+            "value": [100 * share],
+            "n": [active],
+            "ci_low": [100 * (share - half)],
+            "ci_high": [100 * (share + half)],
+        }
+    )
+
+
 def lifetime_value(aov: float, purchases_per_year: float, lifetime_years: float) -> float:
     """LTV = average order value × purchase frequency × lifetime (2,000 × 12/yr × 1 yr = 24,000)."""
     return aov * purchases_per_year * lifetime_years

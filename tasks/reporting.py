@@ -1,19 +1,107 @@
-"""Reports from the store: Jinja2 templates (autoescaped) rendered into self-contained HTML."""
+"""Reports from the store: a before-and-after report per hypothesis, a monthly CX digest, an index.
+
+Each report is rendered from autoescaped Jinja2 templates (`reports/templates/`, or a user's
+own directory searched first) three ways: self-contained HTML with inline SVG charts, the
+same HTML for e-mail with PNG charts referenced by Content-ID, and Markdown for Prefect
+artifacts and the plain-text e-mail part. Labels come from `labels.yaml` in the report's
+language. Customer comments are redacted (e-mail addresses, phone numbers) before rendering.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
-from tasks import store
+from tasks import charts, store
+from tasks.charts import Chart
+from tasks.experiments import SRM_ALPHA
 from tasks.hypotheses import Hypothesis
+from tasks.metrics import Z95, CxData, churn, kpis_by, mean_ci_by, observations
+from tasks.text import redact_pii, verbatims
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "reports" / "templates"
-KPI_COLUMNS = ("nps", "csat", "ces", "frt_hours", "fcr")
+KPIS = ("nps", "csat", "ces", "frt_hours", "fcr", "churn")
+HIGHER_IS_BETTER = {
+    "nps": True,
+    "csat": True,
+    "ces": True,
+    "frt_hours": False,
+    "fcr": True,
+    "churn": False,
+}
+OBSERVATION_UNITS = {
+    "nps": "unit_nps",
+    "csat": "unit_score",
+    "ces": "unit_score",
+    "frt_hours": "unit_hours",
+    "art_hours": "unit_hours",
+    "fcr": "unit_percent",
+    "repeat": "unit_percent",
+}
+TOP_PAIN_POINTS = 10
+VERBATIMS = 3
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One report in every format, plus what chat messages and Prefect table artifacts show."""
+
+    kind: str
+    name: str
+    title: str
+    summary: str
+    html: str
+    email_html: str
+    markdown: str
+    charts: list[Chart]
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The Markdown as plain text for e-mail: entities decoded, since nothing renders it."""
+        return html.unescape(self.markdown)
+
+
+@dataclass(frozen=True)
+class Month:
+    """A calendar month as `[start, end)`."""
+
+    label: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    @classmethod
+    def containing(cls, moment: pd.Timestamp) -> Month:
+        start = moment.to_period("M").start_time
+        return cls(f"{start:%Y-%m}", start, start + pd.offsets.MonthBegin(1))
+
+    def previous(self) -> Month:
+        return Month.containing(self.start - pd.Timedelta(days=1))
 
 
 def effect(value: float | None, relative: bool) -> str:
@@ -21,6 +109,18 @@ def effect(value: float | None, relative: bool) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:+.1%}" if relative else f"{value:+.2f}"
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    """`value` rounded for a table cell; `n/a` when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def markdown_cell(value: object) -> str:
+    """`value` safe inside a Markdown table cell or quote: one line, pipes escaped."""
+    return re.sub(r"\s+", " ", str(value)).replace("|", "\\|").strip()
 
 
 def environment(template_dir: Path | None = None) -> Environment:
@@ -33,80 +133,618 @@ def environment(template_dir: Path | None = None) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["effect"] = effect
+    env.filters.update(effect=effect, num=number, md=markdown_cell, redact=redact_pii)
     return env
 
 
-def _latest(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    return frame[frame[column] == frame[column].max()] if not frame.empty else frame
+def labels(language: str, template_dir: Path | None = None) -> dict[str, Any]:
+    """Report words in `language`; a user's `labels.yaml` overrides single entries."""
+    words = yaml.safe_load((TEMPLATES / "labels.yaml").read_text(encoding="utf-8"))[language]
+    own = template_dir / "labels.yaml" if template_dir else None
+    if own and own.exists():
+        words |= (yaml.safe_load(own.read_text(encoding="utf-8")) or {}).get(language, {})
+    return words
 
 
-def index_context(engine: Engine, hypotheses: list[Hypothesis]) -> dict:
-    """What the index page shows: KPIs by segment, ranked pain points, pilot results."""
-    snapshots = store.read_frame(engine, store.MetricSnapshot)
-    snapshots = (
-        snapshots[snapshots["period"] == snapshots["period"].max()] if len(snapshots) else snapshots
-    )
-    kpis = (
-        snapshots.assign(segment=snapshots["dims"].str.removeprefix("segment=")).pivot_table(
-            index="segment", columns="metric", values=["value", "n"], aggfunc="first"
-        )
-        if len(snapshots)
-        else pd.DataFrame()
-    )
-    pain = store.read_frame(engine, store.PainPoint)
-    pain = pain[pain["period"] == pain["period"].max()].sort_values("rank") if len(pain) else pain
-    results = store.read_frame(engine, store.ExperimentResult)
-    latest = results.sort_values("as_of").groupby(["hypothesis_id", "metric"]).tail(1)
-    titles = {h.id: h for h in hypotheses}
-    experiments = []
-    for hypothesis_id, rows in latest.groupby("hypothesis_id", sort=True):
-        primary = rows[rows["role"] == "primary"].iloc[0].to_dict()
-        experiments.append(
-            {
-                "hypothesis": titles.get(hypothesis_id),
-                "id": hypothesis_id,
-                "primary": primary,
-                "others": rows[rows["role"] != "primary"].to_dict("records"),
-            }
-        )
-    segments = [
-        {
-            "segment": segment,
-            **{m: kpis["value"][m].get(segment) for m in KPI_COLUMNS if m in kpis["value"]},
-            "n_nps": kpis["n"]["nps"].get(segment) if "nps" in kpis.get("n", {}) else None,
-        }
-        for segment in (kpis.index if len(kpis) else [])
-    ]
-    return {
-        "period": pain["period"].iloc[0] if len(pain) else "no data yet",
-        "segments": segments,
-        "pain_points": pain.to_dict("records"),
-        "max_score": float(pain["score"].max()) if len(pain) else 0.0,
-        "experiments": experiments,
-        "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",
-    }
-
-
-def render(template: str, context: dict, template_dir: Path | None = None) -> str:
+def render(template: str, context: Mapping[str, Any], template_dir: Path | None = None) -> str:
     """The named template rendered with `context`."""
     return environment(template_dir).get_template(template).render(**context)
 
 
-def write_index(engine: Engine, out_dir: Path, hypotheses: list[Hypothesis]) -> Path:
-    """`out_dir/index.html` written from the store and recorded in the `report` table."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "index.html"
-    path.write_text(render("index.html.j2", index_context(engine, hypotheses)), encoding="utf-8")
-    row = pd.DataFrame(
-        [
-            {
-                "kind": "index",
-                "path": str(path),
-                "created_at": store.now_utc(),
-                "delivered_to": ["directory"],
-            }
-        ]
+def _render_all(
+    kind: str,
+    name: str,
+    title: str,
+    summary: str,
+    context: dict[str, Any],
+    chart_list: list[Chart],
+    template_dir: Path | None,
+    tables: dict[str, list[dict]],
+) -> Rendered:
+    env = environment(template_dir)
+    page, text = env.get_template(f"{kind}.html.j2"), env.get_template(f"{kind}.md.j2")
+    return Rendered(
+        kind=kind,
+        name=name,
+        title=title,
+        summary=summary,
+        html=page.render(**context, email=False),
+        email_html=page.render(**context, email=True),
+        markdown=text.render(**context),
+        charts=chart_list,
+        tables=tables,
     )
-    store.save_rows(engine, store.Report, row, ("kind", "path"))
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with NaN as None, so templates can test `is none`."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+# The CX digest.
+
+
+def digest_month(data: CxData) -> Month:
+    """The month of the newest ticket (of the newest response if there are no tickets)."""
+    times = data.tickets["created_at"].dropna()
+    if times.empty:
+        times = data.responses["submitted_at"].dropna()
+    return Month.containing(times.max() if len(times) else pd.Timestamp(store.now_utc()))
+
+
+def within(data: CxData, month: Month) -> CxData:
+    """`data` with tickets and responses restricted to `month`."""
+    tickets = data.tickets["created_at"]
+    answered = data.responses["submitted_at"]
+    return CxData(
+        customers=data.customers,
+        tickets=data.tickets[(tickets >= month.start) & (tickets < month.end)],
+        responses=data.responses[(answered >= month.start) & (answered < month.end)],
+        orders=data.orders,
+        web=data.web,
+    )
+
+
+def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
+    """The headline KPIs for `month` against the month before, one row per metric.
+
+    Columns: `metric`, `value`, `n`, `ci_low`, `ci_high`, `previous`, `change`, `change_low`,
+    `change_high` (95% CI of the change, independent samples), `verdict` (`better`, `worse`
+    or `not_significant`). FRT is a median and has no CI, so its change has no verdict.
+    """
+    frames = []
+    for label, period in (("now", month), ("before", month.previous())):
+        overall = kpis_by(within(data, period), "segment", csat_scale)
+        overall = overall[overall["segment"] == "all"].drop(columns="segment")
+        lost = churn(data.orders, period.start, period.end).assign(metric="churn")
+        frames.append(pd.concat([overall, lost], ignore_index=True).assign(when=label))
+    both = pd.concat(frames, ignore_index=True).pivot(index="metric", columns="when")
+    now, before = both.xs("now", axis=1, level=1), both.xs("before", axis=1, level=1)
+    se_now = (now["ci_high"] - now["ci_low"]) / (2 * Z95)
+    se_before = (before["ci_high"] - before["ci_low"]) / (2 * Z95)
+    change = now["value"] - before["value"]
+    half = Z95 * np.sqrt(se_now**2 + se_before**2)
+    direction = pd.Series(HIGHER_IS_BETTER).reindex(now.index).map({True: 1, False: -1})
+    significant = (change - half > 0) | (change + half < 0)
+    verdict = np.where(
+        ~significant | half.isna(),
+        "not_significant",
+        np.where(np.sign(change) == direction, "better", "worse"),
+    )
+    tiles = pd.DataFrame(
+        {
+            "value": now["value"],
+            "n": now["n"],
+            "ci_low": now["ci_low"],
+            "ci_high": now["ci_high"],
+            "previous": before["value"],
+            "change": change,
+            "change_low": change - half,
+            "change_high": change + half,
+            "verdict": verdict,
+        }
+    )
+    return tiles.reindex(list(KPIS)).rename_axis("metric").reset_index()
+
+
+def kpis_by_contact_channel(data: CxData, csat_scale: int) -> pd.DataFrame:
+    """CSAT, CES, FRT and FCR per support channel (of the ticket or survey), plus `all`.
+
+    Long format like `kpis_by`: `channel`, `metric`, `value`, `n`, `ci_low`, `ci_high`.
+    """
+    answers = pd.concat([data.responses, data.responses.assign(channel="all")])
+    tickets = pd.concat([data.tickets, data.tickets.assign(channel="all")])
+    frames = []
+    for metric in ("csat", "ces"):
+        rows = answers[answers["kind"] == metric]
+        value = (rows["score"] >= csat_scale - 1) * 100.0 if metric == "csat" else rows["score"]
+        frames.append(mean_ci_by(rows.assign(value=value), ["channel"]).assign(metric=metric))
+    frt = tickets.dropna(subset=["frt_hours"]).groupby("channel")["frt_hours"]
+    frames.append(pd.DataFrame({"value": frt.median(), "n": frt.size(), "metric": "frt_hours"}))
+    fcr = tickets.assign(value=tickets["fcr"].astype(float) * 100)
+    frames.append(mean_ci_by(fcr, ["channel"]).assign(metric="fcr"))
+    return pd.concat(frames).rename_axis("channel").reset_index()
+
+
+def breakdown(long: pd.DataFrame, by: str, key_metric: str) -> list[dict[str, Any]]:
+    """Rows per value of `by`, worst `key_metric` first; `low` marks values significantly
+    below the overall value (the 95% CI lies entirely under it)."""
+    overall = long[(long[by] == "all") & (long["metric"] == key_metric)]["value"]
+    reference = float(overall.iloc[0]) if len(overall) else math.nan
+    groups = long[long[by] != "all"]
+    rows = []
+    for value, cells in groups.groupby(by, sort=False):
+        metrics = {row["metric"]: row for row in _records(cells)}
+        key = metrics.get(key_metric, {})
+        rows.append(
+            {
+                "group": value,
+                "metrics": metrics,
+                "key": key.get("value"),
+                "low": key.get("ci_high") is not None and key["ci_high"] < reference,
+            }
+        )
+    rows.sort(key=lambda r: math.inf if r["key"] is None else r["key"])
+    return [{**r, "reference": reference} for r in rows]
+
+
+def _breakdown_chart(name: str, rows: list[dict], metric: str, title: str, t: dict) -> Chart:
+    cells = [r["metrics"].get(metric, {}) for r in rows]
+    values = [c.get("value") if c.get("value") is not None else np.nan for c in cells]
+    ci = (
+        [
+            c.get("ci_low") if c.get("ci_low") is not None else v
+            for c, v in zip(cells, values, strict=True)
+        ],
+        [
+            c.get("ci_high") if c.get("ci_high") is not None else v
+            for c, v in zip(cells, values, strict=True)
+        ],
+    )
+    return charts.bars(
+        name,
+        [str(r["group"]) for r in rows],
+        values,
+        title,
+        f"{t[metric]}, {t['unit_' + metric]}",
+        ci=ci,
+        highlight=[r["low"] for r in rows],
+        reference=(rows[0]["reference"], t["overall"]) if rows else None,
+    )
+
+
+def ticket_load(tickets: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Tickets per weekday (0 = Monday) × hour of day, and the busiest cell with its ratio to
+    the median cell, so a peak is reported as a peak rather than averaged away."""
+    at = tickets["created_at"].dropna()
+    counts = pd.crosstab(at.dt.day_of_week, at.dt.hour).reindex(
+        index=range(7), columns=range(24), fill_value=0
+    )
+    grid = counts.to_numpy()
+    day, hour = np.unravel_index(np.argmax(grid), grid.shape) if grid.sum() else (0, 0)
+    median = float(np.median(grid))
+    hourly = grid.sum(axis=0)
+    peak = {
+        "weekday": int(day),
+        "hour": int(hour),
+        "tickets": int(grid[day, hour]),
+        "ratio": grid[day, hour] / median if median else None,
+        "busiest_hour": int(np.argmax(hourly)),
+        "busiest_hour_tickets": int(hourly.max()),
+        "total": int(grid.sum()),
+    }
+    return counts, peak
+
+
+def digest_context(
+    data: CxData,
+    pain: pd.DataFrame,
+    results: pd.DataFrame,
+    hypotheses: Sequence[Hypothesis],
+    alerts: Sequence[Any],
+    t: dict[str, Any],
+    csat_scale: int = 5,
+    month: Month | None = None,
+) -> tuple[dict[str, Any], list[Chart]]:
+    """What the digest shows for `month` (default: the newest month in `data`), and its charts.
+
+    `pain` holds ranked pain points, `results` the latest experiment results (rows of
+    `experiment_result`), `alerts` whatever the alerting step produced: objects or mappings
+    with `title` and optionally `severity`, `detail` and `evidence` (a mapping).
+    """
+    month = month or digest_month(data)
+    current = within(data, month)
+    tiles = kpi_tiles(data, month, csat_scale)
+    by_segment = breakdown(kpis_by(current, "segment", csat_scale), "segment", "nps")
+    by_region = breakdown(kpis_by(current, "region", csat_scale), "region", "nps")
+    by_channel = breakdown(kpis_by_contact_channel(current, csat_scale), "channel", "csat")
+    counts, peak = ticket_load(current.tickets)
+    top = pain.sort_values("rank").head(TOP_PAIN_POINTS) if len(pain) else pain
+    chart_list = [
+        _breakdown_chart("nps-segment", by_segment, "nps", f"{t['nps_by']}: {t['segment']}", t),
+        _breakdown_chart("nps-region", by_region, "nps", f"{t['nps_by']}: {t['region']}", t),
+        _breakdown_chart("csat-channel", by_channel, "csat", f"{t['csat_by']}: {t['channel']}", t),
+        charts.load_heatmap(
+            "load",
+            counts,
+            f"{t['load_title']}, {month.label}",
+            t["weekdays"],
+            t["hour_of_day"],
+            t["tickets"],
+        ),
+    ]
+    if len(top):
+        chart_list.append(
+            charts.bars(
+                "pain", top["title"].tolist(), top["score"].tolist(), t["pain_scores"], t["score"]
+            )
+        )
+    primary = results[results["role"] == "primary"] if len(results) else results
+    decided = {row["hypothesis_id"]: row for row in _records(primary)}
+    experiments = [
+        {"hypothesis": h, "result": decided.get(h.id), "link": experiment_name(h.id)}
+        for h in hypotheses
+    ]
+    context = {
+        "t": t,
+        "title": f"{t['digest']} {month.label}",
+        "month": month,
+        "previous": month.previous(),
+        "last_day": f"{month.end - pd.Timedelta(days=1):%Y-%m-%d}",
+        "tiles": _records(tiles),
+        "breakdowns": [
+            ("segment", by_segment, "nps"),
+            ("region", by_region, "nps"),
+            ("channel", by_channel, "csat"),
+        ],
+        "peak": peak,
+        "pain_points": _records(top.drop(columns=["evidence"], errors="ignore"))
+        if len(top)
+        else [],
+        "evidence": top["evidence"].tolist() if len(top) else [],
+        "experiments": experiments,
+        "alerts": list(alerts),
+        "charts": {c.name: c for c in chart_list},
+        "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",
+    }
+    return context, chart_list
+
+
+def digest_summary(context: Mapping[str, Any]) -> str:
+    """One paragraph for chat: the KPIs with their change, the top pain point, alert count."""
+    t = context["t"]
+    parts = [
+        f"{t[row['metric']]} {number(row['value'])} ({effect(row['change'], False)})"
+        for row in context["tiles"]
+        if row["value"] is not None
+    ]
+    text = f"{context['title']}: " + "; ".join(parts) + "."
+    if context["pain_points"]:
+        text += f" {t['pain_points']}: {context['pain_points'][0]['title']}."
+    return text + f" {t['alerts']}: {len(context['alerts'])}."
+
+
+def build_digest(
+    data: CxData,
+    pain: pd.DataFrame,
+    results: pd.DataFrame,
+    hypotheses: Sequence[Hypothesis],
+    alerts: Sequence[Any] = (),
+    language: str = "en",
+    csat_scale: int = 5,
+    template_dir: Path | None = None,
+    month: Month | None = None,
+) -> Rendered:
+    """The CX digest for `month` (default: the newest month in `data`) in every format."""
+    t = labels(language, template_dir)
+    context, chart_list = digest_context(
+        data, pain, results, hypotheses, alerts, t, csat_scale, month
+    )
+    tables = {
+        "kpis": [
+            {
+                "metric": r["metric"],
+                "value": r["value"],
+                "n": r["n"],
+                "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "change": r["change"],
+                "verdict": r["verdict"],
+            }
+            for r in context["tiles"]
+        ],
+        "pain_points": [
+            {k: p[k] for k in ("rank", "key", "reach", "impact", "confidence", "effort", "score")}
+            for p in context["pain_points"]
+        ],
+    }
+    return _render_all(
+        "digest",
+        f"digest-{context['month'].label}",
+        context["title"],
+        digest_summary(context),
+        context,
+        chart_list,
+        template_dir,
+        tables,
+    )
+
+
+# The before-and-after report of one hypothesis.
+
+
+def experiment_name(hypothesis_id: str) -> str:
+    """File stem of a hypothesis' report; one file per hypothesis, rewritten at each run."""
+    return f"experiment-{hypothesis_id}"
+
+
+def weekly_by_arm(
+    metric: str, data: CxData, arms: pd.DataFrame, start: date, end: date
+) -> pd.DataFrame:
+    """Weekly mean of `metric` per arm with n and 95% CI, weeks starting on Monday."""
+    obs = observations(metric, data).merge(arms[["customer_id", "arm"]], on="customer_id")
+    inside = (obs["at"] >= pd.Timestamp(start)) & (
+        obs["at"] < pd.Timestamp(end) + pd.Timedelta(days=1)
+    )
+    obs = obs[inside]
+    obs = obs.assign(week=obs["at"].dt.to_period("W-SUN").dt.start_time)
+    return mean_ci_by(obs, ["arm", "week"]).reset_index()
+
+
+def experiment_verbatims(
+    responses: pd.DataFrame, arms: pd.DataFrame, hypothesis: Hypothesis
+) -> dict[str, dict[str, list[str]]]:
+    """Up to `VERBATIMS` redacted survey comments per arm, before (baseline) and after (pilot)."""
+    schedule = hypothesis.schedule
+    said = responses.dropna(subset=["comment"]).merge(
+        arms[["customer_id", "arm"]], on="customer_id"
+    )
+    at = said["submitted_at"]
+    day = pd.Timedelta(days=1)
+    when = np.select(
+        [
+            (at >= pd.Timestamp(schedule.baseline.start))
+            & (at < pd.Timestamp(schedule.baseline.end) + day),
+            (at >= pd.Timestamp(schedule.pilot.start))
+            & (at < pd.Timestamp(schedule.pilot.end) + day),
+        ],
+        ["before", "after"],
+        "",
+    )
+    said = said.assign(group=said["arm"] + "|" + when)[when != ""]
+    chosen = verbatims(said, "group", VERBATIMS, text="comment")
+    found = {arm: {"before": [], "after": []} for arm in ("pilot", "control")}
+    for group, rows in chosen.groupby("group"):
+        arm, moment = group.split("|")
+        found[arm][moment] = rows["comment"].tolist()
+    return found
+
+
+def experiment_context(
+    hypothesis: Hypothesis,
+    results: pd.DataFrame,
+    arms: pd.DataFrame,
+    data: CxData,
+    pain: pd.DataFrame,
+    t: dict[str, Any],
+) -> tuple[dict[str, Any], list[Chart]]:
+    """What the before-and-after report of `hypothesis` shows, and its chart.
+
+    `results` are this hypothesis' latest `experiment_result` rows (one per metric), `arms`
+    its assignment (`customer_id`, `arm`), `pain` the current pain-point ranking.
+    """
+    h, schedule = hypothesis, hypothesis.schedule
+    rows = _records(results)
+    primary = next((r for r in rows if r["role"] == "primary"), None)
+    by_metric = {r["metric"]: r for r in rows}
+    metric = h.metric.name
+    end = (
+        min(schedule.pilot.end, data.tickets["created_at"].max().date())
+        if len(data.tickets)
+        else schedule.pilot.end
+    )
+    weekly = weekly_by_arm(metric, data, arms, schedule.baseline.start, end)
+    unit = t[OBSERVATION_UNITS[metric]]
+    chart = charts.arms_over_time(
+        "target",
+        weekly,
+        f"{t[metric]}: {t['pilot']} / {t['control']}, {t['over_time']}",
+        f"{t[metric]}, {unit}",
+        {"pilot": t["pilot"], "control": t["control"]},
+        schedule.pilot.start,
+        t["pilot_start"],
+    )
+    cells = (
+        pd.DataFrame(primary["cells"]["rows"]) if primary and primary["cells"] else pd.DataFrame()
+    )
+    table = []
+    if len(cells):
+        wide = cells.pivot(index="arm", columns="period", values=["mean", "n"])
+        for arm in ("pilot", "control"):
+            if arm in wide.index:
+                before, after = (
+                    wide.loc[arm, ("mean", "baseline")],
+                    wide.loc[arm, ("mean", "pilot period")],
+                )
+                table.append(
+                    {
+                        "arm": arm,
+                        "before": before,
+                        "n_before": int(wide.loc[arm, ("n", "baseline")]),
+                        "after": after,
+                        "n_after": int(wide.loc[arm, ("n", "pilot period")]),
+                        "difference": after - before,
+                    }
+                )
+    guardrails = []
+    for guard in h.guardrails:
+        row = by_metric.get(guard.metric, {})
+        value, low, high = row.get("estimate"), row.get("ci_low"), row.get("ci_high")
+        guardrails.append(
+            {
+                "metric": guard.metric,
+                "limit": ("max_drop", guard.max_drop)
+                if guard.max_drop
+                else ("max_increase", guard.max_increase),
+                "row": row,
+                "breached": None not in (value, low, high) and guard.breached(value, low, high),
+            }
+        )
+    ranked = pain[pain["key"] == h.pain_point] if len(pain) else pain
+    n_pilot = int((arms["arm"] == "pilot").sum())
+    srm_p = primary["srm_p"] if primary else None
+    context = {
+        "t": t,
+        "title": f"{t['experiment_report']}: {h.title}",
+        "h": h,
+        "primary": primary,
+        "results": rows,
+        "pain_point": _records(ranked.drop(columns=["evidence"], errors="ignore"))[0]
+        if len(ranked)
+        else None,
+        "timeline": [
+            ("baseline_start", schedule.baseline.start),
+            ("baseline_end", schedule.baseline.end),
+            ("pilot_start", schedule.pilot.start),
+            ("pilot_end", schedule.pilot.end),
+            *([("as_of", primary["as_of"])] if primary else []),
+        ],
+        "table": table,
+        "guardrails": guardrails,
+        "srm": {
+            "p": srm_p,
+            "pilot": n_pilot,
+            "control": len(arms) - n_pilot,
+            "share": h.assignment.pilot_share,
+            "alpha": SRM_ALPHA,
+            "ok": srm_p is None or srm_p >= SRM_ALPHA,
+        },
+        "verbatims": experiment_verbatims(data.responses, arms, h),
+        "unit": unit,
+        "charts": {"target": chart},
+        "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",
+    }
+    return context, [chart]
+
+
+def build_experiment(
+    hypothesis: Hypothesis,
+    results: pd.DataFrame,
+    arms: pd.DataFrame,
+    data: CxData,
+    pain: pd.DataFrame,
+    language: str = "en",
+    template_dir: Path | None = None,
+) -> Rendered:
+    """The before-and-after report of `hypothesis` in every format."""
+    t = labels(language, template_dir)
+    context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t)
+    primary = context["primary"]
+    summary = (
+        f"{hypothesis.title}: {t[primary['decision']]} — {primary['reason']}"
+        if primary and primary["decision"]
+        else f"{hypothesis.title}: {t['not_evaluated']}"
+    )
+    keep = ("metric", "role", "estimate", "ci_low", "ci_high", "p_value", "n_pilot", "n_control")
+    tables = {
+        "results": [{k: r[k] for k in keep} for r in context["results"]],
+        "before_after": context["table"],
+    }
+    return _render_all(
+        "experiment",
+        experiment_name(hypothesis.id),
+        context["title"],
+        summary,
+        context,
+        chart_list,
+        template_dir,
+        tables,
+    )
+
+
+# Writing, recording and the index.
+
+
+def latest_results(engine: Engine) -> pd.DataFrame:
+    """Each hypothesis' newest `experiment_result` rows (one per metric)."""
+    results = store.read_frame(engine, store.ExperimentResult)
+    if results.empty:
+        return results
+    newest = results.groupby("hypothesis_id")["as_of"].transform("max")
+    return results[results["as_of"] == newest]
+
+
+def latest_pain_points(engine: Engine) -> pd.DataFrame:
+    """The most recent pain-point ranking."""
+    pain = store.read_frame(engine, store.PainPoint)
+    return pain[pain["period"] == pain["period"].max()] if len(pain) else pain
+
+
+def write_report(rendered: Rendered, out_dir: Path) -> Path:
+    """`out_dir/<name>.html` and `.md` written; returns the HTML's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{rendered.name}.html"
+    path.write_text(rendered.html, encoding="utf-8")
+    path.with_suffix(".md").write_text(rendered.markdown, encoding="utf-8")
     return path
+
+
+def record_report(engine: Engine, kind: str, path: Path) -> None:
+    """The report's row in the `report` table, created or refreshed."""
+    row = {"kind": kind, "path": str(path), "created_at": store.now_utc()}
+    store.save_rows(engine, store.Report, pd.DataFrame([row]), ("kind", "path"))
+
+
+def print_pdf(html_path: Path, chromium: str = "chromium", timeout: float = 120) -> Path:
+    """A PDF next to `html_path`, printed by headless Chromium; raises if Chromium fails."""
+    pdf = html_path.with_suffix(".pdf")
+    with tempfile.TemporaryDirectory(prefix="cxloop-chromium-") as profile:
+        subprocess.run(
+            [
+                shutil.which(chromium) or chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--no-pdf-header-footer",
+                f"--print-to-pdf={pdf}",
+                html_path.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+    return pdf
+
+
+def write_index(
+    engine: Engine, out_dir: Path, language: str = "en", template_dir: Path | None = None
+) -> Path:
+    """`out_dir/index.html` linking every recorded report still on disk, newest first."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = store.read_frame(engine, store.Report)
+    reports = reports[reports["kind"] != "index"].sort_values("created_at", ascending=False)
+    entries = []
+    for row in reports.itertuples():
+        path = Path(row.path)
+        if path.exists():
+            pdf = path.with_suffix(".pdf")
+            entries.append(
+                {
+                    "kind": row.kind,
+                    "name": path.stem,
+                    "href": path.name,
+                    "pdf": pdf.name if pdf.exists() else None,
+                    "created_at": row.created_at,
+                }
+            )
+    t = labels(language, template_dir)
+    index = out_dir / "index.html"
+    context = {
+        "t": t,
+        "title": t["index"],
+        "entries": entries,
+        "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",
+        "email": False,
+    }
+    index.write_text(render("index.html.j2", context, template_dir), encoding="utf-8")
+    record_report(engine, "index", index)
+    return index

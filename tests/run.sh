@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The test command: sets up everything the suite needs on a fresh machine, then runs it.
-# Installs: a virtual environment with cxloop and its test extra, and Debian's PostgreSQL
-# server when absent (the store tests run on SQLite and on a real PostgreSQL).
+# Installs: a virtual environment with cxloop and its test extra, and, when absent, Debian's
+# PostgreSQL server (the store tests run on SQLite and on a real PostgreSQL) and Chromium
+# (the report tests render HTML in it headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  echo "== installing PostgreSQL server (Debian package)"
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

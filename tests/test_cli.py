@@ -44,8 +44,11 @@ def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(project: 
     assert positions == sorted(positions), out
     assert "auto-route-tickets: adopt" in out, out
     assert "chat-greeting-script: adopt" not in out, out
-    index = project / "reports" / "out" / "index.html"
-    assert index.exists() and "Tickets about delivery" in index.read_text(encoding="utf-8")
+    out_dir = project / "reports" / "out"
+    (digest,) = out_dir.glob("digest-*.html")
+    assert "Tickets about delivery" in digest.read_text(encoding="utf-8")
+    index = (out_dir / "index.html").read_text(encoding="utf-8")
+    assert digest.name in index and "experiment-auto-route-tickets.html" in index
 
     engine = store.open_store(f"sqlite:///{project / '.cxloop' / 'demo-20000-7.db'}")
     counts = store.row_counts(engine)

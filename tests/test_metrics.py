@@ -9,6 +9,7 @@ from scipy import stats
 
 from tasks.metrics import (
     CxData,
+    churn,
     customer_value,
     funnel,
     kpis_by,
@@ -149,3 +150,17 @@ def test_funnel_conversion_and_drop_off_and_the_leaky_mobile_checkout(demo_data:
     assert table.loc[("mobile", "purchase"), "conversion"] == pytest.approx(100 * bought / checkout)
     purchase = table.xs("purchase", level="step")["drop_off"]
     assert purchase.idxmax() == "mobile"
+
+
+def test_churn_counts_customers_active_at_start_and_gone_by_the_end() -> None:
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "c", "d"],
+            "created_at": pd.to_datetime(
+                ["2026-08-01", "2026-09-20", "2026-07-15", "2026-10-10", "2026-10-05"]
+            ),
+        }
+    )
+    # Active on 1 Oct (an order in the 90 days before): a, b, c. By 1 Nov a has lapsed.
+    row = churn(orders, pd.Timestamp("2026-10-01"), pd.Timestamp("2026-11-01")).iloc[0]
+    assert row["n"] == 3 and row["value"] == pytest.approx(100 / 3)

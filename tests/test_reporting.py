@@ -1,13 +1,20 @@
-"""The HTML index: autoescaped customer text, the numbers a reader needs, no network fetches."""
+"""Report rendering without a browser: formatting, escaping, the index, e-mail form, PDF."""
 
 from __future__ import annotations
 
 import re
 
-import pandas as pd
-
-from tasks import store
-from tasks.reporting import effect, write_index
+from tasks import charts, store
+from tasks.reporting import (
+    effect,
+    labels,
+    print_pdf,
+    record_report,
+    render,
+    write_index,
+    write_report,
+)
+from tests.test_reports_html import demo_company, render_both
 
 
 def test_effect_formats_relative_and_absolute_values() -> None:
@@ -16,25 +23,46 @@ def test_effect_formats_relative_and_absolute_values() -> None:
     assert effect(float("nan"), False) == "n/a"
 
 
-def test_index_escapes_customer_text_and_shows_scores(tmp_path) -> None:
+def test_customer_text_is_escaped_by_the_templates() -> None:
+    evil = "<script>alert('x')</script>"
+    page = render(
+        "index.html.j2", {"t": labels("en"), "title": evil, "entries": [], "generated_at": "now"}
+    )
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+
+
+def test_region_chart_marks_low_bars_red_and_keeps_ids_unique() -> None:
+    first = charts.bars("a", ["x", "<y>"], [1, 2], "T", "pts", highlight=[True, False])
+    second = charts.bars("b", ["x", "y"], [1, 2], "T", "pts")
+    assert charts.ALERT_COLOUR in first.svg and charts.ALERT_COLOUR not in second.svg
+    assert "&lt;y&gt;" in first.svg and "<y>" not in first.svg
+    ids = re.findall(r'id="([^"]+)"', first.svg + second.svg)
+    assert len(ids) == len(set(ids))
+
+
+def test_index_links_every_report_on_disk_and_email_form_uses_cid_images(tmp_path) -> None:
     engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    pain = pd.DataFrame(
-        [
-            {
-                "period": "2026-05..2026-10", "key": "ticket:delivery", "kind": "ticket_topic",
-                "title": "Tickets about delivery", "rank": 1, "reach": 4000, "reach_share": 0.2,
-                "impact": 30.0, "impact_ci_low": 27.0, "impact_ci_high": 33.0, "confidence": 0.9,
-                "effort": 2.0, "effort_is_default": True, "score": 270.0,
-                "evidence": {"tickets": 5000, "nps_affected": 5.0, "nps_unaffected": 35.0,
-                             "verbatims": ["<script>alert('x')</script> late again"]},
-                "computed_at": store.now_utc(),
-            }
-        ]
-    )  # fmt: skip
-    store.save_rows(engine, store.PainPoint, pain, ("period", "key"))
-    html = write_index(engine, tmp_path / "out", []).read_text(encoding="utf-8")
-    assert "<script>alert" not in html
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; late again" in html
-    assert "270.0" in html and "Tickets about delivery" in html
-    assert not re.search(r"(src|href)=\"https?://", html)
-    assert store.row_counts(engine)["report"] == 1
+    reports = render_both(demo_company(2000))
+    out = tmp_path / "out"
+    paths = {kind: write_report(r, out) for kind, r in reports.items()}
+    for kind, path in paths.items():
+        record_report(engine, kind, path)
+    record_report(engine, "digest", out / "digest-1999-01.html")  # gone from disk
+    index = write_index(engine, out).read_text(encoding="utf-8")
+    assert 'href="digest-2026-10.html"' in index
+    assert 'href="experiment-auto-route-tickets.html"' in index
+    assert "1999" not in index
+    assert not re.search(r"(src|href)=\"https?://", index + paths["digest"].read_text())
+    digest = reports["digest"]
+    assert "<svg" not in digest.email_html
+    assert set(re.findall(r'src="cid:([^"]+)"', digest.email_html)) == {
+        c.cid for c in digest.charts
+    }
+
+
+def test_pdf_is_printed_by_headless_chromium(tmp_path) -> None:
+    page = tmp_path / "r.html"
+    page.write_text("<!doctype html><h1>CX digest</h1>", encoding="utf-8")
+    pdf = print_pdf(page)
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 500

@@ -1,0 +1,210 @@
+"""Report charts drawn server-side with matplotlib's Agg and SVG canvases (no pyplot, no GUI).
+
+Each chart comes out twice: as inline SVG for HTML reports (text stays text, so it is
+searchable and selectable) and as PNG for e-mail, where it is attached and referenced by
+Content-ID. Pilot and control keep the same colours in every chart.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from html import escape
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+ARM_COLOURS = {"pilot": "#e8590c", "control": "#1c7ed6"}
+BAR_COLOUR = "#5c7cfa"
+ALERT_COLOUR = "#c92a2a"
+REFERENCE_COLOUR = "#495057"
+WIDTH_INCHES = 8.0
+PNG_DPI = 110
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e9ecef",
+    "svg.fonttype": "none",
+    # Customer-provided labels (regions, topics) must never be parsed as TeX.
+    "text.parse_math": False,
+}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A drawn chart: `svg` to inline in HTML, `png` to attach to e-mail as `cid:{cid}`."""
+
+    name: str
+    title: str
+    svg: str
+    png: bytes
+
+    @property
+    def cid(self) -> str:
+        return f"{self.name}@cxloop"
+
+
+def _figure(height: float) -> Figure:
+    figure = Figure(figsize=(WIDTH_INCHES, height), layout="constrained")
+    figure.set_facecolor("white")
+    return figure
+
+
+def _draw(name: str, title: str, figure: Figure) -> Chart:
+    # Several SVGs share one HTML document, so their element ids must not collide.
+    with mpl.rc_context({**STYLE, "svg.hashsalt": name}):
+        svg_buffer, png_buffer = io.StringIO(), io.BytesIO()
+        figure.savefig(svg_buffer, format="svg", metadata={"Date": None})
+        figure.savefig(png_buffer, format="png", dpi=PNG_DPI)
+    svg = svg_buffer.getvalue()
+    svg = svg[svg.index("<svg") :]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r'id="([^"]+)"', rf'id="{name}-\1"', svg)
+    svg = re.sub(r'(url\(#|href="#)([^)"]+)', rf"\1{name}-\2", svg)
+    svg = svg.replace("<svg ", f'<svg class="chart" role="img" aria-label="{escape(title)}" ', 1)
+    return Chart(name=name, title=title, svg=svg, png=png_buffer.getvalue())
+
+
+def arms_over_time(
+    name: str,
+    series: pd.DataFrame,
+    title: str,
+    y_label: str,
+    arm_labels: dict[str, str],
+    pilot_start: date,
+    pilot_label: str,
+) -> Chart:
+    """Weekly values per arm (`week`, `arm`, `value`, `ci_low`, `ci_high`), pilot start marked."""
+    with mpl.rc_context(STYLE):
+        figure = _figure(3.4)
+        ax = figure.add_subplot()
+        for arm in ("control", "pilot"):
+            rows = series[series["arm"] == arm].sort_values("week")
+            colour = ARM_COLOURS[arm]
+            ax.fill_between(
+                rows["week"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.12, lw=0
+            )
+            ax.plot(
+                rows["week"],
+                rows["value"],
+                marker="o",
+                ms=4,
+                color=colour,
+                lw=2,
+                label=arm_labels[arm],
+            )
+        start = pd.Timestamp(pilot_start)
+        ax.axvline(start, color=REFERENCE_COLOUR, ls="--", lw=1.2)
+        ax.annotate(
+            pilot_label,
+            (start, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -12),
+            textcoords="offset points",
+            color=REFERENCE_COLOUR,
+        )
+        ax.set_title(title, loc="left")
+        ax.set_ylabel(y_label)
+        ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
+        locator = AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    return _draw(name, title, figure)
+
+
+def bars(
+    name: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    x_label: str,
+    ci: tuple[Sequence[float], Sequence[float]] | None = None,
+    highlight: Sequence[bool] | None = None,
+    reference: tuple[float, str] | None = None,
+) -> Chart:
+    """Horizontal bars, first label on top, optional 95% CI whiskers and a reference line.
+
+    Highlighted bars (for example a region significantly below the overall value) are red.
+    """
+    values = np.asarray(values, dtype=float)
+    marked = np.asarray(highlight if highlight is not None else [False] * len(values))
+    with mpl.rc_context(STYLE):
+        figure = _figure(0.9 + 0.36 * max(len(values), 1))
+        ax = figure.add_subplot()
+        y = np.arange(len(values))[::-1]
+        colours = np.where(marked, ALERT_COLOUR, BAR_COLOUR)
+        ax.barh(y, np.nan_to_num(values), color=colours, height=0.62)
+        if ci is not None:
+            low, high = np.asarray(ci[0], dtype=float), np.asarray(ci[1], dtype=float)
+            ax.errorbar(
+                values,
+                y,
+                xerr=[values - low, high - values],
+                fmt="none",
+                ecolor="#343a40",
+                capsize=3,
+                lw=1,
+            )
+        for position, value in zip(y, values, strict=True):
+            if not np.isnan(value):
+                ax.annotate(
+                    f"{value:.1f}",
+                    (0, position),
+                    xytext=(4 if value >= 0 else -4, 0),
+                    textcoords="offset points",
+                    ha="left" if value >= 0 else "right",
+                    va="center",
+                    color="white",
+                    fontweight="bold",
+                )
+        if reference is not None:
+            ax.axvline(reference[0], color=REFERENCE_COLOUR, ls="--", lw=1.2)
+            ax.annotate(
+                reference[1],
+                (reference[0], 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, 2),
+                textcoords="offset points",
+                color=REFERENCE_COLOUR,
+            )
+        ax.set_yticks(y, labels)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel(x_label)
+        ax.set_title(title, loc="left")
+    return _draw(name, title, figure)
+
+
+def load_heatmap(
+    name: str,
+    counts: pd.DataFrame,
+    title: str,
+    weekdays: Sequence[str],
+    hour_label: str,
+    count_label: str,
+) -> Chart:
+    """Counts per weekday (rows 0–6) × hour (columns 0–23), the busiest cell outlined."""
+    grid = counts.reindex(index=range(7), columns=range(24), fill_value=0).to_numpy()
+    with mpl.rc_context({**STYLE, "axes.grid": False}):
+        figure = _figure(3.3)
+        ax = figure.add_subplot()
+        image = ax.imshow(grid, aspect="auto", cmap="YlOrRd", interpolation="nearest")
+        row, column = np.unravel_index(np.argmax(grid), grid.shape)
+        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, ec="#212529", lw=2))
+        ax.set_yticks(range(7), list(weekdays))
+        ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+        ax.set_xlabel(hour_label)
+        ax.set_title(title, loc="left")
+        figure.colorbar(image, ax=ax, label=count_label, pad=0.01)
+    return _draw(name, title, figure)

@@ -1,0 +1,305 @@
+"""Report delivery: a directory, e-mail over SMTP, Slack and Microsoft Teams incoming webhooks.
+
+Every (report, channel, target) is a row of the `delivery` table. A send is tried a few times
+with backoff; one that still fails is recorded as `failed` with a redacted error and tried
+again on the next run, while the report stays on disk. Secrets (SMTP credentials, webhook
+URLs) are read from the environment variables the configuration names, and never stored,
+logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import os
+import shutil
+import smtplib
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pandas as pd
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from tasks import store
+from tasks.errors import CxloopError
+
+if TYPE_CHECKING:
+    from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig
+    from tasks.charts import Chart
+
+
+class DeliveryError(CxloopError):
+    """A send that failed; the message is safe to store (no secrets)."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A written report to deliver: its HTML path, kind, title and one-paragraph summary."""
+
+    report: Path
+    kind: str
+    title: str
+    summary: str
+
+
+def email_message(title: str, html: str, text: str, charts: Sequence[Chart]) -> EmailMessage:
+    """A multipart/alternative message: `text` and `html`, charts as related inline PNGs.
+
+    Sender and recipient are set at send time, so the same message can be kept on disk.
+    """
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["Subject"] = title
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    html_part = message.get_payload()[1]
+    for chart in charts:
+        html_part.add_related(
+            chart.png, "image", "png", cid=f"<{chart.cid}>", filename=f"{chart.name}.png"
+        )
+    return message
+
+
+def mail_path(report: Path) -> Path:
+    """Where the e-mail form of `report` is kept, next to it."""
+    return report.with_suffix(".eml")
+
+
+def write_mail(report: Path, message: EmailMessage) -> Path:
+    """The message saved next to the report, for sending now and for retries later."""
+    path = mail_path(report)
+    path.write_bytes(message.as_bytes(policy=email.policy.SMTP))
+    return path
+
+
+def report_link(report: Path, base_url: str | None) -> str:
+    """The report's address for chat: under `base_url` where reports are published, else file://."""
+    if base_url:
+        return base_url.rstrip("/") + "/" + report.name
+    return report.resolve().as_uri()
+
+
+def _secret(name: str | None, env: Mapping[str, str], what: str) -> str | None:
+    if not name:
+        return None
+    value = env.get(name)
+    if not value:
+        raise DeliveryError(f"{what}: environment variable {name} is not set")
+    return value
+
+
+def _redacted(exc: BaseException, secrets: Sequence[str | None]) -> str:
+    message = f"{type(exc).__name__}: {exc}"
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message[:500]
+
+
+def send_email(report: Path, to: str, smtp: SmtpConfig, env: Mapping[str, str]) -> None:
+    """The saved e-mail of `report` sent to `to` (STARTTLS, SSL or plain, login if configured)."""
+    message = BytesParser(policy=email.policy.SMTP).parsebytes(mail_path(report).read_bytes())
+    message["From"] = smtp.sender
+    message["To"] = to
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=smtp.sender.rpartition("@")[2] or None)
+    user = env.get(smtp.username_env) if smtp.username_env else None
+    password = _secret(smtp.password_env, env, "SMTP password") if user else None
+    context = ssl.create_default_context()
+    try:
+        if smtp.security == "ssl":
+            client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        with client:
+            if smtp.security == "starttls":
+                client.starttls(context=context)
+            if user:
+                client.login(user, password or "")
+            client.send_message(message)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(_redacted(exc, [user, password])) from None
+
+
+def webhook_payload(kind: str, title: str, summary: str, link: str) -> dict:
+    """The JSON body: Slack `text` with mrkdwn, or a Teams message with an Adaptive Card."""
+    if kind == "slack":
+        escape = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
+        return {"text": f"*{escape(title)}*\n{escape(summary)}\n<{link}|Open the report>"}
+    card = {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.4",
+        "body": [
+            {
+                "type": "TextBlock",
+                "text": title,
+                "weight": "Bolder",
+                "size": "Medium",
+                "wrap": True,
+            },
+            {"type": "TextBlock", "text": summary, "wrap": True},
+        ],
+        "actions": [{"type": "Action.OpenUrl", "title": "Open the report", "url": link}],
+    }
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
+        ],
+    }
+
+
+def send_webhook(
+    hook: WebhookConfig, outgoing: Outgoing, link: str, env: Mapping[str, str], timeout: float = 20
+) -> None:
+    """The report's title, summary and link posted to the webhook; non-2xx is a failure."""
+    url = _secret(hook.url_env, env, f"{hook.kind} webhook")
+    payload = webhook_payload(hook.kind, outgoing.title, outgoing.summary, link)
+    try:
+        response = httpx.post(url, json=payload, timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        raise DeliveryError(
+            f"{hook.kind} webhook answered HTTP {exc.response.status_code}"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise DeliveryError(_redacted(exc, [url])) from None
+
+
+def copy_to(report: Path, directory: Path) -> None:
+    """The report's HTML (and PDF, if printed) copied into `directory`."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in (report, report.with_suffix(".pdf")):
+            if path.exists():
+                shutil.copy2(path, directory / path.name)
+    except OSError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+
+
+def targets(
+    outgoing: Outgoing, recipients: Mapping[str, Sequence[str]], config: DeliveryConfig
+) -> list[tuple[str, str]]:
+    """(channel, target) pairs for one report: the directory, each e-mail recipient, each webhook.
+
+    A webhook's target is the name of the environment variable holding its URL.
+    """
+    found: list[tuple[str, str]] = []
+    if config.directory:
+        found.append(("directory", str(config.directory)))
+    if config.smtp:
+        found += [("email", address) for address in recipients.get(outgoing.kind, [])]
+    found += [
+        (hook.kind, hook.url_env) for hook in config.webhooks if outgoing.kind in hook.reports
+    ]
+    return found
+
+
+def _send(row: dict, config: DeliveryConfig, env: Mapping[str, str]) -> None:
+    report = Path(row["report"])
+    channel, target = row["channel"], row["target"]
+    if channel == "directory":
+        copy_to(report, Path(target))
+    elif channel == "email":
+        if config.smtp is None:
+            raise DeliveryError("e-mail delivery needs reports.delivery.smtp in cxloop.yaml")
+        send_email(report, target, config.smtp, env)
+    else:
+        hooks = [h for h in config.webhooks if (h.kind, h.url_env) == (channel, target)]
+        if not hooks:
+            raise DeliveryError(f"no {channel} webhook with url_env {target} is configured")
+        outgoing = Outgoing(report, row["kind"], row["title"], row["summary"])
+        send_webhook(hooks[0], outgoing, report_link(report, config.base_url), env)
+
+
+def pending(engine: Engine) -> pd.DataFrame:
+    """Deliveries not yet sent whose report is still on disk."""
+    with engine.connect() as conn:
+        rows = pd.read_sql(select(store.Delivery).where(store.Delivery.status != "sent"), conn)
+    return rows[[Path(p).exists() for p in rows["report"]]] if len(rows) else rows
+
+
+def deliver(
+    engine: Engine,
+    outgoing: Sequence[Outgoing],
+    recipients: Mapping[str, Sequence[str]],
+    config: DeliveryConfig,
+    env: Mapping[str, str] | None = None,
+    sleep: float | None = None,
+) -> pd.DataFrame:
+    """Send the new reports and every earlier failed delivery; returns the rows tried.
+
+    A (report, channel, target) already `sent` is not sent again. Each send is tried
+    `config.attempts` times with exponential backoff (`sleep` overrides the first delay).
+    """
+    env = os.environ if env is None else env
+    delay = config.backoff_seconds if sleep is None else sleep
+    with engine.connect() as conn:
+        known = pd.read_sql(
+            select(store.Delivery.report, store.Delivery.channel, store.Delivery.target), conn
+        )
+    seen = set(known.itertuples(index=False, name=None))
+    fresh = [
+        {
+            "report": str(o.report),
+            "kind": o.kind,
+            "channel": channel,
+            "target": target,
+            "title": o.title,
+            "summary": o.summary,
+            "status": "pending",
+            "attempts": 0,
+            "last_error": None,
+            "updated_at": store.now_utc(),
+        }
+        for o in outgoing
+        for channel, target in targets(o, recipients, config)
+        if (str(o.report), channel, target) not in seen
+    ]
+    store.save_rows(engine, store.Delivery, pd.DataFrame(fresh), ("report", "channel", "target"))
+    due = pending(engine)
+    tried = []
+    for row in due.drop(columns="id").to_dict("records"):
+        error = None
+        for attempt in range(config.attempts):
+            try:
+                _send(row, config, env)
+                error = None
+                break
+            except DeliveryError as exc:
+                error = str(exc)
+                if attempt + 1 < config.attempts:
+                    time.sleep(delay * 2**attempt)
+        tried.append(
+            {
+                **row,
+                "status": "failed" if error else "sent",
+                "last_error": error,
+                "attempts": int(row["attempts"]) + attempt + 1,
+                "updated_at": store.now_utc(),
+            }
+        )
+    result = pd.DataFrame(tried)
+    if len(result):
+        store.save_rows(engine, store.Delivery, result, ("report", "channel", "target"))
+        _record_sent(engine)
+    return result
+
+
+def _record_sent(engine: Engine) -> None:
+    """Each report's `delivered_to` set to the channel:target pairs it reached."""
+    with engine.begin() as conn:
+        sent = pd.read_sql(select(store.Delivery).where(store.Delivery.status == "sent"), conn)
+        reached = (sent["channel"] + ":" + sent["target"]).groupby(sent["report"]).agg(sorted)
+        for report, where in reached.items():
+            conn.execute(
+                update(store.Report).where(store.Report.path == report).values(delivered_to=where)
+            )

@@ -1,0 +1,168 @@
+"""Delivery on loopback: a real SMTP server (aiosmtpd), webhook servers, retries across runs."""
+
+from __future__ import annotations
+
+import email.policy
+import json
+import re
+import socket
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pytest_httpserver import HTTPServer
+
+from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig
+from tasks import store
+from tasks.delivery import Outgoing, deliver, email_message, write_mail
+from tasks.reporting import Rendered, record_report, write_report
+from tests.test_reports_html import demo_company, render_both
+
+SECRET_HOOK = "/services/T000/B000/very-secret-token"
+
+
+@pytest.fixture(scope="module")
+def digest() -> Rendered:
+    return render_both(demo_company(3000))["digest"]
+
+
+def written(rendered: Rendered, out: Path, engine) -> Outgoing:
+    path = write_report(rendered, out)
+    write_mail(
+        path, email_message(rendered.title, rendered.email_html, rendered.text, rendered.charts)
+    )
+    record_report(engine, rendered.kind, path)
+    return Outgoing(path, rendered.kind, rendered.title, rendered.summary)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.envelopes: list = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+def test_email_reaches_a_real_smtp_server_with_text_html_and_every_inline_chart(
+    digest, tmp_path
+) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    inbox, port = Inbox(), _port()
+
+    def login(server, session, envelope, mechanism, data) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"cx", b"pw-1")
+        return AuthResult(success=ok)
+
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, authenticator=login, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        config = DeliveryConfig(
+            smtp=SmtpConfig(
+                host="127.0.0.1", port=port, security="none", sender="cxloop@example.com"
+            ),
+            attempts=1,
+        )
+        env = {"CXLOOP_SMTP_USER": "cx", "CXLOOP_SMTP_PASSWORD": "pw-1"}
+        outgoing = written(digest, tmp_path / "out", engine)
+        recipients = {"digest": ["cx-team@example.com"]}
+        tried = deliver(engine, [outgoing], recipients, config, env)
+    finally:
+        controller.stop()
+    assert tried["status"].tolist() == ["sent"], tried["last_error"].tolist()
+    assert [e.rcpt_tos for e in inbox.envelopes] == [["cx-team@example.com"]]
+    message = BytesParser(policy=email.policy.default).parsebytes(inbox.envelopes[0].content)
+    assert message["Subject"] == digest.title and message["From"] == "cxloop@example.com"
+    text = message.get_body(("plain",)).get_content()
+    page = message.get_body(("html",)).get_content()
+    assert "NPS" in text and "<svg" not in page
+    cids = set(re.findall(r'src="cid:([^"]+)"', page))
+    images = {
+        part["Content-ID"].strip("<>"): part.get_content()
+        for part in message.walk()
+        if part.get_content_type() == "image/png"
+    }
+    assert cids and cids == set(images) == {c.cid for c in digest.charts}
+    assert all(png.startswith(b"\x89PNG") for png in images.values())
+    assert store.read_frame(engine, store.Report)["delivered_to"].tolist() == [
+        ["email:cx-team@example.com"]
+    ]
+    # Sent once: the next run does not mail the same report again.
+    assert deliver(engine, [outgoing], recipients, config, env).empty
+
+
+def test_slack_and_teams_webhooks_get_summary_and_link(
+    digest, tmp_path, httpserver: HTTPServer
+) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    httpserver.expect_request(SECRET_HOOK, method="POST").respond_with_data("ok")
+    httpserver.expect_request("/teams", method="POST").respond_with_data("1", status=202)
+    env = {"SLACK_URL": httpserver.url_for(SECRET_HOOK), "TEAMS_URL": httpserver.url_for("/teams")}
+    config = DeliveryConfig(
+        webhooks=[
+            WebhookConfig(kind="slack", url_env="SLACK_URL"),
+            WebhookConfig(kind="teams", url_env="TEAMS_URL"),
+        ],
+        base_url="https://reports.example.com/cx",
+        directory=tmp_path / "shared",
+        attempts=1,
+    )
+    tried = deliver(engine, [written(digest, tmp_path / "out", engine)], {}, config, env)
+    assert sorted(tried["channel"]) == ["directory", "slack", "teams"]
+    assert set(tried["status"]) == {"sent"}
+    bodies = {request.path: json.loads(request.data) for request, _ in httpserver.log}
+    slack = bodies[SECRET_HOOK]["text"]
+    assert digest.title in slack and "https://reports.example.com/cx/digest-2026-10.html" in slack
+    card = bodies["/teams"]["attachments"][0]["content"]
+    assert card["body"][1]["text"] == digest.summary
+    assert card["actions"][0]["url"] == "https://reports.example.com/cx/digest-2026-10.html"
+    assert (tmp_path / "shared" / "digest-2026-10.html").exists()
+
+
+def test_failing_webhook_is_recorded_without_its_url_and_retried_next_run(
+    digest, tmp_path, httpserver: HTTPServer
+) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    httpserver.expect_request(SECRET_HOOK).respond_with_data("down", status=503)
+    env = {"SLACK_URL": httpserver.url_for(SECRET_HOOK)}
+    config = DeliveryConfig(webhooks=[WebhookConfig(kind="slack", url_env="SLACK_URL")], attempts=2)
+    outgoing = written(digest, tmp_path / "out", engine)
+    first = deliver(engine, [outgoing], {}, config, env, sleep=0)
+    assert first[["status", "attempts"]].values.tolist() == [["failed", 2]]
+    assert first["last_error"].iloc[0] == "slack webhook answered HTTP 503"
+    assert len(httpserver.log) == 2 and outgoing.report.exists()
+    stored = store.read_frame(engine, store.Delivery)
+    assert "very-secret-token" not in stored.to_json(date_format="iso")
+
+    httpserver.clear()
+    httpserver.expect_request(SECRET_HOOK).respond_with_data("ok")
+    second = deliver(engine, [], {}, config, env, sleep=0)
+    assert second[["status", "attempts"]].values.tolist() == [["sent", 3]]
+    assert len(httpserver.log) == 1
+    assert digest.title in json.loads(httpserver.log[0][0].data)["text"]
+
+
+def test_unreachable_smtp_fails_with_a_message_and_no_password(digest, tmp_path) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    config = DeliveryConfig(
+        smtp=SmtpConfig(
+            host="127.0.0.1", port=_port(), security="starttls", sender="a@b.c", timeout=2
+        ),
+        attempts=1,
+    )
+    env = {"CXLOOP_SMTP_USER": "cx", "CXLOOP_SMTP_PASSWORD": "pw-secret"}
+    outgoing = written(digest, tmp_path / "out", engine)
+    tried = deliver(engine, [outgoing], {"digest": ["x@example.com"]}, config, env, sleep=0)
+    assert tried["status"].tolist() == ["failed"]
+    assert "Connection refused" in tried["last_error"].iloc[0]
+    assert "pw-secret" not in store.read_frame(engine, store.Delivery).to_json(date_format="iso")
