@@ -134,9 +134,9 @@ class Estimate:
     def ci_high(self) -> float:
         return self._effect(self.high)
 
-    def mde(self, alpha: float) -> float:
-        """Smallest effect this design detects with 80% power, in the reader's units."""
-        return self._effect((stats.norm.ppf(1 - alpha / 2) + Z80) * self.se)
+    def mde(self, alpha: float, sign: int = 1) -> float:
+        """Smallest effect in direction `sign` (±1) this design detects with 80% power."""
+        return self._effect(sign * (stats.norm.ppf(1 - alpha / 2) + Z80) * self.se)
 
 
 def always_valid(estimate: Estimate, alpha: float, tau: float) -> Estimate:
@@ -344,6 +344,6 @@ def decide(
     return "inconclusive", (
         f"no significant change in {target.name} ({_fmt(primary, primary.value)}, "
         f"95% CI {interval}, p = {primary.p_value:.2g}); this design detects about "
-        f"{_fmt(primary, wanted * abs(primary.mde(rules.alpha)))} or more, "
+        f"{_fmt(primary, primary.mde(rules.alpha, wanted))} or more, "
         f"expected was {target.expected_effect}"
     )
