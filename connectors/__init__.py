@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from connectors.base import Source
 from tasks.errors import ConfigError
 
+# kind → "module:class", imported only when a source of that kind is used.
+SOURCE_KINDS = {
+    "demo": "connectors.demo:DemoSource",
+    "hubspot": "connectors.hubspot:HubSpotSource",
+}
+
 
 def open_source(name: str, kind: str, options: dict[str, Any]) -> Source:
     """The connector for a configured source; `ConfigError` on options it does not take."""
-    if kind == "demo":
-        from connectors.demo import DemoSource as connector
-    elif kind == "hubspot":
-        from connectors.hubspot import HubSpotSource as connector
-    else:
-        raise ConfigError(f"sources.{name}: unknown kind {kind!r}")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(
+            f"sources.{name}: unknown kind {kind!r}; known: {', '.join(SOURCE_KINDS)}"
+        )
+    module, cls = SOURCE_KINDS[kind].split(":")
+    connector = getattr(import_module(module), cls)
     try:
         return connector(name=name, **options)
     except TypeError as exc:

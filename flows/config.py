@@ -26,8 +26,17 @@ class Strict(BaseModel):
 
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    kind: Literal["demo", "hubspot"]
+    kind: str
     options: dict[str, Any] = {}
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from connectors import SOURCE_KINDS
+
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown source kind; use one of {', '.join(SOURCE_KINDS)}")
+        return kind
 
 
 ReportKind = Literal["digest", "experiment"]
