@@ -277,7 +277,7 @@ def _tickets(rng: np.random.Generator, people: pd.DataFrame) -> tuple[pd.DataFra
     piloted = _in_pilot(people["arm"].to_numpy()[owner], created, "auto-route-tickets")
     frt_hours = median.to_numpy() * np.exp(rng.normal(0, 0.8, m))
     frt_hours = np.where(piloted, frt_hours * PILOTS["auto-route-tickets"].frt_factor, frt_hours)
-    first_response = created + pd.to_timedelta(np.maximum(frt_hours, 1 / 60), unit="h")
+    first_response = created + pd.to_timedelta(np.maximum(frt_hours, 10 / 3600), unit="h")
     resolved = first_response + pd.to_timedelta(4 * np.exp(rng.normal(0, 1.0, m)), unit="h")
     language = people["language"].to_numpy()[owner]
     ru_text = pd.Series(topic).map({t: ru for t, (ru, _) in TICKET_TEXT.items()})

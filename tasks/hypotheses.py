@@ -137,6 +137,9 @@ class Decision(Strict):
     min_per_arm: int = Field(default=200, ge=1)
     analysis: Literal["did"] = "did"
     sequential: bool = True
+    adjust_for: list[Literal["channel", "topic", "survey"]] = Field(
+        default=[], description="Unit attributes to adjust for as fixed effects."
+    )
 
 
 class Hypothesis(Strict):
