@@ -272,3 +272,39 @@ def funnel(web: pd.DataFrame, steps: Sequence[str], by: Sequence[str] = ()) -> p
     table["conversion"] = 100 * table["sessions"] / previous
     table["drop_off"] = 100 - table["conversion"]
     return table
+
+
+def response_rates(data: CxData, by: str = "segment") -> pd.DataFrame:
+    """Per value of `by`: customers, NPS respondents and the response rate in %.
+
+    Shows who the survey hears from; silent groups are the ones a raw NPS under-represents.
+    """
+    respondents = data.responses.loc[data.responses["kind"] == "nps", "customer_id"].unique()
+    customers = data.customers.assign(answered=data.customers["customer_id"].isin(respondents))
+    table = customers.groupby(by)["answered"].agg(customers="size", respondents="sum")
+    table["response_rate"] = 100 * table["respondents"] / table["customers"]
+    return table.reset_index()
+
+
+def post_stratified_nps(data: CxData, by: str = "segment") -> dict[str, float]:
+    """NPS of each respondent's latest answer, raw and weighted to the base's mix of `by`.
+
+    Each stratum's NPS is weighted by its share of all customers rather than of respondents;
+    the CI is the stratified one, Σ W²·s²/n over strata.
+    """
+    answers = data.responses[data.responses["kind"] == "nps"].sort_values("submitted_at")
+    latest = answers.groupby("customer_id").tail(1)
+    strata = latest["customer_id"].map(data.customers.set_index("customer_id")[by])
+    points = pd.DataFrame({"stratum": strata, "value": nps_points(latest["score"])}).dropna()
+    cells = points.groupby("stratum")["value"].agg(["mean", "var", "size"])
+    share = data.customers[by].value_counts(normalize=True).reindex(cells.index).fillna(0)
+    share = share / share.sum()
+    weighted = float((share * cells["mean"]).sum())
+    half = Z95 * float(np.sqrt((share**2 * cells["var"] / cells["size"]).sum()))
+    return {
+        "raw": float(points["value"].mean()),
+        "weighted": weighted,
+        "ci_low": weighted - half,
+        "ci_high": weighted + half,
+        "n": len(points),
+    }

@@ -31,7 +31,16 @@ from tasks import charts, store
 from tasks.charts import Chart
 from tasks.experiments import SRM_ALPHA
 from tasks.hypotheses import Hypothesis
-from tasks.metrics import Z95, CxData, churn, kpis_by, mean_ci_by, observations
+from tasks.metrics import (
+    Z95,
+    CxData,
+    churn,
+    kpis_by,
+    mean_ci_by,
+    observations,
+    post_stratified_nps,
+    response_rates,
+)
 from tasks.text import redact_pii, verbatims
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "reports" / "templates"
@@ -392,6 +401,8 @@ def digest_context(
         "previous": month.previous(),
         "last_day": f"{month.end - pd.Timedelta(days=1):%Y-%m-%d}",
         "tiles": _records(tiles),
+        "weighting": post_stratified_nps(current),
+        "response_rates": _records(response_rates(data)),
         "breakdowns": [
             ("segment", by_segment, "nps"),
             ("region", by_region, "nps"),

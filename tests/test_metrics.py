@@ -17,6 +17,8 @@ from tasks.metrics import (
     mean_ci_by,
     metric_table,
     nps_points,
+    post_stratified_nps,
+    response_rates,
     retention,
     with_ticket_measures,
 )
@@ -164,3 +166,33 @@ def test_churn_counts_customers_active_at_start_and_gone_by_the_end() -> None:
     # Active on 1 Oct (an order in the 90 days before): a, b, c. By 1 Nov a has lapsed.
     row = churn(orders, pd.Timestamp("2026-10-01"), pd.Timestamp("2026-11-01")).iloc[0]
     assert row["n"] == 3 and row["value"] == pytest.approx(100 / 3)
+
+
+def test_response_rates_show_the_quiet_segment(demo_data: CxData) -> None:
+    rates = response_rates(demo_data).set_index("segment")["response_rate"]
+    assert rates.idxmin() == "new" and rates["loyal"] > 2 * rates["new"]
+
+
+def test_post_stratification_recovers_the_base_nps_from_a_biased_sample() -> None:
+    rng = np.random.default_rng(5)
+    customers = pd.DataFrame(
+        {"customer_id": [f"C{i}" for i in range(20_000)], "segment": ["a", "b"] * 10_000}
+    )
+    happy = customers["segment"] == "a"
+    scores = np.where(
+        happy, rng.choice([10, 3], 20_000, p=[0.8, 0.2]), rng.choice([10, 3], 20_000, p=[0.2, 0.8])
+    )
+    answered = rng.random(20_000) < np.where(happy, 0.6, 0.1)  # the happy half answers 6× more
+    responses = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"][answered],
+            "kind": "nps",
+            "score": scores[answered].astype(float),
+            "submitted_at": pd.Timestamp("2026-10-01"),
+        }
+    )
+    empty = pd.DataFrame()
+    result = post_stratified_nps(CxData(customers, empty, responses, empty, empty))
+    truth = 100 * ((scores >= 9).mean() - (scores <= 6).mean())  # the whole base
+    assert result["ci_low"] <= truth <= result["ci_high"]
+    assert result["raw"] > truth + 20  # unweighted, the happy respondents dominate
