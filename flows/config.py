@@ -85,6 +85,13 @@ class ReportConfig(Strict):
     delivery: DeliveryConfig = DeliveryConfig()
 
 
+class AlertConfig(Strict):
+    """How sure and how large a change must be to raise an alert."""
+
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    min_growth: float = Field(default=1.3, gt=1, description="Ticket volume growth per day.")
+
+
 class Config(Strict):
     """The whole configuration of one cxloop installation."""
 
@@ -93,6 +100,7 @@ class Config(Strict):
     segments: list[str] = ["new", "loyal", "premium", "b2b"]
     csat_scale: int = Field(default=5, ge=3, le=10)
     efforts: dict[str, float] = {"default": 2.0}
+    alerts: AlertConfig = AlertConfig()
     hypotheses_dir: Path = Path("hypotheses")
     reports: ReportConfig = ReportConfig()
 

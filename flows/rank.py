@@ -1,4 +1,4 @@
-"""Rank flow: KPIs by segment stored as snapshots, pain points scored and stored."""
+"""Rank flow: KPI snapshots per period, pain points scored and stored, alerts raised."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from flows.config import DEFAULT_CONFIG, load_config
+from flows.config import DEFAULT_CONFIG, AlertConfig, load_config
 from tasks import store
 from tasks.alerts import Alert, detect_alerts
-from tasks.metrics import CxData, kpis_by
+from tasks.metrics import KPIS, CxData, metric_table
 from tasks.pain_points import rank_pain_points
 
 frame_task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -32,13 +32,24 @@ def load_data(url: str) -> CxData:
 
 
 @frame_task
-def save_kpis(url: str, data: CxData, segments: list[str], csat_scale: int, period: str) -> int:
-    """KPIs for each segment and overall as metric snapshots; returns rows written."""
-    kpis = kpis_by(data, "segment", csat_scale)
-    kpis = kpis[kpis["segment"].isin([*segments, "all"])]
-    rows = kpis.assign(
-        period=period, dims="segment=" + kpis["segment"], computed_at=store.now_utc()
-    )
+def save_snapshots(
+    url: str, data: CxData, segments: list[str], csat_scale: int, window: str
+) -> int:
+    """KPI snapshots per month and for the whole window, overall, by region and by segment.
+
+    Only the configured `segments` get their own rows. `dims` reads `all` or
+    `segment=premium`; the whole window's period is `window`.
+    """
+    frames = []
+    for grain in (None, "month"):
+        for by in (None, "segment", "region"):
+            table = metric_table(data, KPIS, [by] if by else [], grain, csat_scale)
+            if by == "segment":
+                table = table[table["segment"].isin(segments)]
+            dims = f"{by}=" + table[by].astype(str) if by else "all"
+            period = table["period"] if grain else window
+            frames.append(table.assign(dims=dims, period=period))
+    rows = pd.concat(frames, ignore_index=True).assign(computed_at=store.now_utc())
     return store.save_rows(
         store.open_store(url), store.MetricSnapshot, rows, ("period", "metric", "dims")
     )
@@ -55,9 +66,9 @@ def save_pain_points(
 
 
 @frame_task
-def raise_alerts(url: str, data: CxData, csat_scale: int) -> list[Alert]:
+def raise_alerts(url: str, data: CxData, csat_scale: int, settings: AlertConfig) -> list[Alert]:
     """Detect, store and emit as Prefect events (`cxloop.alert.<kind>`) the period's alerts."""
-    alerts = detect_alerts(data, csat_scale)
+    alerts = detect_alerts(data, csat_scale, settings.alpha, settings.min_growth)
     if alerts:
         rows = pd.DataFrame([vars(a) for a in alerts]).assign(raised_at=store.now_utc())
         store.save_rows(store.open_store(url), store.Alert, rows, ("period", "key"))
@@ -78,9 +89,9 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     url = store.database_url(config.database_url)
     data = load_data(url)
     period = period_of(data)
-    save_kpis(url, data, config.segments, config.csat_scale, period)
+    save_snapshots(url, data, config.segments, config.csat_scale, period)
     ranked = save_pain_points(url, data, config.efforts, period)
-    for alert in raise_alerts(url, data, config.csat_scale):
+    for alert in raise_alerts(url, data, config.csat_scale, config.alerts):
         logger.warning("alert: %s", alert.message)
     for row in ranked.head(3).itertuples():
         logger.info("#%d %s: score %.1f", row.rank, row.key, row.score)

@@ -39,7 +39,7 @@ def last_complete_month(data: CxData) -> pd.Period:
     return (data.tickets["created_at"].max() + pd.Timedelta(days=1)).to_period("M") - 1
 
 
-def metric_shifts(table: pd.DataFrame, by: str | None) -> list[Alert]:
+def metric_shifts(table: pd.DataFrame, by: str | None, alpha: float = ALPHA) -> list[Alert]:
     """Alerts where a metric got significantly worse from the previous period to the last.
 
     `table` comes from `metric_table` with a period; the test is a two-sample z-test on the
@@ -66,7 +66,7 @@ def metric_shifts(table: pd.DataFrame, by: str | None) -> list[Alert]:
                 (old["ci_high"] - old["value"]) / Z95, (new["ci_high"] - new["value"]) / Z95
             )
             p = 2 * stats.norm.sf(abs(change) / se) if se > 0 else 1.0
-            if change * worse >= minimum and p < ALPHA:
+            if change * worse >= minimum and p < alpha:
                 where = f"{by}={group}" if by else "all customers"
                 alerts.append(
                     Alert(
@@ -91,7 +91,9 @@ def metric_shifts(table: pd.DataFrame, by: str | None) -> list[Alert]:
     return alerts
 
 
-def complaint_growth(tickets: pd.DataFrame, last: pd.Period) -> list[Alert]:
+def complaint_growth(
+    tickets: pd.DataFrame, last: pd.Period, alpha: float = ALPHA, min_growth: float = MIN_GROWTH
+) -> list[Alert]:
     """Alerts for ticket topics whose daily volume grew significantly in the last month.
 
     Conditional binomial test: given both months' total, the last month's share of tickets
@@ -109,7 +111,7 @@ def complaint_growth(tickets: pd.DataFrame, last: pd.Period) -> list[Alert]:
         growth = (new / days[last]) / (old / days[before])
         share = days[last] / (days[last] + days[before])
         p = stats.binomtest(new, old + new, share, alternative="greater").pvalue
-        if growth >= MIN_GROWTH and p < ALPHA:
+        if growth >= min_growth and p < alpha:
             alerts.append(
                 Alert(
                     kind="complaint_growth",
@@ -125,11 +127,13 @@ def complaint_growth(tickets: pd.DataFrame, last: pd.Period) -> list[Alert]:
     return alerts
 
 
-def detect_alerts(data: CxData, csat_scale: int = 5) -> list[Alert]:
+def detect_alerts(
+    data: CxData, csat_scale: int = 5, alpha: float = ALPHA, min_growth: float = MIN_GROWTH
+) -> list[Alert]:
     """Every alert for the last complete month against the month before, overall and by cut."""
     last = last_complete_month(data)
-    alerts = complaint_growth(data.tickets, last)
+    alerts = complaint_growth(data.tickets, last, alpha, min_growth)
     for by in (None, "segment", "region", "channel"):
         table = metric_table(data, list(WATCHED), [by] if by else [], "month", csat_scale)
-        alerts += metric_shifts(table[table["period"] <= str(last)], by)
+        alerts += metric_shifts(table[table["period"] <= str(last)], by, alpha)
     return alerts
