@@ -347,6 +347,31 @@ def hypotheses_assign(
 
 
 @app.command()
+def journey(config: ConfigOption = DEFAULT) -> None:
+    """The customer journey map: each stage's touchpoints, metrics and top barriers."""
+    with user_errors():
+        from tasks import store
+        from tasks.journey import journey_map
+        from tasks.metrics import CxData
+
+        cfg = _checked(config)
+        engine = store.open_store(store.database_url(cfg.database_url))
+        pain = store.read_frame(engine, store.PainPoint)
+        pain = pain[pain["period"] == pain["period"].max()]
+        order = [s for stage in cfg.journey.values() for s in stage.funnel_steps]
+        stages = journey_map(CxData.from_store(engine), pain, cfg.journey, order)
+    table = Table("stage", "touchpoints", "tickets", "CSAT top-2 %", "FRT median h",
+                  "conversion %", "surveys", "top barriers", title="Customer journey")  # fmt: skip
+    for row in stages.itertuples():
+        table.add_row(
+            row.stage, ", ".join(row.touchpoints), f"{row.tickets:,}",
+            _num(row.csat_top2, 1), _num(row.frt_median_hours, 2), _num(row.conversion, 1),
+            ", ".join(f"{k} {v:g}" for k, v in row.surveys.items()), ", ".join(row.barriers[:3]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
 def backlog(config: ConfigOption = DEFAULT) -> None:
     """The improvement roadmap: ranked pain points, their hypotheses and where each stands."""
     with user_errors():
@@ -379,6 +404,10 @@ def backlog(config: ConfigOption = DEFAULT) -> None:
             row.hypothesis, row.status, row.decision,
         )  # fmt: skip
     console.print(table)
+
+
+def _num(value: float, digits: int) -> str:
+    return "—" if value != value else f"{value:.{digits}f}"
 
 
 def _hypotheses(config: Config) -> list:

@@ -92,6 +92,25 @@ class AlertConfig(Strict):
     min_growth: float = Field(default=1.3, gt=1, description="Ticket volume growth per day.")
 
 
+class Stage(Strict):
+    """The touchpoints that make up one journey stage."""
+
+    ticket_topics: list[str] = []
+    funnel_steps: list[str] = []
+    surveys: list[str] = []
+
+
+DEFAULT_JOURNEY = {
+    "search": Stage(funnel_steps=["visit", "view_item"]),
+    "purchase": Stage(
+        funnel_steps=["add_to_cart", "begin_checkout", "purchase"], ticket_topics=["payment"]
+    ),
+    "delivery": Stage(ticket_topics=["delivery", "product_quality", "returns"]),
+    "support": Stage(ticket_topics=["login"], surveys=["post_ticket_csat", "post_ticket_ces"]),
+    "loyalty": Stage(surveys=["relationship_nps"]),
+}
+
+
 class Config(Strict):
     """The whole configuration of one cxloop installation."""
 
@@ -101,6 +120,7 @@ class Config(Strict):
     csat_scale: int = Field(default=5, ge=3, le=10)
     efforts: dict[str, float] = {"default": 2.0}
     alerts: AlertConfig = AlertConfig()
+    journey: dict[str, Stage] = DEFAULT_JOURNEY
     hypotheses_dir: Path = Path("hypotheses")
     reports: ReportConfig = ReportConfig()
 

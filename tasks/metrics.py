@@ -265,9 +265,11 @@ def customer_value(orders: pd.DataFrame, customers: pd.DataFrame, by: str) -> pd
 
 def funnel(web: pd.DataFrame, steps: Sequence[str], by: Sequence[str] = ()) -> pd.DataFrame:
     """Sessions per funnel step (in `steps` order) with step conversion and drop-off in %."""
-    sessions = web[web["step"].isin(steps)].groupby([*by, "step"], observed=True)["value"].sum()
-    table = sessions.unstack("step").reindex(columns=list(steps)).stack().rename("sessions")
-    table = table.reset_index()
+    order = {step: i for i, step in enumerate(steps)}
+    inside = web[web["step"].isin(steps)]
+    table = inside.groupby([*by, "step"], observed=True)["value"].sum().rename("sessions")
+    table = table.reset_index().assign(order=lambda t: t["step"].map(order))
+    table = table.sort_values([*by, "order"], ignore_index=True).drop(columns="order")
     previous = table.groupby(list(by))["sessions"].shift(1) if by else table["sessions"].shift(1)
     table["conversion"] = 100 * table["sessions"] / previous
     table["drop_off"] = 100 - table["conversion"]
