@@ -255,13 +255,13 @@ def hypotheses_list(
 
         found = load_hypotheses(directory)
     table = Table(
-        "id", "status", "metric", "expected", "pilot share", "pilot period", title="Hypotheses"
+        "id", "status", "metric", "expected", "assignment", "pilot period", title="Hypotheses"
     )
     for h in found:
         pilot = h.schedule.pilot
         table.add_row(
             h.id, h.status, h.metric.name, str(h.metric.expected_effect),
-            f"{h.assignment.pilot_share:.0%}", f"{pilot.start} … {pilot.end}",
+            str(h.assignment), f"{pilot.start} … {pilot.end}",
         )  # fmt: skip
     console.print(table)
 

@@ -32,12 +32,16 @@ def assign_arms(customer_ids: pd.Series, salt: str, pilot_share: float) -> np.nd
     return np.where(buckets < np.uint64(pilot_share * 2.0**64), "pilot", "control")
 
 
-def eligible(hypothesis: Hypothesis, customers: pd.DataFrame) -> pd.Series:
-    """Whether each customer matches the hypothesis' population filters."""
+def _matches(customers: pd.DataFrame, filters: dict[str, list[str]]) -> pd.Series:
     mask = pd.Series(True, index=customers.index)
-    for column, values in hypothesis.population.filters().items():
+    for column, values in filters.items():
         mask &= customers[column].isin(values)
     return mask
+
+
+def eligible(hypothesis: Hypothesis, customers: pd.DataFrame) -> pd.Series:
+    """Whether each customer matches the hypothesis' population filters."""
+    return _matches(customers, hypothesis.population.filters())
 
 
 def _earlier_and_concurrent(other: Hypothesis, hypothesis: Hypothesis) -> bool:
@@ -57,17 +61,25 @@ def assignments(
 ) -> pd.DataFrame:
     """`customer_id`, `arm` for the hypothesis' population.
 
-    Customers already in an earlier concurrent pilot among `others` are left out, unless
-    either hypothesis sets `assignment.overlap`.
+    A hash split draws the pilot share at random; a segment split takes the customers
+    matching `assignment.pilot` against those matching `assignment.control` (DiD then
+    compares the groups' changes, so they need not start equal). Customers already in an
+    earlier concurrent pilot among `others` are left out, unless either hypothesis sets
+    `assignment.overlap`.
     """
     mask = eligible(hypothesis, customers)
     if not hypothesis.assignment.overlap:
         for other in others:
             if _earlier_and_concurrent(other, hypothesis):
                 mask &= ~eligible(other, customers)
-    ids = customers.loc[mask, "customer_id"]
-    arm = assign_arms(ids, hypothesis.assignment.salt, hypothesis.assignment.pilot_share)
-    return pd.DataFrame({"customer_id": ids.to_numpy(), "arm": arm})
+    plan = hypothesis.assignment
+    if plan.method == "segment":
+        pilot = mask & _matches(customers, plan.pilot.filters())
+        mask &= pilot | _matches(customers, plan.control.filters())
+        arm = np.where(pilot[mask], "pilot", "control")
+    else:
+        arm = assign_arms(customers.loc[mask, "customer_id"], plan.salt, plan.pilot_share)
+    return pd.DataFrame({"customer_id": customers.loc[mask, "customer_id"].to_numpy(), "arm": arm})
 
 
 def _days(period: Period) -> int:
@@ -317,7 +329,8 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
         estimate = _estimate(guard.metric, False, data, arms, hypothesis)
         breached = guard.breached(estimate.value, estimate.ci_low, estimate.ci_high)
         guardrails.append((estimate, breached))
-    srm = srm_p_value(arms, hypothesis.assignment.pilot_share)
+    plan = hypothesis.assignment
+    srm = srm_p_value(arms, plan.pilot_share) if plan.method == "hash" else float("nan")
     decision, reason = decide(hypothesis, primary, guardrails, srm)
     return Evaluation(
         hypothesis, primary, secondary, guardrails, srm, decision, reason, arms, mde, warnings

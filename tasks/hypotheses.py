@@ -99,12 +99,34 @@ class Population(Strict):
 
 
 class Assignment(Strict):
-    method: Literal["hash"] = "hash"
-    pilot_share: float = Field(gt=0, lt=1)
-    salt: str = Field(min_length=1)
+    """Who gets the change: a hash split of the population, or one group against another."""
+
+    method: Literal["hash", "segment"] = "hash"
+    pilot_share: float | None = Field(default=None, gt=0, lt=1, description="hash: pilot share.")
+    salt: str | None = Field(default=None, min_length=1, description="hash: salt of the split.")
+    pilot: Population | None = Field(default=None, description="segment: the pilot group.")
+    control: Population | None = Field(default=None, description="segment: the control group.")
     overlap: bool = Field(
         default=False, description="May share customers with other running pilots."
     )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Assignment:
+        if self.method == "hash" and (self.pilot_share is None or self.salt is None):
+            raise ValueError("method hash needs pilot_share (between 0 and 1) and salt")
+        if self.method == "segment" and not (
+            self.pilot and self.pilot.filters() and self.control and self.control.filters()
+        ):
+            raise ValueError(
+                "method segment needs pilot and control filters, e.g. "
+                "pilot: {region: Siberia}, control: {region: Urals}"
+            )
+        return self
+
+    def __str__(self) -> str:
+        if self.method == "hash":
+            return f"{self.pilot_share:.0%} by hash"
+        return f"{self.pilot.filters()} vs {self.control.filters()}"
 
 
 class Period(Strict):
