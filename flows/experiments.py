@@ -9,9 +9,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import DEFAULT_CONFIG, load_config
-from flows.rank import load_data
+from flows.rank import load_data, publish_alerts
 from tasks import store
-from tasks.experiments import Estimate, Evaluation, evaluate
+from tasks.alerts import Alert
+from tasks.experiments import Estimate, Evaluation, RolloutWatch, evaluate, rollout_watch
 from tasks.hypotheses import Hypothesis, load_hypotheses
 from tasks.metrics import CxData
 
@@ -35,6 +36,22 @@ def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
     frame["decision"] = [evaluation.decision if role == "primary" else None for role, _ in roles]
     frame["reason"] = [evaluation.reason if role == "primary" else None for role, _ in roles]
     return frame.drop_duplicates(subset=["metric"])
+
+
+def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, seen: pd.Timestamp) -> Alert:
+    """An alert that an adopted change keeps less than half of its pilot gain after rollout."""
+    name = hypothesis.metric.name
+    return Alert(
+        kind="rollout_fading",
+        key=f"rollout_fading:{hypothesis.id}",
+        period=f"{seen:%Y-%m}",
+        message=(
+            f"{hypothesis.id}: since the rollout on {hypothesis.rollout} only {watch.retained:.0%} "
+            f"of the pilot's gain in {name} remains ({name} {watch.rollout_level:.2f}; "
+            f"pilot {watch.pilot_level:.2f}, control {watch.control_level:.2f})"
+        ),
+        evidence={"hypothesis": hypothesis.id, "metric": name, **vars(watch)},
+    )
 
 
 def _row(role: str, e: Estimate) -> dict:
@@ -79,6 +96,9 @@ def evaluate_and_store(
         hypothesis_id=hypothesis.id, assigned_at=pd.Timestamp(hypothesis.schedule.pilot.start)
     )
     store.save_rows(engine, store.Assignment, arms, ("hypothesis_id", "customer_id"))
+    watch = rollout_watch(hypothesis, data, evaluation.arms)
+    if watch is not None and watch.fading:
+        publish_alerts(url, [fading_alert(hypothesis, watch, data.tickets["created_at"].max())])
     store.save_rows(
         engine,
         store.ExperimentResult,
@@ -92,6 +112,7 @@ def evaluate_and_store(
         "decision": evaluation.decision,
         "reason": evaluation.reason,
         "warnings": evaluation.warnings,
+        "rollout": vars(watch) if watch else None,
         "planned_mde": evaluation.planned_mde,
         "metrics": [_row(role, e) for role, e in estimates],
     }

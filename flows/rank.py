@@ -69,6 +69,12 @@ def save_pain_points(
 def raise_alerts(url: str, data: CxData, csat_scale: int, settings: AlertConfig) -> list[Alert]:
     """Detect, store and emit as Prefect events (`cxloop.alert.<kind>`) the period's alerts."""
     alerts = detect_alerts(data, csat_scale, settings.alpha, settings.min_growth)
+    publish_alerts(url, alerts)
+    return alerts
+
+
+def publish_alerts(url: str, alerts: list[Alert]) -> None:
+    """Store alerts (one per period and key) and emit each as a `cxloop.alert.<kind>` event."""
     if alerts:
         rows = pd.DataFrame([vars(a) for a in alerts]).assign(raised_at=store.now_utc())
         store.save_rows(store.open_store(url), store.Alert, rows, ("period", "key"))
@@ -78,7 +84,6 @@ def raise_alerts(url: str, data: CxData, csat_scale: int, settings: AlertConfig)
             resource={"prefect.resource.id": f"cxloop.alert.{alert.key}"},
             payload={"message": alert.message, "period": alert.period, **alert.evidence},
         )
-    return alerts
 
 
 @flow(name="rank", flow_run_name="rank pain points")

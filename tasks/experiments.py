@@ -376,3 +376,51 @@ def decide(
         f"{_fmt(primary, primary.mde(rules.alpha, wanted))} or more, "
         f"expected was {target.expected_effect}"
     )
+
+
+@dataclass(frozen=True)
+class RolloutWatch:
+    """How much of a pilot's gain the whole population kept after the rollout."""
+
+    pilot_level: float
+    control_level: float
+    rollout_level: float
+    retained: float
+    n: int
+
+    @property
+    def fading(self) -> bool:
+        return self.retained < FADING_SHARE
+
+
+FADING_SHARE = 0.5
+
+
+def rollout_watch(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> RolloutWatch | None:
+    """The target metric on the whole population since `rollout`, against the pilot's arms.
+
+    `retained` is the share of the pilot-period gain (pilot arm over control arm) that the
+    population shows after the rollout; below `FADING_SHARE` the gain is fading. Levels are
+    means, geometric for relative metrics. None before the rollout or without data after it.
+    """
+    if hypothesis.rollout is None:
+        return None
+    target = hypothesis.metric
+    obs = observations(target.name, data).merge(arms, on="customer_id")
+    if target.expected_effect.relative:
+        obs["value"] = np.log(obs["value"].clip(lower=1e-6))
+    during = obs[_window(obs["at"], hypothesis.schedule.pilot)]
+    after = obs[obs["at"] >= pd.Timestamp(hypothesis.rollout)]
+    if after.empty or during["arm"].nunique() < 2:
+        return None
+    levels = during.groupby("arm")["value"].mean()
+    gain = levels["pilot"] - levels["control"]
+    level = after["value"].mean()
+    to_reader = np.exp if target.expected_effect.relative else float
+    return RolloutWatch(
+        pilot_level=float(to_reader(levels["pilot"])),
+        control_level=float(to_reader(levels["control"])),
+        rollout_level=float(to_reader(level)),
+        retained=float((level - levels["control"]) / gain) if gain else float("nan"),
+        n=len(after),
+    )

@@ -180,6 +180,9 @@ class Hypothesis(Strict):
     schedule: Schedule
     decision: Decision = Decision()
     status: Literal["draft", "approved", "running", "concluded"] = "draft"
+    rollout: date | None = Field(
+        default=None, description="When an adopted change went live for everyone (watched)."
+    )
 
 
 def schema_json() -> str:

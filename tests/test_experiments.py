@@ -17,9 +17,11 @@ from tasks.experiments import (
     did,
     evaluate,
     holm,
+    rollout_watch,
     srm_p_value,
 )
 from tasks.hypotheses import Assignment, Period, Population, load_hypothesis
+from tasks.metrics import CxData, with_ticket_measures
 from tests.conftest import REPO
 
 BASE = Period(start=date(2026, 9, 1), end=date(2026, 9, 30))
@@ -225,3 +227,44 @@ def test_segment_assignment_without_groups_is_an_error() -> None:
         Assignment(method="segment", pilot=Population(region=["Moscow"]))
     with pytest.raises(ValueError, match="method hash needs pilot_share"):
         Assignment(method="hash", salt="x")
+
+
+def _frt_world(after_rollout_hours: float) -> tuple:
+    """Tickets of 400 customers: a pilot that cut FRT from 6 h to 3.6 h, then a rollout."""
+    rng = np.random.default_rng(2)
+    ids = pd.Series([f"C{i}" for i in range(400)])
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml").model_copy(
+        update={"population": Population(), "rollout": date(2026, 11, 1)}
+    )
+    arms = assignments(h, pd.DataFrame({"customer_id": ids}))
+    pilot = set(arms.loc[arms["arm"] == "pilot", "customer_id"])
+    rows = []
+    for day, phase in ((15, "pilot"), (45, "after")):
+        created = pd.Timestamp("2026-10-01") + pd.Timedelta(days=day)
+        for cid in ids:
+            hours = 6.0 if phase == "pilot" and cid not in pilot else 3.6
+            hours = after_rollout_hours if phase == "after" else hours
+            rows.append((cid, created, hours * np.exp(rng.normal(0, 0.3))))
+    t = pd.DataFrame(rows, columns=["customer_id", "created_at", "frt"])
+    tickets = t.assign(
+        first_response_at=t["created_at"] + pd.to_timedelta(t["frt"], unit="h"),
+        resolved_at=t["created_at"] + pd.to_timedelta(t["frt"] + 1, unit="h"),
+        reopened=False,
+        channel="email",
+        topic="delivery",
+    ).drop(columns="frt")
+    empty = pd.DataFrame()
+    data = CxData(
+        pd.DataFrame({"customer_id": ids}), with_ticket_measures(tickets), empty, empty, empty
+    )
+    return h, data, arms
+
+
+def test_rollout_watch_flags_a_gain_that_fades_and_not_one_that_holds() -> None:
+    h, data, arms = _frt_world(after_rollout_hours=5.6)
+    faded = rollout_watch(h, data, arms)
+    assert faded.fading and faded.retained < 0.2 and faded.n == 400
+    assert faded.pilot_level == pytest.approx(3.6, rel=0.05)
+    h, data, arms = _frt_world(after_rollout_hours=3.6)
+    held = rollout_watch(h, data, arms)
+    assert not held.fading and held.retained == pytest.approx(1.0, abs=0.1)
