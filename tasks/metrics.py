@@ -10,6 +10,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from tasks import store
+from tasks.text import sentiment
 
 Z95 = 1.959963984540054
 REPEAT_WINDOW = pd.Timedelta(days=7)
@@ -72,9 +73,22 @@ def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame
     """Unit-level values of `metric`: `customer_id`, `at`, `value` and the unit's own dimensions.
 
     Survey metrics give one row per response (NPS in points −100/0/+100, CSAT and CES as
-    scored, `csat_top2` as 0/100) with `survey` and `channel`; ticket metrics one row per
+    scored, `csat_top2` as 0/100) with `survey` and `channel`; comment metrics one row per
+    comment (0/100: its sentiment is negative, or positive); ticket metrics one row per
     ticket (hours, or 0/100 for FCR, repeat contact and SLA breach) with `channel`, `topic`.
     """
+    if metric in COMMENT_METRICS:
+        said = data.responses[data.responses["comment"].notna()]
+        label = sentiment(said["comment"])["label"]
+        return pd.DataFrame(
+            {
+                "customer_id": said["customer_id"],
+                "at": said["submitted_at"],
+                "value": (label == metric.removesuffix("_comments")) * 100.0,
+                "survey": said["survey"],
+                "channel": said["channel"],
+            }
+        )
     if metric in SURVEY_METRICS:
         kind = metric.removesuffix("_top2")
         answers = data.responses[data.responses["kind"] == kind]
@@ -111,8 +125,9 @@ def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame
 
 
 SURVEY_METRICS = ("nps", "csat", "csat_top2", "ces")
+COMMENT_METRICS = ("negative_comments", "positive_comments")
 TICKET_METRICS = ("frt_hours", "art_hours", "fcr", "repeat", "sla_breach")
-METRICS = SURVEY_METRICS + TICKET_METRICS
+METRICS = SURVEY_METRICS + COMMENT_METRICS + TICKET_METRICS
 MEDIAN_METRICS = ("frt_hours", "art_hours")
 CUSTOMER_DIMENSIONS = {"segment": "segment", "region": "region", "acquisition": "channel"}
 DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "hour", "weekday")

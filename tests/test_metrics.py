@@ -196,3 +196,11 @@ def test_post_stratification_recovers_the_base_nps_from_a_biased_sample() -> Non
     truth = 100 * ((scores >= 9).mean() - (scores <= 6).mean())  # the whole base
     assert result["ci_low"] <= truth <= result["ci_high"]
     assert result["raw"] > truth + 20  # unweighted, the happy respondents dominate
+
+
+def test_sentiment_share_of_comments_reads_both_languages(demo_data: CxData) -> None:
+    shares = metric_table(demo_data, ["negative_comments", "positive_comments"], ["segment"])
+    negative = shares[shares["metric"] == "negative_comments"].set_index("segment")["value"]
+    assert negative.idxmax() == "new" and negative.idxmin() == "premium"
+    positive = shares[shares["metric"] == "positive_comments"]["value"]
+    assert ((negative.to_numpy() + positive.to_numpy()) <= 100).all()
