@@ -11,7 +11,11 @@ from tasks.errors import ConfigError
 # kind → "module:class", imported only when a source of that kind is used.
 SOURCE_KINDS = {
     "demo": "connectors.demo:DemoSource",
+    "files": "connectors.files:FilesSource",
+    "ga4": "connectors.ga4:GA4Source",
     "hubspot": "connectors.hubspot:HubSpotSource",
+    "typeform": "connectors.typeform:TypeformSource",
+    "yandex_metrica": "connectors.yandex_metrica:YandexMetricaSource",
 }
 
 

@@ -94,6 +94,13 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     url = store.database_url(config.database_url)
     data = load_data(url)
     period = period_of(data)
+    unmatched = data.unmatched()
+    if any(unmatched.values()):
+        logger.warning(
+            "%s tickets and %s survey responses match no customer; they count overall only",
+            f"{unmatched['tickets']:,}",
+            f"{unmatched['responses']:,}",
+        )
     save_snapshots(url, data, config.segments, config.csat_scale, period)
     ranked = save_pain_points(url, data, config.efforts, period)
     for alert in raise_alerts(url, data, config.csat_scale, config.alerts):

@@ -29,18 +29,41 @@ class CxData:
 
     @classmethod
     def from_store(cls, engine: Engine) -> CxData:
+        customers = customers_from_store(engine)
+        tickets = identify(store.read_frame(engine, store.Ticket), customers)
         return cls(
-            customers=customers_from_store(engine),
-            tickets=with_ticket_measures(store.read_frame(engine, store.Ticket)),
-            responses=store.read_frame(engine, store.SurveyResponse),
+            customers=customers,
+            tickets=with_ticket_measures(tickets),
+            responses=identify(store.read_frame(engine, store.SurveyResponse), customers),
             orders=store.read_frame(engine, store.Order),
             web=store.read_frame(engine, store.WebMetric),
         )
 
+    def unmatched(self) -> dict[str, int]:
+        """Tickets and survey responses that match no known customer (kept, but uncut)."""
+        known = self.customers["customer_id"]
+        return {
+            "tickets": int((~self.tickets["customer_id"].isin(known)).sum()),
+            "responses": int((~self.responses["customer_id"].isin(known)).sum()),
+        }
+
+
+def identify(records: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """`records` with `customer_id` filled from the customer with the same e-mail hash.
+
+    Sources that carry the CRM id keep it; others (a survey with only an e-mail) are joined
+    by the normalised e-mail's hash; the rest stay without a customer.
+    """
+    if "email_hash" not in records.columns:
+        return records
+    by_email = customers.dropna(subset=["email_hash"]).drop_duplicates("email_hash")
+    found = records["email_hash"].map(by_email.set_index("email_hash")["customer_id"])
+    return records.assign(customer_id=records["customer_id"].fillna(found))
+
 
 def customers_from_store(engine: Engine) -> pd.DataFrame:
     """Customers keyed by `customer_id` (their CRM id) with the attributes analyses cut by."""
-    columns = ["source_id", "segment", "region", "channel", "created_at"]
+    columns = ["source_id", "segment", "region", "channel", "created_at", "email_hash"]
     customers = store.read_frame(engine, store.Customer, columns)
     return customers.rename(columns={"source_id": "customer_id"})
 

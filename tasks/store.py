@@ -52,6 +52,7 @@ class Customer(Record, table=True):
 class Ticket(Record, table=True):
     __table_args__ = (UniqueConstraint("source", "source_id"),)
     customer_id: str | None = Field(default=None, index=True)
+    email_hash: str | None = None
     channel: str | None = None
     topic: str | None = None
     status: str | None = None
@@ -66,6 +67,7 @@ class SurveyResponse(Record, table=True):
     __tablename__ = "survey_response"
     __table_args__ = (UniqueConstraint("source", "source_id"),)
     customer_id: str | None = Field(default=None, index=True)
+    email_hash: str | None = None
     survey: str
     kind: str
     score: float

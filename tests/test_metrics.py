@@ -12,6 +12,7 @@ from tasks.metrics import (
     churn,
     customer_value,
     funnel,
+    identify,
     kpis_by,
     lifetime_value,
     mean_ci_by,
@@ -204,3 +205,17 @@ def test_sentiment_share_of_comments_reads_both_languages(demo_data: CxData) -> 
     assert negative.idxmax() == "new" and negative.idxmin() == "premium"
     positive = shares[shares["metric"] == "positive_comments"]["value"]
     assert ((negative.to_numpy() + positive.to_numpy()) <= 100).all()
+
+
+def test_responses_join_customers_by_crm_id_or_email_hash_and_the_rest_are_counted() -> None:
+    customers = pd.DataFrame(
+        {"customer_id": ["C1", "C2"], "email_hash": ["h1", "h2"], "segment": ["new", "b2b"]}
+    )
+    responses = pd.DataFrame(
+        {"customer_id": ["C1", None, None], "email_hash": [None, "h2", "h9"], "kind": "nps"}
+    )
+    joined = identify(responses, customers)
+    assert joined["customer_id"].tolist()[:2] == ["C1", "C2"] and pd.isna(joined["customer_id"][2])
+    empty = pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
+    data = CxData(customers, empty, joined, empty, empty)
+    assert data.unmatched() == {"tickets": 0, "responses": 1}

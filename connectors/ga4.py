@@ -1,0 +1,278 @@
+"""Google Analytics 4 Data API: daily traffic and funnel steps into `web_metric`.
+
+Two reports per property through `properties/{id}:runReport`, paged by a 0-based `offset`:
+`traffic` (sessions, active users) and `funnel` (sessions that fired each funnel event, the
+event as `step`), both per date × device × default channel group × an optional segment
+dimension. Web data arrives late, so each sync re-pulls the last `lookback_days` days before
+the previous end; rows are keyed by date, dimensions and metric, so re-pulled rows upsert.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import partial
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from connectors.http import (
+    HttpClient,
+    HttpStream,
+    RateLimiter,
+    Request,
+    RetryPolicy,
+    SecretHeader,
+    Step,
+    body_text,
+)
+from tasks.errors import ConfigError
+from tasks.mapping import FieldMap
+
+API = "https://analyticsdata.googleapis.com/v1beta"
+TOKEN_ENV = "GA4_TOKEN"
+SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
+PAGE_LIMIT = 250_000
+FUNNEL_EVENTS = ("view_item", "add_to_cart", "begin_checkout", "purchase")
+DIMENSIONS = ("date", "deviceCategory", "sessionDefaultChannelGroup")
+REPORTS = {"traffic": ("sessions", "activeUsers"), "funnel": ("sessions",)}
+
+GA4 = FieldMap(
+    fields={
+        "id": "source_id",
+        "date": "date",
+        "metric": "metric",
+        "value": "value",
+        "deviceCategory": "device",
+        "sessionDefaultChannelGroup": "traffic_source",
+        "eventName": "step",
+        "segment": "segment",
+    },
+    values={
+        "metric": {"sessions": "sessions", "activeUsers": "active_users"},
+        "traffic_source": {
+            "Direct": "direct",
+            "Organic Search": "organic",
+            "Paid Search": "paid_search",
+            "Organic Social": "social",
+            "Paid Social": "paid_social",
+            "Email": "email",
+            "Referral": "referral",
+            "Display": "display",
+            "Affiliates": "affiliates",
+            "Unassigned": "unassigned",
+        },
+    },
+)
+"""GA4's default fields: one flattened row per report row and metric."""
+
+
+def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
+    """Google's `STATUS: message` from `{"error": {...}}`, with the fix for auth errors."""
+    try:
+        problem = response.json()["error"]
+        message = f"{problem['status']}: {problem['message']}"
+    except (ValueError, KeyError, TypeError):
+        return body_text(response)
+    if response.status_code in (401, 403):
+        message += (
+            f" — check {token_env}: it must hold a current OAuth access token with the scope "
+            f"{SCOPE}, for a user or service account with the Viewer role on the property."
+        )
+    return message
+
+
+@dataclass(frozen=True)
+class Window:
+    """The dates one sync of a daily report reads, inclusive; web analytics data arrives late,
+    so later syncs re-read the last days."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def after(cls, cursor: dict, first: date, lookback_days: int) -> Window:
+        """The window a cursor leaves open, else from `first` (first sync) or the last
+        `lookback_days` days before the previous end (later syncs), through today."""
+        if "offset" in cursor:
+            return cls(date.fromisoformat(cursor["start"]), date.fromisoformat(cursor["end"]))
+        start = first
+        if "end" in cursor:
+            start = date.fromisoformat(cursor["end"]) - timedelta(days=lookback_days - 1)
+        return cls(max(first, start), date.today())
+
+    def cursor(self, offset: int | None) -> dict:
+        """The cursor to save: the open window at `offset`, or its end once read through."""
+        if offset is None:
+            return {"end": self.end.isoformat()}
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "offset": offset}
+
+
+class Report(HttpStream):
+    """One runReport query over a date window; rows leave as canonical `web_metric` rows.
+
+    Cursor: `{"end"}` (last date read) between syncs; `{"start", "end", "offset"}` within one.
+    """
+
+    table = "web_metric"
+    cursor_field = "date"
+
+    def __init__(
+        self,
+        source: str,
+        client: HttpClient,
+        name: str,
+        property_id: str,
+        fields: FieldMap,
+        *,
+        first_date: date,
+        lookback_days: int,
+        segment_dimension: str | None,
+        funnel_events: Sequence[str],
+        page_size: int,
+    ) -> None:
+        super().__init__(source, client)
+        self.name = name
+        self.path = f"/properties/{property_id}:runReport"
+        self.fields = fields
+        self.first_date = first_date
+        self.lookback_days = lookback_days
+        self.segment_dimension = segment_dimension
+        self.funnel_events = list(funnel_events)
+        self.page_size = page_size
+        self.dimensions = [*DIMENSIONS, *(["eventName"] if name == "funnel" else [])]
+        self.dimensions += [segment_dimension] if segment_dimension else []
+
+    def window(self, cursor: dict) -> Window:
+        return Window.after(cursor, self.first_date, self.lookback_days)
+
+    def request(self, cursor: dict) -> Request:
+        window = self.window(cursor)
+        body: dict[str, Any] = {
+            "dateRanges": [
+                {"startDate": window.start.isoformat(), "endDate": window.end.isoformat()}
+            ],
+            "dimensions": [{"name": name} for name in self.dimensions],
+            "metrics": [{"name": name} for name in REPORTS[self.name]],
+            "orderBys": [{"dimension": {"dimensionName": name}} for name in self.dimensions],
+            "limit": str(self.page_size),
+            "offset": str(cursor.get("offset", 0)),
+        }
+        if self.name == "funnel":
+            body["dimensionFilter"] = {
+                "filter": {"fieldName": "eventName", "inListFilter": {"values": self.funnel_events}}
+            }
+        return Request("POST", self.path, json=body)
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        dimensions = [h["name"] for h in body["dimensionHeaders"]]
+        metrics = [h["name"] for h in body["metricHeaders"]]
+        rows = body.get("rows", [])
+        if dimensions != self.dimensions or not isinstance(rows, list):
+            raise ValueError(f"dimensions {dimensions} are not the {self.dimensions} asked for")
+        records = []
+        for row in rows:
+            values = dict(
+                zip(dimensions, (v["value"] for v in row["dimensionValues"]), strict=True)
+            )
+            day = date(int(values["date"][:4]), int(values["date"][4:6]), int(values["date"][6:]))
+            values["date"] = day.isoformat()
+            key = "|".join(values[name] for name in self.dimensions)
+            if self.segment_dimension:
+                values["segment"] = values.pop(self.segment_dimension)
+            for metric, cell in zip(metrics, row["metricValues"], strict=True):
+                value = float(cell["value"])
+                records.append(values | {"metric": metric, "value": value, "id": f"{key}|{metric}"})
+        window = self.window(cursor)
+        offset = int(cursor.get("offset", 0)) + len(rows)
+        if not rows or offset >= int(body.get("rowCount", 0)):
+            return Step(records, window.cursor(None), done=True)
+        return Step(records, window.cursor(offset), done=False)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        return self.fields.apply(records, self.table, where)
+
+
+@dataclass
+class GA4Source:
+    """A GA4 property; an OAuth access token comes from the environment variable `token_env`.
+
+    `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days`
+    days. `segment_dimension` (e.g. `newVsReturning` or `customUser:segment`) adds a segment.
+    """
+
+    name: str
+    property_id: str = ""
+    start_date: str = ""
+    lookback_days: int = 3
+    segment_dimension: str | None = None
+    funnel_events: list[str] = field(default_factory=lambda: list(FUNNEL_EVENTS))
+    reports: list[str] = field(default_factory=lambda: list(REPORTS))
+    base_url: str = API
+    token_env: str = TOKEN_ENV
+    page_size: int = 100_000
+    timeout: float = 60.0
+    max_retries: int = 5
+    backoff_base: float = 2.0
+    max_wait: float = 120.0
+    rate_limit: tuple[int, float] = (10, 1.0)
+    field_map: dict[str, str] = field(default_factory=dict)
+    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    kind: str = field(default="ga4", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"sources.{self.name}.options"
+        if not str(self.property_id).isdigit():
+            raise ConfigError(f"{where}: property_id must be the GA4 property's number.")
+        try:
+            first = date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
+        if self.lookback_days < 1 or not 1 <= self.page_size <= PAGE_LIMIT:
+            raise ConfigError(
+                f"{where}: lookback_days must be at least 1 and page_size 1–{PAGE_LIMIT:,}."
+            )
+        unknown = sorted(set(self.reports) - set(REPORTS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")
+        token = os.environ.get(self.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"sources.{self.name}: set {self.token_env} to an OAuth access token with the "
+                f"scope {SCOPE} (e.g. `gcloud auth print-access-token`)."
+            )
+        try:
+            limiter = RateLimiter(*self.rate_limit)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
+        client = HttpClient(
+            "GA4",
+            self.base_url,
+            SecretHeader(SecretStr(token)),
+            limiter,
+            timeout=self.timeout,
+            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            error_message=partial(error_message, token_env=self.token_env),
+        )
+        fields = GA4.override(self.field_map, self.value_map)
+        self._streams = [
+            Report(
+                self.name,
+                client,
+                report,
+                str(self.property_id),
+                fields,
+                first_date=first,
+                lookback_days=self.lookback_days,
+                segment_dimension=self.segment_dimension,
+                funnel_events=self.funnel_events,
+                page_size=self.page_size,
+            )
+            for report in self.reports
+        ]
+
+    def streams(self) -> list[Report]:
+        return self._streams

@@ -1,0 +1,253 @@
+"""Yandex Metrica Reporting API: daily visits, users and goal reaches into `web_metric`.
+
+One stream reads `/stat/v1/data` for a counter per date × device × last traffic source, paged
+by a **1-based** `offset`, re-pulling the last `lookback_days` days each sync like GA4. When
+Metrica samples a report, the stream logs a warning; every page also yields one
+`sample_share` row per date it covers (1.0 when not sampled), so analyses can tell sampled
+days from exact ones and a later unsampled re-pull overwrites it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from connectors.ga4 import Window
+from connectors.http import (
+    HttpClient,
+    HttpStream,
+    RateLimiter,
+    Request,
+    RetryPolicy,
+    SecretHeader,
+    Step,
+    body_text,
+)
+from tasks.errors import ConfigError
+from tasks.mapping import FieldMap
+
+log = logging.getLogger(__name__)
+
+API = "https://api-metrika.yandex.net"
+TOKEN_ENV = "YANDEX_METRICA_TOKEN"
+PAGE_LIMIT = 100_000
+DIMENSIONS = ("ym:s:date", "ym:s:deviceCategory", "ym:s:lastTrafficSource")
+METRICS = {"ym:s:visits": "visits", "ym:s:users": "users"}
+
+YANDEX_METRICA = FieldMap(
+    fields={
+        "id": "source_id",
+        "date": "date",
+        "metric": "metric",
+        "value": "value",
+        "device": "device",
+        "traffic_source": "traffic_source",
+        "step": "step",
+    },
+    values={
+        "device": {"Desktop": "desktop", "Smartphones": "mobile", "Tablets": "tablet", "TV": "tv"},
+        "traffic_source": {
+            "ad": "paid",
+            "organic": "organic",
+            "direct": "direct",
+            "referral": "referral",
+            "social": "social",
+            "email": "email",
+            "internal": "internal",
+            "messenger": "messenger",
+            "recommend": "recommendation",
+        },
+    },
+)
+"""Metrica's default fields; devices by English name, traffic sources by their id."""
+
+
+def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
+    """Metrica's `error_type: message` for each error, with the fix for access errors."""
+    try:
+        errors = response.json()["errors"]
+        message = "; ".join(f"{e['error_type']}: {e['message']}" for e in errors)
+    except (ValueError, KeyError, TypeError):
+        return body_text(response)
+    if response.status_code in (401, 403):
+        message += (
+            f" — check {token_env}: it must hold an OAuth token of an app with the "
+            "metrika:read permission, from a user with access to the counter."
+        )
+    return message
+
+
+class Traffic(HttpStream):
+    """A counter's daily traffic as canonical `web_metric` rows; `sampled_pages` counts the
+    pages Metrica sampled. Cursor as GA4's: `{"end"}`, or `{"start", "end", "offset"}`."""
+
+    name = "traffic"
+    table = "web_metric"
+    path = "/stat/v1/data"
+    cursor_field = "date"
+
+    def __init__(
+        self,
+        source: str,
+        client: HttpClient,
+        counter: str,
+        goals: Mapping[str, str],
+        fields: FieldMap,
+        *,
+        first_date: date,
+        lookback_days: int,
+        page_size: int,
+        accuracy: str,
+    ) -> None:
+        super().__init__(source, client)
+        self.counter = counter
+        self.metrics = METRICS | {f"ym:s:goal{g}reaches": "goal_reaches" for g in goals}
+        self.steps = {f"ym:s:goal{g}reaches": step for g, step in goals.items()}
+        self.fields = fields
+        self.first_date = first_date
+        self.lookback_days = lookback_days
+        self.page_size = page_size
+        self.accuracy = accuracy
+        self.sampled_pages = 0
+
+    def request(self, cursor: dict) -> Request:
+        window = Window.after(cursor, self.first_date, self.lookback_days)
+        params = {
+            "ids": self.counter,
+            "metrics": ",".join(self.metrics),
+            "dimensions": ",".join(DIMENSIONS),
+            "date1": window.start.isoformat(),
+            "date2": window.end.isoformat(),
+            "sort": ",".join(DIMENSIONS),
+            "limit": self.page_size,
+            "offset": cursor.get("offset", 1),
+            "accuracy": self.accuracy,
+            "lang": "en",
+        }
+        return Request("GET", self.path, params=params)
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        data, share = body["data"], float(body.get("sample_share", 1.0))
+        if not isinstance(data, list):
+            raise TypeError("`data` must be a list of rows")
+        records, dates = [], set()
+        for row in data:
+            day, device, traffic = row["dimensions"]
+            values = {
+                "date": date.fromisoformat(day["name"]).isoformat(),
+                "device": device["name"],
+                "traffic_source": traffic.get("id") or traffic["name"],
+            }
+            dates.add(values["date"])
+            key = "|".join(str(v) for v in values.values())
+            for (name, metric), value in zip(self.metrics.items(), row["metrics"], strict=True):
+                step = self.steps.get(name)
+                records.append(
+                    values
+                    | {"metric": metric, "value": float(value), "step": step}
+                    | {"id": f"{key}|{step or ''}|{metric}"}
+                )
+        if body.get("sampled"):
+            self.sampled_pages += 1
+            log.warning(
+                "source %s, stream %s: Metrica sampled this report (sample_share %.3f); the "
+                "numbers are estimates. Narrow the dates or set accuracy: full.",
+                self.source,
+                self.name,
+                share,
+            )
+        records += [
+            {"id": f"{d}|sample_share", "date": d, "metric": "sample_share", "value": share}
+            for d in sorted(dates)
+        ]
+        window = Window.after(cursor, self.first_date, self.lookback_days)
+        offset = int(cursor.get("offset", 1)) + len(data)
+        if not data or offset - 1 >= int(body["total_rows"]):
+            return Step(records, window.cursor(None), done=True)
+        return Step(records, window.cursor(offset), done=False)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        return self.fields.apply(records, self.table, where)
+
+
+@dataclass
+class YandexMetricaSource:
+    """A Metrica counter; the OAuth token comes from the environment variable `token_env`.
+
+    `goals` maps goal ids to the funnel step their reaches stand for (e.g. `{"123": purchase}`).
+    `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days.
+    """
+
+    name: str
+    counter: str = ""
+    start_date: str = ""
+    lookback_days: int = 3
+    goals: dict[str, str] = field(default_factory=dict)
+    accuracy: str = "full"
+    base_url: str = API
+    token_env: str = TOKEN_ENV
+    page_size: int = 10_000
+    timeout: float = 60.0
+    max_retries: int = 5
+    backoff_base: float = 2.0
+    max_wait: float = 120.0
+    rate_limit: tuple[int, float] = (10, 1.0)
+    field_map: dict[str, str] = field(default_factory=dict)
+    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    kind: str = field(default="yandex_metrica", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"sources.{self.name}.options"
+        if not str(self.counter).isdigit():
+            raise ConfigError(f"{where}: counter must be the Metrica counter's number.")
+        try:
+            first = date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
+        if self.lookback_days < 1 or not 1 <= self.page_size <= PAGE_LIMIT:
+            raise ConfigError(
+                f"{where}: lookback_days must be at least 1 and page_size 1–{PAGE_LIMIT:,}."
+            )
+        token = os.environ.get(self.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"sources.{self.name}: set {self.token_env} to a Yandex OAuth token of an app "
+                "with the metrika:read permission."
+            )
+        try:
+            limiter = RateLimiter(*self.rate_limit)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
+        client = HttpClient(
+            "Yandex Metrica",
+            self.base_url,
+            SecretHeader(SecretStr(token), scheme="OAuth"),
+            limiter,
+            timeout=self.timeout,
+            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            error_message=partial(error_message, token_env=self.token_env),
+        )
+        self._streams = [
+            Traffic(
+                self.name,
+                client,
+                str(self.counter),
+                {str(goal): step for goal, step in self.goals.items()},
+                YANDEX_METRICA.override(self.field_map, self.value_map),
+                first_date=first,
+                lookback_days=self.lookback_days,
+                page_size=self.page_size,
+                accuracy=self.accuracy,
+            )
+        ]
+
+    def streams(self) -> list[Traffic]:
+        return self._streams

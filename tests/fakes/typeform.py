@@ -1,0 +1,115 @@
+"""A fake Typeform Responses API for pytest-httpserver: `GET /forms/{id}/responses`.
+
+Responses are kept per form and served newest first, as Typeform does without `sort`. Paging is
+by `before` (a response token): an unknown token, `page`/`offset`/`after` parameters, `sort`
+together with a token, or `page_size` above 1000 get Typeform's 400, so a connector that pages
+any other way fails. `plan` scripts the answer to chosen requests (429, 5xx, malformed pages).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from werkzeug import Request, Response
+
+
+def answer(ref: str, kind: str, value: Any, field_type: str = "opinion_scale") -> dict[str, Any]:
+    """One answer as Typeform sends it: `{"field": {id, type, ref}, "type": kind, kind: value}`."""
+    return {
+        "field": {"id": f"id_{ref}", "type": field_type, "ref": ref},
+        "type": kind,
+        kind: value,
+    }
+
+
+def error(status: int, code: str, description: str) -> Response:
+    body = json.dumps({"code": code, "description": description})
+    return Response(body, status, content_type="application/json")
+
+
+class FakeTypeform:
+    """Typeform on loopback; `requests` holds each request's path and query."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.forms: dict[str, list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.planned: dict[int, Response] = {}
+
+    def add(
+        self,
+        form: str,
+        submitted_at: datetime,
+        answers: list[dict[str, Any]],
+        hidden: dict[str, str] | None = None,
+    ) -> str:
+        """A new completed response; returns its response id."""
+        key = uuid.uuid4().hex[:16]
+        self.forms.setdefault(form, []).append(
+            {
+                "landing_id": key,
+                "token": key,
+                "response_id": key,
+                "landed_at": submitted_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "submitted_at": submitted_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "metadata": {"platform": "other", "user_agent": "Mozilla/5.0", "referer": ""},
+                "hidden": hidden or {},
+                "calculated": {"score": 0},
+                "answers": answers,
+            }
+        )
+        return key
+
+    def plan(self, numbers: Iterable[int], response: Response) -> None:
+        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
+        for number in numbers:
+            self.planned[len(self.requests) + number] = response
+
+    def rate_limited(self, numbers: Iterable[int], retry_after: str = "0") -> None:
+        response = error(429, "RATE_LIMITED", "You have exceeded the allowed request rate.")
+        response.headers["Retry-After"] = retry_after
+        self.plan(numbers, response)
+
+    def handle(self, request: Request) -> Response:
+        query = dict(request.args)
+        self.requests.append((request.path, query))
+        planned = self.planned.pop(len(self.requests), None)
+        if planned is not None:
+            return planned
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return error(401, "AUTHENTICATION_FAILED", "Authentication credentials not found.")
+        parts = request.path.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "forms" or parts[2] != "responses":
+            return error(404, "NOT_FOUND", f"No route for {request.path}")
+        if parts[1] not in self.forms:
+            return error(404, "FORM_NOT_FOUND", f"Form {parts[1]} not found")
+        return self._responses(self.forms[parts[1]], query)
+
+    def _responses(self, responses: list[dict[str, Any]], query: dict[str, str]) -> Response:
+        for wrong in ("page", "offset", "after"):
+            if wrong in query:
+                return error(400, "VALIDATION_ERROR", f"unsupported parameter {wrong}")
+        if "sort" in query and "before" in query:
+            return error(400, "VALIDATION_ERROR", "sort cannot be used with before")
+        size = int(query.get("page_size", 25))
+        if not 1 <= size <= 1000:
+            return error(400, "VALIDATION_ERROR", "page_size must be between 1 and 1000")
+        chosen = sorted(responses, key=lambda r: (r["submitted_at"], r["token"]), reverse=True)
+        if "since" in query:
+            chosen = [r for r in chosen if r["submitted_at"] >= query["since"]]
+        if "before" in query:
+            tokens = [r["token"] for r in chosen]
+            if query["before"] not in tokens:
+                return error(400, "VALIDATION_ERROR", "invalid token in before")
+            chosen = chosen[tokens.index(query["before"]) + 1 :]
+        body = {
+            "total_items": len(chosen),
+            "page_count": math.ceil(len(chosen) / size),
+            "items": chosen[:size],
+        }
+        return Response(json.dumps(body), 200, content_type="application/json")

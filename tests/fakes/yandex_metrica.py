@@ -1,0 +1,92 @@
+"""A fake Yandex Metrica Reporting API for pytest-httpserver: `GET /stat/v1/data`.
+
+Daily cells (date × device × traffic source) with visits, users and goal reaches, answered in
+Metrica's shape: `data[].dimensions[].{name,id}`, `metrics` as floats in the order asked,
+`total_rows`, `sampled`, `sample_share`. `offset` is **1-based**: 0, or any offset that does not
+start a page (`(offset - 1) % limit`), gets Metrica's 400 `invalid_parameter`, so a connector
+paging from 0 fails. `plan` scripts the answer to chosen requests (429 quota, malformed pages).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+from werkzeug import Request, Response
+
+DEVICES = ("Desktop", "Smartphones")
+SOURCES = (("organic", "Search engine traffic"), ("ad", "Ad traffic"), ("direct", "Direct traffic"))
+
+
+def metrica_error(status: int, error_type: str, message: str) -> Response:
+    body = {"errors": [{"error_type": error_type, "message": message}], "code": status,
+            "message": message}  # fmt: skip
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+class FakeMetrica:
+    """One counter on loopback; `requests` holds each request's query; `sample_share` below 1
+    makes every report sampled."""
+
+    def __init__(self, token: str, counter: str, goal: str) -> None:
+        self.token, self.counter, self.goal = token, counter, goal
+        self.cells: dict[tuple[str, str, str], dict[str, float]] = {}
+        self.sample_share = 1.0
+        self.requests: list[dict[str, str]] = []
+        self.planned: dict[int, Response] = {}
+
+    def seed(self, first: date, days: int) -> None:
+        for offset in range(days):
+            day = (first + timedelta(days=offset)).isoformat()
+            for i, device in enumerate(DEVICES):
+                for j, (source, _) in enumerate(SOURCES):
+                    visits = 50.0 + 10 * offset + 4 * i + j
+                    self.cells[(day, device, source)] = {
+                        "ym:s:visits": visits,
+                        "ym:s:users": visits - 5,
+                        f"ym:s:goal{self.goal}reaches": visits // 10,
+                    }
+
+    def plan(self, numbers: Iterable[int], response: Response) -> None:
+        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
+        for number in numbers:
+            self.planned[len(self.requests) + number] = response
+
+    def handle(self, request: Request) -> Response:
+        query = dict(request.args)
+        self.requests.append(query)
+        planned = self.planned.pop(len(self.requests), None)
+        if planned is not None:
+            return planned
+        if request.headers.get("Authorization") != f"OAuth {self.token}":
+            return metrica_error(403, "invalid_token", "Invalid oauth_token")
+        if request.path != "/stat/v1/data" or query.get("ids") != self.counter:
+            return metrica_error(400, "invalid_parameter", "Unknown counter or path")
+        limit, offset = int(query.get("limit", 100)), int(query.get("offset", 1))
+        if not 1 <= limit <= 100_000 or offset < 1 or (offset - 1) % limit:
+            return metrica_error(400, "invalid_parameter", f"offset {offset} must be ≥ 1")
+        metrics = query["metrics"].split(",")
+        names = dict(SOURCES)
+        rows = [
+            {
+                "dimensions": [
+                    {"name": day},
+                    {"name": device, "id": str(DEVICES.index(device) + 1)},
+                    {"name": names[source], "id": source},
+                ],
+                "metrics": [cell[m] for m in metrics],
+            }
+            for (day, device, source), cell in sorted(self.cells.items())
+            if query["date1"] <= day <= query["date2"]
+        ]
+        body: dict[str, Any] = {
+            "query": {"ids": [int(self.counter)], "metrics": metrics, "offset": offset},
+            "data": rows[offset - 1 : offset - 1 + limit],
+            "total_rows": len(rows),
+            "totals": [sum(r["metrics"][i] for r in rows) for i in range(len(metrics))],
+            "sampled": self.sample_share < 1,
+            "sample_share": self.sample_share,
+        }
+        return Response(json.dumps(body), 200, content_type="application/json")

@@ -1,0 +1,184 @@
+"""GA4 connector against a fake Data API: traffic and funnel rows into `web_metric`, 0-based
+offset paging, resume after a crash, re-pulling late days without duplicates, quota errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pytest_httpserver import HTTPServer
+from sqlalchemy.engine import Engine
+from werkzeug import Response
+
+from connectors.ga4 import GA4Source
+from tasks import store
+from tasks.errors import ConfigError, SourceError
+from tasks.sync import sync_source
+from tests.fakes.ga4 import FakeGA4, google_error
+
+TOKEN = "ya29.a0AfB_fake-ga4-access-token"
+PROPERTY = "123456789"
+FAST = {"backoff_base": 0.01, "max_wait": 5.0, "timeout": 2.0, "rate_limit": [1000, 1]}
+TODAY = date.today()
+FIRST = TODAY - timedelta(days=4)
+# Per day: 2 devices × 2 channels × 2 segments; traffic has 2 metrics, funnel 4 events.
+CELLS = 8
+PER_DAY = {"traffic": CELLS * 2, "funnel": CELLS * 4}
+
+
+@pytest.fixture
+def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGA4]:
+    monkeypatch.setenv("GA4_TOKEN", TOKEN)
+    ga4 = FakeGA4(TOKEN, PROPERTY)
+    ga4.seed(FIRST, 5)
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(ga4.handle)
+    ga4.url = httpserver.url_for("/").rstrip("/")
+    yield ga4
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def source(fake: FakeGA4, **options: Any) -> GA4Source:
+    options = {
+        "property_id": PROPERTY,
+        "start_date": FIRST.isoformat(),
+        "segment_dimension": "newVsReturning",
+    } | options
+    return GA4Source("web", base_url=fake.url, **FAST, **options)
+
+
+def stored(engine: Engine) -> pd.DataFrame:
+    return store.read_frame(engine, store.WebMetric).set_index("source_id").sort_index()
+
+
+def test_traffic_and_funnel_become_web_metric_rows(store_url: str, fake: FakeGA4) -> None:
+    engine = store.open_store(store_url)
+
+    written = sync_source(engine, source(fake))
+
+    assert written == {name: 5 * n for name, n in PER_DAY.items()}
+    rows = stored(engine)
+    assert rows.index.is_unique and len(rows) == 5 * (PER_DAY["traffic"] + PER_DAY["funnel"])
+    day = FIRST.strftime("%Y%m%d")
+    sessions = rows.loc[f"{FIRST.isoformat()}|mobile|Direct|returning|sessions"]
+    assert sessions[["metric", "value", "device", "traffic_source", "segment"]].tolist() == [
+        "sessions", 100 + 5 + 3 + 1, "mobile", "direct", "returning",
+    ]  # fmt: skip
+    assert pd.isna(sessions["step"]) and sessions["date"] == pd.Timestamp(FIRST)
+    purchase = rows.loc[f"{FIRST.isoformat()}|desktop|Organic Search|purchase|new|sessions"]
+    assert purchase[["step", "value", "traffic_source"]].tolist() == [
+        "purchase",
+        100 // 5,
+        "organic",
+    ]
+    assert set(rows["metric"]) == {"sessions", "active_users"}
+    funnel = fake.requests[-1]
+    assert funnel["dimensionFilter"]["filter"]["inListFilter"]["values"] == [
+        "view_item", "add_to_cart", "begin_checkout", "purchase",
+    ]  # fmt: skip
+    assert fake.cells[(day, "mobile", "Direct", "returning")]["sessions"] == 109
+
+
+def test_pages_by_zero_based_offset_and_resumes_after_a_crash(
+    store_url: str, fake: FakeGA4
+) -> None:
+    fake.plan(range(3, 10), google_error(503, "UNAVAILABLE", "The service is unavailable."))
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError, match=r"source web, stream traffic, page 3: .*UNAVAILABLE"):
+        sync_source(engine, source(fake, page_size=7, max_retries=1))
+    assert len(stored(engine)) == 2 * 7 * 2
+    assert store.read_cursor(engine, "web", "traffic")["offset"] == 14
+    fake.planned.clear()
+    fake.requests.clear()
+
+    assert sync_source(engine, source(fake, page_size=7, reports=["traffic"])) == {
+        "traffic": 5 * PER_DAY["traffic"] - 2 * 7 * 2
+    }
+    assert [r["offset"] for r in fake.requests] == ["14", "21", "28", "35"]
+    assert fake.requests[0]["dateRanges"] == [
+        {"startDate": FIRST.isoformat(), "endDate": TODAY.isoformat()}
+    ]
+    rows = stored(engine)
+    assert rows.index.is_unique and len(rows) == 5 * PER_DAY["traffic"]
+
+
+def test_next_sync_repulls_the_last_days_and_updates_late_data(
+    store_url: str, fake: FakeGA4
+) -> None:
+    engine = store.open_store(store_url)
+    sync_source(engine, source(fake))
+    before = len(stored(engine))
+    late = (TODAY - timedelta(days=1)).strftime("%Y%m%d")
+    fake.cells[(late, "mobile", "Direct", "new")]["sessions"] = 999
+    fake.requests.clear()
+
+    written = sync_source(engine, source(fake, lookback_days=3))
+
+    assert written == {name: 3 * n for name, n in PER_DAY.items()}
+    assert {r["dateRanges"][0]["startDate"] for r in fake.requests} == {
+        (TODAY - timedelta(days=2)).isoformat()
+    }
+    rows = stored(engine)
+    assert len(rows) == before and rows.index.is_unique
+    key = f"{(TODAY - timedelta(days=1)).isoformat()}|mobile|Direct|new|sessions"
+    assert rows.loc[key, "value"] == 999
+
+
+def test_resource_exhausted_429_is_backed_off_and_retried(
+    sqlite_url: str, fake: FakeGA4, caplog
+) -> None:
+    quota = google_error(429, "RESOURCE_EXHAUSTED", "Exhausted property tokens per hour.")
+    fake.plan([1, 2], quota)
+    engine = store.open_store(sqlite_url)
+    assert sync_source(engine, source(fake, reports=["traffic"])) == {"traffic": 80}
+    assert len(fake.requests) == 3
+    assert "HTTP 429: RESOURCE_EXHAUSTED: Exhausted property tokens" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('{"dimensionHeaders": [', "not JSON"),
+        ('{"dimensionHeaders": [], "metricHeaders": [], "rows": [{}]}', "documented shape"),
+    ],
+)
+def test_malformed_page_names_the_page_and_commits_nothing_of_it(
+    store_url: str, fake: FakeGA4, body: str, problem: str
+) -> None:
+    fake.plan([2], Response(body, 200, content_type="application/json"))
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError) as caught:
+        sync_source(engine, source(fake, page_size=10))
+    message = str(caught.value)
+    assert "source web, stream traffic, page 2" in message
+    assert problem in message and "nothing of it was saved" in message
+    assert len(stored(engine)) == 10 * 2
+    assert store.read_cursor(engine, "web", "traffic")["offset"] == 10
+
+
+def test_permission_error_names_the_variable_and_role(
+    sqlite_url: str, fake: FakeGA4, monkeypatch
+) -> None:
+    monkeypatch.setenv("GA4_TOKEN", "ya29.expired")
+    with pytest.raises(SourceError) as caught:
+        sync_source(store.open_store(sqlite_url), source(fake))
+    message = str(caught.value)
+    assert "HTTP 401: UNAUTHENTICATED" in message and "check GA4_TOKEN" in message
+    assert "Viewer role" in message and "ya29.expired" not in message
+
+
+def test_config_errors(fake: FakeGA4) -> None:
+    with pytest.raises(ConfigError, match="page_size 1–250,000"):
+        source(fake, page_size=250_001)
+    with pytest.raises(ConfigError, match="start_date must be a date"):
+        source(fake, start_date="30daysAgo")
+    with pytest.raises(ConfigError, match="property_id"):
+        source(fake, property_id="properties/1")
