@@ -157,7 +157,10 @@ class Schedule(Strict):
 class Decision(Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     min_per_arm: int = Field(default=200, ge=1)
-    analysis: Literal["did"] = "did"
+    analysis: Literal["did", "cuped"] = Field(
+        default="did",
+        description="did: difference-in-differences; cuped: pilot period adjusted by baseline.",
+    )
     sequential: bool = True
     adjust_for: list[Literal["channel", "topic", "survey"]] = Field(
         default=[], description="Unit attributes to adjust for as fixed effects."
