@@ -10,10 +10,12 @@ from tasks.errors import ConfigError
 
 # kind → "module:class", imported only when a source of that kind is used.
 SOURCE_KINDS = {
+    "bitrix24": "connectors.bitrix24:Bitrix24Source",
     "demo": "connectors.demo:DemoSource",
     "files": "connectors.files:FilesSource",
     "ga4": "connectors.ga4:GA4Source",
     "hubspot": "connectors.hubspot:HubSpotSource",
+    "salesforce": "connectors.salesforce:SalesforceSource",
     "typeform": "connectors.typeform:TypeformSource",
     "yandex_metrica": "connectors.yandex_metrica:YandexMetricaSource",
 }

@@ -1,0 +1,487 @@
+"""Bitrix24 CRM REST: contacts, deals and incoming activities (open-line chats, e-mails, calls,
+web forms) through an inbound webhook or an OAuth access token.
+
+Every stream pages `crm.*.list` in ID order, 50 records a page. After the first page of a pass
+tells how many records match, the next pages go as up to `batch_pages` list commands in one
+`batch` call. Offsets (`start`) always count from the last stored ID (`>ID`), so records
+deleted between calls cannot shift a page past unread records. A pass reads everything
+modified since the previous pass began (`>=DATE_MODIFY`, activities `>=LAST_UPDATED`), by the
+portal's own clock (`time.date_start` of the pass's first answer), so records changed while a
+pass ran are read again by the next one; records already stored unchanged are skipped.
+
+Companies are not loaded: the store's customer is a person, and loading accounts as well would
+double-count reach; deals and activities point at contacts.
+
+The webhook URL holds its secret in the path and an OAuth token travels as `?auth=`, so both
+are put into each request by the auth step only, and httpx's request log lines are redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import SecretStr
+
+from connectors.http import (
+    HttpClient,
+    HttpStream,
+    RateLimiter,
+    Request,
+    RetryPolicy,
+    SecretHeader,
+    Step,
+    body_text,
+)
+from tasks.errors import ConfigError, SourceError
+from tasks.mapping import FieldMap, utc_naive
+
+WEBHOOK_ENV = "BITRIX24_WEBHOOK_URL"
+TOKEN_ENV = "BITRIX24_TOKEN"
+PAGE = 50
+MAX_BATCH = 50
+# Bitrix24 allows 480 s of execution per method in 10 minutes; pause before it runs out.
+OPERATING_BUDGET_S = 480.0
+OPERATING_MARGIN = 0.9
+WEBHOOK = re.compile(
+    r"(?P<portal>https?://[^/\s]+(?:/[^\s]*?)?)/rest/(?P<user>\d+)/(?P<code>[^/\s]+)/?"
+)
+SECRET_IN_URL = re.compile(r"(/rest/\d+/)[^/\s\"']+|([?&]auth=)[^&\s\"']+")
+CONTACT_OWNER = "3"  # crm.enum.ownertype: 1 lead, 2 deal, 3 contact, 4 company
+INCOMING = "1"  # crm.enum.activitydirection
+TICKET_PROVIDERS = ("IMOPENLINES_SESSION", "CRM_EMAIL", "VOXIMPLANT_CALL", "CRM_WEBFORM")
+AUTH_ERRORS = frozenset(
+    {"INVALID_CREDENTIALS", "NO_AUTH_FOUND", "invalid_token", "expired_token", "WRONG_AUTH_TYPE"}
+)
+
+
+def _activity_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    contact = record.get("OWNER_ID") if str(record.get("OWNER_TYPE_ID")) == CONTACT_OWNER else None
+    closed = record.get("END_TIME") if record.get("COMPLETED") == "Y" else None
+    return {"OWNER_CONTACT_ID": contact, "CLOSED_AT": closed}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What differs between Bitrix24 CRM entities: method prefix, table, modified field, and
+    fields the connector derives from others (never asked for in `select`)."""
+
+    method: str
+    table: str
+    modified: str
+    derived: tuple[str, ...] = ()
+
+
+ENTITIES = {
+    "contacts": Entity("crm.contact", "customer", "DATE_MODIFY"),
+    "deals": Entity("crm.deal", "orders", "DATE_MODIFY"),
+    "activities": Entity(
+        "crm.activity", "ticket", "LAST_UPDATED", ("OWNER_CONTACT_ID", "CLOSED_AT")
+    ),
+}
+
+BITRIX24: dict[str, FieldMap] = {
+    "contacts": FieldMap(
+        fields={
+            "ID": "source_id",
+            "EMAIL": "email",
+            "DATE_CREATE": "created_at",
+            "TYPE_ID": "segment",
+            "ADDRESS_PROVINCE": "region",
+            "SOURCE_ID": "channel",
+        },
+        values={
+            "segment": {"CLIENT": "client", "SUPPLIER": "supplier", "PARTNER": "partner"},
+            "channel": {
+                "CALL": "phone",
+                "EMAIL": "email",
+                "WEB": "web",
+                "WEBFORM": "form",
+                "CALLBACK": "callback",
+                "ADVERTISING": "advertising",
+                "RECOMMENDATION": "referral",
+                "PARTNER": "partner",
+                "TRADE_SHOW": "trade_show",
+                "STORE": "store",
+                "OTHER": "other",
+            },
+        },
+    ),
+    "deals": FieldMap(
+        fields={
+            "ID": "source_id",
+            "CONTACT_ID": "customer_id",
+            "OPPORTUNITY": "amount",
+            "DATE_CREATE": "created_at",
+            "STAGE_ID": "status",
+        },
+        # The default pipeline's closing stages; other pipelines' stages ("C1:WON") pass through.
+        values={"status": {"NEW": "new", "WON": "won", "LOSE": "lost"}},
+    ),
+    "activities": FieldMap(
+        fields={
+            "ID": "source_id",
+            "OWNER_CONTACT_ID": "customer_id",
+            "PROVIDER_ID": "channel",
+            "SUBJECT": "topic",
+            "COMPLETED": "status",
+            "CREATED": "created_at",
+            "CLOSED_AT": "resolved_at",
+            "DESCRIPTION": "text",
+        },
+        values={
+            "channel": {
+                "IMOPENLINES_SESSION": "chat",
+                "CRM_EMAIL": "email",
+                "VOXIMPLANT_CALL": "phone",
+                "CRM_WEBFORM": "form",
+            },
+            "status": {"Y": "closed", "N": "open"},
+        },
+    ),
+}
+"""Bitrix24's default fields per stream. `OWNER_CONTACT_ID` is an activity's owner when that
+is a contact; `CLOSED_AT` its `END_TIME` once completed. Map your own topic field (e.g. a
+deal's `UF_CRM_…`) with `field_map`."""
+
+
+class WebhookAuth(SecretHeader):
+    """Puts an inbound webhook's user id and secret code into each request's path
+    (`…/rest/{user}/{code}/{method}`), so the client's base URL holds no secret."""
+
+    def __init__(self, code: SecretStr, user_id: str):
+        super().__init__(code, header="", scheme="")
+        self.user_id = user_id
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        head, method = request.url.path.rsplit("/", 1)
+        code = self.secret.get_secret_value()
+        request.url = request.url.copy_with(path=f"{head}/{self.user_id}/{code}/{method}")
+        yield request
+
+
+class QueryTokenAuth(SecretHeader):
+    """Puts an OAuth access token into each request's query (`?auth=…`), as Bitrix24 expects."""
+
+    def __init__(self, token: SecretStr):
+        super().__init__(token, header="", scheme="")
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.url = request.url.copy_merge_params({"auth": self.secret.get_secret_value()})
+        yield request
+
+
+class RedactBitrix24Urls(logging.Filter):
+    """Replaces webhook codes and `auth=` tokens in log lines (httpx logs every request URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_IN_URL.sub(lambda m: f"{m[1] or m[2]}***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+URL_REDACTION = RedactBitrix24Urls()
+
+
+def error_message(response: httpx.Response, credential_env: str = WEBHOOK_ENV) -> str:
+    """Bitrix24's `error: error_description`, with the fix for authentication errors."""
+    body = _json(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not error:
+        return body_text(response)
+    message = f"{error}: {body.get('error_description') or ''}".rstrip(": ")
+    if response.status_code in (401, 403) or error in AUTH_ERRORS or error == "insufficient_scope":
+        fix = (
+            "an inbound webhook URL (Developer resources → Other → Inbound webhook)"
+            if credential_env == WEBHOOK_ENV
+            else "a valid OAuth access token of an app (tokens expire after an hour)"
+        )
+        message += f" — check {credential_env}: it must hold {fix} with the crm scope."
+    return message
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class Bitrix24Limits:
+    """Seconds Bitrix24's limits ask to pause: a full request bucket (503
+    `QUERY_LIMIT_EXCEEDED`) drains one request per `drain` seconds; a method's time budget
+    (429 `OPERATION_TIME_LIMIT`, or nearly spent per an answer's `time.operating`) resets at
+    the `time.operating_reset_at` the last answer reported."""
+
+    def __init__(self, drain: float):
+        self.drain = drain
+        self._reset_at: float | None = None
+
+    def __call__(self, response: httpx.Response) -> float | None:
+        body = _json(response)
+        if not isinstance(body, dict):
+            return None
+        if response.status_code >= 400:
+            if body.get("error") == "QUERY_LIMIT_EXCEEDED":
+                return self.drain
+            if body.get("error") == "OPERATION_TIME_LIMIT" and self._reset_at:
+                return self._until_reset()
+            return None
+        timing = body.get("time")
+        if not isinstance(timing, dict) or not timing.get("operating_reset_at"):
+            return None
+        self._reset_at = float(timing["operating_reset_at"])
+        if float(timing.get("operating") or 0) >= OPERATING_BUDGET_S * OPERATING_MARGIN:
+            return self._until_reset()
+        return None
+
+    def _until_reset(self) -> float | None:
+        wait = (self._reset_at or 0) - time.time()
+        return wait if wait > 0 else None
+
+
+def php_query(params: Mapping[str, Any]) -> str:
+    """`params` as PHP's `http_build_query` writes them (`filter[>ID]=5&select[0]=*`): the form
+    a `batch` command carries its parameters in."""
+    pairs: list[tuple[str, str]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            for name, item in value.items():
+                walk(item, f"{key}[{name}]")
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, f"{key}[{index}]")
+        else:
+            pairs.append((key, str(value)))
+
+    for name, value in params.items():
+        walk(value, name)
+    return urlencode(pairs)
+
+
+class Bitrix24Stream(HttpStream):
+    """One CRM entity; records leave flattened (multi-fields → first value) and mapped.
+
+    Cursor between passes: `{"since", "skip"}` (portal time the last pass began; ids → modified
+    time of records stored from then on). Within a pass also `after_id` (last ID stored),
+    `started` (this pass's portal start time), `seen` (the next `skip`) and `pages` (how many
+    list pages the next call asks for).
+    """
+
+    primary_key = "ID"
+    page_size = PAGE
+
+    def __init__(
+        self,
+        source: str,
+        client: HttpClient,
+        name: str,
+        fields: FieldMap,
+        *,
+        batch_pages: int = MAX_BATCH,
+        filters: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(source, client)
+        entity = ENTITIES[name]
+        self.name, self.table, self.cursor_field = name, entity.table, entity.modified
+        self.path = f"{entity.method}.list"
+        self.derived = entity.derived
+        self.fields = fields
+        self.batch_pages = batch_pages
+        self.filters = dict(filters or {})
+        wanted = {f for f in fields.fields if f not in entity.derived} | {"ID", entity.modified}
+        self.select = ["*", *sorted(wanted)]
+
+    def request(self, cursor: dict) -> Request:
+        pages = cursor.get("pages", 1)
+        if pages == 1:
+            return Request("POST", self.path, json=self._list_params(cursor, 0))
+        commands = {
+            f"c{i}": f"{self.path}?{php_query(self._list_params(cursor, i * PAGE))}"
+            for i in range(pages)
+        }
+        return Request("POST", "batch", json={"halt": 0, "cmd": commands})
+
+    def _list_params(self, cursor: dict, start: int) -> dict[str, Any]:
+        filters = dict(self.filters)
+        if cursor.get("since"):
+            filters[f">={self.cursor_field}"] = cursor["since"]
+        if cursor.get("after_id"):
+            filters[">ID"] = cursor["after_id"]
+        return {"select": self.select, "filter": filters, "order": {"ID": "ASC"}, "start": start}
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        pages = self._pages(body, cursor)
+        started = cursor.get("started") or body["time"]["date_start"]
+        since, skip = cursor.get("since"), cursor.get("skip", {})
+        seen, after_id = dict(cursor.get("seen", {})), cursor.get("after_id", 0)
+        fresh, fetched, start = [], 0, utc_naive(started)
+        for records, _, _ in pages:
+            if not isinstance(records, list):
+                raise TypeError("a page's `result` must be a list of records")
+            fetched += len(records)
+            for record in records:
+                key, modified = str(record["ID"]), record[self.cursor_field]
+                after_id = max(after_id, int(key))
+                if skip.get(key) == modified:
+                    continue
+                fresh.append(record)
+                if utc_naive(modified) >= start:
+                    seen[key] = modified
+        _, more, total = pages[-1]
+        if not more:
+            return Step(fresh, {"since": started, "skip": seen}, done=True)
+        remaining = int(total) - fetched
+        window = {"since": since, "skip": skip} if since else {}
+        return Step(
+            fresh,
+            window
+            | {
+                "after_id": after_id,
+                "started": started,
+                "seen": seen,
+                "pages": min(self.batch_pages, max(1, math.ceil(remaining / PAGE))),
+            },
+            done=False,
+        )
+
+    def _pages(self, body: Any, cursor: dict) -> list[tuple[Any, bool, Any]]:
+        """(records, whether more follow, total matching) per list page in the answer."""
+        asked = cursor.get("pages", 1)
+        if asked == 1:
+            return [(body["result"], body.get("next") is not None, body.get("total", 0))]
+        batch = body["result"]
+        errors = batch.get("result_error") or {}
+        if errors:
+            command, error = next(iter(errors.items()))
+            raise SourceError(
+                f"source {self.source}, stream {self.name}, batch after ID "
+                f"{cursor.get('after_id', 0)}, command {command}: Bitrix24 answered "
+                f"{error.get('error')}: "
+                f"{error.get('error_description')}; nothing of it was saved. Rerun to fetch it "
+                "again."
+            )
+        results, more = batch["result"], batch.get("result_next") or {}
+        totals = batch.get("result_total") or {}
+        return [(results[f"c{i}"], f"c{i}" in more, totals.get(f"c{i}", 0)) for i in range(asked)]
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        """Multi-fields (`EMAIL`, `PHONE`: lists of `{VALUE, VALUE_TYPE}`) become their first
+        value; activities gain their derived fields; then mapped to canonical columns."""
+        flat = []
+        for record in records:
+            row = {key: _first_value(value) for key, value in record.items()}
+            if self.derived:
+                row |= _activity_fields(row)
+            flat.append(row)
+        return self.fields.apply(flat, self.table, where)
+
+
+def _first_value(value: Any) -> Any:
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "VALUE" in value[0]:
+        return value[0]["VALUE"]
+    return value
+
+
+@dataclass
+class Bitrix24Source:
+    """A Bitrix24 portal, through an inbound webhook (URL in `webhook_env`) or an OAuth access
+    token (in `token_env`, with the portal's `base_url`); the webhook wins when both are set.
+
+    The rate limit defaults to Bitrix24's leaky bucket (2 requests/s, bursts of 50).
+    `ticket_providers` are the activity providers that are customer contacts; only incoming
+    activities count. Seconds for the time options.
+    """
+
+    name: str
+    base_url: str | None = None
+    objects: list[str] = field(default_factory=lambda: list(ENTITIES))
+    webhook_env: str = WEBHOOK_ENV
+    token_env: str = TOKEN_ENV
+    ticket_providers: list[str] = field(default_factory=lambda: list(TICKET_PROVIDERS))
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    max_wait: float = 60.0
+    rate_limit: tuple[int, float] = (50, 25.0)
+    batch_pages: int = MAX_BATCH
+    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    kind: str = field(default="bitrix24", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"sources.{self.name}.options"
+        unknown = sorted({*self.objects, *self.field_map, *self.value_map} - set(ENTITIES))
+        if unknown:
+            raise ConfigError(f"{where}: unknown Bitrix24 objects {unknown}; use {list(ENTITIES)}.")
+        if not 1 <= self.batch_pages <= MAX_BATCH:
+            raise ConfigError(f"{where}: batch_pages must be 1–{MAX_BATCH} (Bitrix24's maximum).")
+        try:
+            limiter = RateLimiter(*self.rate_limit)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
+        base_url, auth, credential_env = self._auth()
+        logging.getLogger("httpx").addFilter(URL_REDACTION)
+        self._client = HttpClient(
+            "Bitrix24",
+            base_url,
+            auth,
+            limiter,
+            timeout=self.timeout,
+            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            error_message=partial(error_message, credential_env=credential_env),
+            wait_hint=Bitrix24Limits(1 / limiter.rate),
+        )
+
+    def _auth(self) -> tuple[str, SecretHeader, str]:
+        webhook = os.environ.get(self.webhook_env, "").strip()
+        token = os.environ.get(self.token_env, "").strip()
+        if webhook:
+            match = WEBHOOK.fullmatch(webhook)
+            if not match:
+                raise ConfigError(
+                    f"sources.{self.name}: {self.webhook_env} must look like "
+                    "https://<portal>/rest/<user id>/<code>/ (Bitrix24 → Developer resources → "
+                    "Other → Inbound webhook, with the crm scope)."
+                )
+            auth = WebhookAuth(SecretStr(match["code"]), match["user"])
+            return f"{match['portal']}/rest/", auth, self.webhook_env
+        if token:
+            if not self.base_url:
+                raise ConfigError(
+                    f"sources.{self.name}.options: base_url (the portal, e.g. "
+                    f"https://example.bitrix24.ru) is needed with {self.token_env}."
+                )
+            auth = QueryTokenAuth(SecretStr(token))
+            return f"{self.base_url.rstrip('/')}/rest/", auth, self.token_env
+        raise ConfigError(
+            f"sources.{self.name}: set {self.webhook_env} to an inbound webhook URL "
+            "(Bitrix24 → Developer resources → Other → Inbound webhook, with the crm scope), or "
+            f"{self.token_env} to an OAuth access token with the crm scope plus base_url."
+        )
+
+    def streams(self) -> list[Bitrix24Stream]:
+        filters = {"activities": {"PROVIDER_ID": self.ticket_providers, "DIRECTION": INCOMING}}
+        return [
+            Bitrix24Stream(
+                self.name,
+                self._client,
+                name,
+                BITRIX24[name].override(self.field_map.get(name), self.value_map.get(name)),
+                batch_pages=self.batch_pages,
+                filters=filters.get(name),
+            )
+            for name in self.objects
+        ]

@@ -1,0 +1,303 @@
+"""Salesforce REST: contacts, cases and opportunities by SOQL with an OAuth access token.
+
+Each stream runs `SELECT … ORDER BY SystemModstamp, Id` and follows `nextRecordsUrl` until
+`done`. The cursor is the last stored record's (`SystemModstamp`, `Id`), so the next run, or a
+rerun after a crash, asks only for what comes after it (`WHERE SystemModstamp > t OR
+(SystemModstamp = t AND Id > 'id')`) instead of reusing a query locator that may have expired.
+
+Accounts are not loaded: the store's customer is a person, and loading accounts as well would
+double-count reach; a contact's segment defaults to its account's `Type` instead.
+Every answer's `Sforce-Limit-Info` (`api-usage=used/max`, the org's 24-hour API requests) is
+logged, and requests slow down once usage passes `limit_margin` of the maximum.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from connectors.base import Page
+from connectors.http import (
+    HttpClient,
+    HttpStream,
+    RateLimiter,
+    Request,
+    RetryPolicy,
+    SecretHeader,
+    Step,
+    body_text,
+)
+from tasks.errors import ConfigError
+from tasks.mapping import FieldMap, utc_naive
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "SALESFORCE_TOKEN"
+INSTANCE_ENV = "SALESFORCE_INSTANCE_URL"
+API_VERSION = "v62.0"
+MODIFIED = "SystemModstamp"
+USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+VERSION = re.compile(r"v\d+\.\d")
+
+OBJECTS = {"contacts": ("Contact", "customer"), "cases": ("Case", "ticket")}
+OBJECTS |= {"opportunities": ("Opportunity", "orders")}
+
+SALESFORCE: dict[str, FieldMap] = {
+    "contacts": FieldMap(
+        fields={
+            "Id": "source_id",
+            "Email": "email",
+            "CreatedDate": "created_at",
+            "Account.Type": "segment",
+            "MailingState": "region",
+            "LeadSource": "channel",
+        },
+        values={
+            "channel": {
+                "Web": "web",
+                "Phone Inquiry": "phone",
+                "Partner Referral": "referral",
+                "Purchased List": "purchased_list",
+                "Other": "other",
+            }
+        },
+    ),
+    "cases": FieldMap(
+        fields={
+            "Id": "source_id",
+            "ContactId": "customer_id",
+            "Origin": "channel",
+            "Reason": "topic",
+            "Status": "status",
+            "CreatedDate": "created_at",
+            "ClosedDate": "resolved_at",
+            "Description": "text",
+        },
+        values={
+            "channel": {"Phone": "phone", "Email": "email", "Web": "web", "Chat": "chat"},
+            "status": {"New": "new", "Working": "working", "Escalated": "escalated"}
+            | {"Closed": "closed"},
+        },
+    ),
+    "opportunities": FieldMap(
+        fields={
+            "Id": "source_id",
+            "ContactId": "customer_id",
+            "Amount": "amount",
+            "CreatedDate": "created_at",
+            "StageName": "status",
+        },
+        values={"status": {"Closed Won": "won", "Closed Lost": "lost"}},
+    ),
+}
+"""Salesforce's default fields per stream; `Account.Type` is a relationship field. For a case
+topic from `Type` instead of `Reason`, map `{cases: {Type: topic}}`."""
+
+
+def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
+    """Salesforce's `errorCode: message` (its errors are a JSON array), with the fix for an
+    invalid session and for the org's API request limit."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return body_text(response)
+    if not isinstance(body, list) or not body or not isinstance(body[0], dict):
+        return body_text(response)
+    codes = {error.get("errorCode") for error in body if isinstance(error, dict)}
+    message = "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in body)
+    if "INVALID_SESSION_ID" in codes:
+        message += (
+            f" — check {token_env}: it must hold a current OAuth access token of this org "
+            f"(sessions expire; get a new one) for the instance URL in {INSTANCE_ENV} or "
+            "base_url, with the api scope."
+        )
+    elif "REQUEST_LIMIT_EXCEEDED" in codes:
+        usage = response.headers.get("Sforce-Limit-Info", "unknown usage")
+        message += (
+            f" ({usage}) — the org has used its 24-hour API request allowance; rerun later, "
+            "or ask the Salesforce admin for more."
+        )
+    return message
+
+
+class LimitInfo:
+    """Reads `Sforce-Limit-Info` on every answer: logs the usage, and asks for `pause` seconds
+    between requests once usage reaches `margin` of the org's allowance."""
+
+    def __init__(self, source: str, margin: float, pause: float):
+        self.source, self.margin, self.pause = source, margin, pause
+        self._warned = False
+
+    def __call__(self, response: httpx.Response) -> float | None:
+        found = USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
+        if not found:
+            return None
+        used, allowed = int(found[1]), int(found[2])
+        log.debug("source %s: Salesforce API usage %d/%d", self.source, used, allowed)
+        if not allowed or used < self.margin * allowed:
+            return None
+        if not self._warned:
+            log.warning(
+                "source %s: Salesforce API usage %d/%d is past %.0f%% of the org's 24-hour "
+                "allowance; pausing %.1f s between requests",
+                self.source, used, allowed, self.margin * 100, self.pause,
+            )  # fmt: skip
+            self._warned = True
+        return self.pause
+
+
+def soql_datetime(value: str) -> str:
+    """A Salesforce timestamp (`2026-01-05T10:00:00.000+0000`) as a SOQL literal in UTC."""
+    return utc_naive(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _flat(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "attributes":
+            continue
+        if isinstance(value, Mapping):
+            row |= _flat(value, f"{prefix}{key}.")
+        else:
+            row[f"{prefix}{key}"] = value
+    return row
+
+
+class SalesforceStream(HttpStream):
+    """One sObject by SOQL; records leave flattened (`Account.Type`) and mapped.
+
+    Cursor: `{"since", "after_id"}` (the last stored record's SystemModstamp and Id), plus
+    `next` (the `nextRecordsUrl` to follow) while a query is being paged in this run.
+    """
+
+    primary_key = "Id"
+    cursor_field = MODIFIED
+
+    def __init__(
+        self, source: str, client: HttpClient, name: str, fields: FieldMap, api_version: str
+    ) -> None:
+        super().__init__(source, client)
+        self.name = name
+        self.sobject, self.table = OBJECTS[name]
+        self.path = f"/services/data/{api_version}/query"
+        self.fields = fields
+        self.select = sorted({*fields.fields, "Id", MODIFIED})
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        """Pages after `cursor`; a saved `nextRecordsUrl` is not reused, as it may have expired."""
+        return super().read({k: v for k, v in cursor.items() if k != "next"})
+
+    def soql(self, cursor: dict) -> str:
+        """The query for records after `cursor`, oldest change first."""
+        query = f"SELECT {', '.join(self.select)} FROM {self.sobject}"
+        if "since" in cursor:
+            since, after = soql_datetime(cursor["since"]), cursor["after_id"]
+            query += f" WHERE {MODIFIED} > {since} OR ({MODIFIED} = {since} AND Id > '{after}')"
+        return f"{query} ORDER BY {MODIFIED}, Id"
+
+    def request(self, cursor: dict) -> Request:
+        if "next" in cursor:
+            return Request("GET", cursor["next"])
+        return Request("GET", self.path, params={"q": self.soql(cursor)})
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        records = body["records"]
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and r["Id"] and r[MODIFIED] for r in records
+        ):
+            raise TypeError(f"`records` must be a list of objects with `Id` and `{MODIFIED}`")
+        after = {k: v for k, v in cursor.items() if k != "next"}
+        if records:
+            after = {"since": records[-1][MODIFIED], "after_id": records[-1]["Id"]}
+        if body["done"]:
+            return Step(records, after, done=True)
+        return Step(records, after | {"next": str(body["nextRecordsUrl"])}, done=False)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        """Without `attributes`, relationship fields flattened (`Account.Type`), then mapped."""
+        return self.fields.apply([_flat(r) for r in records], self.table, where)
+
+
+@dataclass
+class SalesforceSource:
+    """A Salesforce org; the access token comes from `token_env`, the instance URL from
+    `base_url` or `instance_env`. `rate_limit` paces requests client-side; once the org's
+    24-hour API usage passes `limit_margin`, each request waits `limit_pause` seconds more.
+    """
+
+    name: str
+    base_url: str | None = None
+    api_version: str = API_VERSION
+    objects: list[str] = field(default_factory=lambda: list(OBJECTS))
+    token_env: str = TOKEN_ENV
+    instance_env: str = INSTANCE_ENV
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    max_wait: float = 60.0
+    rate_limit: tuple[int, float] = (25, 1.0)
+    limit_margin: float = 0.9
+    limit_pause: float = 5.0
+    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    kind: str = field(default="salesforce", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"sources.{self.name}.options"
+        unknown = sorted({*self.objects, *self.field_map, *self.value_map} - set(OBJECTS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown Salesforce objects {unknown}; use {list(OBJECTS)}."
+            )
+        if not VERSION.fullmatch(self.api_version):
+            raise ConfigError(f"{where}: api_version looks like {API_VERSION}.")
+        if not 0 < self.limit_margin <= 1:
+            raise ConfigError(f"{where}: limit_margin is a share of the allowance, 0–1.")
+        token = os.environ.get(self.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"sources.{self.name}: set {self.token_env} to an OAuth access token of a "
+                "connected app with the api scope (and a user with API Enabled and read "
+                "access to Contact, Case, Opportunity)."
+            )
+        base_url = self.base_url or os.environ.get(self.instance_env, "").strip()
+        if not base_url:
+            raise ConfigError(
+                f"sources.{self.name}: set base_url or {self.instance_env} to the org's "
+                "instance URL (the `instance_url` of the OAuth token answer), e.g. "
+                "https://mycompany.my.salesforce.com."
+            )
+        try:
+            limiter = RateLimiter(*self.rate_limit)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
+        self._client = HttpClient(
+            "Salesforce",
+            base_url,
+            SecretHeader(SecretStr(token)),
+            limiter,
+            timeout=self.timeout,
+            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            error_message=partial(error_message, token_env=self.token_env),
+            wait_hint=LimitInfo(self.name, self.limit_margin, self.limit_pause),
+        )
+
+    def streams(self) -> list[SalesforceStream]:
+        return [
+            SalesforceStream(
+                self.name,
+                self._client,
+                name,
+                SALESFORCE[name].override(self.field_map.get(name), self.value_map.get(name)),
+                self.api_version,
+            )
+            for name in self.objects
+        ]

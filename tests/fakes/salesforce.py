@@ -1,0 +1,225 @@
+"""A fake Salesforce org on 127.0.0.1: the REST `query` resource with `nextRecordsUrl` paging,
+`Sforce-Limit-Info` on every answer, and Salesforce's JSON-array errors.
+
+It understands the SOQL the connector writes (`SELECT fields FROM sObject [WHERE
+SystemModstamp > t OR (SystemModstamp = t AND Id > 'id')] ORDER BY SystemModstamp, Id`) and
+answers anything else with `MALFORMED_QUERY`. Query locators hold a snapshot of the result and
+can be expired (`INVALID_QUERY_LOCATOR`). Scripted faults as in the other fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.hubspot import FakeHubSpot, Fault, _handler
+
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+PREFIX = {"Contact": "003", "Case": "500", "Opportunity": "006", "Account": "001"}
+SOQL = re.compile(
+    r"SELECT (?P<fields>[\w., ]+) FROM (?P<sobject>\w+)"
+    r"(?: WHERE SystemModstamp > (?P<since>[\dT:\-]+Z) OR \(SystemModstamp = (?P=since) "
+    r"AND Id > '(?P<after>\w+)'\))? ORDER BY SystemModstamp, Id"
+)
+
+
+def stamp(moment: datetime) -> str:
+    """Salesforce's timestamp format: UTC to the second, `.000+0000`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+class FakeSalesforce:
+    """Salesforce on loopback; `url` is the instance URL, `requests` (path, SOQL or None)."""
+
+    running = FakeHubSpot.running
+    fault = FakeHubSpot.fault
+    _take_fault = FakeHubSpot._take_fault
+
+    def __init__(self, token: str, batch_size: int = 2000, version: str = "v62.0"):
+        self.token, self.batch_size, self.version = token, batch_size, version
+        self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PREFIX}
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str | None]] = []
+        self.api_used, self.api_max = 0, 15_000
+        self._locators: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._server.handle_error = lambda *_: None  # clients that timed out hang up
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # --- data -------------------------------------------------------------------------------
+
+    def add(self, sobject: str, fields: dict[str, Any], at: datetime) -> str:
+        """A new record created and last modified at `at`; returns its 18-character Id."""
+        with self._lock:
+            key = f"{PREFIX[sobject]}{len(self.records[sobject]) + 1:012d}AAA"
+            self.records[sobject][key] = {"Id": key, **fields, "CreatedDate": stamp(at)}
+            self.records[sobject][key]["SystemModstamp"] = stamp(at)
+        return key
+
+    def change(self, sobject: str, ids: Iterable[str], **fields: Any) -> None:
+        """Sets `fields` on records `ids`, all modified now."""
+        with self._lock:
+            for key in ids:
+                self.records[sobject][key].update(fields, SystemModstamp=stamp(datetime.now(UTC)))
+
+    def expire_locators(self) -> None:
+        with self._lock:
+            self._locators.clear()
+
+    def seed(self, contacts: int, cases: int, opportunities: int) -> None:
+        """Accounts, contacts (every third without an account) and their cases and
+        opportunities; three records share each SystemModstamp second."""
+        types = ["Customer - Direct", "Customer - Channel"]
+        accounts = [self.add("Account", {"Type": t}, EPOCH) for t in types]
+        for i in range(contacts):
+            self.add(
+                "Contact",
+                {
+                    "Email": f"Person{i}@Example.com " if i % 7 == 0 else f"person{i}@example.com",
+                    "AccountId": None if i % 3 == 2 else accounts[i % 3],
+                    "MailingState": ["Novosibirsk", "Moscow", None][i % 3],
+                    "LeadSource": ["Web", "Phone Inquiry", "Partner Referral"][i % 3],
+                },
+                EPOCH + timedelta(hours=i // 3),
+            )
+        contact_ids = list(self.records["Contact"])
+        for i in range(cases):
+            created = EPOCH + timedelta(hours=i // 3)
+            self.add(
+                "Case",
+                {
+                    "CaseNumber": f"{i + 1:08d}",
+                    "Subject": f"Case {i}",
+                    "Description": f"Where is my order {i}?",
+                    "Status": "New" if i % 4 == 0 else "Closed",
+                    "Origin": ["Phone", "Email", "Web", "Chat"][i % 4],
+                    "Reason": ["Delivery", "Billing", "Product quality"][i % 3],
+                    "Type": ["Problem", "Question"][i % 2],
+                    "Priority": "Medium",
+                    "ContactId": None if i % 10 == 9 else contact_ids[i % contacts],
+                    "AccountId": None,
+                    "ClosedDate": None if i % 4 == 0 else stamp(created + timedelta(hours=5)),
+                    "IsEscalated": False,
+                },
+                created,
+            )
+        for i in range(opportunities):
+            self.add(
+                "Opportunity",
+                {
+                    "Name": f"Opportunity {i}",
+                    "Amount": 1000.5 + i,
+                    "StageName": ["Closed Won", "Prospecting", "Closed Lost"][i % 3],
+                    "ContactId": contact_ids[i % contacts],
+                },
+                EPOCH + timedelta(hours=i // 3, minutes=30),
+            )
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    def answer(
+        self, method: str, url: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], str]:
+        parts = urlsplit(url)
+        soql = parse_qs(parts.query).get("q", [None])[-1]
+        with self._lock:
+            self.requests.append((parts.path, soql))
+            self.api_used += 1
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return self._error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        fault = self._take_fault(parts.path)
+        if fault is not None:
+            time.sleep(fault.delay)
+            if fault.status is not None:
+                if fault.body is not None:
+                    return fault.status, self._limits() | fault.headers, fault.body
+                status, headers_, text = self._error(
+                    fault.status, "UNKNOWN_EXCEPTION", "An unexpected error occurred."
+                )
+                return status, headers_ | fault.headers, text
+        if self.api_used > self.api_max:
+            return self._error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        query = f"/services/data/{self.version}/query"
+        if method == "GET" and parts.path == query and soql:
+            return self._query(soql)
+        if method == "GET" and parts.path.startswith(f"{query}/"):
+            return self._more(parts.path.rsplit("/", 1)[1])
+        return self._error(404, "NOT_FOUND", "The requested resource does not exist")
+
+    def _query(self, soql: str) -> tuple[int, dict[str, str], str]:
+        parsed = SOQL.fullmatch(soql)
+        if not parsed or parsed["sobject"] not in self.records:
+            return self._error(400, "MALFORMED_QUERY", f"unexpected token: '{soql[:40]}'")
+        fields = [f.strip() for f in parsed["fields"].split(",")]
+        unknown = [f for f in fields if not self._known(parsed["sobject"], f)]
+        if unknown:
+            return self._error(
+                400,
+                "INVALID_FIELD",
+                f"No such column '{unknown[0]}' on entity '{parsed['sobject']}'.",
+            )
+        rows = sorted(
+            self.records[parsed["sobject"]].values(), key=lambda r: (r["SystemModstamp"], r["Id"])
+        )
+        if parsed["since"]:
+            since = parsed["since"].replace("Z", ".000+0000")
+            rows = [r for r in rows if (r["SystemModstamp"], r["Id"]) > (since, parsed["after"])]
+        result = [self._public(parsed["sobject"], r, fields) for r in rows]
+        with self._lock:
+            locator = f"01g{len(self._locators) + 1:012d}AAA"
+            self._locators[locator] = result
+        return self._batch(locator, 0)
+
+    def _more(self, name: str) -> tuple[int, dict[str, str], str]:
+        locator, _, offset = name.partition("-")
+        if locator not in self._locators:
+            return self._error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._batch(locator, int(offset))
+
+    def _batch(self, locator: str, offset: int) -> tuple[int, dict[str, str], str]:
+        result = self._locators[locator]
+        end = offset + self.batch_size
+        body: dict[str, Any] = {
+            "totalSize": len(result),
+            "done": end >= len(result),
+            "records": result[offset:end],
+        }
+        if end < len(result):
+            body["nextRecordsUrl"] = f"/services/data/{self.version}/query/{locator}-{end}"
+        return 200, self._limits(), json.dumps(body)
+
+    def _known(self, sobject: str, name: str) -> bool:
+        if name.startswith("Account."):
+            return sobject == "Contact"
+        return name in ("Id", "CreatedDate", "SystemModstamp") or any(
+            name in r for r in self.records[sobject].values()
+        )
+
+    def _public(self, sobject: str, record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+        url = f"/services/data/{self.version}/sobjects/{sobject}/{record['Id']}"
+        out: dict[str, Any] = {"attributes": {"type": sobject, "url": url}}
+        for name in fields:
+            if name.startswith("Account."):
+                account = self.records["Account"].get(record.get("AccountId") or "")
+                out["Account"] = None if account is None else {
+                    "attributes": {"type": "Account", "url": f"/sobjects/Account/{account['Id']}"},
+                    "Type": account["Type"],
+                }  # fmt: skip
+            else:
+                out[name] = record.get(name)
+        return out
+
+    def _limits(self) -> dict[str, str]:
+        return {"Sforce-Limit-Info": f"api-usage={self.api_used}/{self.api_max}"}
+
+    def _error(self, status: int, code: str, message: str) -> tuple[int, dict[str, str], str]:
+        return status, self._limits(), json.dumps([{"message": message, "errorCode": code}])

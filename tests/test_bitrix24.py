@@ -1,0 +1,399 @@
+"""Bitrix24 connector against a fake portal on loopback: full and incremental sync into the
+store, batch paging, the request bucket and time budget, 5xx, timeouts, malformed pages,
+crashes, bad credentials, and the webhook secret kept out of logs and errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from connectors.bitrix24 import BITRIX24, Bitrix24Source, php_query
+from tasks import store
+from tasks.errors import ConfigError, SourceError
+from tasks.sync import sync_source, sync_stream
+from tests.fakes.bitrix24 import EPOCH, FakeBitrix24, php_params
+from tests.fakes.hubspot import Fault
+
+CODE = "x7k2m9q4w8e1r5t3"
+TOKEN = "a1b2c3d4e5f60000demo0000oauth0000token"
+SIZES = {"contacts": 260, "deals": 120, "activities": 240}
+TABLES = {"contacts": store.Customer, "deals": store.Order, "activities": store.Ticket}
+FAST = {"backoff_base": 0.01, "max_wait": 5.0, "timeout": 2.0, "rate_limit": [1000, 1]}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBitrix24]:
+    portal = FakeBitrix24(CODE, TOKEN)
+    portal.seed(**SIZES)
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", portal.webhook_url)
+    monkeypatch.delenv("BITRIX24_TOKEN", raising=False)
+    with portal.running():
+        yield portal
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def crm(fake: FakeBitrix24, **options: Any) -> Bitrix24Source:
+    return Bitrix24Source(name="b24", **{**FAST, **options})
+
+
+def sync(engine: Engine, fake: FakeBitrix24, **options: Any) -> dict[str, int]:
+    return sync_source(engine, crm(fake, **options))
+
+
+def stored(engine: Engine, stream: str) -> pd.DataFrame:
+    return store.read_frame(engine, TABLES[stream]).set_index("source_id").sort_index()
+
+
+def expected_ids(fake: FakeBitrix24, stream: str) -> set[str]:
+    return set(fake.tickets() if stream == "activities" else fake.records[stream])
+
+
+def assert_store_equals_source(engine: Engine, fake: FakeBitrix24) -> None:
+    for stream, model in TABLES.items():
+        rows = store.read_frame(engine, model)
+        assert rows["source_id"].is_unique, stream
+        assert set(rows["source_id"]) == expected_ids(fake, stream), stream
+    tickets = stored(engine, "activities")
+    for key, record in fake.tickets().items():
+        assert tickets.loc[key, "text"] == record["DESCRIPTION"]
+
+
+def calls_to(fake: FakeBitrix24, method: str) -> list[dict[str, Any]]:
+    return [params for name, params in fake.calls if name == method]
+
+
+def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) -> None:
+    engine = store.open_store(store_url)
+    written = sync(engine, fake)
+
+    assert written == {"contacts": 260, "deals": 120, "activities": len(fake.tickets())}
+    assert_store_equals_source(engine, fake)
+    contacts, deals, tickets = (stored(engine, s) for s in ("contacts", "deals", "activities"))
+    expected_hash = hashlib.sha256(b"person0@example.com").hexdigest()
+    assert contacts.loc["1", ["email_hash", "segment", "region", "channel"]].tolist() == [
+        expected_hash, "client", "Новосибирская область", "phone",
+    ]  # fmt: skip
+    assert contacts.loc["1", "created_at"] == pd.Timestamp("2025-01-01 00:00")  # +03:00 → UTC
+    assert deals.loc["2", ["amount", "customer_id", "status"]].tolist() == [1001.5, "2", "new"]
+    assert deals.loc["3", "status"] == "C1:WON"  # not in the value map: passes through
+    columns = ["customer_id", "channel", "topic", "status", "created_at", "resolved_at", "text"]
+    assert tickets.loc["2", columns].tolist() == [
+        "2", "email", "Оплата не прошла", "closed", pd.Timestamp("2025-01-01 01:00"),
+        pd.Timestamp("2025-01-01 06:00"), "Где мой заказ 1?",
+    ]  # fmt: skip
+    assert pd.isna(tickets.loc["1", "resolved_at"])  # not completed
+    assert pd.isna(tickets.loc["10", "customer_id"])  # owned by a deal, not a contact
+    assert tickets.loc["1", "channel"] == "chat"  # open-line session
+    # One plain page learns the total, then one batch of 50-record pages fetches the rest.
+    assert [name for name, _ in fake.requests[:2]] == ["crm.contact.list", "batch"]
+    assert len(fake.requests) == 6
+    contact_calls = calls_to(fake, "crm.contact.list")
+    assert [(c["start"], c["filter"]) for c in contact_calls[:2]] == [(0, {}), ("0", {">ID": "50"})]
+    assert {int(c["start"]) for c in contact_calls[1:]} == {0, 50, 100, 150, 200}
+    assert "EMAIL" in contact_calls[0]["select"] and "PHONE" not in contact_calls[0]["select"]
+    assert contact_calls[0]["order"] == {"ID": "ASC"}
+    activity_filter = calls_to(fake, "crm.activity.list")[0]["filter"]
+    assert activity_filter == {
+        "PROVIDER_ID": ["IMOPENLINES_SESSION", "CRM_EMAIL", "VOXIMPLANT_CALL", "CRM_WEBFORM"],
+        "DIRECTION": "1",
+    }
+    cursor = store.read_cursor(engine, "b24", "contacts")
+    assert set(cursor) == {"since", "skip"} and cursor["skip"] == {}
+
+
+def test_second_sync_fetches_only_changed_records(store_url: str, fake) -> None:
+    engine = store.open_store(store_url)
+    sync(engine, fake)
+    fake.change("activities", ["2", "3", "5"], DESCRIPTION="Посылка потерялась")
+    fake.change("contacts", ["3", "4"], ADDRESS_PROVINCE="Томская область")
+    new = fake.add(
+        "activities",
+        {"OWNER_TYPE_ID": "3", "OWNER_ID": "9", "PROVIDER_ID": "IMOPENLINES_SESSION",
+         "DIRECTION": "1", "SUBJECT": "Новый чат", "DESCRIPTION": "Здравствуйте", "COMPLETED": "N"},
+        datetime.now(UTC),
+    )  # fmt: skip
+    fake.calls.clear()
+
+    assert sync(engine, fake) == {"contacts": 2, "deals": 0, "activities": 4}
+    since = calls_to(fake, "crm.activity.list")[0]["filter"][">=LAST_UPDATED"]
+    assert datetime.fromisoformat(since) > EPOCH + timedelta(days=30)  # after every seeded change
+    assert all(len(calls_to(fake, m)) == 1 for m in ("crm.contact.list", "crm.deal.list"))
+    tickets = stored(engine, "activities")
+    assert tickets.loc[["2", "3", "5"], "text"].tolist() == ["Посылка потерялась"] * 3
+    assert tickets.loc[new, ["customer_id", "channel", "topic"]].tolist() == [
+        "9", "chat", "Новый чат",
+    ]  # fmt: skip
+    assert stored(engine, "contacts").loc[["3", "4"], "region"].tolist() == ["Томская область"] * 2
+    assert_store_equals_source(engine, fake)
+    assert sync(engine, fake) == {"contacts": 0, "deals": 0, "activities": 0}
+
+
+def test_records_changed_during_a_pass_are_read_by_the_next(sqlite_url: str, fake) -> None:
+    engine = store.open_store(sqlite_url)
+    stream = crm(fake, objects=["contacts"], batch_pages=1).streams()[0]
+    read = stream.read
+
+    def read_then_change(cursor: dict) -> Iterator[Any]:
+        for page in read(cursor):
+            yield page
+            if page.number == 1:  # contact 1 is stored; contact 260 is not read yet
+                fake.change("contacts", ["1"], ADDRESS_PROVINCE="Омская область")
+                fake.change("contacts", ["260"], ADDRESS_PROVINCE="Алтайский край")
+
+    stream.read = read_then_change
+    assert sync_stream(engine, "b24", stream) == 260
+    assert stored(engine, "contacts").loc["1", "region"] == "Новосибирская область"
+
+    assert sync(engine, fake, objects=["contacts"]) == {"contacts": 1}  # 260 is skipped
+    assert stored(engine, "contacts").loc[["1", "260"], "region"].tolist() == [
+        "Омская область", "Алтайский край",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("retry_after", ["1", None])
+def test_full_request_bucket_503_is_retried_after_the_wait_bitrix24_asks_for(
+    sqlite_url: str, fake, retry_after: str | None, caplog
+) -> None:
+    fake.limit_exceeded("crm.deal.list", retry_after)
+    engine = store.open_store(sqlite_url)
+
+    started = time.monotonic()
+    # 4 requests per second: without Retry-After the bucket drains one request in 0.25 s.
+    assert sync(engine, fake, objects=["deals"], rate_limit=[4, 1]) == {"deals": 120}
+    elapsed = time.monotonic() - started
+
+    assert elapsed >= (0.95 if retry_after else 0.25)
+    assert [name for name, _ in fake.requests] == ["crm.deal.list", "crm.deal.list", "batch"]
+    assert "HTTP 503: QUERY_LIMIT_EXCEEDED: Too many requests" in caplog.text
+
+
+def test_operation_time_limit_429_waits_until_the_budget_resets(sqlite_url: str, fake) -> None:
+    fake.operating_reset_in = 2.0
+    fake.time_limit("batch")
+    engine = store.open_store(sqlite_url)
+
+    started = time.monotonic()
+    assert sync(engine, fake, objects=["deals"]) == {"deals": 120}
+    assert time.monotonic() - started >= 0.5  # backoff alone would be 0.01 s
+    assert [name for name, _ in fake.requests] == ["crm.deal.list", "batch", "batch"]
+
+
+def test_nearly_spent_time_budget_pauses_before_the_next_request(sqlite_url: str, fake) -> None:
+    fake.operating, fake.operating_reset_in = 470.0, 2.0
+    engine = store.open_store(sqlite_url)
+    started = time.monotonic()
+    assert sync(engine, fake, objects=["deals"]) == {"deals": 120}
+    assert time.monotonic() - started >= 0.5
+    assert len(fake.requests) == 2
+
+
+def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) -> None:
+    fake.fault(Fault("crm.activity.list", 500, times=2))
+    fake.fault(Fault("batch", 503, skip=2, times=3))
+    engine = store.open_store(store_url)
+
+    assert sync(engine, fake)["activities"] == len(fake.tickets())
+    assert len(fake.requests) == 6 + 5
+    assert_store_equals_source(engine, fake)
+
+
+def test_5xx_that_outlasts_the_retries_names_source_stream_page_and_vendor_message(
+    sqlite_url: str, fake
+) -> None:
+    fake.fault(Fault("crm.deal.list", 503, skip=1, times=99))
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url), fake, objects=["deals"], batch_pages=1, max_retries=2)
+    message = str(caught.value)
+    assert "source b24, stream deals, page 2" in message
+    assert "Bitrix24 failed after 3 attempts: HTTP 503: INTERNAL_SERVER_ERROR" in message
+
+
+def test_slow_response_times_out_and_is_retried(sqlite_url: str, fake) -> None:
+    fake.fault(Fault("crm.contact.list", None, delay=1.0, skip=1))
+    engine = store.open_store(sqlite_url)
+    options = {"objects": ["contacts"], "batch_pages": 1, "timeout": 0.3}
+    assert sync(engine, fake, **options) == {"contacts": 260}
+    starts = [body["filter"].get(">ID") for _, body in fake.requests]
+    assert starts == [None, 50, 50, 100, 150, 200, 250]
+
+
+def test_timeouts_that_outlast_the_retries_fail_naming_the_page(sqlite_url: str, fake) -> None:
+    fake.fault(Fault("crm.contact.list", None, delay=0.5, times=3))
+    with pytest.raises(SourceError, match=r"stream contacts, page 1: .*ReadTimeout"):
+        sync(store.open_store(sqlite_url), fake, timeout=0.2, max_retries=2)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('{"result": [{"ID": "51", "NAME', "not JSON"),
+        ('{"result": {"result": {"c0": 7}}}', "documented shape"),
+        ('{"result": [{"ID": "51"}], "total": 1}', "documented shape"),
+    ],
+)
+def test_malformed_page_saves_nothing_of_it_and_keeps_the_cursor(
+    store_url: str, fake, body: str, problem: str
+) -> None:
+    batched = body.startswith('{"result": {')
+    fake.fault(
+        Fault("batch" if batched else "crm.contact.list", 200, body, skip=0 if batched else 1)
+    )
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError) as caught:
+        sync(engine, fake, batch_pages=2 if batched else 1)
+
+    assert "source b24, stream contacts, page 2" in str(caught.value)
+    assert problem in str(caught.value) and "nothing of it was saved" in str(caught.value)
+    assert store.row_counts(engine)["customer"] == 50
+    assert store.read_cursor(engine, "b24", "contacts")["after_id"] == 50
+
+
+def test_failed_batch_command_fails_with_the_vendor_message(sqlite_url: str, fake) -> None:
+    batch = {
+        "result": {
+            "result": {"c0": []},
+            "result_error": {
+                "c1": {"error": "ACCESS_DENIED", "error_description": "Access denied!"}
+            },
+            "result_total": {"c0": 0},
+            "result_next": [],
+        }
+    }  # fmt: skip
+    fake.fault(Fault("batch", 200, json.dumps(batch)))
+    engine = store.open_store(sqlite_url)
+    with pytest.raises(SourceError) as caught:
+        sync(engine, fake, objects=["contacts"])
+    assert "source b24, stream contacts, batch after ID 50, command c1" in str(caught.value)
+    assert "ACCESS_DENIED: Access denied!" in str(caught.value)
+    assert store.row_counts(engine)["customer"] == 50
+
+
+def test_crash_mid_pagination_then_rerun_leaves_no_gap_and_no_duplicate(
+    store_url: str, fake
+) -> None:
+    fake.fault(Fault("batch", 500, skip=1, times=99))  # contacts' second batch fails
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError, match="stream contacts, page 3"):
+        sync(engine, fake, batch_pages=2, max_retries=1)
+    assert store.row_counts(engine)["customer"] == 150
+    fake.faults.clear()
+    fake.calls.clear()
+
+    assert sync(engine, fake, batch_pages=2) == {
+        "contacts": 110, "deals": 120, "activities": len(fake.tickets()),
+    }  # fmt: skip
+    assert calls_to(fake, "crm.contact.list")[0]["filter"] == {">ID": "150"}
+    assert_store_equals_source(engine, fake)
+    assert sync(engine, fake) == {"contacts": 0, "deals": 0, "activities": 0}
+
+
+def test_bad_webhook_fails_at_once_naming_the_variable(
+    sqlite_url: str, fake, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", f"{fake.url}/rest/1/revoked0code/")
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url), fake)
+    message = str(caught.value)
+    assert "HTTP 401: INVALID_CREDENTIALS: Invalid request credentials" in message
+    assert "check BITRIX24_WEBHOOK_URL" in message and "crm scope" in message
+    assert "revoked0code" not in message + caplog.text
+    assert len(fake.requests) == 1
+
+
+def test_oauth_token_syncs_and_a_bad_one_names_bitrix24_token(
+    sqlite_url: str, fake, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.delenv("BITRIX24_WEBHOOK_URL")
+    monkeypatch.setenv("BITRIX24_TOKEN", TOKEN)
+    engine = store.open_store(sqlite_url)
+    assert sync(engine, fake, base_url=fake.url, objects=["deals"]) == {"deals": 120}
+
+    monkeypatch.setenv("BITRIX24_TOKEN", "expired0token")
+    with pytest.raises(SourceError) as caught:
+        sync(engine, fake, base_url=fake.url, objects=["contacts"])
+    assert "invalid_token" in str(caught.value) and "check BITRIX24_TOKEN" in str(caught.value)
+    assert "auth=***" in caplog.text
+    for secret in (TOKEN, "expired0token"):
+        assert secret not in str(caught.value) + caplog.text
+
+
+def test_missing_or_malformed_credentials_are_config_errors(monkeypatch) -> None:
+    monkeypatch.delenv("BITRIX24_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("BITRIX24_TOKEN", raising=False)
+    with pytest.raises(
+        ConfigError, match=r"sources\.b24: set BITRIX24_WEBHOOK_URL .*BITRIX24_TOKEN"
+    ):
+        Bitrix24Source(name="b24")
+    monkeypatch.setenv("BITRIX24_TOKEN", TOKEN)
+    with pytest.raises(ConfigError, match="base_url"):
+        Bitrix24Source(name="b24")
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", "https://portal.bitrix24.ru/rest/s3cr3t")
+    with pytest.raises(ConfigError, match="BITRIX24_WEBHOOK_URL must look like") as caught:
+        Bitrix24Source(name="b24")
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_webhook_secret_never_appears_in_logs_or_errors(sqlite_url: str, fake, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.limit_exceeded("crm.contact.list", "0")
+    fake.fault(Fault("crm.contact.list", 503, times=2))
+    echo = {"error": "WRONG_REQUEST", "error_description": f"Bad path /rest/1/{CODE}/x"}
+    fake.fault(Fault("crm.contact.list", 400, json.dumps(echo)))
+    source = crm(fake)
+    with pytest.raises(SourceError) as caught:
+        sync_source(store.open_store(sqlite_url), source)
+
+    assert "Bad path /rest/1/***/x" in str(caught.value)
+    assert "HTTP 503" in caplog.text and "/rest/1/***/crm.contact.list" in caplog.text
+    for text in (str(caught.value), caplog.text, repr(source), repr(source.streams()[0].client)):
+        assert CODE not in text
+
+
+def test_config_overrides_fields_values_and_ticket_providers(sqlite_url: str, fake) -> None:
+    engine = store.open_store(sqlite_url)
+    sync(
+        engine,
+        fake,
+        objects=["contacts", "activities"],
+        ticket_providers=["IMOPENLINES_SESSION"],
+        field_map={"contacts": {"UF_CRM_SEGMENT": "segment"}},
+        value_map={"activities": {"channel": {"IMOPENLINES_SESSION": "livechat"}}},
+    )
+    assert stored(engine, "contacts").loc[["1", "2"], "segment"].tolist() == ["premium", "loyal"]
+    tickets = stored(engine, "activities")
+    assert set(tickets["channel"]) == {"livechat"}
+    assert "UF_CRM_SEGMENT" in calls_to(fake, "crm.contact.list")[0]["select"]
+    assert BITRIX24["contacts"].fields["TYPE_ID"] == "segment"  # defaults untouched
+
+
+def test_unknown_objects_and_bad_batch_size_are_config_errors(fake) -> None:
+    with pytest.raises(ConfigError, match="unknown Bitrix24 objects"):
+        crm(fake, objects=["companies"])
+    with pytest.raises(ConfigError, match="batch_pages must be 1–50"):
+        crm(fake, batch_pages=51)
+
+
+def test_batch_commands_round_trip_as_php_query_strings() -> None:
+    since = "2026-01-01T00:00:00+03:00"
+    params = {"filter": {">=DATE_MODIFY": since, ">ID": 7, "PROVIDER_ID": ["A", "B"]},
+              "order": {"ID": "ASC"}, "start": 50}  # fmt: skip
+    assert php_params(php_query(params)) == {
+        "filter": {">=DATE_MODIFY": since, ">ID": "7",
+                   "PROVIDER_ID": ["A", "B"]}, "order": {"ID": "ASC"}, "start": "50",
+    }  # fmt: skip

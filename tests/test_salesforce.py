@@ -1,0 +1,298 @@
+"""Salesforce connector against a fake org on loopback: full and incremental sync into the store,
+`nextRecordsUrl` paging, API usage limits, 429/5xx, timeouts, malformed pages, crashes with
+expired query locators, bad tokens, and the token kept out of logs and errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from connectors.salesforce import SALESFORCE, SalesforceSource
+from tasks import store
+from tasks.errors import ConfigError, SourceError
+from tasks.sync import sync_source
+from tests.fakes.hubspot import Fault
+from tests.fakes.salesforce import FakeSalesforce
+
+TOKEN = "00D5g000004XyZ1!AQ0AQFakeSessionTokenValue0123456789abcdef"
+SIZES = {"contacts": 250, "cases": 230, "opportunities": 120}
+SOBJECTS = {"contacts": "Contact", "cases": "Case", "opportunities": "Opportunity"}
+TABLES = {"contacts": store.Customer, "cases": store.Ticket, "opportunities": store.Order}
+FAST = {"backoff_base": 0.01, "max_wait": 5.0, "timeout": 2.0, "rate_limit": [1000, 1]}
+QUERY = "/services/data/v62.0/query"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSalesforce]:
+    org = FakeSalesforce(TOKEN, batch_size=100)
+    org.seed(**SIZES)
+    monkeypatch.setenv("SALESFORCE_TOKEN", TOKEN)
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", org.url)
+    with org.running():
+        yield org
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def org(**options: Any) -> SalesforceSource:
+    return SalesforceSource(name="sf", **{**FAST, **options})
+
+
+def sync(engine: Engine, **options: Any) -> dict[str, int]:
+    return sync_source(engine, org(**options))
+
+
+def stored(engine: Engine, stream: str) -> pd.DataFrame:
+    return store.read_frame(engine, TABLES[stream]).set_index("source_id").sort_index()
+
+
+def assert_store_equals_source(engine: Engine, fake: FakeSalesforce) -> None:
+    for stream, model in TABLES.items():
+        rows = store.read_frame(engine, model)
+        assert rows["source_id"].is_unique, stream
+        assert set(rows["source_id"]) == set(fake.records[SOBJECTS[stream]]), stream
+    cases = stored(engine, "cases")
+    for key, record in fake.records["Case"].items():
+        assert cases.loc[key, "text"] == record["Description"]
+
+
+def queries(fake: FakeSalesforce) -> list[str]:
+    return [soql for _, soql in fake.requests if soql]
+
+
+def case_id(n: int) -> str:
+    return f"500{n:012d}AAA"
+
+
+def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) -> None:
+    engine = store.open_store(store_url)
+    assert sync(engine) == SIZES
+    assert_store_equals_source(engine, fake)
+
+    cases, contacts, deals = (stored(engine, s) for s in ("cases", "contacts", "opportunities"))
+    columns = ["customer_id", "channel", "topic", "status", "created_at", "resolved_at", "text"]
+    assert cases.loc[case_id(2), columns].tolist() == [
+        f"003{2:012d}AAA", "email", "Billing", "closed", pd.Timestamp("2025-01-01 00:00"),
+        pd.Timestamp("2025-01-01 05:00"), "Where is my order 1?",
+    ]  # fmt: skip
+    assert pd.isna(cases.loc[case_id(1), "resolved_at"])
+    assert pd.isna(cases.loc[case_id(10), "customer_id"])
+    assert cases.loc[case_id(3), "topic"] == "Product quality"  # not in the value map
+    first = f"003{1:012d}AAA"
+    expected_hash = hashlib.sha256(b"person0@example.com").hexdigest()
+    assert contacts.loc[first, ["email_hash", "segment", "region", "channel"]].tolist() == [
+        expected_hash, "Customer - Direct", "Novosibirsk", "web",
+    ]  # fmt: skip
+    assert pd.isna(contacts.loc[f"003{3:012d}AAA", "segment"])  # contact without an account
+    assert deals.loc[f"006{1:012d}AAA", ["amount", "status"]].tolist() == [1000.5, "won"]
+    soql = queries(fake)
+    assert soql[0].startswith("SELECT Account.Type, CreatedDate, Email, Id, LeadSource")
+    assert soql[0].endswith("FROM Contact ORDER BY SystemModstamp, Id")
+    pages = [path for path, _ in fake.requests if path.startswith(f"{QUERY}/")]
+    assert len(pages) == 2 + 2 + 1  # nextRecordsUrl: 250, 230 and 120 records by 100
+    assert store.read_cursor(engine, "sf", "cases") == {
+        "since": fake.records["Case"][case_id(230)]["SystemModstamp"],
+        "after_id": case_id(230),
+    }
+
+
+def test_second_sync_fetches_only_changed_records(store_url: str, fake) -> None:
+    engine = store.open_store(store_url)
+    sync(engine)
+    fake.change("Case", [case_id(5), case_id(6), case_id(7)], Description="Parcel lost")
+    fake.change("Contact", [f"003{3:012d}AAA"], MailingState="Tomsk")
+    new = fake.add("Case", {"Description": "New one", "Origin": "Chat"}, datetime.now(UTC))
+    fake.requests.clear()
+
+    assert sync(engine) == {"contacts": 1, "cases": 4, "opportunities": 0}
+    last = fake.records["Case"][case_id(230)]["SystemModstamp"][:19]
+    assert (
+        f"WHERE SystemModstamp > {last}Z OR (SystemModstamp = {last}Z AND Id > '"
+        in (queries(fake)[1])
+    )
+    cases = stored(engine, "cases")
+    assert cases.loc[[case_id(5), case_id(6), case_id(7)], "text"].tolist() == ["Parcel lost"] * 3
+    assert cases.loc[new, "channel"] == "chat"
+    assert_store_equals_source(engine, fake)
+    assert sync(engine) == {"contacts": 0, "cases": 0, "opportunities": 0}
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(503, "1"), (429, None), (429, "1")])
+def test_429_and_503_are_retried_honouring_retry_after(
+    sqlite_url: str, fake, status: int, retry_after: str | None
+) -> None:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    fake.fault(Fault(QUERY, status, headers=headers, skip=1))
+    engine = store.open_store(sqlite_url)
+
+    started = time.monotonic()
+    assert sync(engine, objects=["opportunities"]) == {"opportunities": 120}
+    elapsed = time.monotonic() - started
+
+    assert (elapsed >= 0.95) == bool(retry_after)
+    assert len(fake.requests) == 3
+
+
+def test_api_usage_near_the_limit_slows_requests_and_is_logged(
+    sqlite_url: str, fake, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="connectors.salesforce")
+    fake.api_used = 13_600  # past 90% of 15,000
+    engine = store.open_store(sqlite_url)
+    started = time.monotonic()
+    assert sync(engine, objects=["cases"], limit_pause=0.3) == {"cases": 230}
+    assert time.monotonic() - started >= 0.6  # paused before the two nextRecordsUrl pages
+    assert "Salesforce API usage 13601/15000" in caplog.text
+    assert caplog.text.count("past 90% of the org's 24-hour allowance") == 1
+
+
+def test_request_limit_exceeded_fails_at_once_with_usage_and_fix(sqlite_url: str, fake) -> None:
+    fake.api_used = fake.api_max
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url))
+    message = str(caught.value)
+    assert "HTTP 403: REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded." in message
+    assert "api-usage=15001/15000" in message and "rerun later" in message
+    assert len(fake.requests) == 1
+
+
+def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) -> None:
+    fake.fault(Fault(QUERY, 500, times=2))
+    fake.fault(Fault(f"{QUERY}/", 503, skip=1, times=3))
+    engine = store.open_store(store_url)
+
+    assert sync(engine) == SIZES
+    assert len(fake.requests) == 8 + 5
+    assert_store_equals_source(engine, fake)
+
+
+def test_5xx_that_outlasts_the_retries_names_source_stream_page_and_vendor_message(
+    sqlite_url: str, fake
+) -> None:
+    fake.fault(Fault(f"{QUERY}/", 503, times=99))
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url), max_retries=2)
+    message = str(caught.value)
+    assert "source sf, stream contacts, page 2" in message
+    assert "Salesforce failed after 3 attempts: HTTP 503: UNKNOWN_EXCEPTION: An unexpected" in (
+        message
+    )
+
+
+def test_slow_response_times_out_and_is_retried(sqlite_url: str, fake) -> None:
+    fake.fault(Fault(f"{QUERY}/", None, delay=1.0))
+    engine = store.open_store(sqlite_url)
+    assert sync(engine, objects=["contacts"], timeout=0.3) == {"contacts": 250}
+    paths = [path.rsplit("-", 1)[-1] for path, _ in fake.requests]
+    assert paths == [QUERY, "100", "100", "200"]
+
+
+def test_timeouts_that_outlast_the_retries_fail_naming_the_page(sqlite_url: str, fake) -> None:
+    fake.fault(Fault(QUERY, None, delay=0.5, times=3))
+    with pytest.raises(SourceError, match=r"stream contacts, page 1: .*ReadTimeout"):
+        sync(store.open_store(sqlite_url), timeout=0.2, max_retries=2)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('{"totalSize": 250, "done": false, "records": [{"Id": "00', "not JSON"),
+        ('{"totalSize": 250, "done": false, "records": {"Id": 1}}', "documented shape"),
+    ],
+)
+def test_malformed_page_saves_nothing_of_it_and_keeps_the_cursor(
+    store_url: str, fake, body: str, problem: str
+) -> None:
+    fake.fault(Fault(f"{QUERY}/", 200, body))
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError) as caught:
+        sync(engine)
+
+    assert "source sf, stream contacts, page 2" in str(caught.value)
+    assert problem in str(caught.value) and "nothing of it was saved" in str(caught.value)
+    assert store.row_counts(engine)["customer"] == 100
+    cursor = store.read_cursor(engine, "sf", "contacts")
+    assert cursor["after_id"] == f"003{100:012d}AAA" and "-100" in cursor["next"]
+
+
+def test_crash_mid_pagination_then_rerun_leaves_no_gap_and_no_duplicate(
+    store_url: str, fake
+) -> None:
+    fake.fault(Fault(f"{QUERY}/", 500, skip=2, times=99))  # cases' second page fails
+    engine = store.open_store(store_url)
+    with pytest.raises(SourceError, match="stream cases, page 2"):
+        sync(engine, max_retries=1)
+    assert store.row_counts(engine)["ticket"] == 100
+    fake.faults.clear()
+    fake.expire_locators()  # a saved nextRecordsUrl would now fail
+    fake.requests.clear()
+
+    assert sync(engine) == {"contacts": 0, "cases": 130, "opportunities": 120}
+    assert f"AND Id > '{case_id(100)}'" in queries(fake)[1]
+    assert_store_equals_source(engine, fake)
+    assert sync(engine) == {"contacts": 0, "cases": 0, "opportunities": 0}
+
+
+def test_bad_token_fails_at_once_naming_salesforce_token(
+    sqlite_url: str, fake, monkeypatch
+) -> None:
+    monkeypatch.setenv("SALESFORCE_TOKEN", "00D5g000004XyZ1!expired")
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url))
+    message = str(caught.value)
+    assert "HTTP 401: INVALID_SESSION_ID: Session expired or invalid" in message
+    assert "check SALESFORCE_TOKEN" in message
+    assert "00D5g000004XyZ1!expired" not in message
+    assert len(fake.requests) == 1
+
+
+def test_missing_token_or_instance_is_a_config_error_naming_the_variable(monkeypatch) -> None:
+    monkeypatch.delenv("SALESFORCE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"sources\.sf: set SALESFORCE_TOKEN .*api scope"):
+        org()
+    monkeypatch.setenv("SALESFORCE_TOKEN", TOKEN)
+    monkeypatch.delenv("SALESFORCE_INSTANCE_URL", raising=False)
+    with pytest.raises(ConfigError, match="set base_url or SALESFORCE_INSTANCE_URL"):
+        org()
+    with pytest.raises(ConfigError, match=r"api_version looks like v62\.0"):
+        org(base_url="https://x.my.salesforce.com", api_version="62")
+
+
+def test_token_never_appears_in_logs_or_errors(sqlite_url: str, fake, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.fault(Fault(QUERY, 503, headers={"Retry-After": "0"}, times=2))
+    echo = [{"message": f"Bad header: Bearer {TOKEN}", "errorCode": "INVALID_HEADER_TYPE"}]
+    fake.fault(Fault(QUERY, 400, json.dumps(echo)))
+    source = org()
+    with pytest.raises(SourceError) as caught:
+        sync_source(store.open_store(sqlite_url), source)
+
+    assert "INVALID_HEADER_TYPE: Bad header: Bearer ***" in str(caught.value)
+    assert "HTTP 503" in caplog.text and "HTTP Request: GET" in caplog.text
+    for text in (str(caught.value), caplog.text, repr(source), repr(source.streams()[0].client)):
+        assert TOKEN not in text
+
+
+def test_config_overrides_fields_and_a_bad_field_is_the_vendor_error(sqlite_url, fake) -> None:
+    engine = store.open_store(sqlite_url)
+    sync(engine, objects=["cases"], field_map={"cases": {"Type": "topic"}})
+    assert stored(engine, "cases").loc[[case_id(1), case_id(2)], "topic"].tolist() == [
+        "Problem", "Question",
+    ]  # fmt: skip
+    assert SALESFORCE["cases"].fields["Reason"] == "topic"  # defaults untouched
+
+    with pytest.raises(SourceError, match="INVALID_FIELD: No such column 'Topic__c' on entity"):
+        sync(engine, objects=["cases"], field_map={"cases": {"Topic__c": "topic"}})
