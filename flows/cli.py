@@ -22,12 +22,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+sources_app = typer.Typer(help="Check the configured sources.", no_args_is_help=True)
 hypotheses_app = typer.Typer(
     help="Validate and list the hypotheses under hypotheses/.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Manage the canonical store.", no_args_is_help=True)
 app.add_typer(hypotheses_app, name="hypotheses")
 app.add_typer(db_app, name="db")
+app.add_typer(sources_app, name="sources")
 console = Console()
 errors = Console(stderr=True)
 
@@ -215,6 +217,23 @@ def init(
         raise typer.Exit(2)
     path.write_text(example_text(), encoding="utf-8")
     console.print(f"Wrote {path}. Edit its sources, then run `cxloop run`.")
+
+
+@sources_app.command("check")
+def sources_check(config: ConfigOption = DEFAULT) -> None:
+    """Connect to each source, authenticate and read one page; say what to fix if it fails."""
+    with user_errors():
+        from flows.config import load_config
+        from tasks.sync import check_source
+
+        checks = [check_source(s.name, s.kind, s.options) for s in load_config(config).sources]
+    table = Table("source", "kind", "status", "detail", title="Sources")
+    for c in checks:
+        status = "[green]OK[/]" if c.ok else "[red]failed[/]"
+        table.add_row(c.source, c.kind, status, c.detail)
+    console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 @db_app.command("init")

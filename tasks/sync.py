@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from connectors import open_source
 from connectors.base import Source, Stream
+from tasks.errors import CxloopError
 from tasks.mapping import to_canonical
 from tasks.store import INGESTED, load_page, read_cursor
 
@@ -29,3 +33,25 @@ def sync_stream(engine: Engine, source: str, stream: Stream) -> int:
 def sync_source(engine: Engine, source: Source) -> dict[str, int]:
     """Records written per stream, in the order the source lists its streams."""
     return {stream.name: sync_stream(engine, source.name, stream) for stream in source.streams()}
+
+
+@dataclass(frozen=True)
+class Check:
+    """Whether a configured source answers: its first page, or the error and how to fix it."""
+
+    source: str
+    kind: str
+    ok: bool
+    detail: str
+
+
+def check_source(name: str, kind: str, options: dict) -> Check:
+    """Connect, authenticate and read one page of the source's first stream; nothing is saved."""
+    try:
+        source = open_source(name, kind, options)
+        stream = source.streams()[0]
+        page = next(iter(stream.read({})), None)
+    except CxloopError as exc:
+        return Check(name, kind, False, str(exc))
+    records = len(page.records) if page is not None else 0
+    return Check(name, kind, True, f"{stream.name}: {records:,} records on the first page")

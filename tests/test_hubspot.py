@@ -22,7 +22,7 @@ from connectors.http import RateLimiter
 from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.mapping import HUBSPOT
-from tasks.sync import sync_source
+from tasks.sync import check_source, sync_source
 from tests.fakes.hubspot import FakeHubSpot, Fault
 
 TOKEN = "pat-na1-0f3c2a7e-5b1d-4c9a-8e6f-1a2b3c4d5e6f"
@@ -333,3 +333,16 @@ def test_rate_limiter_holds_requests_to_the_configured_rate() -> None:
     for _ in range(15):
         limiter.acquire()
     assert 0.45 <= time.monotonic() - started < 1.0
+
+
+def test_sources_check_reads_one_page_and_says_what_to_fix(fake, monkeypatch) -> None:
+    options = {"base_url": fake.url, **FAST}
+    good = check_source("crm", "hubspot", options)
+    assert good.ok and good.detail == "contacts: 100 records on the first page"
+    assert len(fake.requests) == 1
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-na1-revoked")
+    bad = check_source("crm", "hubspot", options)
+    assert not bad.ok and "check HUBSPOT_TOKEN" in bad.detail
+    monkeypatch.delenv("HUBSPOT_TOKEN")
+    missing = check_source("crm", "hubspot", options)
+    assert not missing.ok and "set HUBSPOT_TOKEN" in missing.detail
