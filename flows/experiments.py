@@ -13,7 +13,7 @@ from flows.rank import load_data, publish_alerts
 from tasks import store
 from tasks.alerts import Alert
 from tasks.experiments import Estimate, Evaluation, RolloutWatch, evaluate, rollout_watch
-from tasks.hypotheses import Hypothesis, load_hypotheses
+from tasks.hypotheses import Hypothesis, read_hypotheses
 from tasks.metrics import CxData
 
 EVALUATED = ("running", "concluded")
@@ -120,11 +120,17 @@ def evaluate_and_store(
 
 @flow(name="experiments", flow_run_name="evaluate pilots")
 def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
-    """One decision summary per running or concluded hypothesis."""
+    """One decision summary per running or concluded hypothesis.
+
+    A broken hypothesis file is logged and skipped; the others are still evaluated (the CLI
+    refuses to start on one, but a scheduled run should not lose every pilot to a typo).
+    """
     logger = get_run_logger()
     config = load_config(Path(config_path))
     url = store.database_url(config.database_url)
-    everything = load_hypotheses(config.hypotheses_dir)
+    everything, problems = read_hypotheses(config.hypotheses_dir)
+    for problem in problems:
+        logger.error("skipped: %s", problem)
     record_statuses(url, everything)
     hypotheses = [h for h in everything if h.status in EVALUATED]
     if not hypotheses:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from flows.config import DEFAULT_CONFIG, Config, load_config
 from tasks import store
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
-from tasks.hypotheses import load_hypotheses
+from tasks.hypotheses import read_hypotheses
 from tasks.metrics import CxData
 from tasks.reporting import (
     Rendered,
@@ -39,7 +39,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
     alerts = latest_alerts(engine)
     settings = config.reports
     data = CxData.from_store(engine)
-    hypotheses = load_hypotheses(config.hypotheses_dir)
+    hypotheses, _ = read_hypotheses(config.hypotheses_dir)
     pain, results = latest_pain_points(engine), latest_results(engine)
     rendered = []
     if "digest" in kinds:

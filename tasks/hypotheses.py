@@ -234,18 +234,34 @@ def load_hypothesis(path: Path) -> Hypothesis:
     return hypothesis
 
 
-def load_hypotheses(directory: Path) -> list[Hypothesis]:
-    """Every `*.yaml` under `directory`, sorted by id; one error listing all broken files."""
+def read_hypotheses(directory: Path) -> tuple[list[Hypothesis], list[str]]:
+    """The valid hypotheses under `directory`, sorted by file, and a problem per broken one.
+
+    Both hypotheses of a clashing pair (see `clashes`) count as broken: neither runs.
+    """
     found, problems = [], []
     for path in sorted(directory.glob("*.yaml")):
         try:
             found.append(load_hypothesis(path))
         except HypothesisError as exc:
             problems.append(str(exc))
-    problems += overlaps(found, directory)
+    pairs = clashes(found)
+    for a, b in pairs:
+        problems.append(
+            f"{directory / (b.id + '.yaml')}: `metric.name` {b.metric.name} is also the "
+            f"primary metric of {a.id} for the same customers and days; give them "
+            "disjoint populations or pilot periods, or set `assignment.overlap: true`."
+        )
+    broken = {h.id for pair in pairs for h in pair}
+    return [h for h in found if h.id not in broken], problems
+
+
+def load_hypotheses(directory: Path) -> list[Hypothesis]:
+    """Every `*.yaml` under `directory`, sorted by file; one error listing all problems."""
+    valid, problems = read_hypotheses(directory)
     if problems:
         raise HypothesisError("\n".join(problems))
-    return found
+    return valid
 
 
 ACTIVE = ("approved", "running")
@@ -257,10 +273,10 @@ def _may_share_customers(a: Population, b: Population) -> bool:
     return all(set(fa[key]) & set(fb[key]) for key in fa.keys() & fb.keys())
 
 
-def overlaps(hypotheses: list[Hypothesis], directory: Path) -> list[str]:
-    """Problems for active pilots that share a primary metric, customers and pilot days."""
+def clashes(hypotheses: list[Hypothesis]) -> list[tuple[Hypothesis, Hypothesis]]:
+    """Pairs of active pilots on the same primary metric, customers and pilot days."""
     active = [h for h in hypotheses if h.status in ACTIVE and not h.assignment.overlap]
-    problems = []
+    pairs = []
     for i, a in enumerate(active):
         for b in active[i + 1 :]:
             same_days = a.schedule.pilot.start <= b.schedule.pilot.end and (
@@ -271,9 +287,5 @@ def overlaps(hypotheses: list[Hypothesis], directory: Path) -> list[str]:
                 and same_days
                 and _may_share_customers(a.population, b.population)
             ):
-                problems.append(
-                    f"{directory / (b.id + '.yaml')}: `metric.name` {b.metric.name} is also the "
-                    f"primary metric of {a.id} for the same customers and days; give them "
-                    "disjoint populations or pilot periods, or set `assignment.overlap: true`."
-                )
-    return problems
+                pairs.append((a, b))
+    return pairs

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import HypothesisError
-from tasks.hypotheses import load_hypotheses, load_hypothesis, scaffold, schema_json
+from tasks.hypotheses import (
+    load_hypotheses,
+    load_hypothesis,
+    read_hypotheses,
+    scaffold,
+    schema_json,
+)
 from tests.conftest import REPO
 
 GOOD = (REPO / "hypotheses" / "auto-route-tickets.yaml").read_text(encoding="utf-8")
@@ -119,3 +125,13 @@ def test_scaffold_from_a_pain_point_is_a_valid_draft(tmp_path: Path) -> None:
     assert h.schedule.baseline.end == date(2026, 11, 30) and h.schedule.pilot.start == date(
         2026, 12, 1
     )
+
+
+def test_scheduled_runs_keep_the_valid_hypotheses_and_report_the_broken(tmp_path: Path) -> None:
+    _write(tmp_path, GOOD)
+    _write(
+        tmp_path, GOOD.replace("auto-route-tickets", "typo").replace("owner:", "ownr:"), "typo.yaml"
+    )
+    valid, problems = read_hypotheses(tmp_path)
+    assert [h.id for h in valid] == ["auto-route-tickets"]
+    assert len(problems) == 1 and "typo.yaml" in problems[0]
