@@ -35,12 +35,12 @@ from pydantic import SecretStr
 from connectors.http import (
     HttpClient,
     HttpStream,
-    RateLimiter,
     Request,
-    RetryPolicy,
     SecretHeader,
     Step,
     body_text,
+    rate_limiter,
+    vendor_client,
 )
 from tasks.errors import ConfigError, SourceError
 from tasks.mapping import FieldMap, utc_naive
@@ -428,21 +428,16 @@ class Bitrix24Source:
             raise ConfigError(f"{where}: unknown Bitrix24 objects {unknown}; use {list(ENTITIES)}.")
         if not 1 <= self.batch_pages <= MAX_BATCH:
             raise ConfigError(f"{where}: batch_pages must be 1–{MAX_BATCH} (Bitrix24's maximum).")
-        try:
-            limiter = RateLimiter(*self.rate_limit)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
         base_url, auth, credential_env = self._auth()
         logging.getLogger("httpx").addFilter(URL_REDACTION)
-        self._client = HttpClient(
+        drain = 1 / rate_limiter(self.name, self.rate_limit).rate
+        self._client = vendor_client(
             "Bitrix24",
+            self,
             base_url,
             auth,
-            limiter,
-            timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
             error_message=partial(error_message, credential_env=credential_env),
-            wait_hint=Bitrix24Limits(1 / limiter.rate),
+            wait_hint=Bitrix24Limits(drain),
         )
 
     def _auth(self) -> tuple[str, SecretHeader, str]:

@@ -9,7 +9,6 @@ the previous end; rows are keyed by date, dimensions and metric, so re-pulled ro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -17,17 +16,16 @@ from functools import partial
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from connectors.http import (
     HttpClient,
     HttpStream,
-    RateLimiter,
     Request,
-    RetryPolicy,
     SecretHeader,
     Step,
     body_text,
+    env_secret,
+    vendor_client,
 )
 from tasks.errors import ConfigError
 from tasks.mapping import FieldMap
@@ -238,23 +236,16 @@ class GA4Source:
         unknown = sorted(set(self.reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")
-        token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"sources.{self.name}: set {self.token_env} to an OAuth access token with the "
-                f"scope {SCOPE} (e.g. `gcloud auth print-access-token`)."
-            )
-        try:
-            limiter = RateLimiter(*self.rate_limit)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
-        client = HttpClient(
+        token = env_secret(
+            self.name,
+            self.token_env,
+            f"an OAuth access token with the scope {SCOPE} (e.g. `gcloud auth print-access-token`)",
+        )
+        client = vendor_client(
             "GA4",
+            self,
             self.base_url,
-            SecretHeader(SecretStr(token)),
-            limiter,
-            timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            SecretHeader(token),
             error_message=partial(error_message, token_env=self.token_env),
         )
         fields = GA4.override(self.field_map, self.value_map)

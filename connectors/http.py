@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -17,13 +18,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import SecretStr
 
 from connectors.base import Page
-from tasks.errors import SourceError
+from tasks.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class HttpClient:
         self,
         vendor: str,
         base_url: str,
-        auth: SecretHeader,
+        auth: httpx.Auth,
         limiter: RateLimiter,
         *,
         timeout: float = 30.0,
@@ -221,6 +222,50 @@ class HttpClient:
 
     def _say(self, text: str) -> str:
         return self.auth.redact(text)
+
+
+class ClientOptions(Protocol):
+    """The connection options every HTTP source takes (see each vendor's source class)."""
+
+    name: str
+    rate_limit: Sequence[float]
+    timeout: float
+    max_retries: int
+    backoff_base: float
+    max_wait: float
+
+
+def env_secret(source: str, variable: str, how: str) -> SecretStr:
+    """The secret in environment variable `variable`; `ConfigError` saying how to get one."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise ConfigError(f"sources.{source}: set {variable} to {how}.")
+    return SecretStr(value)
+
+
+def rate_limiter(source: str, limit: Sequence[float], option: str = "rate_limit") -> RateLimiter:
+    """A limiter from a `[requests, seconds]` option; `ConfigError` naming the option if bad."""
+    try:
+        return RateLimiter(*limit)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"sources.{source}.options: {option} is [requests, seconds]: {exc}"
+        ) from None
+
+
+def vendor_client(
+    vendor: str, options: ClientOptions, base_url: str, auth: httpx.Auth, **hooks: Any
+) -> HttpClient:
+    """The source's `HttpClient` with its rate limit, timeout and retry options applied."""
+    return HttpClient(
+        vendor,
+        base_url,
+        auth,
+        rate_limiter(options.name, options.rate_limit),
+        timeout=options.timeout,
+        retry=RetryPolicy(options.max_retries + 1, options.backoff_base, options.max_wait),
+        **hooks,
+    )
 
 
 @dataclass(frozen=True)

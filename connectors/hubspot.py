@@ -9,7 +9,6 @@ skipping the records already seen at that millisecond.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,17 +17,18 @@ from functools import partial
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from connectors.http import (
     HttpClient,
     HttpStream,
     RateLimiter,
     Request,
-    RetryPolicy,
     SecretHeader,
     Step,
     body_text,
+    env_secret,
+    rate_limiter,
+    vendor_client,
 )
 from tasks.errors import ConfigError, SourceError
 from tasks.mapping import HUBSPOT, FieldMap, utc_naive
@@ -275,27 +275,19 @@ class HubSpotSource:
                 f"{where}: page_size must be 1–{LIST_LIMIT} and search_page_size "
                 f"1–{SEARCH_LIMIT} (HubSpot's maxima)."
             )
-        token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            scopes = ", ".join(OBJECTS[o].scope for o in self.objects)
-            raise ConfigError(
-                f"sources.{self.name}: set {self.token_env} to a HubSpot private-app access "
-                f"token (Settings → Integrations → Private apps) with the scopes {scopes}."
-            )
-        try:
-            limiter = RateLimiter(*self.rate_limit)
-            self._search_limiter = RateLimiter(*self.search_rate_limit)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"{where}: rate_limit and search_rate_limit are [requests, seconds]: {exc}"
-            ) from None
-        self._client = HttpClient(
+        scopes = ", ".join(OBJECTS[o].scope for o in self.objects)
+        token = env_secret(
+            self.name,
+            self.token_env,
+            "a HubSpot private-app access token (Settings → Integrations → Private apps) "
+            f"with the scopes {scopes}",
+        )
+        self._search_limiter = rate_limiter(self.name, self.search_rate_limit, "search_rate_limit")
+        self._client = vendor_client(
             "HubSpot",
+            self,
             self.base_url,
-            SecretHeader(SecretStr(token)),
-            limiter,
-            timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            SecretHeader(token),
             error_message=partial(error_message, token_env=self.token_env),
             wait_hint=wait_hint,
         )

@@ -22,18 +22,17 @@ from functools import partial
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from connectors.base import Page
 from connectors.http import (
     HttpClient,
     HttpStream,
-    RateLimiter,
     Request,
-    RetryPolicy,
     SecretHeader,
     Step,
     body_text,
+    env_secret,
+    vendor_client,
 )
 from tasks.errors import ConfigError
 from tasks.mapping import FieldMap, utc_naive
@@ -261,13 +260,12 @@ class SalesforceSource:
             raise ConfigError(f"{where}: api_version looks like {API_VERSION}.")
         if not 0 < self.limit_margin <= 1:
             raise ConfigError(f"{where}: limit_margin is a share of the allowance, 0–1.")
-        token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"sources.{self.name}: set {self.token_env} to an OAuth access token of a "
-                "connected app with the api scope (and a user with API Enabled and read "
-                "access to Contact, Case, Opportunity)."
-            )
+        token = env_secret(
+            self.name,
+            self.token_env,
+            "an OAuth access token of a connected app with the api scope (and a user with "
+            "API Enabled and read access to Contact, Case, Opportunity)",
+        )
         base_url = self.base_url or os.environ.get(self.instance_env, "").strip()
         if not base_url:
             raise ConfigError(
@@ -275,17 +273,11 @@ class SalesforceSource:
                 "instance URL (the `instance_url` of the OAuth token answer), e.g. "
                 "https://mycompany.my.salesforce.com."
             )
-        try:
-            limiter = RateLimiter(*self.rate_limit)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
-        self._client = HttpClient(
+        self._client = vendor_client(
             "Salesforce",
+            self,
             base_url,
-            SecretHeader(SecretStr(token)),
-            limiter,
-            timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            SecretHeader(token),
             error_message=partial(error_message, token_env=self.token_env),
             wait_hint=LimitInfo(self.name, self.limit_margin, self.limit_pause),
         )

@@ -11,7 +11,6 @@ rejected whole, with its response id and the reason; the rest load.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -19,18 +18,17 @@ from functools import partial
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from connectors.files import Rejection, SurveyScales, log_rejections
 from connectors.http import (
     HttpClient,
     HttpStream,
-    RateLimiter,
     Request,
-    RetryPolicy,
     SecretHeader,
     Step,
     body_text,
+    env_secret,
+    vendor_client,
 )
 from tasks.errors import ConfigError
 from tasks.mapping import FieldMap, utc_naive
@@ -230,23 +228,16 @@ class TypeformSource:
         if not 1 <= self.page_size <= PAGE_LIMIT:
             raise ConfigError(f"{where}: page_size must be 1–{PAGE_LIMIT} (Typeform's maximum).")
         forms = [self._form(i, entry) for i, entry in enumerate(self.forms)]
-        token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"sources.{self.name}: set {self.token_env} to a Typeform personal access "
-                f"token (Account → Personal tokens) with the scope {SCOPES}."
-            )
-        try:
-            limiter = RateLimiter(*self.rate_limit)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
-        self._client = HttpClient(
+        token = env_secret(
+            self.name,
+            self.token_env,
+            f"a Typeform personal access token (Account → Personal tokens) with the scope {SCOPES}",
+        )
+        self._client = vendor_client(
             "Typeform",
+            self,
             self.base_url,
-            SecretHeader(SecretStr(token)),
-            limiter,
-            timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            SecretHeader(token),
             error_message=partial(error_message, token_env=self.token_env),
         )
         fields = TYPEFORM.override(self.field_map, self.value_map)

@@ -10,7 +10,6 @@ days from exact ones and a later unsampled re-pull overwrites it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,18 +17,17 @@ from functools import partial
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from connectors.ga4 import Window
 from connectors.http import (
     HttpClient,
     HttpStream,
-    RateLimiter,
     Request,
-    RetryPolicy,
     SecretHeader,
     Step,
     body_text,
+    env_secret,
+    vendor_client,
 )
 from tasks.errors import ConfigError
 from tasks.mapping import FieldMap
@@ -216,23 +214,16 @@ class YandexMetricaSource:
             raise ConfigError(
                 f"{where}: lookback_days must be at least 1 and page_size 1–{PAGE_LIMIT:,}."
             )
-        token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"sources.{self.name}: set {self.token_env} to a Yandex OAuth token of an app "
-                "with the metrika:read permission."
-            )
-        try:
-            limiter = RateLimiter(*self.rate_limit)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: rate_limit is [requests, seconds]: {exc}") from None
-        client = HttpClient(
+        token = env_secret(
+            self.name,
+            self.token_env,
+            "a Yandex OAuth token of an app with the metrika:read permission",
+        )
+        client = vendor_client(
             "Yandex Metrica",
+            self,
             self.base_url,
-            SecretHeader(SecretStr(token), scheme="OAuth"),
-            limiter,
-            timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            SecretHeader(token, scheme="OAuth"),
             error_message=partial(error_message, token_env=self.token_env),
         )
         self._streams = [
