@@ -205,6 +205,20 @@ def report(
 
 
 @app.command()
+def serve(
+    prefect_yaml: Annotated[
+        Path, typer.Option("--prefect-yaml", help="Deployments to serve.")
+    ] = Path("prefect.yaml"),
+) -> None:
+    """Serve every deployment in prefect.yaml on its schedule until Ctrl-C or SIGTERM."""
+    with user_errors():
+        _starting()
+        from flows.serve import serve_all
+
+        serve_all(prefect_yaml)
+
+
+@app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the configuration.")] = DEFAULT,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,

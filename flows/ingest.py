@@ -1,45 +1,114 @@
-"""Ingest flow: every configured source, stream by stream, page by page into the store."""
+"""Ingest flow: every configured source, stream by stream, page by page into the store.
+
+Streams of all sources run concurrently as tasks (threads: the work is waiting on vendors and
+the database). Each stream task carries the tag `source:<name>`, so a Prefect concurrency
+limit on that tag caps how many streams hit one vendor at once across all flow runs
+(`prefect concurrency-limit create source:hubspot 1`; see docs/orchestration.md).
+
+A crash loses at most the page in flight: `sync_stream` commits each page's rows with the
+cursor after them, and the next run resumes from the saved cursors. On cancellation (SIGTERM
+from the worker or `serve`) the streams stop at the next page boundary, so the run ends within
+a page instead of finishing every stream while the process is already being stopped.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
 
 from connectors import open_source
+from connectors.base import Page, Stream
 from flows.config import DEFAULT_CONFIG, SourceConfig, load_config
-from tasks.store import database_url, open_store
+from tasks.store import database_url, open_store, read_cursor
 from tasks.sync import sync_stream
 
+# Streams hold live connectors and page through DataFrames: nothing to cache or persist.
+io_task = task(cache_policy=NO_CACHE, persist_result=False)
 
-@task(
-    task_run_name="sync {source.name}",
+
+@io_task(task_run_name="open {source.name}", retries=2, retry_delay_seconds=[5, 30])
+def open_streams(source: SourceConfig) -> list[Stream]:
+    """The source's streams, in its load order (for the demo this generates the company)."""
+    return open_source(source.name, source.kind, source.options).streams()
+
+
+class UntilStopped:
+    """`stream`, ending at the next page boundary once `stop` is set."""
+
+    def __init__(self, stream: Stream, stop: threading.Event) -> None:
+        self.name, self.table, self.primary_key = stream.name, stream.table, stream.primary_key
+        self.stream, self.stop, self.stopped = stream, stop, False
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        for page in self.stream.read(cursor):
+            if self.stop.is_set():
+                self.stopped = True
+                return
+            yield page
+
+
+@io_task(
+    task_run_name="sync {source}/{stream.name}",
     retries=2,
     retry_delay_seconds=[5, 30],
-    cache_policy=NO_CACHE,
     tags=["ingest"],
 )
-def sync_source(source: SourceConfig, url: str) -> dict[str, int]:
-    """Records written per stream; resumes each stream from its saved cursor."""
+def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> int:
+    """Records written; a retry resumes from the cursor the failed attempt committed last."""
     logger = get_run_logger()
     engine = open_store(url)
-    connector = open_source(source.name, source.kind, source.options)
-    written: dict[str, int] = {}
-    for stream in connector.streams():
-        written[stream.name] = sync_stream(engine, source.name, stream)
-        logger.info(
-            "%s/%s: %s new or changed records",
-            source.name,
-            stream.name,
-            f"{written[stream.name]:,}",
-        )
+    before = read_cursor(engine, source, stream.name)
+    started = time.monotonic()
+    stoppable = UntilStopped(stream, stop)
+    written = sync_stream(engine, source, stoppable)
+    (logger.warning if stoppable.stopped else logger.info)(
+        "%s/%s → %s: %s new or changed records in %.1f s (cursor %s → %s)%s",
+        source,
+        stream.name,
+        stream.table,
+        f"{written:,}",
+        time.monotonic() - started,
+        before or "start",
+        read_cursor(engine, source, stream.name),
+        "; stopped early, the flow run is ending" if stoppable.stopped else "",
+    )
     return written
 
 
 @flow(name="ingest", flow_run_name="ingest {config_path}")
 def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, int]]:
     """Records written per source and stream."""
+    logger = get_run_logger()
     config = load_config(Path(config_path))
     url = database_url(config.database_url)
-    return {source.name: sync_source(source, url) for source in config.sources}
+    open_store(url)  # create the tables once, before the stream tasks race to
+    opened = {source.name: open_streams.submit(source) for source in config.sources}
+    futures = {}
+    stop = threading.Event()
+    try:
+        for name, streams in opened.items():
+            with tags(f"source:{name}"):
+                for stream in streams.result():
+                    futures[name, stream.name] = sync_one.submit(url, name, stream, stop)
+        wait(list(futures.values()))
+    except BaseException:
+        # Cancellation arrives here as a signal in this thread; the stream tasks run on in
+        # theirs, so tell them to stop after the page they are committing.
+        stop.set()
+        raise
+    written: dict[str, dict[str, int]] = {name: {} for name in opened}
+    for (name, stream), future in futures.items():
+        written[name][stream] = future.result()
+    logger.info(
+        "ingested %s records: %d streams of %d source(s)",
+        f"{sum(sum(s.values()) for s in written.values()):,}",
+        len(futures),
+        len(opened),
+    )
+    return written

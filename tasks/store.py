@@ -231,7 +231,9 @@ def open_store(url: str) -> Engine:
     """An engine on `url` with every table created; a clear `StoreError` if unreachable."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
+    # Streams load concurrently: SQLite writers queue for the lock instead of failing fast.
+    connect_args = {"timeout": 120} if url.startswith("sqlite") else {}
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
