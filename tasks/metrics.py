@@ -240,9 +240,10 @@ def retention(
     """
     window = pd.Timedelta(days=window_days)
     at = orders["created_at"]
-    before_start = orders.loc[(at >= start - window) & (at < start), "customer_id"].unique()
-    before_end = orders.loc[(at >= end - window) & (at < end), "customer_id"].unique()
-    return len(before_start), int(np.isin(before_start, before_end).sum())
+    before_start = pd.Index(orders.loc[(at >= start - window) & (at < start), "customer_id"])
+    before_end = orders.loc[(at >= end - window) & (at < end), "customer_id"]
+    active = before_start.unique()
+    return len(active), int(active.isin(before_end).sum())
 
 
 def churn(
