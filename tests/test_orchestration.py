@@ -255,6 +255,9 @@ def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal
             assert time.monotonic() < deadline, f"serving {served}, expected {expected}"
             time.sleep(1)
         assert all(d.work_pool_name is None for d in found.values())
+        # Prefect registers the deployments first and installs its signal handlers when its
+        # runner starts, a moment later; a signal in between would meet the default handler.
+        time.sleep(3)
 
         started = time.monotonic()
         serving.send_signal(stop_with)
