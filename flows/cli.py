@@ -96,12 +96,12 @@ def demo(
 def run(config: ConfigOption = DEFAULT) -> None:
     """Run the improvement cycle (ingest → rank → experiments → report) once."""
     with user_errors():
-        _checked(config)
+        cfg = _checked(config)
         _starting()
         from flows.cycle import improvement_cycle
 
         result = improvement_cycle(config)
-    _summary(result)
+    _summary(result, _hypotheses(cfg))
 
 
 @app.command()
@@ -124,12 +124,12 @@ def ingest(config: ConfigOption = DEFAULT) -> None:
 def rank(config: ConfigOption = DEFAULT) -> None:
     """Score and rank pain points from what is in the store."""
     with user_errors():
-        _checked(config)
+        cfg = _checked(config)
         _starting()
         from flows.rank import rank as rank_flow
 
         ranked = rank_flow(config)
-    console.print(_pain_table(ranked, len(ranked)))
+    console.print(_pain_table(ranked, len(ranked), _hypotheses(cfg)))
 
 
 @app.command()
@@ -281,22 +281,51 @@ def hypotheses_list(
     directory: Annotated[Path, typer.Argument(help="Folder of hypothesis YAML files.")] = Path(
         "hypotheses"
     ),
+    config: ConfigOption = DEFAULT,
 ) -> None:
-    """List hypotheses with their status, metric, expected effect and pilot period."""
+    """List hypotheses: status, metric, expected effect, pilot period, and (once evaluated,
+    from the store of `--config`) arm sizes and the latest estimate and decision."""
     with user_errors():
         from tasks.hypotheses import load_hypotheses
 
         found = load_hypotheses(directory)
+        latest = _latest_evaluations(config) if config.exists() else {}
     table = Table(
-        "id", "status", "metric", "expected", "assignment", "pilot period", title="Hypotheses"
-    )
+        "id", "status", "metric", "expected", "assignment", "pilot period",
+        "arms (pilot/control)", "latest estimate", "decision", title="Hypotheses",
+    )  # fmt: skip
     for h in found:
         pilot = h.schedule.pilot
+        seen = latest.get(h.id, {})
         table.add_row(
             h.id, h.status, h.metric.name, str(h.metric.expected_effect),
             str(h.assignment), f"{pilot.start} … {pilot.end}",
+            seen.get("arms", ""), seen.get("estimate", ""), seen.get("decision", ""),
         )  # fmt: skip
     console.print(table)
+
+
+def _latest_evaluations(config: Path) -> dict[str, dict[str, str]]:
+    """Per hypothesis id: arm sizes, latest primary estimate with its CI, and decision."""
+    from flows.config import load_config
+    from tasks import store
+    from tasks.reporting import effect
+
+    engine = store.open_store(store.database_url(load_config(config).database_url))
+    results = store.read_frame(engine, store.ExperimentResult)
+    primary = results[results["role"] == "primary"].sort_values("as_of")
+    arms = store.read_frame(engine, store.Assignment, ["hypothesis_id", "arm"])
+    sizes = arms.groupby(["hypothesis_id", "arm"]).size().unstack(fill_value=0)
+    latest = {}
+    for row in primary.groupby("hypothesis_id").tail(1).itertuples():
+        ci = f"{effect(row.ci_low, row.relative)} … {effect(row.ci_high, row.relative)}"
+        count = sizes.loc[row.hypothesis_id] if row.hypothesis_id in sizes.index else {}
+        latest[row.hypothesis_id] = {
+            "arms": f"{count.get('pilot', 0):,} / {count.get('control', 0):,}",
+            "estimate": f"{effect(row.estimate, row.relative)} ({ci}) as of {row.as_of:%Y-%m-%d}",
+            "decision": row.decision or "",
+        }
+    return latest
 
 
 @hypotheses_app.command("new")
@@ -449,25 +478,27 @@ def _hypotheses(config: Config) -> list:
     return load_hypotheses(config.hypotheses_dir)
 
 
-def _pain_table(ranked: list[dict], limit: int) -> Table:
+def _pain_table(ranked: list[dict], limit: int, hypotheses: list) -> Table:
+    """The ranking with every score component, and the pilots already on each pain point."""
     table = Table(
         "#", "pain point", "reach", "impact (NPS pts, 95% CI)", "confidence", "effort", "score",
-        title="Top pain points (score = reach % × impact × confidence / effort)",
+        "pilots", title="Top pain points (score = reach % × impact × confidence / effort)",
     )  # fmt: skip
     for p in ranked[:limit]:
         effort = f"{p['effort']:g}" + (" (default)" if p["effort_is_default"] else "")
+        pilots = ", ".join(f"{h.id} ({h.status})" for h in hypotheses if h.pain_point == p["key"])
         table.add_row(
             str(p["rank"]), p["key"], f"{p['reach']:,} ({p['reach_share']:.1%})",
             f"{p['impact']:.1f} [{p['impact_ci_low']:.1f}, {p['impact_ci_high']:.1f}]",
-            f"{p['confidence']:.2f}", effort, f"{p['score']:.1f}",
+            f"{p['confidence']:.2f}", effort, f"{p['score']:.1f}", pilots,
         )  # fmt: skip
     return table
 
 
-def _summary(result: CycleResult) -> None:
+def _summary(result: CycleResult, hypotheses: list) -> None:
     from tasks.reporting import effect
 
-    console.print(_pain_table(result.pain_points, 5))
+    console.print(_pain_table(result.pain_points, 5, hypotheses))
     pilots = Table("hypothesis", "metric", "effect", "95% CI", "p", "decision", title="Pilots")
     for p in result.pilots:
         for i, m in enumerate(p["metrics"]):

@@ -12,6 +12,7 @@ from flows.config import DEFAULT_CONFIG, load_config
 from flows.rank import load_data, publish_alerts
 from tasks import store
 from tasks.alerts import Alert
+from tasks.errors import HypothesisError
 from tasks.experiments import Estimate, Evaluation, RolloutWatch, evaluate, rollout_watch
 from tasks.hypotheses import Hypothesis, read_hypotheses
 from tasks.metrics import CxData
@@ -137,7 +138,12 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
         return []
     data = load_data(url)
-    summaries = [evaluate_and_store(h, data, url, everything) for h in hypotheses]
+    summaries = []
+    for h in hypotheses:
+        try:
+            summaries.append(evaluate_and_store(h, data, url, everything))
+        except HypothesisError as exc:
+            logger.error("skipped: %s", exc)
     for s in summaries:
         logger.info("%s: %s (%s)", s["id"], s["decision"], s["reason"])
         for warning in s["warnings"]:

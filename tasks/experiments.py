@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tasks.errors import HypothesisError
 from tasks.hypotheses import ACTIVE, Hypothesis, MetricTarget, Period
 from tasks.metrics import CxData, observations
 
@@ -366,6 +367,12 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
     """
     rules = hypothesis.decision
     arms = assignments(hypothesis, data.customers, others)
+    if arms["arm"].nunique() < 2:
+        raise HypothesisError(
+            f"hypotheses/{hypothesis.id}.yaml: `population` and `assignment` leave "
+            f"{len(arms):,} customers and {arms['arm'].nunique()} arm(s) of the "
+            f"{len(data.customers):,} known; widen the filters (check their spelling)."
+        )
     mde = planned_mde(hypothesis, arms, data)
     expected = hypothesis.metric.expected_effect
     warnings = []

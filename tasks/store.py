@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 from pydantic import NaiveDatetime
-from sqlalchemy import JSON, Column, UniqueConstraint, event, func, select
+from sqlalchemy import JSON, Column, UniqueConstraint, event, func, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -238,6 +238,7 @@ def open_store(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         SQLModel.metadata.create_all(engine)
+        _add_new_columns(engine)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise StoreError(
@@ -245,6 +246,23 @@ def open_store(url: str) -> Engine:
             "Check CXLOOP_DATABASE_URL (or database_url in cxloop.yaml) and that the server runs."
         ) from None
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add columns a newer cxloop defines to tables an older one created (all are nullable).
+
+    The schema only ever grows by nullable columns, so this is the whole migration story.
+    """
+    existing = inspect(engine)
+    with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from tasks.errors import HypothesisError
 from tasks.experiments import (
     Estimate,
     always_valid,
@@ -284,3 +285,10 @@ def test_cuped_covers_a_known_effect_and_narrows_the_interval() -> None:
         naive.append(2 * 1.96 * np.sqrt((means.var() / means.size()).sum()))
     assert covered / 400 >= 0.93
     assert np.mean(widths) < 0.8 * np.mean(naive)  # the baseline soaks up customer effects
+
+
+def test_a_population_that_matches_nobody_is_an_error_naming_the_file(demo_data) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    nobody = h.model_copy(update={"population": Population(region=["Atlantis"])})
+    with pytest.raises(HypothesisError, match=r"auto-route-tickets\.yaml: `population`"):
+        evaluate(nobody, demo_data)

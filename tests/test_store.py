@@ -121,3 +121,22 @@ def test_unreachable_database_is_one_clear_line_without_the_password() -> None:
     message = str(caught.value)
     assert "cannot reach the store at postgresql+psycopg://cx:***@127.0.0.1:9/cx" in message
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_store_made_by_an_older_cxloop_gains_the_new_columns(store_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    old = create_engine(store.database_url(store_url))
+    key = "INTEGER PRIMARY KEY" if store_url.startswith("sqlite") else "SERIAL PRIMARY KEY"
+    with old.begin() as conn:
+        conn.execute(
+            text(
+                f"CREATE TABLE ticket (id {key}, source VARCHAR NOT NULL, "
+                "source_id VARCHAR NOT NULL, customer_id VARCHAR, created_at TIMESTAMP NOT NULL, "
+                "reopened BOOLEAN NOT NULL, UNIQUE (source, source_id))"
+            )
+        )
+    old.dispose()
+    engine = store.open_store(store_url)
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {})
+    assert store.read_frame(engine, store.Ticket)["topic"].tolist() == ["delivery"]
