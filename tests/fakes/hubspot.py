@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class FakeHubSpot:
         self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, Any]] = []
+        self._order: dict[str, tuple[list[int], list[Record]]] = {}
         self._clock = ms(datetime.now(UTC))
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -231,14 +233,22 @@ class FakeHubSpot:
                     return fault
         return None
 
+    def by_id(self, kind: str) -> tuple[list[int], list[Record]]:
+        """Records of `kind` in id order (cached until records are added), for paging."""
+        records = self.objects[kind]
+        cached = self._order.get(kind)
+        if cached is None or len(cached[0]) != len(records):
+            ordered = sorted(records.values(), key=lambda r: int(r.id))
+            self._order[kind] = ([int(r.id) for r in ordered], ordered)
+        return self._order[kind]
+
     def _list(self, kind: str, query: dict[str, str]) -> tuple[int, dict[str, str], str]:
         limit = int(query.get("limit", 10))
         if limit > 100:
             return self._error(400, "limit must be at most 100", "VALIDATION_ERROR")
-        after = int(query.get("after", 0))
-        ordered = sorted(self.objects[kind].values(), key=lambda r: int(r.id))
-        chosen = [r for r in ordered if int(r.id) >= after]
-        page, rest = chosen[:limit], chosen[limit:]
+        ids, ordered = self.by_id(kind)
+        start = bisect_left(ids, int(query.get("after", 0)))
+        page, rest = ordered[start : start + limit], ordered[start + limit : start + limit + 1]
         properties = query.get("properties", "").split(",")
         associations = "contacts" in query.get("associations", "")
         body: dict[str, Any] = {

@@ -1,0 +1,220 @@
+"""The baseline: the cycle's headline numbers by hand, DuckDB SQL over the same Parquet files.
+
+No Prefect, no ORM, no cxloop imports: what a data engineer would write in an afternoon.
+Arms come from the same hash as cxloop's (`pandas.util.hash_pandas_object` of `salt:id`),
+since a pilot's assignment is an input, not something to reinvent; the pilots are read from
+the same `hypotheses/*.yaml`. Only point estimates are computed (OLS with the pilot's fixed
+effects, solved from cell sums), not cxloop's clustered or always-valid intervals; customers
+in an earlier concurrent pilot are not excluded, as valid hypothesis files cannot overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmarks.rss import Timed, timed
+
+TABLES = ("customers", "tickets", "survey_responses", "orders", "web_metrics")
+HOUR_US = 3_600_000_000
+
+KPIS = """
+WITH obs AS (
+    SELECT c.segment, 'nps' AS metric,
+           CASE WHEN r.score >= 9 THEN 100.0 WHEN r.score <= 6 THEN -100.0 ELSE 0.0 END AS v
+    FROM survey_responses r LEFT JOIN customers c ON c.source_id = r.customer_id
+    WHERE r.kind = 'nps'
+    UNION ALL
+    SELECT c.segment, 'csat_top2', CASE WHEN r.score >= $csat_top THEN 100.0 ELSE 0.0 END
+    FROM survey_responses r LEFT JOIN customers c ON c.source_id = r.customer_id
+    WHERE r.kind = 'csat'
+    UNION ALL
+    SELECT c.segment, 'frt_hours',
+           date_diff('microsecond', t.created_at, t.first_response_at) / 3600e6
+    FROM tickets t LEFT JOIN customers c ON c.source_id = t.customer_id
+    WHERE t.first_response_at IS NOT NULL
+)
+SELECT CASE WHEN grouping(segment) = 1 THEN 'all' ELSE segment END AS segment, metric,
+       CASE WHEN metric = 'frt_hours' THEN median(v) ELSE avg(v) END AS value,
+       count(*) AS n
+FROM obs
+GROUP BY GROUPING SETS ((segment, metric), (metric))
+HAVING grouping(segment) = 1 OR segment IS NOT NULL
+ORDER BY segment, metric
+"""
+
+PAIN_POINTS = """
+WITH latest AS (
+    SELECT customer_id,
+           CASE WHEN score >= 9 THEN 100.0 WHEN score <= 6 THEN -100.0 ELSE 0.0 END AS pts
+    FROM survey_responses WHERE kind = 'nps'
+    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY submitted_at DESC) = 1
+),
+pairs AS (
+    SELECT DISTINCT topic, customer_id FROM tickets
+    WHERE topic IS NOT NULL AND customer_id IS NOT NULL
+),
+reach AS (SELECT topic, count(*) AS reach FROM pairs GROUP BY topic),
+scored AS (
+    SELECT r.topic, r.reach, l.pts, p.customer_id IS NOT NULL AS hit
+    FROM reach r CROSS JOIN latest l
+    LEFT JOIN pairs p ON p.topic = r.topic AND p.customer_id = l.customer_id
+),
+gaps AS (
+    SELECT topic, any_value(reach) AS reach,
+           avg(pts) FILTER (WHERE NOT hit) - avg(pts) FILTER (WHERE hit) AS impact,
+           sqrt(var_samp(pts) FILTER (WHERE hit) / count(*) FILTER (WHERE hit)
+                + var_samp(pts) FILTER (WHERE NOT hit) / count(*) FILTER (WHERE NOT hit)) AS se,
+           count(*) FILTER (WHERE hit) AS respondents
+    FROM scored GROUP BY topic
+)
+SELECT 'ticket:' || topic AS topic, reach, impact,
+       reach / (SELECT count(DISTINCT source_id) FROM customers) * 100 * greatest(impact, 0)
+       * CASE WHEN respondents < 30 OR impact <= 0 THEN 0
+              ELSE least(greatest(1 - 1.959963984540054 * se / impact, 0), 1) END
+       / coalesce(json_extract(CAST($efforts AS JSON), '$."ticket:' || topic || '"')::DOUBLE,
+                  $default_effort) AS score
+FROM gaps ORDER BY score DESC
+"""
+
+OBSERVATIONS = {
+    "nps": "SELECT customer_id, submitted_at AS at, survey, channel, NULL AS topic, "
+    "CASE WHEN score >= 9 THEN 100.0 WHEN score <= 6 THEN -100.0 ELSE 0.0 END AS v "
+    "FROM survey_responses WHERE kind = 'nps'",
+    "csat": "SELECT customer_id, submitted_at AS at, survey, channel, NULL AS topic, score AS v "
+    "FROM survey_responses WHERE kind = 'csat'",
+    "ces": "SELECT customer_id, submitted_at AS at, survey, channel, NULL AS topic, score AS v "
+    "FROM survey_responses WHERE kind = 'ces'",
+    "frt_hours": "SELECT customer_id, created_at AS at, NULL AS survey, channel, topic, "
+    "date_diff('microsecond', created_at, first_response_at) / 3600e6 AS v "
+    "FROM tickets WHERE first_response_at IS NOT NULL",
+}
+SURVEY_METRICS = ("nps", "csat", "ces")
+
+# Every regressor of the DiD (arm, period, fixed effects) is constant within a cell, so the
+# normal equations need only each cell's count and sum: X'X = Σ n·x·x', X'y = Σ (Σy)·x.
+DID_CELLS = """
+SELECT a.arm = 'pilot' AS treated, o.at >= $pilot_start AS post{covariates},
+       count(*) AS n, sum(CASE WHEN $relative THEN ln(greatest(o.v, 1e-6)) ELSE o.v END) AS sy
+FROM ({observations}) o JOIN arms a USING (customer_id)
+WHERE (o.at >= $base_start AND o.at < $base_end) OR (o.at >= $pilot_start AND o.at < $pilot_end)
+GROUP BY ALL
+"""
+
+
+def did(cells: pd.DataFrame, covariates: list[str]) -> float:
+    """The treated × post coefficient of OLS on cell counts and sums, each covariate's levels
+    as fixed effects (first level dropped)."""
+    fixed = (
+        pd.get_dummies(cells[covariates], drop_first=True, dtype=float).to_numpy()
+        if covariates
+        else np.empty((len(cells), 0))
+    )
+    treated, post = cells["treated"].to_numpy(float), cells["post"].to_numpy(float)
+    x = np.column_stack([np.ones(len(cells)), treated, post, treated * post, fixed])
+    n = cells["n"].to_numpy(float)
+    return float(np.linalg.solve((x * n[:, None]).T @ x, x.T @ cells["sy"].to_numpy())[3])
+
+
+def arms(customers: pd.DataFrame, salt: str, share: float) -> pd.DataFrame:
+    """`customer_id`, `arm` by the 64-bit hash of `salt:id` against `share` of 2⁶⁴."""
+    keys = salt + ":" + customers["source_id"].astype(str)
+    buckets = pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
+    arm = np.where(buckets < np.uint64(share * 2.0**64), "pilot", "control")
+    return pd.DataFrame({"customer_id": customers["source_id"].to_numpy(), "arm": arm})
+
+
+def pilot_metrics(pilot: dict) -> list[tuple[str, bool]]:
+    """(metric, relative) for the primary, secondary and guardrail metrics of a hypothesis."""
+    targets = [pilot["metric"], *pilot.get("secondary_metrics", [])]
+    found = [(t["name"], str(t["expected_effect"]).strip().endswith("%")) for t in targets]
+    found += [(g["metric"], False) for g in pilot.get("guardrails", [])]
+    return list(dict.fromkeys(found))
+
+
+def run(data_dir: Path, database: Path, hypotheses_dir: Path, config: dict) -> dict:
+    """Timed stages and the headline numbers: KPIs by segment, pain points, pilot DiD."""
+    database.unlink(missing_ok=True)
+    timings: dict[str, Timed] = {}
+    out: dict[str, list[dict]] = {}
+    start = time.perf_counter()
+    con = duckdb.connect(str(database))
+    with timed() as timings["ingest"]:
+        for table in TABLES:
+            path = data_dir / f"{table}.parquet"
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{path}')")
+    with timed() as timings["metrics"]:
+        kpis = con.execute(KPIS, {"csat_top": config.get("csat_scale", 5) - 1}).df()
+        out["kpis"] = kpis.to_dict("records")
+    with timed() as timings["ranking"]:
+        efforts = config.get("efforts", {"default": 2.0})
+        pain = con.execute(
+            PAIN_POINTS,
+            {"efforts": json.dumps(efforts), "default_effort": float(efforts.get("default", 2.0))},
+        ).df()
+        pain["rank"] = np.arange(1, len(pain) + 1)
+        out["pain_points"] = pain.to_dict("records")
+    with timed() as timings["experiments"]:
+        out["pilots"] = _pilots(con, hypotheses_dir)
+    with timed() as timings["report"]:
+        _write_report(database.with_suffix(".html"), out)
+    con.close()
+    cycle = Timed(seconds=time.perf_counter() - start)
+    cycle.peak_mib = max(t.peak_mib for t in timings.values())
+    timings["cycle"] = cycle
+    return {"timings": timings, "headline": out}
+
+
+def _pilots(con: duckdb.DuckDBPyConnection, hypotheses_dir: Path) -> list[dict]:
+    customers = con.execute("SELECT source_id, segment, region, channel FROM customers").df()
+    rows = []
+    for path in sorted(hypotheses_dir.glob("*.yaml")):
+        pilot = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if pilot.get("status") not in ("running", "concluded"):
+            continue
+        eligible = customers
+        for column, values in (pilot.get("population") or {}).items():
+            values = [values] if isinstance(values, str) else values
+            eligible = eligible[eligible[column].isin(values)]
+        split = pilot["assignment"]
+        con.register("arms", arms(eligible, split["salt"], split["pilot_share"]))
+        window = {
+            "base_start": pd.Timestamp(pilot["schedule"]["baseline"]["start"]),
+            "base_end": pd.Timestamp(pilot["schedule"]["baseline"]["end"]) + pd.Timedelta(days=1),
+            "pilot_start": pd.Timestamp(pilot["schedule"]["pilot"]["start"]),
+            "pilot_end": pd.Timestamp(pilot["schedule"]["pilot"]["end"]) + pd.Timedelta(days=1),
+        }
+        adjust = (pilot.get("decision") or {}).get("adjust_for", [])
+        for metric, relative in pilot_metrics(pilot):
+            available = ("survey", "channel") if metric in SURVEY_METRICS else ("channel", "topic")
+            covariates = [c for c in adjust if c in available]
+            sql = DID_CELLS.format(
+                observations=OBSERVATIONS[metric],
+                covariates="".join(f", o.{c}" for c in covariates),
+            )
+            cells = con.execute(sql, {**window, "relative": relative}).df()
+            effect = did(cells, covariates)
+            in_post = cells[cells["post"]].groupby("treated")["n"].sum()
+            rows.append(
+                {
+                    "hypothesis_id": pilot["id"],
+                    "metric": metric,
+                    "estimate": float(np.expm1(effect)) if relative else effect,
+                    "n_pilot": int(in_post.get(True, 0)),
+                    "n_control": int(in_post.get(False, 0)),
+                }
+            )
+        con.unregister("arms")
+    return rows
+
+
+def _write_report(path: Path, out: dict[str, list[dict]]) -> None:
+    sections = [f"<h2>{name}</h2>{pd.DataFrame(rows).to_html(index=False)}"
+                for name, rows in out.items()]  # fmt: skip
+    path.write_text("<html><body>" + "".join(sections) + "</body></html>", encoding="utf-8")
