@@ -28,7 +28,7 @@ def period_of(data: CxData) -> str:
 
 @frame_task
 def load_data(url: str) -> CxData:
-    return CxData.from_store(store.open_store(url))
+    return CxData.latest(store.open_store(url))
 
 
 @frame_task

@@ -17,6 +17,9 @@ REPEAT_WINDOW = pd.Timedelta(days=7)
 SLA_HOURS = 24.0
 
 
+_LOADED: dict = {}  # the last `CxData.latest` load and the store version it was read at
+
+
 @dataclass(frozen=True)
 class CxData:
     """The canonical tables as frames: what every analysis step reads."""
@@ -26,6 +29,15 @@ class CxData:
     responses: pd.DataFrame
     orders: pd.DataFrame
     web: pd.DataFrame
+
+    @classmethod
+    def latest(cls, engine: Engine) -> CxData:
+        """`from_store`, reused while nothing new was ingested (a cycle's steps share one load)."""
+        key = (str(engine.url), store.ingest_version(engine))
+        if _LOADED.get("key") != key:
+            _LOADED.clear()
+            _LOADED.update(key=key, data=cls.from_store(engine))
+        return _LOADED["data"]
 
     @classmethod
     def from_store(cls, engine: Engine) -> CxData:

@@ -359,6 +359,17 @@ def read_frame(
     return frame
 
 
+def ingest_version(engine: Engine) -> tuple:
+    """Changes whenever ingestion commits a page: (streams, last cursor time, rows per table)."""
+    with engine.connect() as conn:
+        streams, last = conn.execute(select(func.count(), func.max(SyncState.updated_at))).one()
+        rows = tuple(
+            conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
+            for model in INGESTED.values()
+        )
+    return streams, str(last), rows
+
+
 def row_counts(engine: Engine) -> dict[str, int]:
     """Rows per table, for idempotency checks and the CLI summary."""
     with engine.connect() as conn:

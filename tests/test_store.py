@@ -140,3 +140,15 @@ def test_a_store_made_by_an_older_cxloop_gains_the_new_columns(store_url: str) -
     engine = store.open_store(store_url)
     store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {})
     assert store.read_frame(engine, store.Ticket)["topic"].tolist() == ["delivery"]
+
+
+def test_analysis_data_is_reloaded_only_after_new_records_arrive(tmp_path) -> None:
+    from tasks.metrics import CxData
+
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {"page": 1})
+    first = CxData.latest(engine)
+    assert CxData.latest(engine) is first
+    store.load_page(engine, store.Ticket, _tickets(["T2"]), "crm", "tickets", {"page": 2})
+    again = CxData.latest(engine)
+    assert again is not first and len(again.tickets) == 2
