@@ -7,6 +7,7 @@ SQLite by default (`.cxloop/cxloop.db` under the working directory), PostgreSQL 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -18,8 +19,6 @@ from typing import Any
 import pandas as pd
 from pydantic import NaiveDatetime
 from sqlalchemy import JSON, Column, UniqueConstraint, event, func, inspect, select, text
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
@@ -281,28 +280,59 @@ def upsert(
 ) -> int:
     """Insert or update `rows` into `model`'s table on its unique `keys`; returns rows sent.
 
-    One multi-row `INSERT … ON CONFLICT DO UPDATE` (or `DO NOTHING` without `update`) per
-    batch of `BATCH_ROWS`, never an ORM merge per row. Columns the table lacks are ignored.
+    One prepared `INSERT … ON CONFLICT DO UPDATE` (or `DO NOTHING` without `update`) run
+    with the driver's `executemany` on tuples built column by column: no ORM, no dict per
+    row. Columns the table lacks are ignored; columns `rows` lacks get their default on
+    insert and keep their stored value on update.
     """
     table = model.__table__
-    columns = [c.name for c in table.columns if c.name in rows.columns and c.name != "id"]
     if rows.empty:
         return 0
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-    records = _plain_records(rows[columns])
-    for start in range(0, len(records), BATCH_ROWS):
-        stmt = dialect_insert(table)
-        updates = {c: stmt.excluded[c] for c in columns if c not in keys}
-        if update and updates:
-            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        conn.execute(stmt, records[start : start + BATCH_ROWS])
-    return len(records)
+    given = [c.name for c in table.columns if c.name in rows.columns and c.name != "id"]
+    changed = [n for n in given if n not in keys]
+    defaults = {
+        c.name: c.default.arg
+        for c in table.columns
+        if c.name not in rows.columns and c.default is not None and c.default.is_scalar
+    }
+    rows = rows.assign(**defaults)
+    columns = [c for c in table.columns if c.name in [*given, *defaults]]
+    names = [c.name for c in columns]
+    quote = conn.dialect.identifier_preparer.quote
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    on_conflict = (
+        "DO UPDATE SET " + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in changed)
+        if update and changed
+        else "DO NOTHING"
+    )
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+        f"VALUES ({', '.join([marker] * len(names))}) "
+        f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) {on_conflict}"
+    )
+    converted = [_driver_values(rows[c.name], c, conn.dialect.name) for c in columns]
+    values = list(zip(*converted, strict=True))
+    for start in range(0, len(values), BATCH_ROWS):
+        conn.exec_driver_sql(sql, values[start : start + BATCH_ROWS])
+    return len(values)
 
 
-def _plain_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    return rows.astype(object).where(rows.notna(), None).to_dict("records")
+def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
+    """A column as the database driver takes it: None for missing, JSON as text, and on
+    SQLite timestamps in SQLAlchemy's text format and booleans as integers."""
+    kind = dict if isinstance(spec.type, JSON) else spec.type.python_type
+    if kind is dict:
+        out = column.map(json.dumps, na_action="ignore")
+    elif kind is datetime and dialect == "sqlite":
+        out = pd.to_datetime(column).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    elif kind is date and dialect == "sqlite":
+        out = pd.to_datetime(column).dt.strftime("%Y-%m-%d")
+    elif kind is bool:
+        out = column.astype("boolean")
+        out = out.astype("Int64") if dialect == "sqlite" else out
+    else:
+        out = column
+    return out.astype(object).where(out.notna(), None).tolist()
 
 
 def load_page(
