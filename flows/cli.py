@@ -126,9 +126,9 @@ def rank(config: ConfigOption = DEFAULT) -> None:
     with user_errors():
         cfg = _checked(config)
         _starting()
-        from flows.rank import rank as rank_flow
+        from flows.rank import configured
 
-        ranked = rank_flow(config)
+        ranked = configured(cfg)(config)
     console.print(_pain_table(ranked, len(ranked), _hypotheses(cfg)))
 
 

@@ -92,6 +92,15 @@ class AlertConfig(Strict):
     min_growth: float = Field(default=1.3, gt=1, description="Ticket volume growth per day.")
 
 
+class ParallelConfig(Strict):
+    """Where heavy per-segment computations run: threads by default, or a Dask cluster
+    (`pip install cxloop[dask]`): a local one with `dask_workers` processes, or an
+    existing scheduler at `dask_address`."""
+
+    dask_workers: int = Field(default=0, ge=0)
+    dask_address: str | None = None
+
+
 class Stage(Strict):
     """The touchpoints that make up one journey stage."""
 
@@ -120,6 +129,7 @@ class Config(Strict):
     csat_scale: int = Field(default=5, ge=3, le=10)
     efforts: dict[str, float] = {"default": 2.0}
     alerts: AlertConfig = AlertConfig()
+    parallel: ParallelConfig = ParallelConfig()
     journey: dict[str, Stage] = DEFAULT_JOURNEY
     hypotheses_dir: Path = Path("hypotheses")
     reports: ReportConfig = ReportConfig()

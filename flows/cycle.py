@@ -7,10 +7,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.config import DEFAULT_CONFIG
+from flows.config import DEFAULT_CONFIG, load_config
 from flows.experiments import evaluate_pilots
 from flows.ingest import ingest
-from flows.rank import rank
+from flows.rank import configured
 from flows.report import report
 
 
@@ -28,6 +28,6 @@ class CycleResult:
 def improvement_cycle(config_path: Path = DEFAULT_CONFIG) -> CycleResult:
     """One full turn of the loop on the configuration in `config_path`."""
     ingested = ingest(config_path)
-    ranked = rank(config_path)
+    ranked = configured(load_config(Path(config_path)))(config_path)
     pilots = evaluate_pilots(config_path)
     return CycleResult(ingested, ranked, pilots, report(config_path))

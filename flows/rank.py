@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from flows.config import DEFAULT_CONFIG, AlertConfig, load_config
+from flows.config import DEFAULT_CONFIG, AlertConfig, Config, load_config
 from tasks import store
 from tasks.alerts import Alert, detect_alerts
 from tasks.metrics import KPIS, CxData, metric_table
@@ -31,27 +31,36 @@ def load_data(url: str) -> CxData:
     return CxData.latest(store.open_store(url))
 
 
-@frame_task
+CUTS = [(grain, by) for grain in (None, "month") for by in (None, "segment", "region")]
+
+
+@task(task_run_name="snapshot by {by} per {grain}", cache_policy=NO_CACHE, persist_result=False)
+def snapshot_cut(
+    data: CxData, by: str | None, grain: str | None, csat_scale: int, window: str
+) -> pd.DataFrame:
+    """KPI snapshot rows of one cut: `dims` reads `all` or `segment=premium`; without a
+    grain the period is the whole `window`."""
+    table = metric_table(data, KPIS, [by] if by else [], grain, csat_scale)
+    dims = f"{by}=" + table[by].astype(str) if by else "all"
+    return table.assign(dims=dims, period=table["period"] if grain else window)
+
+
 def save_snapshots(
     url: str, data: CxData, segments: list[str], csat_scale: int, window: str
 ) -> int:
     """KPI snapshots per month and for the whole window, overall, by region and by segment.
 
-    Only the configured `segments` get their own rows. `dims` reads `all` or
-    `segment=premium`; the whole window's period is `window`.
+    The cuts run as concurrent tasks on the flow's task runner (threads, or a Dask cluster
+    when `parallel` asks for one). Only the configured `segments` get their own rows.
     """
-    frames = []
-    for grain in (None, "month"):
-        for by in (None, "segment", "region"):
-            table = metric_table(data, KPIS, [by] if by else [], grain, csat_scale)
-            if by == "segment":
-                table = table[table["segment"].isin(segments)]
-            dims = f"{by}=" + table[by].astype(str) if by else "all"
-            period = table["period"] if grain else window
-            frames.append(table.assign(dims=dims, period=period))
-    rows = pd.concat(frames, ignore_index=True).assign(computed_at=store.now_utc())
+    cuts = [snapshot_cut.submit(data, by, grain, csat_scale, window) for grain, by in CUTS]
+    rows = pd.concat([cut.result() for cut in cuts], ignore_index=True)
+    rows = rows[~rows["dims"].str.startswith("segment=") | rows["segment"].isin(segments)]
     return store.save_rows(
-        store.open_store(url), store.MetricSnapshot, rows, ("period", "metric", "dims")
+        store.open_store(url),
+        store.MetricSnapshot,
+        rows.assign(computed_at=store.now_utc()),
+        ("period", "metric", "dims"),
     )
 
 
@@ -84,6 +93,23 @@ def publish_alerts(url: str, alerts: list[Alert]) -> None:
             resource={"prefect.resource.id": f"cxloop.alert.{alert.key}"},
             payload={"message": alert.message, "period": alert.period, **alert.evidence},
         )
+
+
+def configured(config: Config) -> Flow:
+    """The rank flow on the task runner `parallel` asks for: threads, or a Dask cluster."""
+    settings = config.parallel
+    if not (settings.dask_address or settings.dask_workers):
+        return rank
+    from prefect_dask import DaskTaskRunner
+
+    runner = (
+        DaskTaskRunner(address=settings.dask_address)
+        if settings.dask_address
+        else DaskTaskRunner(
+            cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1}
+        )
+    )
+    return rank.with_options(task_runner=runner)
 
 
 @flow(name="rank", flow_run_name="rank pain points")

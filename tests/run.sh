@@ -19,9 +19,9 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-echo "== installing cxloop with its test extra"
+echo "== installing cxloop with its test and dask extras"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,dask]"
 
 echo "== lint"
 .venv/bin/ruff check .
