@@ -34,6 +34,7 @@ from pydantic import SecretStr
 
 from connectors.http import (
     HttpClient,
+    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
@@ -395,8 +396,8 @@ def _first_value(value: Any) -> Any:
     return value
 
 
-@dataclass
-class Bitrix24Source:
+@dataclass(kw_only=True)
+class Bitrix24Source(HttpOptions):
     """A Bitrix24 portal, through an inbound webhook (URL in `webhook_env`) or an OAuth access
     token (in `token_env`, with the portal's `base_url`); the webhook wins when both are set.
 
@@ -405,16 +406,11 @@ class Bitrix24Source:
     activities count. Seconds for the time options.
     """
 
-    name: str
     base_url: str | None = None
     objects: list[str] = field(default_factory=lambda: list(ENTITIES))
     webhook_env: str = WEBHOOK_ENV
     token_env: str = TOKEN_ENV
     ticket_providers: list[str] = field(default_factory=lambda: list(TICKET_PROVIDERS))
-    timeout: float = 30.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    max_wait: float = 60.0
     rate_limit: tuple[int, float] = (50, 25.0)
     batch_pages: int = MAX_BATCH
     field_map: dict[str, dict[str, str]] = field(default_factory=dict)

@@ -19,6 +19,7 @@ import httpx
 
 from connectors.http import (
     HttpClient,
+    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
@@ -194,15 +195,14 @@ class Report(HttpStream):
         return self.fields.apply(records, self.table, where)
 
 
-@dataclass
-class GA4Source:
+@dataclass(kw_only=True)
+class GA4Source(HttpOptions):
     """A GA4 property; an OAuth access token comes from the environment variable `token_env`.
 
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days`
     days. `segment_dimension` (e.g. `newVsReturning` or `customUser:segment`) adds a segment.
     """
 
-    name: str
     property_id: str = ""
     start_date: str = ""
     lookback_days: int = 3
@@ -213,7 +213,6 @@ class GA4Source:
     token_env: str = TOKEN_ENV
     page_size: int = 100_000
     timeout: float = 60.0
-    max_retries: int = 5
     backoff_base: float = 2.0
     max_wait: float = 120.0
     rate_limit: tuple[int, float] = (10, 1.0)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -224,15 +224,19 @@ class HttpClient:
         return self.auth.redact(text)
 
 
-class ClientOptions(Protocol):
-    """The connection options every HTTP source takes (see each vendor's source class)."""
+@dataclass(kw_only=True)
+class HttpOptions:
+    """Options every HTTP source takes in its `options:`, besides its own.
+
+    `rate_limit` is `[requests, seconds]`, defaulting to the vendor's documented limit.
+    """
 
     name: str
-    rate_limit: Sequence[float]
-    timeout: float
-    max_retries: int
-    backoff_base: float
-    max_wait: float
+    rate_limit: tuple[float, float]
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    max_wait: float = 60.0
 
 
 def env_secret(source: str, variable: str, how: str) -> SecretStr:
@@ -254,7 +258,7 @@ def rate_limiter(source: str, limit: Sequence[float], option: str = "rate_limit"
 
 
 def vendor_client(
-    vendor: str, options: ClientOptions, base_url: str, auth: httpx.Auth, **hooks: Any
+    vendor: str, options: HttpOptions, base_url: str, auth: httpx.Auth, **hooks: Any
 ) -> HttpClient:
     """The source's `HttpClient` with its rate limit, timeout and retry options applied."""
     return HttpClient(

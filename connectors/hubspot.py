@@ -20,6 +20,7 @@ import httpx
 
 from connectors.http import (
     HttpClient,
+    HttpOptions,
     HttpStream,
     RateLimiter,
     Request,
@@ -240,22 +241,17 @@ class HubSpotStream(HttpStream):
             ) from None
 
 
-@dataclass
-class HubSpotSource:
+@dataclass(kw_only=True)
+class HubSpotSource(HttpOptions):
     """A HubSpot account; the token comes from the environment variable `token_env`.
 
     Limits default to HubSpot's documented ones for private apps (100 requests per 10 s,
     search 5 per second); raise them for higher tiers. Seconds for the time options.
     """
 
-    name: str
     base_url: str = API
     objects: list[str] = field(default_factory=lambda: list(OBJECTS))
     token_env: str = TOKEN_ENV
-    timeout: float = 30.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    max_wait: float = 60.0
     rate_limit: tuple[int, float] = (100, 10.0)
     search_rate_limit: tuple[int, float] = (5, 1.0)
     page_size: int = LIST_LIMIT

@@ -26,6 +26,7 @@ import httpx
 from connectors.base import Page
 from connectors.http import (
     HttpClient,
+    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
@@ -225,23 +226,18 @@ class SalesforceStream(HttpStream):
         return self.fields.apply([_flat(r) for r in records], self.table, where)
 
 
-@dataclass
-class SalesforceSource:
+@dataclass(kw_only=True)
+class SalesforceSource(HttpOptions):
     """A Salesforce org; the access token comes from `token_env`, the instance URL from
     `base_url` or `instance_env`. `rate_limit` paces requests client-side; once the org's
     24-hour API usage passes `limit_margin`, each request waits `limit_pause` seconds more.
     """
 
-    name: str
     base_url: str | None = None
     api_version: str = API_VERSION
     objects: list[str] = field(default_factory=lambda: list(OBJECTS))
     token_env: str = TOKEN_ENV
     instance_env: str = INSTANCE_ENV
-    timeout: float = 30.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    max_wait: float = 60.0
     rate_limit: tuple[int, float] = (25, 1.0)
     limit_margin: float = 0.9
     limit_pause: float = 5.0

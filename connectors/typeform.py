@@ -22,6 +22,7 @@ import httpx
 from connectors.files import Rejection, SurveyScales, log_rejections
 from connectors.http import (
     HttpClient,
+    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
@@ -197,8 +198,8 @@ def _iso(moment: Any) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
-class TypeformSource:
+@dataclass(kw_only=True)
+class TypeformSource(HttpOptions):
     """Typeform forms; the token comes from the environment variable `token_env`.
 
     `forms` lists form ids, or entries `{id, survey, questions}` where `survey` names the
@@ -206,16 +207,11 @@ class TypeformSource:
     `questions` option. Typeform allows about 2 requests per second per account.
     """
 
-    name: str
     forms: list[str | dict[str, Any]] = field(default_factory=list)
     questions: dict[str, Any] = field(default_factory=dict)
     base_url: str = API
     token_env: str = TOKEN_ENV
     page_size: int = PAGE_LIMIT
-    timeout: float = 30.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    max_wait: float = 60.0
     rate_limit: tuple[int, float] = (2, 1.0)
     field_map: dict[str, str] = field(default_factory=dict)
     value_map: dict[str, dict[str, str]] = field(default_factory=dict)

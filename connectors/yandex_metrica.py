@@ -21,6 +21,7 @@ import httpx
 from connectors.ga4 import Window
 from connectors.http import (
     HttpClient,
+    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
@@ -176,15 +177,14 @@ class Traffic(HttpStream):
         return self.fields.apply(records, self.table, where)
 
 
-@dataclass
-class YandexMetricaSource:
+@dataclass(kw_only=True)
+class YandexMetricaSource(HttpOptions):
     """A Metrica counter; the OAuth token comes from the environment variable `token_env`.
 
     `goals` maps goal ids to the funnel step their reaches stand for (e.g. `{"123": purchase}`).
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days.
     """
 
-    name: str
     counter: str = ""
     start_date: str = ""
     lookback_days: int = 3
@@ -194,7 +194,6 @@ class YandexMetricaSource:
     token_env: str = TOKEN_ENV
     page_size: int = 10_000
     timeout: float = 60.0
-    max_retries: int = 5
     backoff_base: float = 2.0
     max_wait: float = 120.0
     rate_limit: tuple[int, float] = (10, 1.0)

@@ -52,7 +52,7 @@ def source(fake: FakeGA4, **options: Any) -> GA4Source:
         "start_date": FIRST.isoformat(),
         "segment_dimension": "newVsReturning",
     } | options
-    return GA4Source("web", base_url=fake.url, **FAST, **options)
+    return GA4Source(name="web", base_url=fake.url, **FAST, **options)
 
 
 def stored(engine: Engine) -> pd.DataFrame:

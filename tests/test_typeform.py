@@ -58,7 +58,7 @@ def seed(fake: FakeTypeform, count: int, start: datetime = START) -> list[str]:
 
 def source(fake: FakeTypeform, **options: Any) -> TypeformSource:
     options = {"forms": [{"id": FORM, "survey": "post-purchase"}], "questions": QUESTIONS} | options
-    return TypeformSource("surveys", base_url=fake.url, **FAST, **options)
+    return TypeformSource(name="surveys", base_url=fake.url, **FAST, **options)
 
 
 def stored(engine: Engine) -> pd.DataFrame:

@@ -45,7 +45,7 @@ def source(fake: FakeMetrica, **options: Any) -> YandexMetricaSource:
         "start_date": FIRST.isoformat(),
         "goals": {GOAL: "purchase"},
     } | options
-    return YandexMetricaSource("metrica", base_url=fake.url, **FAST, **options)
+    return YandexMetricaSource(name="metrica", base_url=fake.url, **FAST, **options)
 
 
 def stored(engine: Engine) -> pd.DataFrame:
