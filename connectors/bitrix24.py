@@ -40,6 +40,7 @@ from connectors.http import (
     SecretHeader,
     Step,
     body_text,
+    known_objects,
     rate_limiter,
     vendor_client,
 )
@@ -419,9 +420,8 @@ class Bitrix24Source(HttpOptions):
 
     def __post_init__(self) -> None:
         where = f"sources.{self.name}.options"
-        unknown = sorted({*self.objects, *self.field_map, *self.value_map} - set(ENTITIES))
-        if unknown:
-            raise ConfigError(f"{where}: unknown Bitrix24 objects {unknown}; use {list(ENTITIES)}.")
+        named = {*self.objects, *self.field_map, *self.value_map}
+        known_objects(self.name, "Bitrix24", named, list(ENTITIES))
         if not 1 <= self.batch_pages <= MAX_BATCH:
             raise ConfigError(f"{where}: batch_pages must be 1–{MAX_BATCH} (Bitrix24's maximum).")
         base_url, auth, credential_env = self._auth()

@@ -195,6 +195,21 @@ class Report(HttpStream):
         return self.fields.apply(records, self.table, where)
 
 
+def first_day(
+    where: str, start_date: str, lookback_days: int, page_size: int, page_limit: int
+) -> date:
+    """The first day a date-windowed report source reads; `ConfigError` on bad options."""
+    try:
+        first = date.fromisoformat(start_date)
+    except ValueError:
+        raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
+    if lookback_days < 1 or not 1 <= page_size <= page_limit:
+        raise ConfigError(
+            f"{where}: lookback_days must be at least 1 and page_size 1–{page_limit:,}."
+        )
+    return first
+
+
 @dataclass(kw_only=True)
 class GA4Source(HttpOptions):
     """A GA4 property; an OAuth access token comes from the environment variable `token_env`.
@@ -224,14 +239,7 @@ class GA4Source(HttpOptions):
         where = f"sources.{self.name}.options"
         if not str(self.property_id).isdigit():
             raise ConfigError(f"{where}: property_id must be the GA4 property's number.")
-        try:
-            first = date.fromisoformat(self.start_date)
-        except ValueError:
-            raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
-        if self.lookback_days < 1 or not 1 <= self.page_size <= PAGE_LIMIT:
-            raise ConfigError(
-                f"{where}: lookback_days must be at least 1 and page_size 1–{PAGE_LIMIT:,}."
-            )
+        first = first_day(where, self.start_date, self.lookback_days, self.page_size, PAGE_LIMIT)
         unknown = sorted(set(self.reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")

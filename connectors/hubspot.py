@@ -28,6 +28,7 @@ from connectors.http import (
     Step,
     body_text,
     env_secret,
+    known_objects,
     rate_limiter,
     vendor_client,
 )
@@ -263,9 +264,8 @@ class HubSpotSource(HttpOptions):
 
     def __post_init__(self) -> None:
         where = f"sources.{self.name}.options"
-        unknown = sorted({*self.objects, *self.field_map, *self.value_map} - set(OBJECTS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown HubSpot objects {unknown}; use {list(OBJECTS)}.")
+        named = {*self.objects, *self.field_map, *self.value_map}
+        known_objects(self.name, "HubSpot", named, list(OBJECTS))
         if not 1 <= self.page_size <= LIST_LIMIT or not 1 <= self.search_page_size <= SEARCH_LIMIT:
             raise ConfigError(
                 f"{where}: page_size must be 1–{LIST_LIMIT} and search_page_size "

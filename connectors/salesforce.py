@@ -33,6 +33,7 @@ from connectors.http import (
     Step,
     body_text,
     env_secret,
+    known_objects,
     vendor_client,
 )
 from tasks.errors import ConfigError
@@ -247,11 +248,8 @@ class SalesforceSource(HttpOptions):
 
     def __post_init__(self) -> None:
         where = f"sources.{self.name}.options"
-        unknown = sorted({*self.objects, *self.field_map, *self.value_map} - set(OBJECTS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown Salesforce objects {unknown}; use {list(OBJECTS)}."
-            )
+        named = {*self.objects, *self.field_map, *self.value_map}
+        known_objects(self.name, "Salesforce", named, list(OBJECTS))
         if not VERSION.fullmatch(self.api_version):
             raise ConfigError(f"{where}: api_version looks like {API_VERSION}.")
         if not 0 < self.limit_margin <= 1:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from connectors.ga4 import Window
+from connectors.ga4 import Window, first_day
 from connectors.http import (
     HttpClient,
     HttpOptions,
@@ -205,14 +205,7 @@ class YandexMetricaSource(HttpOptions):
         where = f"sources.{self.name}.options"
         if not str(self.counter).isdigit():
             raise ConfigError(f"{where}: counter must be the Metrica counter's number.")
-        try:
-            first = date.fromisoformat(self.start_date)
-        except ValueError:
-            raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
-        if self.lookback_days < 1 or not 1 <= self.page_size <= PAGE_LIMIT:
-            raise ConfigError(
-                f"{where}: lookback_days must be at least 1 and page_size 1–{PAGE_LIMIT:,}."
-            )
+        first = first_day(where, self.start_date, self.lookback_days, self.page_size, PAGE_LIMIT)
         token = env_secret(
             self.name,
             self.token_env,
