@@ -15,7 +15,11 @@ SOURCE_KINDS = {
     "files": "connectors.files:FilesSource",
     "ga4": "connectors.ga4:GA4Source",
     "hubspot": "connectors.hubspot:HubSpotSource",
+    "matomo": "connectors.matomo:MatomoSource",
+    "qualtrics": "connectors.qualtrics:QualtricsSource",
     "salesforce": "connectors.salesforce:SalesforceSource",
+    "sql": "connectors.sql:SqlSource",
+    "surveymonkey": "connectors.surveymonkey:SurveyMonkeySource",
     "typeform": "connectors.typeform:TypeformSource",
     "yandex_metrica": "connectors.yandex_metrica:YandexMetricaSource",
 }

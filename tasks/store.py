@@ -59,6 +59,7 @@ class Ticket(Record, table=True):
     first_response_at: NaiveDatetime | None = None
     resolved_at: NaiveDatetime | None = None
     reopened: bool = False
+    escalated: bool | None = None
     text: str | None = None
 
 
