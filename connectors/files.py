@@ -165,6 +165,90 @@ def _parsed(raw: pd.Series, kind: type, dayfirst: bool) -> tuple[pd.Series, pd.S
     return raw.where(present, None).astype(object), pd.Series(False, index=raw.index), ""
 
 
+@dataclass(frozen=True)
+class ColumnMap:
+    """How one stream's own columns (a file's, a query's) become one canonical table's.
+
+    `columns` maps a source column to a canonical one; `constants` gives a canonical column one
+    value in every row (e.g. `{survey: q3, kind: nps}`). Cells are read as text and parsed by
+    the canonical column's type (`dayfirst` for dates like 05.01.2026); survey scores must lie
+    on `scales`.
+    """
+
+    table: str
+    columns: Mapping[str, str]
+    constants: Mapping[str, Any]
+    dayfirst: bool = False
+    scales: SurveyScales = SurveyScales()
+
+    @classmethod
+    def checked(
+        cls, where: str, entry: Mapping[str, Any], scales: SurveyScales, *, ids_given: bool
+    ) -> ColumnMap:
+        """The map an options entry describes (`table`, `columns`, optional `constants` and
+        `dayfirst`); `ConfigError` naming `where` on an unknown table or column, or a required
+        column left unset (`source_id` may be, when the caller gives ids: `ids_given`)."""
+        table = entry.get("table")
+        if table not in INGESTED:
+            raise ConfigError(f"{where}: table {table!r} is not one of {', '.join(INGESTED)}.")
+        columns, constants = dict(entry["columns"]), dict(entry.get("constants") or {})
+        wrong = sorted((set(columns.values()) | set(constants)) - _targets(table))
+        if wrong:
+            raise ConfigError(
+                f"{where}: {', '.join(wrong)} not columns of {table}; use "
+                f"{', '.join(sorted(_targets(table)))}."
+            )
+        given = set(columns.values()) | set(constants) | ({"source_id"} if ids_given else set())
+        lacking = [c for c in _required(table) if c not in given]
+        if lacking:
+            raise ConfigError(
+                f"{where}: {table} needs {', '.join(lacking)}; map a column to it in `columns` "
+                "or give a value in `constants`."
+            )
+        return cls(table, columns, constants, bool(entry.get("dayfirst", False)), scales)
+
+    def text(self, frame: pd.DataFrame, where: str, what: str) -> pd.DataFrame:
+        """The mapped columns of `frame` as stripped text, `""` where missing; `ConfigError`
+        naming `what` (a file, a query) and the columns it has if it lacks one."""
+        missing = [name for name in self.columns if name not in frame.columns]
+        if missing:
+            raise ConfigError(
+                f"{where}: {what} has no column {', '.join(map(repr, missing))}; it has "
+                f"{', '.join(map(repr, map(str, frame.columns)))}. Fix `columns` in its options."
+            )
+        return _as_text(frame[list(self.columns)])
+
+    def canonical(
+        self, text: pd.DataFrame, where: str, labels: pd.Series, ids: pd.Series | None = None
+    ) -> tuple[pd.DataFrame, list[Rejection]]:
+        """Valid rows of a text frame in canonical columns, and the invalid ones as rejections
+        (logged, named by `labels`); `ids` are the rows' `source_id` where no column maps to it.
+        """
+        model = INGESTED[self.table]
+        types = {c.name: c.type.python_type for c in model.__table__.columns}
+        rows = pd.DataFrame(index=text.index)
+        problem = pd.Series("", index=text.index)
+        for name, column in self.columns.items():
+            values, bad, expected = _parsed(text[name], types.get(column, str), self.dayfirst)
+            rows[column] = values
+            shown = f"column {name} = '" + text[name] + f"' is not {expected}"
+            problem = problem.mask(bad & problem.eq(""), shown)
+        for column, value in self.constants.items():
+            rows[column] = value
+        if "source_id" not in rows.columns:
+            rows["source_id"] = ids
+        for column in _required(self.table):
+            empty = f"{column} is empty"
+            problem = problem.mask(rows[column].isna() & problem.eq(""), empty)
+        if self.table == "survey_response":
+            scale = self.scales.problems(rows["kind"], rows["score"])
+            problem = problem.mask(problem.eq(""), scale)
+        bad = problem.ne("")
+        rejected = [Rejection(labels[i], reason) for i, reason in problem[bad].items()]
+        log_rejections(rejected, where, "rows")
+        return rows[~bad], rejected
+
+
 @dataclass
 class FileStream:
     """One file or sheet into one canonical table; `rejected` collects the rows left out."""
@@ -172,18 +256,18 @@ class FileStream:
     source: str
     name: str
     path: Path
-    table: str
-    columns: Mapping[str, str]
-    constants: Mapping[str, Any]
+    mapping: ColumnMap
     format: str
     encoding: str | None
     delimiter: str | None
     sheet: str | int
-    dayfirst: bool
     page_rows: int
-    scales: SurveyScales
     primary_key: str = "source_id"
     rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def table(self) -> str:
+        return self.mapping.table
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages of canonical rows (DataFrames) after `cursor`; none if the file is unchanged
@@ -253,45 +337,18 @@ class FileStream:
             yield self._checked(sheet.iloc[first : first + self.page_rows], first, where)
 
     def _checked(self, frame: pd.DataFrame, first: int, where: str) -> pd.DataFrame:
-        missing = [name for name in self.columns if name not in frame.columns]
-        if missing:
-            raise ConfigError(
-                f"{where}: {self.path.name} has no column {', '.join(map(repr, missing))}; it has "
-                f"{', '.join(map(repr, map(str, frame.columns)))}. Fix `columns` in its options."
-            )
-        text = _as_text(frame[list(self.columns)])
+        text = self.mapping.text(frame, where, self.path.name)
         text.index = pd.RangeIndex(first, first + len(text))
         return text
 
     def canonical(self, text: pd.DataFrame, where: str) -> pd.DataFrame:
         """Valid rows of a text frame in canonical columns; invalid ones go to `rejected`."""
-        model = INGESTED[self.table]
-        types = {c.name: c.type.python_type for c in model.__table__.columns}
-        rows = pd.DataFrame(index=text.index)
-        problem = pd.Series("", index=text.index)
-        for name, column in self.columns.items():
-            values, bad, expected = _parsed(text[name], types.get(column, str), self.dayfirst)
-            rows[column] = values
-            shown = f"column {name} = '" + text[name] + f"' is not {expected}"
-            problem = problem.mask(bad & problem.eq(""), shown)
-        for column, value in self.constants.items():
-            rows[column] = value
-        if "source_id" not in rows.columns:
-            rows["source_id"] = f"{self.name}:" + (rows.index + FIRST_DATA_ROW).astype(str)
-        for column in _required(self.table):
-            empty = f"{column} is empty"
-            problem = problem.mask(rows[column].isna() & problem.eq(""), empty)
-        if self.table == "survey_response":
-            scale = self.scales.problems(rows["kind"], rows["score"])
-            problem = problem.mask(problem.eq(""), scale)
-        bad = problem.ne("")
-        rejected = [
-            Rejection(f"row {index + FIRST_DATA_ROW}", reason)
-            for index, reason in problem[bad].items()
-        ]
+        numbers = pd.Series(text.index + FIRST_DATA_ROW, index=text.index).astype(str)
+        rows, rejected = self.mapping.canonical(
+            text, where, labels="row " + numbers, ids=f"{self.name}:" + numbers
+        )
         self.rejected.extend(rejected)
-        log_rejections(rejected, where, "rows")
-        return rows[~bad]
+        return rows
 
 
 def _required(table: str) -> list[str]:
@@ -346,23 +403,8 @@ class FilesSource:
                 f"{', '.join(sorted(FILE_KEYS))}; unknown keys: {unknown}."
             )
         path = Path(self.base_dir) / entry["path"]
-        table = entry.get("table")
-        if table not in INGESTED:
-            raise ConfigError(f"{where}: table {table!r} is not one of {', '.join(INGESTED)}.")
-        columns, constants = dict(entry["columns"]), dict(entry.get("constants") or {})
-        wrong = sorted((set(columns.values()) | set(constants)) - _targets(table))
-        if wrong:
-            raise ConfigError(
-                f"{where}: {', '.join(wrong)} not columns of {table}; use "
-                f"{', '.join(sorted(_targets(table)))}."
-            )
-        given = set(columns.values()) | set(constants) | {"source_id"}
-        lacking = [c for c in _required(table) if c not in given]
-        if lacking:
-            raise ConfigError(
-                f"{where}: {table} needs {', '.join(lacking)}; map a file column to it in "
-                "`columns` or give a value in `constants`."
-            )
+        scales = SurveyScales(self.csat_scale, self.ces_scale)
+        mapping = ColumnMap.checked(where, entry, scales, ids_given=True)
         fmt = entry.get("format") or FORMATS.get(path.suffix.lower())
         if fmt not in set(FORMATS.values()):
             raise ConfigError(
@@ -373,16 +415,12 @@ class FilesSource:
             source=self.name,
             name=entry.get("name") or path.stem,
             path=path,
-            table=table,
-            columns=columns,
-            constants=constants,
+            mapping=mapping,
             format=fmt,
             encoding=entry.get("encoding"),
             delimiter=entry.get("delimiter"),
             sheet=entry.get("sheet", 0),
-            dayfirst=bool(entry.get("dayfirst", False)),
             page_rows=self.page_rows,
-            scales=SurveyScales(self.csat_scale, self.ces_scale),
         )
 
     def streams(self) -> list[FileStream]:
