@@ -134,6 +134,11 @@ class Config(Strict):
     hypotheses_dir: Path = Path("hypotheses")
     reports: ReportConfig = ReportConfig()
 
+    @property
+    def funnel_steps(self) -> list[str]:
+        """The funnel's steps in journey order."""
+        return [step for stage in self.journey.values() for step in stage.funnel_steps]
+
     @field_validator("efforts")
     @classmethod
     def _positive_efforts(cls, efforts: dict[str, float]) -> dict[str, float]:

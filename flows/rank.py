@@ -66,9 +66,9 @@ def save_snapshots(
 
 @frame_task
 def save_pain_points(
-    url: str, data: CxData, efforts: dict[str, float], period: str
+    url: str, data: CxData, efforts: dict[str, float], funnel_steps: list[str], period: str
 ) -> pd.DataFrame:
-    ranked = rank_pain_points(data, efforts)
+    ranked = rank_pain_points(data, efforts, funnel_steps)
     rows = ranked.assign(period=period, computed_at=store.now_utc())
     store.save_rows(store.open_store(url), store.PainPoint, rows, ("period", "key"))
     return ranked
@@ -128,7 +128,7 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
             f"{unmatched['responses']:,}",
         )
     save_snapshots(url, data, config.segments, config.csat_scale, period)
-    ranked = save_pain_points(url, data, config.efforts, period)
+    ranked = save_pain_points(url, data, config.efforts, config.funnel_steps, period)
     for alert in raise_alerts(url, data, config.csat_scale, config.alerts):
         logger.warning("alert: %s", alert.message)
     for row in ranked.head(3).itertuples():

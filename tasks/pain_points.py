@@ -1,21 +1,37 @@
 """Pain points ranked by reach × impact × confidence / effort, every component visible.
 
-A candidate is a set of affected customers (for now: customers who raised a ticket on a
-topic). Reach is how many customers that is; impact is how many NPS points lower the
-affected customers' latest score is than everyone else's, with its 95% CI; confidence
-shrinks the score when that CI is wide; effort comes from `efforts:` in the config.
+A candidate is a group of affected customers (or sessions) found in a cell of the data:
+
+- `ticket:<topic>`: customers with a ticket on the topic, against everyone else's NPS;
+- `comment:<topic>:<segment>`: respondents of a segment whose comments name a topic no ticket
+  topic covers, against the segment's other respondents;
+- `region:<region>`: the region's customers, against everyone else;
+- `load:peak_hours`: customers whose tickets came in the busiest hours, against the other
+  ticket raisers;
+- `funnel:<step>:<device>`: sessions that reached the step before on the device, against the
+  conversion into the step on the other devices.
+
+Impacts are points of an outcome share: NPS points (promoters minus detractors, in %) or
+conversion points (%). Reach share × impact is then the points at stake for the whole base (or
+all funnel entrants), so candidates of every kind rank on one scale. Confidence shrinks the score
+when the impact's 95% CI is wide; effort comes from `efforts:` in the config.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-from tasks.metrics import Z95, CxData, nps_points
-from tasks.text import redact_pii
+from tasks.metrics import Z95, CxData, funnel, nps_points
+from tasks.text import Taxonomy, redact_pii, tag_topics
 
 MIN_RESPONDENTS = 30
 VERBATIMS = 3
+PEAK_LOAD = 1.5  # an hour is a peak when its ticket volume is 1.5× the average hour's
+NPS_UNIT = "NPS points"
+CONVERSION_UNIT = "conversion points"
 
 
 def confidence(impact: pd.Series, half_width: pd.Series, respondents: pd.Series) -> pd.Series:
@@ -32,6 +48,39 @@ def latest_nps(data: CxData) -> pd.DataFrame:
     """Each respondent's most recent NPS response: relationship NPS counts a customer once."""
     answers = data.responses[data.responses["kind"] == "nps"]
     return answers.sort_values("submitted_at", kind="stable").groupby("customer_id").tail(1)
+
+
+def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
+    """Per `key` of `members` (`key`, `customer_id`): NPS of the others minus NPS of members.
+
+    `points` holds each respondent's NPS points, indexed by customer; the comparison group is
+    every other customer in `points`. Columns `reach` (distinct members), `respondents`,
+    `respondents_unaffected`, `nps_affected`, `nps_unaffected`, `impact`, `impact_ci_low`,
+    `impact_ci_high` (normal CI of the difference of means, unequal variances).
+    """
+    members = members.drop_duplicates(["key", "customer_id"])
+    hit = members.join(points.rename("p"), on="customer_id", how="inner")
+    inside = hit.assign(p2=hit["p"] ** 2).groupby("key")[["p", "p2"]].agg(["sum", "count"])
+    n, s, q = inside[("p", "count")], inside[("p", "sum")], inside[("p2", "sum")]
+    n_out, s_out, q_out = len(points) - n, points.sum() - s, (points**2).sum() - q
+    mean_in, mean_out = s / n, s_out / n_out
+    var_in = (q - n * mean_in**2) / (n - 1)
+    var_out = (q_out - n_out * mean_out**2) / (n_out - 1)
+    impact = mean_out - mean_in
+    half = Z95 * np.sqrt(var_in / n + var_out / n_out)
+    gaps = pd.DataFrame(
+        {
+            "respondents": n,
+            "respondents_unaffected": n_out,
+            "nps_affected": mean_in,
+            "nps_unaffected": mean_out,
+            "impact": impact,
+            "impact_ci_low": impact - half,
+            "impact_ci_high": impact + half,
+        }
+    )
+    reach = members.groupby("key")["customer_id"].nunique().rename("reach")
+    return gaps.join(reach, how="right").fillna({"respondents": 0}).reset_index()
 
 
 def key_drivers(data: CxData) -> pd.DataFrame:
@@ -62,45 +111,41 @@ def key_drivers(data: CxData) -> pd.DataFrame:
     )
 
 
-def rank_pain_points(data: CxData, efforts: dict[str, float]) -> pd.DataFrame:
-    """One row per ticket topic, best score first, with every score component and evidence.
+def rank_pain_points(
+    data: CxData,
+    efforts: dict[str, float],
+    funnel_steps: Sequence[str] = (),
+    taxonomy: Taxonomy | None = None,
+) -> pd.DataFrame:
+    """Every candidate with an impact CI (two or more affected respondents or sessions; see
+    the module docstring), best score first, with its components.
 
     `efforts` maps pain-point keys (`ticket:delivery`) to person-weeks; `default` applies to
-    the rest and such rows are flagged `effort_is_default`. The evidence carries the key-driver
-    estimate of the same impact and whether it agrees (the ranking's impact within its CI).
+    the rest and such rows are flagged `effort_is_default`. `funnel_steps` orders the funnel
+    (no funnel candidates without it). Each row's `evidence` holds counts and redacted
+    verbatims; ticket topics also carry their key-driver estimate and whether it agrees.
     """
     latest = latest_nps(data)
-    points = nps_points(latest["score"]).to_numpy()
-    affected_pairs = data.tickets[["customer_id", "topic"]].dropna().drop_duplicates()
-    base = data.customers["customer_id"].nunique()
-    rows = []
-    for topic, pairs in affected_pairs.groupby("topic"):
-        hit = latest["customer_id"].isin(pairs["customer_id"]).to_numpy()
-        inside, outside = points[hit], points[~hit]
-        impact = outside.mean() - inside.mean() if len(inside) and len(outside) else np.nan
-        se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
-        rows.append(
-            {
-                "key": f"ticket:{topic}",
-                "kind": "ticket_topic",
-                "title": f"Tickets about {str(topic).replace('_', ' ')}",
-                "reach": len(pairs),
-                "reach_share": len(pairs) / base,
-                "impact": impact,
-                "impact_ci_low": impact - Z95 * se,
-                "impact_ci_high": impact + Z95 * se,
-                "respondents": len(inside),
-                "evidence": _evidence(data, topic, latest, hit, inside, outside),
-            }
-        )
-    ranked = pd.DataFrame(rows)
+    points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
+    candidates = [
+        ticket_topics(data, points),
+        comment_topics(data, points, taxonomy),
+        regions(data, points),
+        peak_load(data, points),
+    ]
+    base = max(data.customers["customer_id"].nunique(), 1)
+    for frame in candidates:
+        frame["reach_share"] = frame["reach"] / base
+        frame["unit"] = NPS_UNIT
+    candidates.append(funnel_leaks(data.web, funnel_steps))
+    ranked = pd.concat([c for c in candidates if not c.empty], ignore_index=True)
+    ranked = ranked.dropna(subset=["impact_ci_low", "impact_ci_high"])  # < 2 affected answered
     if ranked.empty:
         return ranked
     ranked["confidence"] = confidence(
-        ranked["impact"], (ranked["impact_ci_high"] - ranked["impact"]), ranked["respondents"]
+        ranked["impact"], ranked["impact_ci_high"] - ranked["impact"], ranked["respondents"]
     )
-    default_effort = efforts.get("default", 2.0)
-    ranked["effort"] = ranked["key"].map(efforts).fillna(default_effort).astype(float)
+    ranked["effort"] = ranked["key"].map(efforts).fillna(efforts.get("default", 2.0)).astype(float)
     ranked["effort_is_default"] = ~ranked["key"].isin(efforts)
     ranked["score"] = (
         ranked["reach_share"]
@@ -109,39 +154,239 @@ def rank_pain_points(data: CxData, efforts: dict[str, float]) -> pd.DataFrame:
         * ranked["confidence"]
         / ranked["effort"]
     )
-    ranked = ranked.sort_values("score", ascending=False, ignore_index=True)
+    ranked = ranked.sort_values(["score", "reach"], ascending=False, ignore_index=True)
     ranked["rank"] = np.arange(1, len(ranked) + 1)
+    ranked["evidence"] = _with_verbatims(ranked, latest)
+    return ranked.drop(columns=["respondents", "members"])
+
+
+def ticket_topics(data: CxData, points: pd.Series) -> pd.DataFrame:
+    """`ticket:<topic>` candidates; evidence adds the worst segment × channel cells and the
+    key-driver estimate."""
+    tickets = data.tickets.dropna(subset=["topic"])
+    members = pd.DataFrame(
+        {"key": "ticket:" + tickets["topic"], "customer_id": tickets["customer_id"]}
+    )
+    gaps = nps_gaps(points, members)
+    if gaps.empty:
+        return gaps
+    topic = gaps["key"].str.removeprefix("ticket:")
+    counts = tickets["topic"].value_counts()
+    cells = _worst_cells(tickets, data.customers, points)
     drivers = key_drivers(data).set_index("key")
-    drivers = drivers.round(2).assign(driver_p=drivers["driver_p"].map(lambda p: float(f"{p:.2g}")))
-    for row, key in enumerate(ranked["key"]):
+    evidence = []
+    for key, name, row in zip(gaps["key"], topic, gaps.itertuples(), strict=True):
+        extra = {"tickets": int(counts[name]), "worst_cells": cells.get(name, [])}
         if key in drivers.index:
-            driver = drivers.loc[key].to_dict()
+            driver = drivers.loc[key].round(2).to_dict()
+            driver["driver_p"] = float(f"{drivers.at[key, 'driver_p']:.2g}")
             driver["driver_agrees"] = bool(
-                driver["driver_ci_low"] <= ranked.at[row, "impact"] <= driver["driver_ci_high"]
+                driver["driver_ci_low"] <= row.impact <= driver["driver_ci_high"]
             )
-            ranked.at[row, "evidence"] = {**ranked.at[row, "evidence"], **driver}
-    return ranked.drop(columns=["respondents"])
+            extra.update(driver)
+        evidence.append(_counts(row) | extra)
+    return gaps.assign(
+        kind="ticket_topic",
+        title="Tickets about " + topic.str.replace("_", " "),
+        evidence=evidence,
+        members=_members(members, gaps["key"]),
+    )
 
 
-def _evidence(
-    data: CxData,
-    topic: str,
-    latest: pd.DataFrame,
-    hit: np.ndarray,
-    inside: np.ndarray,
-    outside: np.ndarray,
-) -> dict:
-    """Counts and a few redacted verbatims from affected detractors, newest first."""
-    voices = latest[hit & (latest["score"] <= 6).to_numpy() & latest["comment"].notna().to_numpy()]
-    quotes = voices.sort_values("submitted_at", ascending=False)["comment"].drop_duplicates()
-    return {
-        "tickets": int((data.tickets["topic"] == topic).sum()),
-        "respondents_affected": len(inside),
-        "respondents_unaffected": len(outside),
-        "nps_affected": round(float(inside.mean()), 1) if len(inside) else None,
-        "nps_unaffected": round(float(outside.mean()), 1) if len(outside) else None,
-        "verbatims": [redact_pii(q) for q in quotes.head(VERBATIMS)],
+def comment_topics(
+    data: CxData, points: pd.Series, taxonomy: Taxonomy | None = None
+) -> pd.DataFrame:
+    """`comment:<topic>:<segment>` candidates for comment topics that no ticket topic covers:
+    the pains customers only tell the survey about."""
+    said = data.responses[(data.responses["kind"] == "nps") & data.responses["comment"].notna()]
+    said = said.reset_index(drop=True)
+    tags = tag_topics(said["comment"], taxonomy)
+    tags = tags[~tags["topic"].isin(data.tickets["topic"].dropna().unique())]
+    if tags.empty:
+        return pd.DataFrame()
+    segment = data.customers.set_index("customer_id")["segment"]
+    who = said.loc[tags["text_index"], "customer_id"].to_numpy()
+    mentions = pd.DataFrame({"topic": tags["topic"].to_numpy(), "customer_id": who})
+    mentions["segment"] = mentions["customer_id"].map(segment)
+    mentions = mentions.dropna(subset=["segment"])
+    respondents = pd.DataFrame({"customer_id": points.index, "segment": points.index.map(segment)})
+    frames = []
+    for name, group in mentions.groupby("segment"):
+        pool = points[(respondents["segment"] == name).to_numpy()]
+        keys = "comment:" + group["topic"] + ":" + str(name)
+        members = pd.DataFrame({"key": keys, "customer_id": group["customer_id"]})
+        gaps = nps_gaps(pool, members)
+        title = "Comments about " + gaps["key"].str.split(":").str[1].str.replace("_", " ")
+        frames.append(
+            gaps.assign(
+                kind="comment_topic",
+                title=title + f" ({name} customers)",
+                evidence=[_counts(row) for row in gaps.itertuples()],
+                members=_members(members, gaps["key"]),
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def regions(data: CxData, points: pd.Series) -> pd.DataFrame:
+    """`region:<region>` candidates: a region whose customers score lower than the rest."""
+    customers = data.customers.dropna(subset=["region"])
+    members = pd.DataFrame(
+        {"key": "region:" + customers["region"], "customer_id": customers["customer_id"]}
+    )
+    gaps = nps_gaps(points, members)
+    return gaps.assign(
+        kind="region",
+        title="Customers in " + gaps["key"].str.removeprefix("region:"),
+        evidence=[_counts(row) for row in gaps.itertuples()],
+        members=_members(members, gaps["key"]),
+    )
+
+
+def peak_hours(tickets: pd.DataFrame, threshold: float = PEAK_LOAD) -> list[int]:
+    """Hours of the day whose ticket volume is at least `threshold` × the average hour's."""
+    load = tickets["created_at"].dt.hour.value_counts().reindex(range(24), fill_value=0)
+    return sorted(load.index[load >= threshold * load.mean()])
+
+
+def peak_load(data: CxData, points: pd.Series) -> pd.DataFrame:
+    """`load:peak_hours`: customers whose tickets arrived in peak hours, against the other
+    ticket raisers; evidence compares FRT and SLA breaches in and out of the peak."""
+    tickets = data.tickets.dropna(subset=["customer_id"])
+    hours = peak_hours(tickets)
+    if not hours or len(hours) == 24:
+        return pd.DataFrame()
+    in_peak = tickets["created_at"].dt.hour.isin(hours)
+    members = pd.DataFrame(
+        {"key": "load:peak_hours", "customer_id": tickets.loc[in_peak, "customer_id"]}
+    )
+    raisers = points[points.index.isin(tickets["customer_id"])]
+    gaps = nps_gaps(raisers, members)
+    frt = tickets.groupby(in_peak)["frt_hours"].median()
+    sla = tickets.groupby(in_peak)["sla_breach"].mean() * 100
+    extra = {
+        "peak_hours": hours,
+        "tickets_in_peak": int(in_peak.sum()),
+        "frt_median_peak": round(float(frt.get(True, np.nan)), 2),
+        "frt_median_off_peak": round(float(frt.get(False, np.nan)), 2),
+        "sla_breach_peak": round(float(sla.get(True, np.nan)), 1),
+        "sla_breach_off_peak": round(float(sla.get(False, np.nan)), 1),
     }
+    return gaps.assign(
+        kind="peak_load",
+        title=f"Tickets in peak hours ({', '.join(f'{h}:00' for h in hours)})",
+        evidence=[_counts(row) | extra for row in gaps.itertuples()],
+        members=_members(members, gaps["key"]),
+    )
+
+
+def funnel_leaks(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
+    """`funnel:<step>:<device>`: conversion into a step on one device against the others.
+
+    Reach is the sessions that got to the step before on that device; reach share divides it
+    by all sessions entering the funnel. Impact is the other devices' conversion minus this
+    device's, in points, with a two-proportion normal CI.
+    """
+    if len(steps) < 2 or web.empty or web["device"].isna().all():
+        return pd.DataFrame()
+    table = funnel(web.dropna(subset=["device"]), steps, ["device"])
+    table["before"] = table.groupby("device")["sessions"].shift(1)
+    table = table.dropna(subset=["before"])
+    totals = table.groupby("step")[["sessions", "before"]].transform("sum")
+    p_in = table["sessions"] / table["before"]
+    n_out = totals["before"] - table["before"]
+    p_out = (totals["sessions"] - table["sessions"]) / n_out
+    impact = 100 * (p_out - p_in)
+    half = 100 * Z95 * np.sqrt(p_in * (1 - p_in) / table["before"] + p_out * (1 - p_out) / n_out)
+    entrants = web.loc[web["step"] == steps[0], "value"].sum()
+    leaks = pd.DataFrame(
+        {
+            "key": "funnel:" + table["step"] + ":" + table["device"],
+            "kind": "funnel_step",
+            "title": table["step"].str.replace("_", " ").str.capitalize()
+            + " on "
+            + table["device"],
+            "reach": table["before"].astype(int),
+            "reach_share": table["before"] / entrants if entrants else np.nan,
+            "impact": impact,
+            "impact_ci_low": impact - half,
+            "impact_ci_high": impact + half,
+            "unit": CONVERSION_UNIT,
+            "respondents": table["before"].astype(int),
+        }
+    ).dropna(subset=["impact"])
+    leaks["evidence"] = [
+        {
+            "sessions_before": int(b),
+            "sessions_after": int(s),
+            "conversion": round(100 * pi, 1),
+            "conversion_other_devices": round(100 * po, 1),
+        }
+        for b, s, pi, po in zip(table["before"], table["sessions"], p_in, p_out, strict=True)
+    ]
+    leaks["members"] = [set()] * len(leaks)
+    return leaks.reset_index(drop=True)
+
+
+def _members(members: pd.DataFrame, keys: pd.Series) -> list[set]:
+    """The affected customers of each key, in `keys` order (for verbatims)."""
+    groups = members.groupby("key")["customer_id"].agg(set)
+    return [groups.get(key, set()) for key in keys]
+
+
+def _counts(row: tuple) -> dict:
+    """The comparison behind an NPS-gap candidate, rounded for people."""
+    return {
+        "respondents_affected": int(row.respondents),
+        "respondents_unaffected": int(row.respondents_unaffected),
+        "nps_affected": _round(row.nps_affected),
+        "nps_unaffected": _round(row.nps_unaffected),
+    }
+
+
+def _round(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 1)
+
+
+def _worst_cells(
+    tickets: pd.DataFrame, customers: pd.DataFrame, points: pd.Series, top: int = 3
+) -> dict[str, list[dict]]:
+    """Per topic, the segment × channel cells whose customers lose the most NPS points in all
+    (reach × gap), with at least `MIN_RESPONDENTS` respondents."""
+    segment = tickets["customer_id"].map(customers.set_index("customer_id")["segment"])
+    cell = tickets["topic"] + "|" + segment.fillna("?") + "|" + tickets["channel"].fillna("?")
+    gaps = nps_gaps(points, pd.DataFrame({"key": cell, "customer_id": tickets["customer_id"]}))
+    gaps = gaps[gaps["respondents"] >= MIN_RESPONDENTS]
+    gaps = gaps.assign(weight=gaps["reach"] * gaps["impact"]).sort_values("weight", ascending=False)
+    parts = gaps["key"].str.split("|", expand=True)
+    out: dict[str, list[dict]] = {}
+    for (topic, seg, channel), row in zip(
+        parts.itertuples(index=False), gaps.itertuples(), strict=True
+    ):
+        if len(out.setdefault(topic, [])) < top:
+            out[topic].append(
+                {
+                    "segment": seg,
+                    "channel": channel,
+                    "customers": int(row.reach),
+                    "nps_gap": _round(row.impact),
+                }
+            )
+    return out
+
+
+def _with_verbatims(ranked: pd.DataFrame, latest: pd.DataFrame) -> list[dict]:
+    """Each row's evidence plus up to `VERBATIMS` redacted comments of affected detractors."""
+    voices = latest[(latest["score"] <= 6) & latest["comment"].notna()]
+    voices = voices.sort_values("submitted_at", ascending=False)
+    out = []
+    for evidence, members in zip(ranked["evidence"], ranked["members"], strict=True):
+        if not members:
+            out.append(evidence)
+            continue
+        quotes = voices.loc[voices["customer_id"].isin(members), "comment"].drop_duplicates()
+        out.append(evidence | {"verbatims": [redact_pii(q) for q in quotes.head(VERBATIMS)]})
+    return out
 
 
 def backlog(ranked: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:

@@ -131,6 +131,7 @@ class PainPoint(SQLModel, table=True):
     reach: int
     reach_share: float
     impact: float
+    unit: str | None = None
     impact_ci_low: float
     impact_ci_high: float
     confidence: float

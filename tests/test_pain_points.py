@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from connectors.demo import generate
-from tasks.pain_points import backlog, confidence, rank_pain_points
+from tasks.metrics import CxData
+from tasks.pain_points import (
+    backlog,
+    confidence,
+    funnel_leaks,
+    nps_gaps,
+    peak_hours,
+    rank_pain_points,
+)
 from tests.conftest import cx_data
+
+FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
 
 
 @pytest.mark.parametrize("seed", [7, 21, 99])
@@ -20,7 +31,7 @@ def test_planted_pain_points_come_out_top_three_in_order(seed: int) -> None:
 def test_impact_ci_covers_the_planted_nps_gap_of_the_top_pain_points(company, demo_data) -> None:
     ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
     for key in company.truth.pain_point_order[:3]:
-        gap = company.truth.pain_points.loc[key, "nps_gap"]
+        gap = company.truth.pain_points.loc[key, "impact"]
         assert ranked.loc[key, "impact_ci_low"] <= gap <= ranked.loc[key, "impact_ci_high"], key
         reach = company.truth.pain_points.loc[key, "reach_share"]
         assert ranked.loc[key, "reach_share"] == pytest.approx(reach, abs=0.01), key
@@ -70,8 +81,8 @@ def test_backlog_marks_each_pain_point_by_where_its_hypotheses_stand() -> None:
     assert list(plan["key"]) == ["a", "a", "b", "c", "d"]
 
 
-def test_reach_of_every_topic_matches_the_planted_rate(company, demo_data) -> None:
-    ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
+def test_reach_of_every_planted_pain_point_matches_the_planted_rate(company, demo_data) -> None:
+    ranked = rank_pain_points(demo_data, {"default": 2.0}, FUNNEL).set_index("key")
     expected = company.truth.pain_points["reach_share"]
     assert ranked.loc[expected.index, "reach_share"].to_numpy() == pytest.approx(
         expected.to_numpy(), abs=0.01
@@ -83,7 +94,109 @@ def test_key_drivers_recover_the_planted_nps_cost_of_each_top_topic(company, dem
 
     drivers = key_drivers(demo_data).set_index("key")
     for key in company.truth.pain_point_order[:3]:
-        gap = company.truth.pain_points.loc[key, "nps_gap"]
+        gap = company.truth.pain_points.loc[key, "impact"]
         assert drivers.loc[key, "driver_ci_low"] <= gap <= drivers.loc[key, "driver_ci_high"], key
     ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
     assert ranked.loc["ticket:delivery", "evidence"]["driver_agrees"] is True
+
+
+@pytest.mark.parametrize("seed", [7, 21])
+def test_every_kind_of_planted_pain_point_is_found_with_its_impact(seed: int) -> None:
+    company = generate(20_000, seed)
+    ranked = rank_pain_points(cx_data(company), {"default": 2.0}, FUNNEL).set_index("key")
+    assert list(ranked.index[:3]) == company.truth.pain_point_order[:3]
+    for key in ("region:Siberia", "funnel:purchase:mobile"):
+        truth = company.truth.pain_points.loc[key, "impact"]
+        assert ranked.loc[key, "impact_ci_low"] <= truth <= ranked.loc[key, "impact_ci_high"], key
+        assert ranked.loc[key, "score"] > 0, key
+    assert set(ranked["kind"]) >= {"ticket_topic", "region", "funnel_step", "comment_topic"}
+    assert ranked.loc["funnel:purchase:mobile", "unit"] == "conversion points"
+    assert ranked.loc["ticket:delivery", "unit"] == "NPS points"
+    unplanted = ranked[
+        ranked.index.str.startswith("funnel:") & ~ranked.index.str.endswith("mobile")
+    ]
+    assert (unplanted["confidence"] < 0.5).all()
+
+
+def test_nps_gap_and_its_ci_match_a_direct_welch_comparison() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    points = pd.Series(
+        rng.choice([-100.0, 0.0, 100.0], 2_000), index=[f"c{i}" for i in range(2_000)]
+    )
+    members = pd.DataFrame({"key": "k", "customer_id": [f"c{i}" for i in range(0, 1_200, 2)] * 2})
+    row = nps_gaps(points, members).iloc[0]
+    inside = points.iloc[0:1_200:2]
+    outside = points.drop(inside.index)
+    assert row["reach"] == 600 and row["respondents"] == 600
+    assert row["impact"] == pytest.approx(outside.mean() - inside.mean())
+    welch = stats.ttest_ind(outside, inside, equal_var=False)
+    ci = welch.confidence_interval(0.95)
+    se = (ci.high - ci.low) / (2 * stats.t.ppf(0.975, welch.df))
+    z = stats.norm.ppf(0.975)  # a normal interval on Welch's standard error
+    assert row["impact_ci_low"] == pytest.approx(row["impact"] - z * se)
+    assert row["impact_ci_high"] == pytest.approx(row["impact"] + z * se)
+
+
+def test_funnel_leak_ci_matches_statsmodels_two_proportion_interval() -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    web = pd.DataFrame(
+        {
+            "step": ["visit", "purchase"] * 3,
+            "device": ["mobile", "mobile", "desktop", "desktop", "tablet", "tablet"],
+            "value": [1_000.0, 300.0, 800.0, 400.0, 200.0, 90.0],
+        }
+    )
+    leak = funnel_leaks(web, ["visit", "purchase"]).set_index("key").loc["funnel:purchase:mobile"]
+    low, high = confint_proportions_2indep(490, 1_000, 300, 1_000, method="wald")
+    assert leak["impact"] == pytest.approx(100 * (490 / 1_000 - 300 / 1_000))
+    assert leak["impact_ci_low"] == pytest.approx(100 * low)
+    assert leak["impact_ci_high"] == pytest.approx(100 * high)
+    assert leak["reach"] == 1_000 and leak["reach_share"] == pytest.approx(1_000 / 2_000)
+
+
+def test_peak_hours_are_those_half_again_busier_than_the_average_hour() -> None:
+    hours = [10] * 30 + [11] * 20 + list(range(24)) * 2
+    tickets = pd.DataFrame({"created_at": pd.Timestamp("2026-10-01") + pd.to_timedelta(hours, "h")})
+    assert peak_hours(tickets) == [10, 11]
+
+
+def test_comment_topics_no_ticket_covers_become_candidates_per_segment() -> None:
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(200)],
+            "segment": ["new", "loyal"] * 100,
+            "region": "Moscow",
+        }
+    )
+    price = "Цены слишком высокие, дорого"
+    responses = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "kind": "nps",
+            "score": [2.0 if i < 80 and i % 2 == 0 else 9.0 for i in range(200)],
+            "comment": [
+                price if i < 80 and i % 2 == 0 else "Delivery was late" for i in range(200)
+            ],
+            "submitted_at": pd.Timestamp("2026-10-01"),
+        }
+    )
+    tickets = pd.DataFrame(
+        {
+            "customer_id": ["c1"],
+            "topic": ["delivery"],
+            "channel": ["chat"],
+            "created_at": [pd.Timestamp("2026-10-01")],
+            "frt_hours": [1.0],
+            "sla_breach": [False],
+        }
+    )
+    empty = pd.DataFrame(columns=["step", "device", "value"])
+    data = CxData(customers, tickets, responses, pd.DataFrame(), empty)
+    ranked = rank_pain_points(data, {"default": 1.0}).set_index("key")
+    row = ranked.loc["comment:price:new"]
+    assert row["reach"] == 40 and row["impact"] == pytest.approx(200.0)
+    assert row["evidence"]["verbatims"] == [price]
+    assert not ranked.index.str.startswith("comment:delivery").any()
