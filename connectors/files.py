@@ -249,18 +249,13 @@ class ColumnMap:
         return rows[~bad], rejected
 
 
-@dataclass
-class FileStream:
-    """One file or sheet into one canonical table; `rejected` collects the rows left out."""
+@dataclass(kw_only=True)
+class MappedStream:
+    """A stream whose rows `mapping` makes canonical; `rejected` collects the rows left out."""
 
     source: str
     name: str
-    path: Path
     mapping: ColumnMap
-    format: str
-    encoding: str | None
-    delimiter: str | None
-    sheet: str | int
     page_rows: int
     primary_key: str = "source_id"
     rejected: list[Rejection] = field(default_factory=list)
@@ -268,6 +263,17 @@ class FileStream:
     @property
     def table(self) -> str:
         return self.mapping.table
+
+
+@dataclass(kw_only=True)
+class FileStream(MappedStream):
+    """One file or sheet into one canonical table."""
+
+    path: Path
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    sheet: str | int
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages of canonical rows (DataFrames) after `cursor`; none if the file is unchanged
