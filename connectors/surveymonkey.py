@@ -1,0 +1,288 @@
+"""SurveyMonkey v3: completed responses of configured surveys as NPS, CSAT and CES rows.
+
+Each survey is one stream reading `GET /v3/surveys/{id}/responses/bulk`, newest change first
+(`sort_by=date_modified`, `sort_order=DESC`), following `links.next` until it is absent. At the
+end of a sync it saves the latest `date_modified` seen, so the next one asks only for responses
+changed since then (`start_modified_at`, less a few minutes; re-read responses upsert). Answers
+name choices by id: each sync first reads the survey's `/details` once and resolves every choice
+to its weight (when the survey scores choices) or its text. Questions are picked by question id
+through the `questions` option; custom variables `customer_id`, `email` and `channel` carry
+identity. A response with a score outside its scale is rejected whole, with its id; the rest load.
+
+SurveyMonkey limits apps per minute and per day; the `X-Ratelimit-App-Global-*` headers say how
+many calls are left and when the window resets, and a 429 (error 1040) is waited out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import httpx
+
+from connectors.base import Page
+from connectors.files import Rejection
+from connectors.http import (
+    HttpClient,
+    HttpStream,
+    Request,
+    SecretHeader,
+    Step,
+    body_text,
+    env_secret,
+    vendor_client,
+)
+from connectors.typeform import (
+    AnswerSet,
+    Parsed,
+    Questions,
+    SurveyOptions,
+    SurveyQuestion,
+    SurveyQuestions,
+    newest_first,
+    numeric_scale,
+    plain,
+    read_definition,
+    score_rows,
+    survey_fields,
+)
+from tasks.errors import ConfigError
+from tasks.mapping import FieldMap
+
+API = "https://api.surveymonkey.com"
+TOKEN_ENV = "SURVEYMONKEY_TOKEN"
+SCOPES = "surveys_read, responses_read and responses_read_detail"
+PAGE_LIMIT = 100
+RATE_HEADERS = "X-Ratelimit-App-Global"
+DAY_SECONDS = 86_400.0
+
+SURVEYMONKEY = survey_fields("custom_variables")
+"""SurveyMonkey's default fields: identity from the survey link's custom variables."""
+
+
+def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
+    """SurveyMonkey's `id name: message`, with the fix for authorization errors."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return body_text(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not error.get("message"):
+        return body_text(response)
+    message = f"{error.get('id')} {error.get('name')}: {error['message']}"
+    if response.status_code in (401, 403):
+        message += (
+            f" — check {token_env}: it must hold the access token of a SurveyMonkey app "
+            f"(developer.surveymonkey.com → My Apps → Settings) with the scopes {SCOPES}, "
+            "from the account that owns the survey."
+        )
+    return message
+
+
+def wait_hint(response: httpx.Response) -> float | None:
+    """Seconds the `X-Ratelimit-App-Global-*` headers ask to pause: until the minute window
+    resets when none is left, until the day resets when a 429 says the day's calls are spent."""
+    headers = response.headers
+    if response.status_code == 429 and headers.get(f"{RATE_HEADERS}-Day-Remaining") == "0":
+        return float(headers.get(f"{RATE_HEADERS}-Day-Reset", DAY_SECONDS))
+    if headers.get(f"{RATE_HEADERS}-Minute-Remaining") == "0":
+        return float(headers.get(f"{RATE_HEADERS}-Minute-Reset", 60))
+    return None
+
+
+def modified_since(moment: datetime) -> str:
+    """`start_modified_at` as SurveyMonkey takes it: `YYYY-MM-DDTHH:MM:SS`, UTC."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _choice_value(choice: Mapping[str, Any]) -> Any:
+    return choice["weight"] if choice.get("weight") is not None else plain(choice.get("text"))
+
+
+def _questions(details: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    for page in details["pages"]:
+        yield from page.get("questions") or []
+
+
+def choice_values(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Each choice id of a survey's `/details`: its weight where the survey scores choices,
+    else its text."""
+    return {
+        str(choice["id"]): _choice_value(choice)
+        for question in _questions(details)
+        for choice in (question.get("answers") or {}).get("choices") or []
+    }
+
+
+def details_questions(details: Mapping[str, Any]) -> list[SurveyQuestion]:
+    """The questions of a survey's `/details`, with the scale their choices span."""
+    found = []
+    for question in _questions(details):
+        choices = (question.get("answers") or {}).get("choices") or []
+        headings = question.get("headings") or [{}]
+        found.append(
+            SurveyQuestion(
+                str(question["id"]),
+                plain(headings[0].get("heading")),
+                f"{question['family']}/{question.get('subtype')}",
+                numeric_scale(_choice_value(c) for c in choices),
+                nps=question.get("subtype") == "nps",
+                open_text=question["family"] == "open_ended",
+            )
+        )
+    return found
+
+
+class Responses(HttpStream):
+    """One survey's completed responses as canonical `survey_response` rows; `rejected` holds
+    the answer sets left out. Cursor: `{"since"}` between syncs, plus `page` and `high` within
+    one."""
+
+    table = "survey_response"
+    primary_key = "id"
+    cursor_field = "date_modified"
+
+    def __init__(
+        self,
+        source: str,
+        client: HttpClient,
+        survey_id: str,
+        survey: str,
+        questions: Questions,
+        fields: FieldMap,
+        page_size: int = PAGE_LIMIT,
+    ) -> None:
+        super().__init__(source, client)
+        self.name, self.survey_id, self.survey = survey, survey_id, survey
+        self.path = f"/v3/surveys/{survey_id}/responses/bulk"
+        self.questions = questions
+        self.fields = fields
+        self.page_size = page_size
+        self.choices: dict[str, Any] = {}
+        self.rejected: list[Rejection] = []
+
+    def details(self, parse: Callable[[Any], Parsed]) -> Parsed:
+        """What `parse` reads from the survey's `/details`."""
+        where = f"source {self.source}, stream {self.name}, survey details"
+        request = Request("GET", f"/v3/surveys/{self.survey_id}/details")
+        return read_definition(self.client, request, where, parse)
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        """Pages after `cursor`, choices resolved through the survey's details read once."""
+        self.choices = self.details(choice_values)
+        yield from super().read(cursor)
+
+    def request(self, cursor: dict) -> Request:
+        params = {
+            "per_page": self.page_size,
+            "page": cursor.get("page", 1),
+            "sort_by": "date_modified",
+            "sort_order": "DESC",
+            "status": "completed",
+        }
+        if "since" in cursor:
+            params["start_modified_at"] = cursor["since"]
+        return Request("GET", self.path, params=params)
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        data = body["data"]
+        if not isinstance(data, list) or not all(
+            isinstance(r, dict) and r["id"] and isinstance(r.get("pages") or [], list) for r in data
+        ):
+            raise TypeError("`data` must be a list of responses with `id` and `pages`")
+        following = (body.get("links") or {}).get("next")
+        more = {"page": int(httpx.URL(following).params["page"])} if following else None
+        times = [r["date_modified"] for r in data]
+        return newest_first(data, times, cursor, more, since=modified_since)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        """One flat row per score kind each answer set holds, mapped by `fields`."""
+        answer_sets = [
+            AnswerSet(
+                str(response["id"]),
+                {
+                    str(question["id"]): self._value(question.get("answers") or [])
+                    for page in response.get("pages") or []
+                    for question in page.get("questions") or []
+                },
+                {
+                    "survey": self.survey,
+                    "submitted_at": response.get("date_created") or response["date_modified"],
+                }
+                | {
+                    f"custom_variables.{k}": v
+                    for k, v in (response.get("custom_variables") or {}).items()
+                },
+            )
+            for response in records
+        ]
+        flat, rejected = score_rows(answer_sets, self.questions, where)
+        self.rejected.extend(rejected)
+        return self.fields.apply(flat, self.table, where)
+
+    def _value(self, answers: Sequence[Mapping[str, Any]]) -> Any:
+        """An answer's value: its choice resolved, or its text; several joined by `; `."""
+        values = [
+            self.choices.get(str(a["choice_id"]), f"unknown choice {a['choice_id']}")
+            if "choice_id" in a
+            else a.get("text")
+            for a in answers
+        ]
+        return values[0] if len(values) == 1 else "; ".join(str(v) for v in values)
+
+
+@dataclass(kw_only=True)
+class SurveyMonkeySource(SurveyOptions):
+    """SurveyMonkey surveys; the token comes from the environment variable `token_env`.
+
+    `surveys` lists survey ids, or entries `{id, survey, questions}` where `survey` names the
+    stream and the rows' survey (default: the survey id) and `questions` (question ids)
+    overrides the shared `questions` option. Apps get 120 requests a minute by default.
+    """
+
+    surveys: list[str | dict[str, Any]] = field(default_factory=list)
+    base_url: str = API
+    token_env: str = TOKEN_ENV
+    page_size: int = PAGE_LIMIT
+    rate_limit: tuple[int, float] = (120, 60.0)
+    kind: str = field(default="surveymonkey", init=False)
+
+    def __post_init__(self) -> None:
+        surveys = self.entries("surveys", "question id")
+        if not 1 <= self.page_size <= PAGE_LIMIT:
+            raise ConfigError(
+                f"sources.{self.name}.options: page_size must be 1–{PAGE_LIMIT} (SurveyMonkey's "
+                "maximum per_page)."
+            )
+        token = env_secret(
+            self.name,
+            self.token_env,
+            f"the access token of a SurveyMonkey app with the scopes {SCOPES}",
+        )
+        client = vendor_client(
+            "SurveyMonkey",
+            self,
+            self.base_url,
+            SecretHeader(token),
+            error_message=partial(error_message, token_env=self.token_env),
+            wait_hint=wait_hint,
+        )
+        fields = self.fields(SURVEYMONKEY)
+        self._streams = [
+            Responses(self.name, client, survey_id, survey, questions, fields, self.page_size)
+            for survey_id, survey, questions in surveys
+        ]
+
+    def streams(self) -> list[Responses]:
+        """One stream per survey; each keeps its `rejected` answer sets across reads."""
+        return self._streams
+
+    def list_questions(self) -> list[SurveyQuestions]:
+        """Each survey's questions, from its `/details`."""
+        return [
+            SurveyQuestions("surveys", s.survey_id, s.survey, s.details(details_questions))
+            for s in self._streams
+        ]
