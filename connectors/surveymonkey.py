@@ -41,7 +41,6 @@ from connectors.typeform import (
     Questions,
     SurveyOptions,
     SurveyQuestion,
-    SurveyQuestions,
     newest_first,
     numeric_scale,
     plain,
@@ -170,6 +169,10 @@ class Responses(HttpStream):
         request = Request("GET", f"/v3/surveys/{self.survey_id}/details")
         return read_definition(self.client, request, where, parse)
 
+    def questions_listed(self) -> list[SurveyQuestion]:
+        """The survey's questions, from its `/details`."""
+        return self.details(details_questions)
+
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages after `cursor`, choices resolved through the survey's details read once."""
         self.choices = self.details(choice_values)
@@ -243,6 +246,8 @@ class SurveyMonkeySource(SurveyOptions):
     overrides the shared `questions` option. Apps get 120 requests a minute by default.
     """
 
+    LISTED = "surveys"
+    QUESTION_KEY = "question id"
     surveys: list[str | dict[str, Any]] = field(default_factory=list)
     base_url: str = API
     token_env: str = TOKEN_ENV
@@ -251,7 +256,7 @@ class SurveyMonkeySource(SurveyOptions):
     kind: str = field(default="surveymonkey", init=False)
 
     def __post_init__(self) -> None:
-        surveys = self.entries("surveys", "question id")
+        surveys = self.entries()
         if not 1 <= self.page_size <= PAGE_LIMIT:
             raise ConfigError(
                 f"sources.{self.name}.options: page_size must be 1–{PAGE_LIMIT} (SurveyMonkey's "
@@ -279,10 +284,3 @@ class SurveyMonkeySource(SurveyOptions):
     def streams(self) -> list[Responses]:
         """One stream per survey; each keeps its `rejected` answer sets across reads."""
         return self._streams
-
-    def list_questions(self) -> list[SurveyQuestions]:
-        """Each survey's questions, from its `/details`."""
-        return [
-            SurveyQuestions("surveys", s.survey_id, s.survey, s.details(details_questions))
-            for s in self._streams
-        ]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -328,12 +328,18 @@ class Responses(HttpStream):
         page_size: int = PAGE_LIMIT,
     ) -> None:
         super().__init__(source, client)
-        self.name, self.form, self.survey = survey, form, survey
+        self.name, self.survey_id, self.survey = survey, form, survey
         self.path = f"/forms/{form}/responses"
         self.questions = questions
         self.fields = fields
         self.page_size = page_size
         self.rejected: list[Rejection] = []
+
+    def questions_listed(self) -> list[SurveyQuestion]:
+        """The form's questions, from its definition (`GET /forms/{id}`)."""
+        where = f"source {self.source}, stream {self.name}, form definition"
+        request = Request("GET", f"/forms/{self.survey_id}")
+        return read_definition(self.client, request, where, form_questions)
 
     def request(self, cursor: dict) -> Request:
         params = {"page_size": self.page_size}
@@ -375,28 +381,40 @@ class Responses(HttpStream):
 
 @dataclass(kw_only=True)
 class SurveyOptions(HttpOptions):
-    """Options every survey source takes besides its list of surveys: the shared `questions`
-    mapping and overrides of its default fields and values."""
+    """Options every survey source takes besides its list of surveys (the option `LISTED`, its
+    questions named by a `QUESTION_KEY`): the shared `questions` mapping and overrides of its
+    default fields and values. Its streams list their questions (`questions_listed`)."""
 
+    LISTED: ClassVar[str]
+    QUESTION_KEY: ClassVar[str]
     questions: dict[str, Any] = field(default_factory=dict)
     field_map: dict[str, str] = field(default_factory=dict)
     value_map: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def entries(self, option: str, key: str) -> list[tuple[str, str, Questions]]:
-        """(id, survey, questions) of each entry the option `option` (e.g. `forms`) lists, each
-        question named by `key`; `ConfigError` if it lists none or one is malformed."""
+    def entries(self) -> list[tuple[str, str, Questions]]:
+        """(id, survey, questions) of each configured survey; `ConfigError` if none is listed
+        or one is malformed."""
         where = f"sources.{self.name}.options"
-        listed = getattr(self, option)
+        listed = getattr(self, self.LISTED)
         if not listed:
-            raise ConfigError(f"{where}: list the {option[:-1]} ids to read in `{option}`.")
+            raise ConfigError(
+                f"{where}: list the {self.LISTED[:-1]} ids to read in `{self.LISTED}`."
+            )
         return [
-            survey_entry(f"{where}.{option}[{i}]", entry, self.questions, key)
+            survey_entry(f"{where}.{self.LISTED}[{i}]", entry, self.questions, self.QUESTION_KEY)
             for i, entry in enumerate(listed)
         ]
 
     def fields(self, defaults: FieldMap) -> FieldMap:
         """`defaults` with the source's `field_map` and `value_map` applied."""
         return defaults.override(self.field_map, self.value_map)
+
+    def list_questions(self) -> list[SurveyQuestions]:
+        """Each configured survey's questions, as the vendor's survey definition lists them."""
+        return [
+            SurveyQuestions(self.LISTED, s.survey_id, s.survey, s.questions_listed())
+            for s in self.streams()
+        ]
 
 
 @dataclass(kw_only=True)
@@ -408,6 +426,8 @@ class TypeformSource(SurveyOptions):
     `questions` option. Typeform allows about 2 requests per second per account.
     """
 
+    LISTED = "forms"
+    QUESTION_KEY = "field ref"
     forms: list[str | dict[str, Any]] = field(default_factory=list)
     base_url: str = API
     token_env: str = TOKEN_ENV
@@ -416,7 +436,7 @@ class TypeformSource(SurveyOptions):
     kind: str = field(default="typeform", init=False)
 
     def __post_init__(self) -> None:
-        forms = self.entries("forms", "field ref")
+        forms = self.entries()
         if not 1 <= self.page_size <= PAGE_LIMIT:
             raise ConfigError(
                 f"sources.{self.name}.options: page_size must be 1–{PAGE_LIMIT} (Typeform's "
@@ -443,20 +463,3 @@ class TypeformSource(SurveyOptions):
     def streams(self) -> list[Responses]:
         """One stream per form; each keeps its `rejected` answer sets across reads."""
         return self._streams
-
-    def list_questions(self) -> list[SurveyQuestions]:
-        """Each form's questions, from its definition (`GET /forms/{id}`)."""
-        return [
-            SurveyQuestions(
-                "forms",
-                s.form,
-                s.survey,
-                read_definition(
-                    self._client,
-                    Request("GET", f"/forms/{s.form}"),
-                    f"source {self.name}, stream {s.name}, form definition",
-                    form_questions,
-                ),
-            )
-            for s in self._streams
-        ]
