@@ -209,8 +209,10 @@ class SurveyQuestions:
 
 
 def plain(text: Any) -> str:
-    """Question text without HTML tags, entities or runs of white space."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", str(text or ""))).split())
+    """Question text without HTML tags, entities or runs of white space; block tags (`p`,
+    `div`, `br`, `li`) part words, inline ones (`b`, `span`) do not."""
+    spaced = re.sub(r"<(?:br|/?p|/?div|/?li)\b[^>]*>", " ", str(text or ""), flags=re.I)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", spaced)).split())
 
 
 def numeric_scale(values: Iterable[Any]) -> tuple[float, float] | None:

@@ -250,6 +250,64 @@ def sources_check(config: ConfigOption = DEFAULT) -> None:
         raise typer.Exit(1)
 
 
+@sources_app.command("inspect")
+def sources_inspect(
+    name: Annotated[str, typer.Argument(help="The configured survey source to inspect.")],
+    config: ConfigOption = DEFAULT,
+) -> None:
+    """List the questions of a survey source's surveys and print a `questions:` snippet to paste."""
+    with user_errors():
+        from importlib import import_module
+
+        from connectors import SOURCE_KINDS, open_source
+        from flows.config import load_config
+        from tasks.errors import ConfigError
+
+        sources = {s.name: s for s in load_config(config).sources}
+        if name not in sources:
+            raise ConfigError(
+                f"{config}: no source named {name!r}; the sources are {', '.join(sources)}."
+            )
+        chosen = sources[name]
+        module, cls = SOURCE_KINDS[chosen.kind].split(":")
+        if not hasattr(getattr(import_module(module), cls), "list_questions"):
+            raise ConfigError(
+                f"sources.{name}: kind {chosen.kind} does not list questions; inspect a survey "
+                "source (typeform, surveymonkey, qualtrics)."
+            )
+        # Listing reads no answers, so a source whose questions are not chosen yet (what this
+        # command helps with) is opened with a stand-in score question.
+        options = chosen.options | {"questions": {"nps": "-"} | chosen.options.get("questions", {})}
+        surveys = open_source(chosen.name, chosen.kind, options).list_questions()
+    from rich.markup import escape
+
+    for listed in surveys:
+        title = escape(f"{listed.survey} ({listed.id})")
+        table = Table("key", "question", "type", "scale", title=title)
+        for q in listed.questions:
+            scale = f"{q.scale[0]:g}–{q.scale[1]:g}" if q.scale else ""
+            table.add_row(escape(q.key), escape(q.title), escape(q.type), scale)
+        console.print(table)
+    console.print(_questions_snippet(surveys), markup=False, highlight=False, soft_wrap=True)
+
+
+def _questions_snippet(surveys: list) -> str:
+    """The surveys with the likely question of each kind, as YAML to paste under `options:`."""
+    import textwrap
+
+    import yaml
+
+    from connectors.typeform import suggest
+
+    entries = [{"id": s.id, "survey": s.survey, "questions": suggest(s.questions)} for s in surveys]
+    listed = yaml.safe_dump({surveys[0].option: entries}, sort_keys=False, allow_unicode=True)
+    return (
+        "# Paste under the source's `options:`; check each guess against the table. A survey\n"
+        "# with `questions: {}` has no recognisable score question: fill in the keys yourself.\n"
+        + textwrap.indent(listed, "      ")
+    )
+
+
 @db_app.command("init")
 def db_init(config: ConfigOption = DEFAULT) -> None:
     """Create the store's tables (they are also created on first use)."""

@@ -1,4 +1,5 @@
-"""A fake Typeform Responses API for pytest-httpserver: `GET /forms/{id}/responses`.
+"""A fake Typeform API for pytest-httpserver: `GET /forms/{id}/responses` and the form
+definition `GET /forms/{id}`.
 
 Responses are kept per form and served newest first, as Typeform does without `sort`. Paging is
 by `before` (a response token): an unknown token, `page`/`offset`/`after` parameters, `sort`
@@ -38,6 +39,7 @@ class FakeTypeform:
     def __init__(self, token: str) -> None:
         self.token = token
         self.forms: dict[str, list[dict[str, Any]]] = {}
+        self.definitions: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.planned: dict[int, Response] = {}
 
@@ -65,6 +67,19 @@ class FakeTypeform:
         )
         return key
 
+    def define(self, form: str, title: str, fields: list[dict[str, Any]]) -> None:
+        """The form's definition: `fields` as Typeform lists them (`id`, `ref`, `title`, `type`,
+        `properties`)."""
+        self.definitions[form] = {
+            "id": form,
+            "type": "form",
+            "title": title,
+            "settings": {"language": "en", "is_public": True},
+            "hidden": ["customer_id", "email"],
+            "fields": fields,
+            "_links": {"display": f"https://example.typeform.com/to/{form}"},
+        }
+
     def plan(self, numbers: Iterable[int], response: Response) -> None:
         """Requests `numbers` (1-based, counted from now on) get `response` instead."""
         for number in numbers:
@@ -84,6 +99,12 @@ class FakeTypeform:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, "AUTHENTICATION_FAILED", "Authentication credentials not found.")
         parts = request.path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "forms":
+            if parts[1] not in self.definitions:
+                return error(404, "FORM_NOT_FOUND", f"Form {parts[1]} not found")
+            return Response(
+                json.dumps(self.definitions[parts[1]]), 200, content_type="application/json"
+            )
         if len(parts) != 3 or parts[0] != "forms" or parts[2] != "responses":
             return error(404, "NOT_FOUND", f"No route for {request.path}")
         if parts[1] not in self.forms:
