@@ -110,14 +110,41 @@ class Window:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "offset": offset}
 
 
-class Report(HttpStream):
-    """One runReport query over a date window; rows leave as canonical `web_metric` rows.
-
-    Cursor: `{"end"}` (last date read) between syncs; `{"start", "end", "offset"}` within one.
-    """
+class DailyReport(HttpStream):
+    """A web-analytics report read over a date window (see `Window`); its records leave mapped
+    by `fields` as canonical `web_metric` rows."""
 
     table = "web_metric"
     cursor_field = "date"
+
+    def __init__(
+        self,
+        source: str,
+        client: HttpClient,
+        fields: FieldMap,
+        first_date: date,
+        lookback_days: int,
+        page_size: int,
+    ) -> None:
+        super().__init__(source, client)
+        self.fields = fields
+        self.first_date = first_date
+        self.lookback_days = lookback_days
+        self.page_size = page_size
+
+    def window(self, cursor: dict) -> Window:
+        """The dates the sync that saved `cursor` (or a new one) reads."""
+        return Window.after(cursor, self.first_date, self.lookback_days)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        return self.fields.apply(records, self.table, where)
+
+
+class Report(DailyReport):
+    """One runReport query over a date window.
+
+    Cursor: `{"end"}` (last date read) between syncs; `{"start", "end", "offset"}` within one.
+    """
 
     def __init__(
         self,
@@ -133,20 +160,13 @@ class Report(HttpStream):
         funnel_events: Sequence[str],
         page_size: int,
     ) -> None:
-        super().__init__(source, client)
+        super().__init__(source, client, fields, first_date, lookback_days, page_size)
         self.name = name
         self.path = f"/properties/{property_id}:runReport"
-        self.fields = fields
-        self.first_date = first_date
-        self.lookback_days = lookback_days
         self.segment_dimension = segment_dimension
         self.funnel_events = list(funnel_events)
-        self.page_size = page_size
         self.dimensions = [*DIMENSIONS, *(["eventName"] if name == "funnel" else [])]
         self.dimensions += [segment_dimension] if segment_dimension else []
-
-    def window(self, cursor: dict) -> Window:
-        return Window.after(cursor, self.first_date, self.lookback_days)
 
     def request(self, cursor: dict) -> Request:
         window = self.window(cursor)
@@ -191,9 +211,6 @@ class Report(HttpStream):
             return Step(records, window.cursor(None), done=True)
         return Step(records, window.cursor(offset), done=False)
 
-    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        return self.fields.apply(records, self.table, where)
-
 
 def first_day(
     where: str, start_date: str, lookback_days: int, page_size: int, page_limit: int
@@ -211,7 +228,25 @@ def first_day(
 
 
 @dataclass(kw_only=True)
-class GA4Source(HttpOptions):
+class DailyReportOptions(HttpOptions):
+    """Options every daily web-analytics report source takes, besides the HTTP ones.
+
+    `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days,
+    as web data arrives late. `field_map` and `value_map` override the vendor's default fields.
+    Report APIs are slow and quota-bound, so retries wait longer than for other vendors.
+    """
+
+    start_date: str = ""
+    lookback_days: int = 3
+    page_size: int
+    backoff_base: float = 2.0
+    max_wait: float = 120.0
+    field_map: dict[str, str] = field(default_factory=dict)
+    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class GA4Source(DailyReportOptions):
     """A GA4 property; an OAuth access token comes from the environment variable `token_env`.
 
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days`
@@ -219,8 +254,6 @@ class GA4Source(HttpOptions):
     """
 
     property_id: str = ""
-    start_date: str = ""
-    lookback_days: int = 3
     segment_dimension: str | None = None
     funnel_events: list[str] = field(default_factory=lambda: list(FUNNEL_EVENTS))
     reports: list[str] = field(default_factory=lambda: list(REPORTS))
@@ -228,11 +261,7 @@ class GA4Source(HttpOptions):
     token_env: str = TOKEN_ENV
     page_size: int = 100_000
     timeout: float = 60.0
-    backoff_base: float = 2.0
-    max_wait: float = 120.0
     rate_limit: tuple[int, float] = (10, 1.0)
-    field_map: dict[str, str] = field(default_factory=dict)
-    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
     kind: str = field(default="ga4", init=False)
 
     def __post_init__(self) -> None:

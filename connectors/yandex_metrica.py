@@ -10,7 +10,7 @@ days from exact ones and a later unsampled re-pull overwrites it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
@@ -18,11 +18,9 @@ from typing import Any
 
 import httpx
 
-from connectors.ga4 import Window, first_day
+from connectors.ga4 import DailyReport, DailyReportOptions, first_day
 from connectors.http import (
     HttpClient,
-    HttpOptions,
-    HttpStream,
     Request,
     SecretHeader,
     Step,
@@ -84,14 +82,12 @@ def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     return message
 
 
-class Traffic(HttpStream):
-    """A counter's daily traffic as canonical `web_metric` rows; `sampled_pages` counts the
-    pages Metrica sampled. Cursor as GA4's: `{"end"}`, or `{"start", "end", "offset"}`."""
+class Traffic(DailyReport):
+    """A counter's daily traffic; `sampled_pages` counts the pages Metrica sampled. Cursor as
+    GA4's: `{"end"}`, or `{"start", "end", "offset"}`."""
 
     name = "traffic"
-    table = "web_metric"
     path = "/stat/v1/data"
-    cursor_field = "date"
 
     def __init__(
         self,
@@ -106,19 +102,15 @@ class Traffic(HttpStream):
         page_size: int,
         accuracy: str,
     ) -> None:
-        super().__init__(source, client)
+        super().__init__(source, client, fields, first_date, lookback_days, page_size)
         self.counter = counter
         self.metrics = METRICS | {f"ym:s:goal{g}reaches": "goal_reaches" for g in goals}
         self.steps = {f"ym:s:goal{g}reaches": step for g, step in goals.items()}
-        self.fields = fields
-        self.first_date = first_date
-        self.lookback_days = lookback_days
-        self.page_size = page_size
         self.accuracy = accuracy
         self.sampled_pages = 0
 
     def request(self, cursor: dict) -> Request:
-        window = Window.after(cursor, self.first_date, self.lookback_days)
+        window = self.window(cursor)
         params = {
             "ids": self.counter,
             "metrics": ",".join(self.metrics),
@@ -167,18 +159,15 @@ class Traffic(HttpStream):
             {"id": f"{d}|sample_share", "date": d, "metric": "sample_share", "value": share}
             for d in sorted(dates)
         ]
-        window = Window.after(cursor, self.first_date, self.lookback_days)
+        window = self.window(cursor)
         offset = int(cursor.get("offset", 1)) + len(data)
         if not data or offset - 1 >= int(body["total_rows"]):
             return Step(records, window.cursor(None), done=True)
         return Step(records, window.cursor(offset), done=False)
 
-    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        return self.fields.apply(records, self.table, where)
-
 
 @dataclass(kw_only=True)
-class YandexMetricaSource(HttpOptions):
+class YandexMetricaSource(DailyReportOptions):
     """A Metrica counter; the OAuth token comes from the environment variable `token_env`.
 
     `goals` maps goal ids to the funnel step their reaches stand for (e.g. `{"123": purchase}`).
@@ -186,19 +175,13 @@ class YandexMetricaSource(HttpOptions):
     """
 
     counter: str = ""
-    start_date: str = ""
-    lookback_days: int = 3
     goals: dict[str, str] = field(default_factory=dict)
     accuracy: str = "full"
     base_url: str = API
     token_env: str = TOKEN_ENV
     page_size: int = 10_000
     timeout: float = 60.0
-    backoff_base: float = 2.0
-    max_wait: float = 120.0
     rate_limit: tuple[int, float] = (10, 1.0)
-    field_map: dict[str, str] = field(default_factory=dict)
-    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
     kind: str = field(default="yandex_metrica", init=False)
 
     def __post_init__(self) -> None:
