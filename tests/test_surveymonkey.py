@@ -214,6 +214,25 @@ def test_429_rate_limit_reached_waits_for_the_reset_then_succeeds(
     assert "HTTP 429: 1040 Rate limit reached: Too many requests" in caplog.text
 
 
+def test_spent_daily_allowance_stops_with_how_long_to_wait(
+    store_url: str, fake: FakeSurveyMonkey
+) -> None:
+    seed(fake, 4)
+    spent = error(429, "1040", "Rate limit reached", "Too many requests were made.")
+    spent.headers.update(
+        {"X-Ratelimit-App-Global-Day-Remaining": "0", "X-Ratelimit-App-Global-Day-Reset": "43200"}
+    )
+    fake.plan([2], spent)
+    engine = store.open_store(store_url)
+
+    with pytest.raises(SourceError) as caught:
+        sync_source(engine, make(fake))
+
+    assert "page 1: SurveyMonkey answered HTTP 429: 1040 Rate limit reached" in str(caught.value)
+    assert "asks to wait 43200 s, more than max_wait (5 s)" in str(caught.value)
+    assert len(fake.requests) == 2 and stored(engine).empty
+
+
 @pytest.mark.parametrize(
     ("body", "problem"),
     [('{"data": [{"id', "not JSON"), ('{"data": {}, "page": 2}', "documented shape")],
