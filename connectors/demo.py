@@ -50,6 +50,8 @@ TOPICS = {
     "product_quality": {"rate": 0.0103, "nps_shift": 0.05, "csat_drop": 0.10, "frt_factor": 1.2},
     "returns": {"rate": 0.0121, "nps_shift": 0.03, "csat_drop": 0.05, "frt_factor": 1.0},
 }
+ESCALATION_RATE = {"delivery": 0.06, "payment": 0.15, "login": 0.03, "product_quality": 0.08,
+                   "returns": 0.04}  # fmt: skip
 NPS_BASE = {  # P(promoter), P(detractor)
     "new": (0.40, 0.22),
     "loyal": (0.55, 0.12),
@@ -180,6 +182,9 @@ def generate(customers: int = 20_000, seed: int = 7) -> DemoCompany:
         [_nps_responses(rng, people, topics_hit), _ticket_surveys(rng, tickets, people)],
         ignore_index=True,
     )
+    # Drawn from a generator of its own so the other streams stay as they were.
+    escalation = pd.Series(tickets["topic"]).map(ESCALATION_RATE).to_numpy()
+    tickets["escalated"] = np.random.default_rng([seed, 1]).random(len(tickets)) < escalation
     frames = {
         "customers": people.drop(columns=["exposure_months", "arm"]),
         "tickets": tickets.drop(columns=["segment"]),

@@ -80,6 +80,7 @@ SALESFORCE: dict[str, FieldMap] = {
             "Status": "status",
             "CreatedDate": "created_at",
             "ClosedDate": "resolved_at",
+            "IsEscalated": "escalated",
             "Description": "text",
         },
         values={

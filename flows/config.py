@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.errors import ConfigError
 from tasks.validation import load_yaml_model
+
+if TYPE_CHECKING:
+    from tasks.metrics import BusinessHours
 
 DEFAULT_CONFIG = Path("cxloop.yaml")
 ENV_OVERRIDES = {
@@ -101,6 +105,29 @@ class ParallelConfig(Strict):
     dask_address: str | None = None
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class BusinessHoursConfig(Strict):
+    """Working time for FRT in business hours: `start`–`end` o'clock on `weekdays`."""
+
+    start: float = Field(default=9.0, ge=0, lt=24)
+    end: float = Field(default=18.0, gt=0, le=24)
+    weekdays: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+    holidays: list[date] = []
+
+    def calendar(self) -> BusinessHours:
+        from tasks.metrics import BusinessHours
+
+        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        return BusinessHours(
+            start=self.start,
+            end=self.end,
+            weekdays="".join("1" if day in self.weekdays else "0" for day in days),
+            holidays=tuple(d.isoformat() for d in self.holidays),
+        )
+
+
 class Stage(Strict):
     """The touchpoints that make up one journey stage."""
 
@@ -127,10 +154,13 @@ class Config(Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     segments: list[str] = ["new", "loyal", "premium", "b2b"]
     csat_scale: int = Field(default=5, ge=3, le=10)
+    ces_scale: int = Field(default=7, ge=3, le=10)
+    csi: dict[str, float] = {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3}
     efforts: dict[str, float] = {"default": 2.0}
     alerts: AlertConfig = AlertConfig()
     parallel: ParallelConfig = ParallelConfig()
     journey: dict[str, Stage] = DEFAULT_JOURNEY
+    business_hours: BusinessHoursConfig = BusinessHoursConfig()
     hypotheses_dir: Path = Path("hypotheses")
     reports: ReportConfig = ReportConfig()
 
@@ -138,6 +168,19 @@ class Config(Strict):
     def funnel_steps(self) -> list[str]:
         """The funnel's steps in journey order."""
         return [step for stage in self.journey.values() for step in stage.funnel_steps]
+
+    @field_validator("csi")
+    @classmethod
+    def _known_csi_components(cls, weights: dict[str, float]) -> dict[str, float]:
+        from tasks.metrics import CSI_RANGES
+
+        known = [*CSI_RANGES, "ces"]
+        unknown = [name for name in weights if name not in known]
+        if unknown:
+            raise ValueError(f"unknown CSI component {unknown[0]!r}; use {', '.join(known)}")
+        if not weights or any(w <= 0 for w in weights.values()):
+            raise ValueError("CSI weights must be positive numbers, at least one")
+        return weights
 
     @field_validator("efforts")
     @classmethod

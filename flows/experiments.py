@@ -137,7 +137,7 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     if not hypotheses:
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
         return []
-    data = load_data(url)
+    data = load_data(url, config.business_hours.calendar())
     summaries = []
     for h in hypotheses:
         try:

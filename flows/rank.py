@@ -12,7 +12,7 @@ from prefect.events import emit_event
 from flows.config import DEFAULT_CONFIG, AlertConfig, Config, load_config
 from tasks import store
 from tasks.alerts import Alert, detect_alerts
-from tasks.metrics import KPIS, CxData, metric_table
+from tasks.metrics import KPIS, BusinessHours, CxData, csi, metric_table
 from tasks.pain_points import rank_pain_points
 
 frame_task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -27,8 +27,8 @@ def period_of(data: CxData) -> str:
 
 
 @frame_task
-def load_data(url: str) -> CxData:
-    return CxData.latest(store.open_store(url))
+def load_data(url: str, hours: BusinessHours) -> CxData:
+    return CxData.latest(store.open_store(url), hours)
 
 
 CUTS = [(grain, by) for grain in (None, "month") for by in (None, "segment", "region")]
@@ -36,26 +36,27 @@ CUTS = [(grain, by) for grain in (None, "month") for by in (None, "segment", "re
 
 @task(task_run_name="snapshot by {by} per {grain}", cache_policy=NO_CACHE, persist_result=False)
 def snapshot_cut(
-    data: CxData, by: str | None, grain: str | None, csat_scale: int, window: str
+    data: CxData, by: str | None, grain: str | None, config: Config, window: str
 ) -> pd.DataFrame:
-    """KPI snapshot rows of one cut: `dims` reads `all` or `segment=premium`; without a
-    grain the period is the whole `window`."""
-    table = metric_table(data, KPIS, [by] if by else [], grain, csat_scale)
+    """KPI and CSI snapshot rows of one cut: `dims` reads `all` or `segment=premium`; without
+    a grain the period is the whole `window`."""
+    metrics = list(dict.fromkeys([*KPIS, *config.csi]))
+    table = metric_table(data, metrics, [by] if by else [], grain, config.csat_scale)
+    index = csi(table, config.csi, config.ces_scale)
+    table = pd.concat([table[table["metric"].isin(KPIS)], index], ignore_index=True)
     dims = f"{by}=" + table[by].astype(str) if by else "all"
     return table.assign(dims=dims, period=table["period"] if grain else window)
 
 
-def save_snapshots(
-    url: str, data: CxData, segments: list[str], csat_scale: int, window: str
-) -> int:
+def save_snapshots(url: str, data: CxData, config: Config, window: str) -> int:
     """KPI snapshots per month and for the whole window, overall, by region and by segment.
 
     The cuts run as concurrent tasks on the flow's task runner (threads, or a Dask cluster
     when `parallel` asks for one). Only the configured `segments` get their own rows.
     """
-    cuts = [snapshot_cut.submit(data, by, grain, csat_scale, window) for grain, by in CUTS]
+    cuts = [snapshot_cut.submit(data, by, grain, config, window) for grain, by in CUTS]
     rows = pd.concat([cut.result() for cut in cuts], ignore_index=True)
-    rows = rows[~rows["dims"].str.startswith("segment=") | rows["segment"].isin(segments)]
+    rows = rows[~rows["dims"].str.startswith("segment=") | rows["segment"].isin(config.segments)]
     return store.save_rows(
         store.open_store(url),
         store.MetricSnapshot,
@@ -118,7 +119,7 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     logger = get_run_logger()
     config = load_config(Path(config_path))
     url = store.database_url(config.database_url)
-    data = load_data(url)
+    data = load_data(url, config.business_hours.calendar())
     period = period_of(data)
     unmatched = data.unmatched()
     if any(unmatched.values()):
@@ -127,7 +128,7 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
             f"{unmatched['tickets']:,}",
             f"{unmatched['responses']:,}",
         )
-    save_snapshots(url, data, config.segments, config.csat_scale, period)
+    save_snapshots(url, data, config, period)
     ranked = save_pain_points(url, data, config.efforts, config.funnel_steps, period)
     for alert in raise_alerts(url, data, config.csat_scale, config.alerts):
         logger.warning("alert: %s", alert.message)

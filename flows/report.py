@@ -38,7 +38,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
     engine = store.open_store(store.database_url(config.database_url))
     alerts = latest_alerts(engine)
     settings = config.reports
-    data = CxData.latest(engine)
+    data = CxData.latest(engine, config.business_hours.calendar())
     hypotheses, _ = read_hypotheses(config.hypotheses_dir)
     pain, results = latest_pain_points(engine), latest_results(engine)
     rendered = []

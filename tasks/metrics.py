@@ -31,21 +31,22 @@ class CxData:
     web: pd.DataFrame
 
     @classmethod
-    def latest(cls, engine: Engine) -> CxData:
+    def latest(cls, engine: Engine, hours: BusinessHours | None = None) -> CxData:
         """`from_store`, reused while nothing new was ingested (a cycle's steps share one load)."""
-        key = (str(engine.url), store.ingest_version(engine))
+        key = (str(engine.url), store.ingest_version(engine), hours)
         if _LOADED.get("key") != key:
             _LOADED.clear()
-            _LOADED.update(key=key, data=cls.from_store(engine))
+            _LOADED.update(key=key, data=cls.from_store(engine, hours))
         return _LOADED["data"]
 
     @classmethod
-    def from_store(cls, engine: Engine) -> CxData:
+    def from_store(cls, engine: Engine, hours: BusinessHours | None = None) -> CxData:
+        """The store's tables; FRT in working hours counts `hours` (default Mon–Fri 9–18)."""
         customers = customers_from_store(engine)
         tickets = identify(store.read_frame(engine, store.Ticket), customers)
         return cls(
             customers=customers,
-            tickets=with_ticket_measures(tickets),
+            tickets=with_ticket_measures(tickets, hours or BusinessHours()),
             responses=identify(store.read_frame(engine, store.SurveyResponse), customers),
             orders=store.read_frame(engine, store.Order),
             web=store.read_frame(engine, store.WebMetric),
@@ -87,20 +88,57 @@ def nps_points(scores: pd.Series) -> pd.Series:
     )
 
 
-def with_ticket_measures(tickets: pd.DataFrame) -> pd.DataFrame:
-    """Tickets plus `frt_hours`, `art_hours`, `repeat` (same customer again within 7 days),
-    `fcr` (resolved, not reopened, no repeat) and `sla_breach` (FRT over `SLA_HOURS`)."""
+@dataclass(frozen=True)
+class BusinessHours:
+    """Working time: `start`–`end` o'clock on `weekdays` (numpy weekmask, Monday first), minus
+    `holidays` (ISO dates)."""
+
+    start: float = 9.0
+    end: float = 18.0
+    weekdays: str = "1111100"
+    holidays: tuple[str, ...] = ()
+
+    def elapsed(self, since: pd.Series, until: pd.Series) -> pd.Series:
+        """Working hours between two timestamp columns (NaN where either is missing)."""
+        return self._clock(until) - self._clock(since)
+
+    def _clock(self, at: pd.Series) -> pd.Series:
+        """Working hours from 1970-01-01 to each timestamp."""
+        known = at.notna().to_numpy()
+        day = at.dt.floor("D").to_numpy()
+        days = np.zeros(len(at))
+        open_day = np.zeros(len(at), dtype=bool)
+        calendar = {"weekmask": self.weekdays, "holidays": list(self.holidays)}
+        days[known] = np.busday_count("1970-01-01", day[known].astype("datetime64[D]"), **calendar)
+        open_day[known] = np.is_busday(day[known].astype("datetime64[D]"), **calendar)
+        hour = ((at - at.dt.floor("D")) / pd.Timedelta(hours=1)).to_numpy()
+        today = np.clip(hour - self.start, 0, self.end - self.start) * open_day
+        clock = days * (self.end - self.start) + today
+        return pd.Series(np.where(known, clock, np.nan), index=at.index)
+
+
+def with_ticket_measures(
+    tickets: pd.DataFrame, business_hours: BusinessHours = BusinessHours()
+) -> pd.DataFrame:
+    """Tickets plus `frt_hours`, `frt_business_hours` (working hours only), `art_hours`,
+    `repeat` (same customer again within 7 days), `fcr` (resolved, not reopened, no repeat),
+    `sla_breach` (FRT over `SLA_HOURS`) and `escalation` (escalated; NaN where unknown)."""
     tickets = tickets.sort_values(["customer_id", "created_at"], kind="stable")
     hours = pd.Timedelta(hours=1)
     next_contact = tickets.groupby("customer_id", sort=False)["created_at"].shift(-1)
     repeat = (next_contact - tickets["created_at"]) <= REPEAT_WINDOW
     frt = (tickets["first_response_at"] - tickets["created_at"]) / hours
+    escalated = tickets["escalated"] if "escalated" in tickets else pd.Series(np.nan, tickets.index)
     return tickets.assign(
         frt_hours=frt,
+        frt_business_hours=business_hours.elapsed(
+            tickets["created_at"], tickets["first_response_at"]
+        ),
         art_hours=(tickets["resolved_at"] - tickets["created_at"]) / hours,
         repeat=repeat,
         fcr=tickets["resolved_at"].notna() & ~tickets["reopened"].astype(bool) & ~repeat,
         sla_breach=frt > SLA_HOURS,
+        escalation=escalated.astype(float) * 100,
     ).sort_index()
 
 
@@ -161,9 +199,15 @@ def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame
 
 SURVEY_METRICS = ("nps", "csat", "csat_top2", "ces")
 COMMENT_METRICS = ("negative_comments", "positive_comments")
-TICKET_METRICS = ("frt_hours", "art_hours", "fcr", "repeat", "sla_breach")
+TICKET_METRICS = (
+    "frt_hours", "frt_business_hours", "art_hours", "fcr", "repeat", "sla_breach", "escalation"
+)  # fmt: skip
 METRICS = SURVEY_METRICS + COMMENT_METRICS + TICKET_METRICS
-MEDIAN_METRICS = ("frt_hours", "art_hours")
+# The table each metric's observations are rows of (they keep its index).
+SOURCES = dict.fromkeys(SURVEY_METRICS + COMMENT_METRICS, "responses") | dict.fromkeys(
+    TICKET_METRICS, "tickets"
+)
+MEDIAN_METRICS = ("frt_hours", "frt_business_hours", "art_hours")
 CUSTOMER_DIMENSIONS = {"segment": "segment", "region": "region", "acquisition": "channel"}
 DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "hour", "weekday")
 PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
@@ -229,6 +273,58 @@ def mean_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.D
 
 
 KPIS = ("nps", "csat_top2", "ces", "frt_hours", "fcr")
+
+# Each CSI component's (worst, best) value; CES runs from 1 to its scale's top.
+CSI_RANGES = {
+    "nps": (-100.0, 100.0),
+    "csat": (1.0, 5.0),
+    "csat_top2": (0.0, 100.0),
+    "fcr": (0.0, 100.0),
+    "sla_breach": (100.0, 0.0),
+    "repeat": (100.0, 0.0),
+    "escalation": (100.0, 0.0),
+}
+DEFAULT_CSI = {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3}
+
+
+def csi(
+    table: pd.DataFrame, weights: dict[str, float] = DEFAULT_CSI, ces_scale: int = 7
+) -> pd.DataFrame:
+    """Customer satisfaction index per cell of a `metric_table`: 0–100, the `weights`-weighted
+    mean of its components, each rescaled so 0 is its worst and 100 its best value.
+
+    Same columns as `table`, `metric` = `csi`, `n` the smallest component's; cells missing a
+    component are left out. The CI treats the components' errors as independent.
+    """
+    ranges = CSI_RANGES | {"ces": (1.0, float(ces_scale))}
+    parts = table[table["metric"].isin(list(weights))]
+    worst = parts["metric"].map(lambda m: ranges[m][0])
+    span = parts["metric"].map(lambda m: ranges[m][1] - ranges[m][0])
+    weight = parts["metric"].map(weights)
+    score = 100 * (parts["value"] - worst) / span
+    error = 100 * (parts["ci_high"] - parts["value"]) / Z95 / span.abs()
+    keys = [
+        c for c in table.columns if c not in ("metric", "value", "mean", "n", "ci_low", "ci_high")
+    ]
+    cells = (
+        parts.assign(ws=weight * score, wse2=(weight * error) ** 2, w=weight)
+        .groupby(keys, observed=True)
+        .agg(
+            ws=("ws", "sum"), wse2=("wse2", "sum"), w=("w", "sum"), n=("n", "min"), k=("w", "size")
+        )
+    )
+    cells = cells[cells["k"] == len(weights)]
+    value = cells["ws"] / cells["w"]
+    half = Z95 * np.sqrt(cells["wse2"]) / cells["w"]
+    return pd.DataFrame(
+        {
+            "metric": "csi",
+            "value": value,
+            "n": cells["n"],
+            "ci_low": value - half,
+            "ci_high": value + half,
+        }
+    ).reset_index()
 
 
 def kpis_by(data: CxData, by: str, csat_scale: int = 5) -> pd.DataFrame:

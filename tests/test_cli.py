@@ -52,7 +52,7 @@ def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(project: 
 
     engine = store.open_store(f"sqlite:///{project / '.cxloop' / 'demo-20000-7.db'}")
     counts = store.row_counts(engine)
-    assert counts["customer"] == 20_000 and counts["pain_point"] == 5
+    assert counts["customer"] == 20_000 and counts["pain_point"] > 5  # topics and other kinds
     second = cxloop("demo", cwd=project)
     assert second.returncode == 0, second.stdout + second.stderr
     assert store.row_counts(engine) == counts

@@ -8,8 +8,11 @@ import pytest
 from scipy import stats
 
 from tasks.metrics import (
+    Z95,
+    BusinessHours,
     CxData,
     churn,
+    csi,
     customer_value,
     funnel,
     identify,
@@ -219,3 +222,83 @@ def test_responses_join_customers_by_crm_id_or_email_hash_and_the_rest_are_count
     empty = pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
     data = CxData(customers, empty, joined, empty, empty)
     assert data.unmatched() == {"tickets": 0, "responses": 1}
+
+
+def test_business_hours_frt_counts_only_working_time() -> None:
+    hours = BusinessHours(start=9, end=18, holidays=("2026-11-04",))
+    created = pd.Series(
+        pd.to_datetime(["2026-11-06 17:00", "2026-11-03 20:00", "2026-11-02 10:00"])
+    )
+    answered = pd.Series(pd.to_datetime(["2026-11-09 10:30", "2026-11-05 09:15", pd.NaT]))
+    # Fri 17:00 → Mon 10:30: 1 h Friday + 1.5 h Monday. Tue 20:00 → Thu 09:15 over the
+    # Wednesday holiday: 0.25 h. No answer yet: unknown.
+    elapsed = hours.elapsed(created, answered)
+    assert elapsed[:2].tolist() == pytest.approx([2.5, 0.25])
+    assert np.isnan(elapsed[2])
+
+
+def test_business_hours_match_a_minute_by_minute_count() -> None:
+    rng = np.random.default_rng(5)
+    days = pd.to_timedelta(rng.uniform(0, 40, 200), unit="D")
+    start = (pd.Timestamp("2026-10-01") + days).floor("min")
+    end = (start + pd.to_timedelta(rng.uniform(0, 9, 200), unit="D")).floor("min")
+    minutes = [
+        pd.date_range(a, b, freq="1min", inclusive="left") for a, b in zip(start, end, strict=True)
+    ]
+    direct = [((m.day_of_week < 5) & (m.hour >= 9) & (m.hour < 18)).sum() / 60 for m in minutes]
+    elapsed = BusinessHours().elapsed(pd.Series(start), pd.Series(end))
+    assert elapsed.tolist() == pytest.approx(direct, abs=1e-6)
+
+
+def test_escalation_rate_is_the_share_of_escalated_tickets_with_unknown_left_out() -> None:
+    tickets = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "channel": "chat",
+            "topic": "payment",
+            "created_at": pd.to_datetime(["2026-10-01"] * 4),
+            "first_response_at": pd.to_datetime(["2026-10-01 01:00"] * 4),
+            "resolved_at": pd.to_datetime(["2026-10-02"] * 4),
+            "reopened": False,
+            "escalated": [True, False, False, None],
+        }
+    )
+    data = CxData(
+        pd.DataFrame(
+            {"customer_id": list("abcd"), "segment": "new", "region": "x", "channel": "web"}
+        ),
+        with_ticket_measures(tickets),
+        pd.DataFrame(columns=["customer_id", "kind", "score", "submitted_at"]),
+        pd.DataFrame(),
+        pd.DataFrame(),
+    )
+    row = metric_table(data, ["escalation"]).iloc[0]
+    assert row["value"] == pytest.approx(100 / 3) and row["n"] == 3
+
+
+def test_demo_escalation_rate_by_topic_recovers_the_planted_rates(demo_data: CxData) -> None:
+    from connectors.demo import ESCALATION_RATE
+
+    table = metric_table(demo_data, ["escalation"], ["topic"]).set_index("topic")
+    for topic, rate in ESCALATION_RATE.items():
+        assert table.loc[topic, "ci_low"] <= 100 * rate <= table.loc[topic, "ci_high"], topic
+
+
+def test_csi_is_the_weighted_mean_of_rescaled_components_with_an_independent_ci() -> None:
+    table = pd.DataFrame(
+        {
+            "segment": ["a", "a", "a", "b"],
+            "period": "all",
+            "metric": ["nps", "csat_top2", "ces", "nps"],
+            "value": [40.0, 80.0, 5.5, 10.0],
+            "n": [400, 300, 200, 100],
+            "ci_low": [30.0, 75.0, 5.3, 0.0],
+            "ci_high": [50.0, 85.0, 5.7, 20.0],
+        }
+    )
+    index = csi(table, {"nps": 0.5, "csat_top2": 0.25, "ces": 0.25}, ces_scale=7).iloc[0]
+    # NPS 40 → 70, CSAT 80 → 80, CES 5.5 on 1–7 → 75: 0.5·70 + 0.25·80 + 0.25·75 = 73.75.
+    assert index["value"] == pytest.approx(73.75)
+    assert index["n"] == 200 and len(csi(table)) == 1  # segment b lacks CSAT and CES
+    se = np.sqrt((0.5 * 5 / Z95) ** 2 + (0.25 * 5 / Z95) ** 2 + (0.25 * 0.2 / 6 * 100 / Z95) ** 2)
+    assert index["ci_high"] - index["value"] == pytest.approx(Z95 * se)
