@@ -127,12 +127,119 @@ def complaint_growth(
     return alerts
 
 
+def month_one_churn(
+    customers: pd.DataFrame, orders: pd.DataFrame, alpha: float = ALPHA, min_excess: float = 3.0
+) -> list[Alert]:
+    """An alert when customers drop off right after their first month more than later on.
+
+    For each customer who joined inside the order history with at least three 30-day months
+    of tenure in it, A_k says whether they ordered in tenure month k. Without month-one churn
+    the share of active customers falls about as much from month 1 to 2 as from 2 to 3
+    (steady buying, or churn spread over time). The excess `(A1 − A2) − (A2 − A3)` is tested
+    per customer (paired, one-sided), in percentage points.
+    """
+    if orders.empty:
+        return []
+    month = pd.Timedelta(days=30)
+    first, last = orders["created_at"].min(), orders["created_at"].max()
+    cohort = customers[
+        (customers["created_at"] >= first) & (customers["created_at"] <= last - 3 * month)
+    ]
+    joined = cohort.set_index("customer_id")["created_at"]
+    placed = orders[orders["customer_id"].isin(joined.index)]
+    tenure = (placed["created_at"] - placed["customer_id"].map(joined)) // month
+    active = (
+        pd.crosstab(placed["customer_id"], tenure).reindex(
+            index=joined.index, columns=[0, 1, 2], fill_value=0
+        )
+        > 0
+    )
+    if len(active) < 2:
+        return []
+    a1, a2, a3 = (active[k].to_numpy(float) for k in (0, 1, 2))
+    excess = 100 * ((a1 - a2) - (a2 - a3))
+    mean, se = excess.mean(), excess.std(ddof=1) / np.sqrt(len(excess))
+    p = float(stats.norm.sf(mean / se)) if se > 0 else 1.0
+    if mean < min_excess or p >= alpha:
+        return []
+    shares = [round(100 * a.mean(), 1) for a in (a1, a2, a3)]
+    period = str(last.to_period("M"))
+    return [
+        Alert(
+            kind="month_one_churn",
+            key="month_one_churn:all customers",
+            period=period,
+            message=(
+                f"customers drop off after their first month: {shares[0]}% bought in month 1, "
+                f"{shares[1]}% in month 2, {shares[2]}% in month 3 "
+                f"({mean:+.1f} points more lost after month one than after month two, p = {p:.2g})"
+            ),
+            evidence={
+                "cohort": len(excess),
+                "active_share_by_month": shares,
+                "excess_points": round(float(mean), 2),
+                "p_value": p,
+            },
+        )
+    ]
+
+
+def new_channel_csat(
+    responses: pd.DataFrame,
+    last: pd.Period,
+    csat_scale: int = 5,
+    alpha: float = ALPHA,
+    new_months: int = 3,
+    min_drop: float = 5.0,
+) -> list[Alert]:
+    """Alerts for channels first seen in the last `new_months` months whose CSAT top-2 share
+    in the last month is significantly below their share in the months before (z-test)."""
+    answers = responses[(responses["kind"] == "csat") & responses["channel"].notna()]
+    answers = answers[answers["submitted_at"].dt.to_period("M") <= last]
+    months = answers["submitted_at"].dt.to_period("M")
+    top = (answers["score"] >= csat_scale - 1) * 100.0
+    born = months.groupby(answers["channel"]).min()
+    alerts = []
+    for channel in born[born > last - new_months].index:
+        mine = answers["channel"] == channel
+        new, old = top[mine & (months == last)], top[mine & (months < last)]
+        if len(new) < 2 or len(old) < 2:
+            continue
+        change = new.mean() - old.mean()
+        se = np.hypot(new.std(ddof=1) / np.sqrt(len(new)), old.std(ddof=1) / np.sqrt(len(old)))
+        p = float(stats.norm.cdf(change / se)) if se > 0 else 1.0
+        if -change >= min_drop and p < alpha:
+            alerts.append(
+                Alert(
+                    kind="new_channel_csat",
+                    key=f"new_channel_csat:channel={channel}",
+                    period=str(last),
+                    message=(
+                        f"new channel {channel} (since {born[channel]}): CSAT top-2 fell from "
+                        f"{old.mean():.1f}% to {new.mean():.1f}% in {last} (p = {p:.2g})"
+                    ),
+                    evidence={
+                        "channel": channel,
+                        "since": str(born[channel]),
+                        "before": float(old.mean()),
+                        "after": float(new.mean()),
+                        "n_before": len(old),
+                        "n_after": len(new),
+                        "p_value": p,
+                    },
+                )
+            )
+    return alerts
+
+
 def detect_alerts(
     data: CxData, csat_scale: int = 5, alpha: float = ALPHA, min_growth: float = MIN_GROWTH
 ) -> list[Alert]:
     """Every alert for the last complete month against the month before, overall and by cut."""
     last = last_complete_month(data)
     alerts = complaint_growth(data.tickets, last, alpha, min_growth)
+    alerts += month_one_churn(data.customers, data.orders, alpha)
+    alerts += new_channel_csat(data.responses, last, csat_scale, alpha)
     for by in (None, "segment", "region", "channel"):
         table = metric_table(data, list(WATCHED), [by] if by else [], "month", csat_scale)
         alerts += metric_shifts(table[table["period"] <= str(last)], by, alpha)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from tasks.alerts import detect_alerts
+from tasks.alerts import detect_alerts, month_one_churn, new_channel_csat
 from tasks.metrics import CxData
 
 
@@ -29,3 +30,36 @@ def test_an_injected_nps_drop_in_one_segment_is_caught(demo_data: CxData) -> Non
     drop = alerts["nps_drop:segment=premium"]
     assert drop.evidence["after"] < drop.evidence["before"] - 20
     assert "nps_drop:segment=premium" not in {a.key for a in detect_alerts(demo_data)}
+
+
+def test_demo_churn_spread_over_time_and_old_channels_raise_no_new_alert_kinds(demo_data) -> None:
+    kinds = {a.kind for a in detect_alerts(demo_data)}
+    assert not kinds & {"month_one_churn", "new_channel_csat"}
+
+
+def test_customers_lost_right_after_their_first_month_raise_an_alert(demo_data: CxData) -> None:
+    orders, customers = demo_data.orders, demo_data.customers
+    joined = orders["customer_id"].map(customers.set_index("customer_id")["created_at"])
+    leaver = pd.util.hash_array(orders["customer_id"].to_numpy()) % 4 == 0  # a fixed quarter
+    gone = leaver & (orders["created_at"] >= joined + pd.Timedelta(days=30))
+    alerts = month_one_churn(customers, orders[~gone])
+    assert [a.kind for a in alerts] == ["month_one_churn"]
+    first, second, third = alerts[0].evidence["active_share_by_month"]
+    assert first - second > second - third + 3 and alerts[0].evidence["p_value"] < 0.01
+    assert month_one_churn(customers, orders) == []
+
+
+def test_a_new_channel_whose_csat_falls_raises_an_alert(demo_data: CxData) -> None:
+    responses = demo_data.responses.copy()
+    since_august = (responses["channel"] == "chat") & (responses["submitted_at"] >= "2026-08-01")
+    responses.loc[since_august, "channel"] = "whatsapp"
+    last = pd.Period("2026-10", "M")
+    assert new_channel_csat(responses, last) == []
+    october = (
+        since_august & (responses["kind"] == "csat") & (responses["submitted_at"] >= "2026-10-01")
+    )
+    flip = october & (np.random.default_rng(1).random(len(responses)) < 0.4)
+    responses.loc[flip, "score"] = 2.0
+    (alert,) = new_channel_csat(responses, last)
+    assert alert.key == "new_channel_csat:channel=whatsapp" and alert.evidence["since"] == "2026-08"
+    assert alert.evidence["after"] < alert.evidence["before"] - 20
