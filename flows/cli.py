@@ -142,26 +142,40 @@ def metrics(
         ),
     ] = "segment",
     period: Annotated[str, typer.Option(help="day, week, month, quarter or all.")] = "all",
-    metric: Annotated[str, typer.Option(help="Comma-separated metrics.")] = (
-        "nps,csat_top2,ces,frt_hours,fcr,sla_breach"
-    ),
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated metrics: nps, csat, csat_top2, ces, csi, frt_hours, "
+            "frt_business_hours, art_hours, fcr, repeat, sla_breach, escalation, "
+            "negative_comments, positive_comments."
+        ),
+    ] = "nps,csat_top2,ces,csi,frt_hours,fcr,sla_breach,escalation",
     config: ConfigOption = DEFAULT,
 ) -> None:
     """Print CX metrics from the store by any cut and period, with n and 95% CI."""
     with user_errors():
+        import pandas as pd
+
         from tasks import store
         from tasks.errors import ConfigError
-        from tasks.metrics import CxData, metric_table
+        from tasks.metrics import CxData, csi, metric_table
 
         cfg = _checked(config)
-        data = CxData.from_store(store.open_store(store.database_url(cfg.database_url)))
+        engine = store.open_store(store.database_url(cfg.database_url))
+        data = CxData.from_store(engine, cfg.business_hours.calendar())
         cuts = [d for d in by.split(",") if d]
+        asked = metric.split(",")
+        components = list(cfg.csi) if "csi" in asked else []
+        needed = list(dict.fromkeys([m for m in asked if m != "csi"] + components))
         try:
             table = metric_table(
-                data, metric.split(","), cuts, None if period == "all" else period, cfg.csat_scale
+                data, needed, cuts, None if period == "all" else period, cfg.csat_scale
             )
         except KeyError as exc:
             raise ConfigError(f"{exc.args[0]}") from None
+        if components:
+            table = pd.concat([table, csi(table, cfg.csi, cfg.ces_scale)], ignore_index=True)
+        table = table[table["metric"].isin(asked)]
     out = Table(*cuts, "period", "metric", "value", "95% CI", "n", title="CX metrics")
     for row in table.sort_values([*cuts, "period", "metric"]).itertuples(index=False):
         cells = row._asdict()
@@ -478,8 +492,8 @@ def journey(config: ConfigOption = DEFAULT) -> None:
         engine = store.open_store(store.database_url(cfg.database_url))
         pain = store.read_frame(engine, store.PainPoint)
         pain = pain[pain["period"] == pain["period"].max()]
-        order = [s for stage in cfg.journey.values() for s in stage.funnel_steps]
-        stages = journey_map(CxData.from_store(engine), pain, cfg.journey, order)
+        data = CxData.from_store(engine, cfg.business_hours.calendar())
+        stages = journey_map(data, pain, cfg.journey, cfg.funnel_steps)
     table = Table("stage", "touchpoints", "tickets", "CSAT top-2 %", "FRT median h",
                   "conversion %", "surveys", "top barriers", title="Customer journey")  # fmt: skip
     for row in stages.itertuples():

@@ -57,6 +57,12 @@ def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(project: 
     assert second.returncode == 0, second.stdout + second.stderr
     assert store.row_counts(engine) == counts
 
+    config = ".cxloop/demo-20000-7.yaml"
+    table = cxloop("metrics", "--metric", "csi,escalation", "--config", config, cwd=project)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if " csi " in line]
+    assert len(rows) == 4 and all(s in table.stdout for s in ("new", "b2b", "escalation"))
+
 
 def test_broken_config_exits_2_naming_file_line_and_key_and_writes_nothing(project: Path) -> None:
     config = project / "cxloop.yaml"
