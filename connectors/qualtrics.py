@@ -37,7 +37,7 @@ from connectors.http import (
     env_secret,
     rate_limiter,
 )
-from connectors.typeform import (
+from connectors.surveys import (
     LATE_ARRIVALS,
     AnswerSet,
     Questions,

@@ -35,7 +35,7 @@ from connectors.http import (
     env_secret,
     vendor_client,
 )
-from connectors.typeform import (
+from connectors.surveys import (
     AnswerSet,
     Parsed,
     Questions,

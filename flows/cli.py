@@ -311,7 +311,7 @@ def _questions_snippet(surveys: list) -> str:
 
     import yaml
 
-    from connectors.typeform import suggest
+    from connectors.surveys import suggest
 
     entries = [{"id": s.id, "survey": s.survey, "questions": suggest(s.questions)} for s in surveys]
     listed = yaml.safe_dump({surveys[0].option: entries}, sort_keys=False, allow_unicode=True)

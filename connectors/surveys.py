@@ -1,0 +1,268 @@
+"""What every survey source shares: the `questions` mapping and its config entries, answer
+sets into score rows (`score_rows`), newest-first incremental cursors (`newest_first`) and
+question listings for `cxloop sources inspect` (`SurveyOptions.list_questions`)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+from connectors.files import Rejection, SurveyScales, log_rejections
+from connectors.http import (
+    HttpClient,
+    HttpOptions,
+    Request,
+    Step,
+)
+from tasks.errors import ConfigError, SourceError
+from tasks.mapping import FieldMap, utc_naive
+
+# Incremental syncs ask again for this much before the latest response seen.
+LATE_ARRIVALS = timedelta(minutes=5)
+SCORE_KINDS = ("nps", "csat", "ces")
+Parsed = TypeVar("Parsed")
+
+
+def survey_fields(identity: str) -> FieldMap:
+    """Default fields of a survey source's flat rows (one per score kind of an answer set), with
+    `customer_id`, `email` and `channel` read from the vendor's `identity` fields."""
+    return FieldMap(
+        fields={
+            "id": "source_id",
+            "survey": "survey",
+            "kind": "kind",
+            "score": "score",
+            "comment": "comment",
+            "submitted_at": "submitted_at",
+            f"{identity}.customer_id": "customer_id",
+            f"{identity}.email": "email",
+            f"{identity}.channel": "channel",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Questions:
+    """Which form fields (by `ref`, or id) hold each score and the comment; CSAT and CES scales."""
+
+    nps: str | None = None
+    csat: str | None = None
+    ces: str | None = None
+    comment: str | None = None
+    csat_scale: int = 5
+    ces_scale: int = 7
+
+    def scores(self) -> dict[str, str]:
+        """Field ref per configured score kind."""
+        return {kind: ref for kind in SCORE_KINDS if (ref := getattr(self, kind))}
+
+
+def survey_entry(
+    where: str, entry: str | dict[str, Any], shared: Mapping[str, Any], key: str
+) -> tuple[str, str, Questions]:
+    """(id, survey name, questions) of one configured survey: a bare id, or `{id, survey,
+    questions}` whose `questions` override the source's `shared` ones; `key` says what names a
+    question in this vendor (e.g. "field ref"). `ConfigError` naming `where` if malformed."""
+    entry = {"id": entry} if isinstance(entry, str) else dict(entry)
+    try:
+        questions = Questions(**(dict(shared) | entry.pop("questions", {})))
+    except TypeError as exc:
+        raise ConfigError(
+            f"{where}: questions: {exc}; use {', '.join(asdict(Questions()))}."
+        ) from None
+    survey_id = entry.pop("id", None)
+    survey = entry.pop("survey", survey_id)
+    if not survey_id or entry:
+        raise ConfigError(f"{where}: give `id` and optionally `survey` and `questions`.")
+    if not questions.scores():
+        raise ConfigError(
+            f"{where}: questions name no score field; give the {key} of nps, csat or ces."
+        )
+    return str(survey_id), str(survey), questions
+
+
+@dataclass(frozen=True)
+class AnswerSet:
+    """One respondent's answers: the response id, each answer's value by every key that names
+    its question (ref, id, QID…), and the vendor fields all rows of it share."""
+
+    key: str
+    values: Mapping[str, Any]
+    common: Mapping[str, Any]
+
+
+def score_rows(
+    answer_sets: Iterable[AnswerSet], questions: Questions, where: str
+) -> tuple[list[dict], list[Rejection]]:
+    """Flat rows, one per score kind each answer set holds (`id` is `key:kind`), sharing its
+    comment; and the answer sets rejected whole for a score that is not a number or lies
+    outside its scale (logged as a warning naming `where`)."""
+    ranges = SurveyScales(questions.csat_scale, questions.ces_scale).ranges()
+    flat, rejected = [], []
+    for answers in answer_sets:
+        common = dict(answers.common) | {"comment": answers.values.get(questions.comment)}
+        rows, problem = [], None
+        for kind, ref in questions.scores().items():
+            if ref not in answers.values:
+                continue
+            value = answers.values[ref]
+            try:
+                score = float(value)
+            except (TypeError, ValueError):
+                problem = f"{kind} answer {value!r} is not a number"
+                break
+            low, high = ranges[kind]
+            if not low <= score <= high:
+                problem = f"{kind} score {score:g} is outside {low}–{high}"
+                break
+            rows.append(common | {"id": f"{answers.key}:{kind}", "kind": kind, "score": score})
+        if problem:
+            rejected.append(Rejection(f"response {answers.key}", problem))
+        else:
+            flat.extend(rows)
+    log_rejections(rejected, where, "responses")
+    return flat, rejected
+
+
+def iso(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SSZ` of a naive UTC datetime."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def newest_first(
+    records: Sequence[Mapping[str, Any]],
+    times: Iterable[str],
+    cursor: dict,
+    more: dict | None,
+    since: Callable[[datetime], str] = iso,
+) -> Step:
+    """The step of a stream read newest first, from one page's `records` and their `times`.
+
+    While `more` (what asks for the next page, e.g. `{"before": token}`) is given, the cursor
+    keeps the sync's `since` and the newest time seen (`high`); on the last page it becomes
+    `{"since": high - LATE_ARRIVALS}`, written by `since`, for the next sync. Records changed
+    while a sync pages move to its front, so they shift older ones to later pages: re-read, never
+    skipped.
+    """
+    seen = [utc_naive(t) for t in times]
+    if "high" in cursor:
+        seen.append(utc_naive(cursor["high"]))
+    high = max(seen, default=None)
+    kept = {"since": cursor["since"]} if "since" in cursor else {}
+    if more is None:
+        return Step(records, kept if high is None else {"since": since(high - LATE_ARRIVALS)}, True)
+    return Step(records, kept | more | ({"high": iso(high)} if high else {}), done=False)
+
+
+@dataclass(frozen=True)
+class SurveyQuestion:
+    """A question as its survey lists it: `key` is what `questions:` names it by, `scale` its
+    (lowest, highest) numeric answer when known."""
+
+    key: str
+    title: str
+    type: str
+    scale: tuple[float, float] | None = None
+    nps: bool = False
+    open_text: bool = False
+
+
+@dataclass(frozen=True)
+class SurveyQuestions:
+    """One configured survey's questions; `option` is the source option that lists surveys."""
+
+    option: str
+    id: str
+    survey: str
+    questions: list[SurveyQuestion]
+
+
+def plain(text: Any) -> str:
+    """Question text without HTML tags, entities or runs of white space; block tags (`p`,
+    `div`, `br`, `li`) part words, inline ones (`b`, `span`) do not."""
+    spaced = re.sub(r"<(?:br|/?p|/?div|/?li)\b[^>]*>", " ", str(text or ""), flags=re.I)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", spaced)).split())
+
+
+def numeric_scale(values: Iterable[Any]) -> tuple[float, float] | None:
+    """(lowest, highest) of `values` if there are some and all are numbers, else None."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return (min(numbers), max(numbers)) if numbers else None
+
+
+def suggest(questions: Sequence[SurveyQuestion]) -> dict[str, str]:
+    """The likely question key per kind: an NPS question (else a 0–10 scale) for nps, a 1–5
+    scale for csat, a 1–7 scale for ces, open text for comment; each question used once and
+    kinds with no likely question left out."""
+    fits = {
+        "nps": lambda q: q.nps or q.scale == (0, 10),
+        "csat": lambda q: q.scale == (1, 5),
+        "ces": lambda q: q.scale == (1, 7),
+        "comment": lambda q: q.open_text,
+    }
+    chosen: dict[str, str] = {}
+    for kind, fit in fits.items():
+        found = next((q.key for q in questions if fit(q) and q.key not in chosen.values()), None)
+        if found:
+            chosen[kind] = found
+    return chosen
+
+
+def read_definition(
+    client: HttpClient, request: Request, where: str, parse: Callable[[Any], Parsed]
+) -> Parsed:
+    """What `parse` reads (questions, choices) from the survey definition `request` fetches;
+    `SourceError` naming `where` if the definition lacks the vendor's documented shape."""
+    body = client.send(request, where)
+    try:
+        return parse(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SourceError(
+            f"{where}: {client.vendor} sent a survey definition without the documented shape "
+            f"({type(exc).__name__}: {exc}). Rerun; if it persists, report it to the vendor."
+        ) from None
+
+
+@dataclass(kw_only=True)
+class SurveyOptions(HttpOptions):
+    """Options every survey source takes besides its list of surveys (the option `LISTED`, its
+    questions named by a `QUESTION_KEY`): the shared `questions` mapping and overrides of its
+    default fields and values. Its streams list their questions (`questions_listed`)."""
+
+    LISTED: ClassVar[str]
+    QUESTION_KEY: ClassVar[str]
+    questions: dict[str, Any] = field(default_factory=dict)
+    field_map: dict[str, str] = field(default_factory=dict)
+    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def entries(self) -> list[tuple[str, str, Questions]]:
+        """(id, survey, questions) of each configured survey; `ConfigError` if none is listed
+        or one is malformed."""
+        where = f"sources.{self.name}.options"
+        listed = getattr(self, self.LISTED)
+        if not listed:
+            raise ConfigError(
+                f"{where}: list the {self.LISTED[:-1]} ids to read in `{self.LISTED}`."
+            )
+        return [
+            survey_entry(f"{where}.{self.LISTED}[{i}]", entry, self.questions, self.QUESTION_KEY)
+            for i, entry in enumerate(listed)
+        ]
+
+    def fields(self, defaults: FieldMap) -> FieldMap:
+        """`defaults` with the source's `field_map` and `value_map` applied."""
+        return defaults.override(self.field_map, self.value_map)
+
+    def list_questions(self) -> list[SurveyQuestions]:
+        """Each configured survey's questions, as the vendor's survey definition lists them."""
+        return [
+            SurveyQuestions(self.LISTED, s.survey_id, s.survey, s.questions_listed())
+            for s in self.streams()
+        ]
