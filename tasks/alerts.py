@@ -146,6 +146,10 @@ def month_one_churn(
         (customers["created_at"] >= first) & (customers["created_at"] <= last - 3 * month)
     ]
     joined = cohort.set_index("customer_id")["created_at"]
+    # Fewer than two such customers (e.g. a CRM whose contacts all predate the orders) test
+    # nothing; mapping by an empty Series would also fail on its float dtype.
+    if len(joined) < 2:
+        return []
     placed = orders[orders["customer_id"].isin(joined.index)]
     tenure = (placed["created_at"] - placed["customer_id"].map(joined)) // month
     active = (
@@ -154,8 +158,6 @@ def month_one_churn(
         )
         > 0
     )
-    if len(active) < 2:
-        return []
     a1, a2, a3 = (active[k].to_numpy(float) for k in (0, 1, 2))
     excess = 100 * ((a1 - a2) - (a2 - a3))
     mean, se = excess.mean(), excess.std(ddof=1) / np.sqrt(len(excess))

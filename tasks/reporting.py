@@ -253,7 +253,9 @@ def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
             "verdict": verdict,
         }
     )
-    return tiles.reindex(list(KPIS)).rename_axis("metric").reset_index()
+    # A metric no source measures (e.g. CES without a CES survey) gets no tile.
+    shown = [metric for metric in KPIS if metric in tiles.index]
+    return tiles.reindex(shown).rename_axis("metric").reset_index()
 
 
 def kpis_by_contact_channel(data: CxData, csat_scale: int) -> pd.DataFrame:
