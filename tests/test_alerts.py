@@ -63,3 +63,10 @@ def test_a_new_channel_whose_csat_falls_raises_an_alert(demo_data: CxData) -> No
     (alert,) = new_channel_csat(responses, last)
     assert alert.key == "new_channel_csat:channel=whatsapp" and alert.evidence["since"] == "2026-08"
     assert alert.evidence["after"] < alert.evidence["before"] - 20
+
+
+def test_no_month_one_churn_test_without_customers_joining_during_the_order_history(
+    demo_data: CxData,
+) -> None:
+    veterans = demo_data.customers.assign(created_at=pd.Timestamp("2020-01-01"))
+    assert month_one_churn(veterans, demo_data.orders) == []
