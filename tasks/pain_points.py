@@ -20,6 +20,7 @@ when the impact's 95% CI is wide; effort comes from `efforts:` in the config.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -93,16 +94,18 @@ def key_drivers(data: CxData) -> pd.DataFrame:
     import statsmodels.api as sm
 
     latest = latest_nps(data)
-    pairs = data.tickets[["customer_id", "topic"]].dropna().drop_duplicates()
-    exposure = pd.crosstab(pairs["customer_id"], pairs["topic"]).clip(upper=1)
-    design = exposure.reindex(latest["customer_id"], fill_value=0).astype(float)
-    fit = sm.OLS(nps_points(latest["score"]).to_numpy(), sm.add_constant(design.to_numpy())).fit(
+    pairs = data.tickets[["customer_id", "topic"]].dropna()
+    topic, topics = pd.factorize(pairs["topic"], sort=True)
+    row = pd.Index(latest["customer_id"]).get_indexer(pairs["customer_id"])
+    design = np.zeros((len(latest), len(topics)))
+    design[row[row >= 0], topic[row >= 0]] = 1.0
+    fit = sm.OLS(nps_points(latest["score"]).to_numpy(), sm.add_constant(design)).fit(
         cov_type="HC1"
     )
     ci = fit.conf_int()[1:]
     return pd.DataFrame(
         {
-            "key": "ticket:" + design.columns.astype(str),
+            "key": "ticket:" + pd.Index(topics).astype(str),
             "driver_impact": -fit.params[1:],
             "driver_ci_low": -ci[:, 1],
             "driver_ci_high": -ci[:, 0],
@@ -127,18 +130,16 @@ def rank_pain_points(
     """
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
-    candidates = [
+    found = [
         ticket_topics(data, points),
         comment_topics(data, points, taxonomy),
         regions(data, points),
         peak_load(data, points),
     ]
     base = max(data.customers["customer_id"].nunique(), 1)
-    for frame in candidates:
-        frame["reach_share"] = frame["reach"] / base
-        frame["unit"] = NPS_UNIT
-    candidates.append(funnel_leaks(data.web, funnel_steps))
-    ranked = pd.concat([c for c in candidates if not c.empty], ignore_index=True)
+    tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT) for f in found]
+    tables.append(funnel_leaks(data.web, funnel_steps))
+    ranked = pd.concat([t for t in tables if not t.empty], ignore_index=True)
     ranked = ranked.dropna(subset=["impact_ci_low", "impact_ci_high"])  # < 2 affected answered
     if ranked.empty:
         return ranked
@@ -156,11 +157,24 @@ def rank_pain_points(
     )
     ranked = ranked.sort_values(["score", "reach"], ascending=False, ignore_index=True)
     ranked["rank"] = np.arange(1, len(ranked) + 1)
-    ranked["evidence"] = _with_verbatims(ranked, latest)
-    return ranked.drop(columns=["respondents", "members"])
+    members = pd.concat([f.members for f in found], ignore_index=True)
+    ranked["evidence"] = _with_verbatims(ranked, members, latest)
+    return ranked.drop(columns=["respondents"])
 
 
-def ticket_topics(data: CxData, points: pd.Series) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Found:
+    """Candidates of one kind and their affected customers (`key`, `customer_id`)."""
+
+    table: pd.DataFrame
+    members: pd.DataFrame
+
+    @classmethod
+    def none(cls) -> Found:
+        return cls(pd.DataFrame(), pd.DataFrame(columns=["key", "customer_id"]))
+
+
+def ticket_topics(data: CxData, points: pd.Series) -> Found:
     """`ticket:<topic>` candidates; evidence adds the worst segment × channel cells and the
     key-driver estimate."""
     tickets = data.tickets.dropna(subset=["topic"])
@@ -169,7 +183,7 @@ def ticket_topics(data: CxData, points: pd.Series) -> pd.DataFrame:
     )
     gaps = nps_gaps(points, members)
     if gaps.empty:
-        return gaps
+        return Found.none()
     topic = gaps["key"].str.removeprefix("ticket:")
     counts = tickets["topic"].value_counts()
     cells = _worst_cells(tickets, data.customers, points)
@@ -185,32 +199,28 @@ def ticket_topics(data: CxData, points: pd.Series) -> pd.DataFrame:
             )
             extra.update(driver)
         evidence.append(_counts(row) | extra)
-    return gaps.assign(
-        kind="ticket_topic",
-        title="Tickets about " + topic.str.replace("_", " "),
-        evidence=evidence,
-        members=_members(members, gaps["key"]),
+    table = gaps.assign(
+        kind="ticket_topic", title="Tickets about " + topic.str.replace("_", " "), evidence=evidence
     )
+    return Found(table, members)
 
 
-def comment_topics(
-    data: CxData, points: pd.Series, taxonomy: Taxonomy | None = None
-) -> pd.DataFrame:
+def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = None) -> Found:
     """`comment:<topic>:<segment>` candidates for comment topics that no ticket topic covers:
     the pains customers only tell the survey about."""
     said = data.responses[(data.responses["kind"] == "nps") & data.responses["comment"].notna()]
-    said = said.reset_index(drop=True)
-    tags = tag_topics(said["comment"], taxonomy)
+    texts = said["comment"].drop_duplicates().reset_index(drop=True)  # tag each text once
+    tags = tag_topics(texts, taxonomy)
     tags = tags[~tags["topic"].isin(data.tickets["topic"].dropna().unique())]
     if tags.empty:
-        return pd.DataFrame()
+        return Found.none()
+    tagged = pd.DataFrame({"comment": texts[tags["text_index"]].to_numpy(), "topic": tags["topic"]})
+    mentions = said[["customer_id", "comment"]].merge(tagged, on="comment")
     segment = data.customers.set_index("customer_id")["segment"]
-    who = said.loc[tags["text_index"], "customer_id"].to_numpy()
-    mentions = pd.DataFrame({"topic": tags["topic"].to_numpy(), "customer_id": who})
     mentions["segment"] = mentions["customer_id"].map(segment)
     mentions = mentions.dropna(subset=["segment"])
     respondents = pd.DataFrame({"customer_id": points.index, "segment": points.index.map(segment)})
-    frames = []
+    frames, found = [], []
     for name, group in mentions.groupby("segment"):
         pool = points[(respondents["segment"] == name).to_numpy()]
         keys = "comment:" + group["topic"] + ":" + str(name)
@@ -222,25 +232,25 @@ def comment_topics(
                 kind="comment_topic",
                 title=title + f" ({name} customers)",
                 evidence=[_counts(row) for row in gaps.itertuples()],
-                members=_members(members, gaps["key"]),
             )
         )
-    return pd.concat(frames, ignore_index=True)
+        found.append(members)
+    return Found(pd.concat(frames, ignore_index=True), pd.concat(found, ignore_index=True))
 
 
-def regions(data: CxData, points: pd.Series) -> pd.DataFrame:
+def regions(data: CxData, points: pd.Series) -> Found:
     """`region:<region>` candidates: a region whose customers score lower than the rest."""
     customers = data.customers.dropna(subset=["region"])
     members = pd.DataFrame(
         {"key": "region:" + customers["region"], "customer_id": customers["customer_id"]}
     )
     gaps = nps_gaps(points, members)
-    return gaps.assign(
+    table = gaps.assign(
         kind="region",
         title="Customers in " + gaps["key"].str.removeprefix("region:"),
         evidence=[_counts(row) for row in gaps.itertuples()],
-        members=_members(members, gaps["key"]),
     )
+    return Found(table, members)
 
 
 def peak_hours(tickets: pd.DataFrame, threshold: float = PEAK_LOAD) -> list[int]:
@@ -249,18 +259,18 @@ def peak_hours(tickets: pd.DataFrame, threshold: float = PEAK_LOAD) -> list[int]
     return sorted(load.index[load >= threshold * load.mean()])
 
 
-def peak_load(data: CxData, points: pd.Series) -> pd.DataFrame:
+def peak_load(data: CxData, points: pd.Series) -> Found:
     """`load:peak_hours`: customers whose tickets arrived in peak hours, against the other
     ticket raisers; evidence compares FRT and SLA breaches in and out of the peak."""
     tickets = data.tickets.dropna(subset=["customer_id"])
     hours = peak_hours(tickets)
     if not hours or len(hours) == 24:
-        return pd.DataFrame()
+        return Found.none()
     in_peak = tickets["created_at"].dt.hour.isin(hours)
     members = pd.DataFrame(
         {"key": "load:peak_hours", "customer_id": tickets.loc[in_peak, "customer_id"]}
     )
-    raisers = points[points.index.isin(tickets["customer_id"])]
+    raisers = points[pd.Index(tickets["customer_id"].unique()).get_indexer(points.index) >= 0]
     gaps = nps_gaps(raisers, members)
     frt = tickets.groupby(in_peak)["frt_hours"].median()
     sla = tickets.groupby(in_peak)["sla_breach"].mean() * 100
@@ -272,12 +282,12 @@ def peak_load(data: CxData, points: pd.Series) -> pd.DataFrame:
         "sla_breach_peak": round(float(sla.get(True, np.nan)), 1),
         "sla_breach_off_peak": round(float(sla.get(False, np.nan)), 1),
     }
-    return gaps.assign(
+    table = gaps.assign(
         kind="peak_load",
         title=f"Tickets in peak hours ({', '.join(f'{h}:00' for h in hours)})",
         evidence=[_counts(row) | extra for row in gaps.itertuples()],
-        members=_members(members, gaps["key"]),
     )
+    return Found(table, members)
 
 
 def funnel_leaks(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
@@ -324,14 +334,7 @@ def funnel_leaks(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
         }
         for b, s, pi, po in zip(table["before"], table["sessions"], p_in, p_out, strict=True)
     ]
-    leaks["members"] = [set()] * len(leaks)
     return leaks.reset_index(drop=True)
-
-
-def _members(members: pd.DataFrame, keys: pd.Series) -> list[set]:
-    """The affected customers of each key, in `keys` order (for verbatims)."""
-    groups = members.groupby("key")["customer_id"].agg(set)
-    return [groups.get(key, set()) for key in keys]
 
 
 def _counts(row: tuple) -> dict:
@@ -375,18 +378,30 @@ def _worst_cells(
     return out
 
 
-def _with_verbatims(ranked: pd.DataFrame, latest: pd.DataFrame) -> list[dict]:
-    """Each row's evidence plus up to `VERBATIMS` redacted comments of affected detractors."""
-    voices = latest[(latest["score"] <= 6) & latest["comment"].notna()]
-    voices = voices.sort_values("submitted_at", ascending=False)
-    out = []
-    for evidence, members in zip(ranked["evidence"], ranked["members"], strict=True):
-        if not members:
-            out.append(evidence)
-            continue
-        quotes = voices.loc[voices["customer_id"].isin(members), "comment"].drop_duplicates()
-        out.append(evidence | {"verbatims": [redact_pii(q) for q in quotes.head(VERBATIMS)]})
-    return out
+def _with_verbatims(ranked: pd.DataFrame, members: pd.DataFrame, latest: pd.DataFrame) -> list:
+    """Each row's evidence plus, where it has affected customers, up to `VERBATIMS` redacted
+    comments of affected detractors, newest first."""
+    voices = latest.loc[
+        (latest["score"] <= 6) & latest["comment"].notna(),
+        ["customer_id", "comment", "submitted_at"],
+    ]
+    quotes = (
+        members.drop_duplicates()
+        .merge(voices, on="customer_id")
+        .sort_values("submitted_at", ascending=False, kind="stable")
+        .drop_duplicates(["key", "comment"])
+        .groupby("key")
+        .head(VERBATIMS)
+        .groupby("key")["comment"]
+        .agg(list)
+    )
+    has_members = set(members["key"])
+    return [
+        evidence | {"verbatims": [redact_pii(q) for q in quotes.get(key, [])]}
+        if key in has_members
+        else evidence
+        for key, evidence in zip(ranked["key"], ranked["evidence"], strict=True)
+    ]
 
 
 def backlog(ranked: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
