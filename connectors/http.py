@@ -133,6 +133,8 @@ class HttpClient:
     `error_message(response)` gives the vendor's own message (and a fix, if the vendor module
     knows one); `wait_hint(response)` gives the seconds the vendor's rate-limit headers ask to
     pause before the next request, if any. `Retry-After` wins over the hint on a retry.
+    `transient(response)` says whether an answer other than 429/5xx is a passing failure to
+    retry like them (a vendor's limit sent as 403, or as an error inside an HTTP-200 body).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class HttpClient:
         retry: RetryPolicy = RetryPolicy(),
         error_message: Callable[[httpx.Response], str] = body_text,
         wait_hint: Callable[[httpx.Response], float | None] = lambda _: None,
+        transient: Callable[[httpx.Response], bool] = lambda _: False,
     ):
         self.vendor = vendor
         self.auth = auth
@@ -153,6 +156,7 @@ class HttpClient:
         self.retry = retry
         self.error_message = error_message
         self.wait_hint = wait_hint
+        self.transient = transient
         self._client = httpx.Client(base_url=base_url, auth=auth, timeout=timeout)
         self._not_before = 0.0
 
@@ -172,12 +176,13 @@ class HttpClient:
                 problem, wait = f"{type(exc).__name__} ({exc})", self.retry.backoff(attempt)
             else:
                 hint = self.wait_hint(response)
-                if response.status_code < 400:
+                passing = response.status_code in RETRYABLE or self.transient(response)
+                if response.status_code < 400 and not passing:
                     if hint:
                         self._not_before = time.monotonic() + hint
                     return self._decode(response, where)
                 problem = f"HTTP {response.status_code}: {self.error_message(response)}"
-                if response.status_code not in RETRYABLE:
+                if not passing:
                     raise SourceError(self._say(f"{where}: {self.vendor} answered {problem}"))
                 wait = retry_after(response)
                 wait = hint if wait is None else wait

@@ -9,6 +9,11 @@ Accounts are not loaded: the store's customer is a person, and loading accounts 
 double-count reach; a contact's segment defaults to its account's `Type` instead.
 Every answer's `Sforce-Limit-Info` (`api-usage=used/max`, the org's 24-hour API requests) is
 logged, and requests slow down once usage passes `limit_margin` of the maximum.
+
+Salesforce answers 403 `REQUEST_LIMIT_EXCEEDED` for two limits. Too many long-running
+requests at once (the concurrent limit) clears as they finish, so it is retried like a 429.
+A spent 24-hour allowance (`TotalRequests`, or `api-usage` at its maximum) clears only as
+requests age out of the rolling 24 hours, so it fails at once, saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -46,6 +52,9 @@ INSTANCE_ENV = "SALESFORCE_INSTANCE_URL"
 API_VERSION = "v62.0"
 MODIFIED = "SystemModstamp"
 USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+REQUEST_LIMIT = "REQUEST_LIMIT_EXCEEDED"
+DAILY, CONCURRENT = "daily", "concurrent"
+WINDOW = timedelta(hours=24)
 VERSION = re.compile(r"v\d+\.\d")
 
 OBJECTS = {"contacts": ("Contact", "customer"), "cases": ("Case", "ticket")}
@@ -104,16 +113,51 @@ SALESFORCE: dict[str, FieldMap] = {
 topic from `Type` instead of `Reason`, map `{cases: {Type: topic}}`."""
 
 
-def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
-    """Salesforce's `errorCode: message` (its errors are a JSON array), with the fix for an
-    invalid session and for the org's API request limit."""
+def _errors(response: httpx.Response) -> list[dict[str, Any]] | None:
+    """Salesforce's error array (`[{"message", "errorCode"}]`), or None for another body."""
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, list) or not body or not all(isinstance(e, dict) for e in body):
+        return None
+    return body
+
+
+def _usage(response: httpx.Response) -> tuple[int, int] | None:
+    found = USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def request_limit(response: httpx.Response) -> str | None:
+    """Which limit a `REQUEST_LIMIT_EXCEEDED` answer reports: `DAILY` when the org's 24-hour
+    allowance is spent (Salesforce names `TotalRequests`, or `Sforce-Limit-Info` shows usage at
+    its maximum), else `CONCURRENT` (too many long-running requests at once); None otherwise."""
+    limits = [e for e in _errors(response) or [] if e.get("errorCode") == REQUEST_LIMIT]
+    if not limits:
+        return None
+    usage = _usage(response)
+    if (usage and usage[0] >= usage[1]) or any(
+        "TotalRequests" in str(e.get("message")) for e in limits
+    ):
+        return DAILY
+    return CONCURRENT
+
+
+def concurrent_limit(response: httpx.Response) -> bool:
+    """Whether an answer is the 403 for too many long-running requests at once, which clears as
+    they finish and so is retried."""
+    return response.status_code == 403 and request_limit(response) == CONCURRENT
+
+
+def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
+    """Salesforce's `errorCode: message` (its errors are a JSON array), with the fix for an
+    invalid session and for either request limit."""
+    body = _errors(response)
+    if body is None:
         return body_text(response)
-    if not isinstance(body, list) or not body or not isinstance(body[0], dict):
-        return body_text(response)
-    codes = {error.get("errorCode") for error in body if isinstance(error, dict)}
+    codes = {error.get("errorCode") for error in body}
+    limit = request_limit(response)
     message = "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in body)
     if "INVALID_SESSION_ID" in codes:
         message += (
@@ -121,11 +165,20 @@ def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
             f"(sessions expire; get a new one) for the instance URL in {INSTANCE_ENV} or "
             "base_url, with the api scope."
         )
-    elif "REQUEST_LIMIT_EXCEEDED" in codes:
-        usage = response.headers.get("Sforce-Limit-Info", "unknown usage")
+    elif limit == DAILY:
+        usage = response.headers.get("Sforce-Limit-Info") or "usage not reported"
+        free = (datetime.now(UTC) + WINDOW).strftime("%Y-%m-%d %H:%M UTC")
         message += (
-            f" ({usage}) — the org has used its 24-hour API request allowance; rerun later, "
-            "or ask the Salesforce admin for more."
+            f" — the org's daily API limit is spent (Sforce-Limit-Info: {usage}). Salesforce "
+            "counts requests over a rolling 24 hours, so room returns as requests turn 24 hours "
+            f"old, and every request made so far is out of the window by {free}. Not retried: "
+            "rerun later, pause other integrations of this org, or ask the Salesforce admin "
+            "for a larger allowance."
+        )
+    elif limit == CONCURRENT:
+        message += (
+            " — too many long-running requests (20 s or more) run in the org at once; this "
+            "clears as they finish. Rerun later if it persists."
         )
     return message
 
@@ -139,10 +192,10 @@ class LimitInfo:
         self._warned = False
 
     def __call__(self, response: httpx.Response) -> float | None:
-        found = USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
-        if not found:
+        usage = _usage(response)
+        if usage is None:
             return None
-        used, allowed = int(found[1]), int(found[2])
+        used, allowed = usage
         log.debug("source %s: Salesforce API usage %d/%d", self.source, used, allowed)
         if not allowed or used < self.margin * allowed:
             return None
@@ -275,6 +328,7 @@ class SalesforceSource(HttpOptions):
             SecretHeader(token),
             error_message=partial(error_message, token_env=self.token_env),
             wait_hint=LimitInfo(self.name, self.limit_margin, self.limit_pause),
+            transient=concurrent_limit,
         )
 
     def streams(self) -> list[SalesforceStream]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.hubspot import Fault
-from tests.fakes.salesforce import FakeSalesforce
+from tests.fakes.salesforce import CONCURRENT_LIMIT, FakeSalesforce
 
 TOKEN = "00D5g000004XyZ1!AQ0AQFakeSessionTokenValue0123456789abcdef"
 SIZES = {"contacts": 250, "cases": 230, "opportunities": 120}
@@ -159,14 +160,91 @@ def test_api_usage_near_the_limit_slows_requests_and_is_logged(
     assert caplog.text.count("past 90% of the org's 24-hour allowance") == 1
 
 
-def test_request_limit_exceeded_fails_at_once_with_usage_and_fix(sqlite_url: str, fake) -> None:
-    fake.api_used = fake.api_max
+@pytest.mark.parametrize(
+    "message",
+    ["ConcurrentPerOrgLongTxn Limit exceeded.", "ConcurrentRequests (Concurrent API Requests) "
+     "Limit exceeded."],
+)  # fmt: skip
+def test_concurrent_request_limit_403_is_retried_like_a_429(
+    store_url: str, fake, message: str, caplog
+) -> None:
+    fake.refuse(f"{QUERY}/", 403, "REQUEST_LIMIT_EXCEEDED", message, skip=1)
+    engine = store.open_store(store_url)
+
+    assert sync(engine) == SIZES
+    assert_store_equals_source(engine, fake)
+    pages = [path for path, _ in fake.requests if path.startswith(f"{QUERY}/")]
+    assert pages[1] == pages[2] and pages[1].endswith("-200")  # the refused page, asked again
+    assert len(fake.requests) == 8 + 1
+    assert f"HTTP 403: REQUEST_LIMIT_EXCEEDED: {message}" in caplog.text
+    assert "retry 1/5" in caplog.text
+
+
+def test_concurrent_limit_that_outlasts_the_retries_names_the_page(sqlite_url, fake) -> None:
+    fake.refuse(QUERY, 403, "REQUEST_LIMIT_EXCEEDED", CONCURRENT_LIMIT, times=99)
     with pytest.raises(SourceError) as caught:
-        sync(store.open_store(sqlite_url))
+        sync(store.open_store(sqlite_url), max_retries=2)
     message = str(caught.value)
-    assert "HTTP 403: REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded." in message
-    assert "api-usage=15001/15000" in message and "rerun later" in message
-    assert len(fake.requests) == 1
+    assert "source sf, stream contacts, page 1" in message
+    assert f"failed after 3 attempts: HTTP 403: REQUEST_LIMIT_EXCEEDED: {CONCURRENT_LIMIT}" in (
+        message
+    )
+    assert "long-running requests" in message and "daily" not in message
+    assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("refusal", "usage"),
+    [
+        (None, "api-usage=15001/15000"),  # the fake's allowance runs out after one request
+        (("Limit exceeded.", "api-usage=15000/15000"), "api-usage=15000/15000"),
+        (("TotalRequests Limit exceeded.", ""), "usage not reported"),
+    ],
+    ids=["allowance-runs-out", "usage-header-at-maximum", "total-requests-message"],
+)
+def test_spent_daily_allowance_fails_at_once_saying_when_the_window_frees_up(
+    store_url: str, fake, refusal: tuple[str, str] | None, usage: str
+) -> None:
+    if refusal is None:
+        fake.api_used = fake.api_max - 1
+    else:
+        text, header = refusal
+        headers = {"Sforce-Limit-Info": header}
+        fake.refuse(f"{QUERY}/", 403, "REQUEST_LIMIT_EXCEEDED", text, headers)
+    engine = store.open_store(store_url)
+
+    started = time.monotonic()
+    with pytest.raises(SourceError) as caught:
+        sync(engine, backoff_base=1.0, limit_pause=0.0)  # a retry would wait 0.5 s or more
+    elapsed = time.monotonic() - started
+
+    message = str(caught.value)
+    assert "source sf, stream contacts, page 2: Salesforce answered HTTP 403: " in message
+    assert f"daily API limit is spent (Sforce-Limit-Info: {usage})" in message
+    assert "Not retried" in message and "rerun later" in message
+    window = re.search(r"out of the window by (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", message)
+    assert window, message
+    frees = datetime.strptime(window[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert abs(frees - datetime.now(UTC) - timedelta(hours=24)) < timedelta(minutes=2)
+    assert elapsed < 0.5 and len(fake.requests) == 2
+    assert store.row_counts(engine)["customer"] == 100
+    cursor = store.read_cursor(engine, "sf", "contacts")
+    assert cursor["after_id"] == f"003{100:012d}AAA" and cursor["next"].endswith("-100")
+
+
+def test_other_403_fails_at_once_with_salesforce_message(sqlite_url: str, fake) -> None:
+    refusal = "insufficient access rights on object id"
+    fake.refuse(QUERY, 403, "INSUFFICIENT_ACCESS", refusal, skip=1)
+    engine = store.open_store(sqlite_url)
+    with pytest.raises(SourceError) as caught:
+        sync(engine, backoff_base=1.0)
+    message = str(caught.value)
+    assert message.endswith(
+        f"source sf, stream contacts, page 2: Salesforce answered HTTP 403: INSUFFICIENT_ACCESS: "
+        f"{refusal}"
+    )
+    assert len(fake.requests) == 2
+    assert store.row_counts(engine)["customer"] == 100
 
 
 def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) -> None:

@@ -4,7 +4,9 @@
 It understands the SOQL the connector writes (`SELECT fields FROM sObject [WHERE
 SystemModstamp > t OR (SystemModstamp = t AND Id > 'id')] ORDER BY SystemModstamp, Id`) and
 answers anything else with `MALFORMED_QUERY`. Query locators hold a snapshot of the result and
-can be expired (`INVALID_QUERY_LOCATOR`). Scripted faults as in the other fakes.
+can be expired (`INVALID_QUERY_LOCATOR`). Once `api_used` passes `api_max` every request gets
+403 `REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.`. Scripted faults as in the other
+fakes; `refuse` scripts Salesforce's own errors (the concurrent-request limit, missing access).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.fakes.hubspot import FakeHubSpot, Fault, _handler
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+CONCURRENT_LIMIT = "ConcurrentPerOrgLongTxn Limit exceeded."
 PREFIX = {"Contact": "003", "Case": "500", "Opportunity": "006", "Account": "001"}
 SOQL = re.compile(
     r"SELECT (?P<fields>[\w., ]+) FROM (?P<sobject>\w+)"
@@ -74,6 +77,22 @@ class FakeSalesforce:
     def expire_locators(self) -> None:
         with self._lock:
             self._locators.clear()
+
+    def refuse(
+        self,
+        path: str,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        skip: int = 0,
+        times: int = 1,
+    ) -> None:
+        """Requests to `path` (after `skip` of them, `times` times) get Salesforce's error array
+        `[{message, errorCode}]`; a header given as "" is left out of the answer."""
+        body = json.dumps([{"message": message, "errorCode": code}])
+        self.fault(Fault(path, status, body, headers or {}, skip=skip, times=times))
 
     def seed(self, contacts: int, cases: int, opportunities: int) -> None:
         """Accounts, contacts (every third without an account) and their cases and
@@ -141,7 +160,8 @@ class FakeSalesforce:
             time.sleep(fault.delay)
             if fault.status is not None:
                 if fault.body is not None:
-                    return fault.status, self._limits() | fault.headers, fault.body
+                    headers_ = self._limits() | fault.headers
+                    return fault.status, {k: v for k, v in headers_.items() if v}, fault.body
                 status, headers_, text = self._error(
                     fault.status, "UNKNOWN_EXCEPTION", "An unexpected error occurred."
                 )
