@@ -553,7 +553,7 @@ def _hypotheses(config: Config) -> list:
 def _pain_table(ranked: list[dict], limit: int, hypotheses: list) -> Table:
     """The ranking with every score component, and the pilots already on each pain point."""
     table = Table(
-        "#", "pain point", "reach", "impact (NPS pts, 95% CI)", "confidence", "effort", "score",
+        "#", "pain point", "reach", "impact, points (95% CI)", "confidence", "effort", "score",
         "pilots", title="Top pain points (score = reach % × impact × confidence / effort)",
     )  # fmt: skip
     for p in ranked[:limit]:
@@ -561,7 +561,8 @@ def _pain_table(ranked: list[dict], limit: int, hypotheses: list) -> Table:
         pilots = ", ".join(f"{h.id} ({h.status})" for h in hypotheses if h.pain_point == p["key"])
         table.add_row(
             str(p["rank"]), p["key"], f"{p['reach']:,} ({p['reach_share']:.1%})",
-            f"{p['impact']:.1f} [{p['impact_ci_low']:.1f}, {p['impact_ci_high']:.1f}]",
+            f"{p['impact']:.1f} {(p.get('unit') or 'NPS points').split()[0]} "
+            f"[{p['impact_ci_low']:.1f}, {p['impact_ci_high']:.1f}]",
             f"{p['confidence']:.2f}", effort, f"{p['score']:.1f}", pilots,
         )  # fmt: skip
     return table
