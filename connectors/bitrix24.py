@@ -9,6 +9,11 @@ modified since the previous pass began (`>=DATE_MODIFY`, activities `>=LAST_UPDA
 portal's own clock (`time.date_start` of the pass's first answer), so records changed while a
 pass ran are read again by the next one; records already stored unchanged are skipped.
 
+A `batch` answers HTTP 200 even when commands fail, listing them in `result_error`. When all
+of them hit a rate or time limit the whole batch is retried like a 429 (its commands page from
+the same cursor, so a rerun reads exactly the same pages); any other failed command stops the
+stream with Bitrix24's message, saving nothing of that batch.
+
 Companies are not loaded: the store's customer is a person, and loading accounts as well would
 double-count reach; deals and activities point at contacts.
 
@@ -61,6 +66,7 @@ SECRET_IN_URL = re.compile(r"(/rest/\d+/)[^/\s\"']+|([?&]auth=)[^&\s\"']+")
 CONTACT_OWNER = "3"  # crm.enum.ownertype: 1 lead, 2 deal, 3 contact, 4 company
 INCOMING = "1"  # crm.enum.activitydirection
 TICKET_PROVIDERS = ("IMOPENLINES_SESSION", "CRM_EMAIL", "VOXIMPLANT_CALL", "CRM_WEBFORM")
+QUERY_LIMIT, TIME_LIMIT = "QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"
 AUTH_ERRORS = frozenset(
     {"INVALID_CREDENTIALS", "NO_AUTH_FOUND", "invalid_token", "expired_token", "WRONG_AUTH_TYPE"}
 )
@@ -197,12 +203,14 @@ URL_REDACTION = RedactBitrix24Urls()
 
 
 def error_message(response: httpx.Response, credential_env: str = WEBHOOK_ENV) -> str:
-    """Bitrix24's `error: error_description`, with the fix for authentication errors."""
+    """Bitrix24's `error: error_description` (per failed command in a `batch` answer), with the
+    fix for authentication errors."""
     body = _json(response)
     error = body.get("error") if isinstance(body, dict) else None
     if not error:
-        return body_text(response)
-    message = f"{error}: {body.get('error_description') or ''}".rstrip(": ")
+        failed = command_errors(body)
+        return describe(failed) if failed else body_text(response)
+    message = _error_text(body)
     if response.status_code in (401, 403) or error in AUTH_ERRORS or error == "insufficient_scope":
         fix = (
             "an inbound webhook URL (Developer resources → Other → Inbound webhook)"
@@ -220,11 +228,39 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
+def command_errors(body: Any) -> dict[str, Any]:
+    """A `batch` answer's failed commands (`result.result_error`: command → `{error,
+    error_description}`); empty for any other answer (PHP writes an empty one as `[]`)."""
+    batch = body.get("result") if isinstance(body, dict) else None
+    errors = batch.get("result_error") if isinstance(batch, dict) else None
+    return errors if isinstance(errors, dict) else {}
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    return f"{error.get('error')}: {error.get('error_description') or ''}".rstrip(": ")
+
+
+def describe(errors: Mapping[str, Any]) -> str:
+    """`command c1: ERROR: description; …` for a batch's failed commands."""
+    return "; ".join(f"command {name}: {_error_text(error)}" for name, error in errors.items())
+
+
+def limited_batch(response: httpx.Response) -> bool:
+    """Whether an HTTP-200 `batch` answer failed only on rate or time limits, so is retried."""
+    errors = command_errors(_json(response)) if response.status_code == 200 else {}
+    return bool(errors) and all(
+        isinstance(error, dict) and error.get("error") in (QUERY_LIMIT, TIME_LIMIT)
+        for error in errors.values()
+    )
+
+
 class Bitrix24Limits:
     """Seconds Bitrix24's limits ask to pause: a full request bucket (503
-    `QUERY_LIMIT_EXCEEDED`) drains one request per `drain` seconds; a method's time budget
-    (429 `OPERATION_TIME_LIMIT`, or nearly spent per an answer's `time.operating`) resets at
-    the `time.operating_reset_at` the last answer reported."""
+    `QUERY_LIMIT_EXCEEDED`, or a batch command's) drains one request per `drain` seconds; a
+    method's time budget (429 `OPERATION_TIME_LIMIT` or a batch command's, or nearly spent per
+    an answer's `time.operating`) resets at the `time.operating_reset_at` last reported."""
 
     def __init__(self, drain: float):
         self.drain = drain
@@ -234,17 +270,15 @@ class Bitrix24Limits:
         body = _json(response)
         if not isinstance(body, dict):
             return None
-        if response.status_code >= 400:
-            if body.get("error") == "QUERY_LIMIT_EXCEEDED":
-                return self.drain
-            if body.get("error") == "OPERATION_TIME_LIMIT" and self._reset_at:
-                return self._until_reset()
-            return None
-        timing = body.get("time")
-        if not isinstance(timing, dict) or not timing.get("operating_reset_at"):
-            return None
-        self._reset_at = float(timing["operating_reset_at"])
-        if float(timing.get("operating") or 0) >= OPERATING_BUDGET_S * OPERATING_MARGIN:
+        timing = body.get("time") if isinstance(body.get("time"), dict) else {}
+        if timing.get("operating_reset_at"):
+            self._reset_at = float(timing["operating_reset_at"])
+        failed = [e.get("error") for e in command_errors(body).values() if isinstance(e, dict)]
+        errors = {body.get("error"), *failed}
+        if QUERY_LIMIT in errors:
+            return self.drain
+        spent = float(timing.get("operating") or 0) >= OPERATING_BUDGET_S * OPERATING_MARGIN
+        if TIME_LIMIT in errors or spent:
             return self._until_reset()
         return None
 
@@ -365,15 +399,12 @@ class Bitrix24Stream(HttpStream):
         if asked == 1:
             return [(body["result"], body.get("next") is not None, body.get("total", 0))]
         batch = body["result"]
-        errors = batch.get("result_error") or {}
+        errors = command_errors(body)
         if errors:
-            command, error = next(iter(errors.items()))
             raise SourceError(
                 f"source {self.source}, stream {self.name}, batch after ID "
-                f"{cursor.get('after_id', 0)}, command {command}: Bitrix24 answered "
-                f"{error.get('error')}: "
-                f"{error.get('error_description')}; nothing of it was saved. Rerun to fetch it "
-                "again."
+                f"{cursor.get('after_id', 0)}: Bitrix24 answered {describe(errors)}; nothing "
+                "of this batch was saved, and a rerun resumes from it once that is fixed."
             )
         results, more = batch["result"], batch.get("result_next") or {}
         totals = batch.get("result_total") or {}
@@ -434,6 +465,7 @@ class Bitrix24Source(HttpOptions):
             auth,
             error_message=partial(error_message, credential_env=credential_env),
             wait_hint=Bitrix24Limits(drain),
+            transient=limited_batch,
         )
 
     def _auth(self) -> tuple[str, SecretHeader, str]:

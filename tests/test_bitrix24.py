@@ -262,24 +262,75 @@ def test_malformed_page_saves_nothing_of_it_and_keeps_the_cursor(
     assert store.read_cursor(engine, "b24", "contacts")["after_id"] == 50
 
 
-def test_failed_batch_command_fails_with_the_vendor_message(sqlite_url: str, fake) -> None:
-    batch = {
-        "result": {
-            "result": {"c0": []},
-            "result_error": {
-                "c1": {"error": "ACCESS_DENIED", "error_description": "Access denied!"}
-            },
-            "result_total": {"c0": 0},
-            "result_next": [],
-        }
-    }  # fmt: skip
-    fake.fault(Fault("batch", 200, json.dumps(batch)))
-    engine = store.open_store(sqlite_url)
+@pytest.mark.parametrize(
+    ("error", "description", "reset_in", "waited"),
+    [
+        ("QUERY_LIMIT_EXCEEDED", "Too many requests", 600.0, 0.25),  # the bucket drains
+        ("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 2.0, 0.5),
+    ],
+)
+def test_batch_command_over_a_limit_retries_the_whole_batch_from_the_same_cursor(
+    store_url: str, fake, error: str, description: str, reset_in: float, waited: float, caplog
+) -> None:
+    fake.operating_reset_in = reset_in
+    fake.command_error("crm.contact.list", error, description, skip=2)  # second batch, c0
+    engine = store.open_store(store_url)
+
+    started = time.monotonic()
+    # A bucket of 8 never paces these 5 requests, and drains one request in 0.25 s.
+    options = {"objects": ["contacts"], "batch_pages": 2, "rate_limit": [8, 2]}
+    assert sync(engine, fake, **options) == {"contacts": 260}
+    assert time.monotonic() - started >= waited  # backoff alone would be 0.01 s
+
+    names = [name for name, _ in fake.requests]
+    assert names == ["crm.contact.list", "batch", "batch", "batch", "crm.contact.list"]
+    batches = [body["cmd"] for name, body in fake.requests if name == "batch"]
+    assert batches[1] == batches[2] and "filter%5B%3EID%5D=150&" in batches[1]["c0"]
+    assert f"HTTP 200: command c0: {error}: {description}; retry 1/5" in caplog.text
+    rows = store.read_frame(engine, store.Customer)
+    assert rows["source_id"].is_unique and set(rows["source_id"]) == set(fake.records["contacts"])
+    cursor = store.read_cursor(engine, "b24", "contacts")
+    assert set(cursor) == {"since", "skip"} and cursor["skip"] == {}
+    assert sync(engine, fake, objects=["contacts"]) == {"contacts": 0}
+
+
+@pytest.mark.parametrize(
+    ("faults", "failure", "batches"),
+    [
+        (
+            [("ACCESS_DENIED", "Access denied!", 2, 1)],
+            "batch after ID 150: Bitrix24 answered command c0: ACCESS_DENIED: Access denied!; "
+            "nothing of this batch was saved",
+            2,
+        ),
+        (
+            [("QUERY_LIMIT_EXCEEDED", "Too many requests", 2, 1), ("ACCESS_DENIED", "No!", 0, 1)],
+            "batch after ID 150: Bitrix24 answered command c0: QUERY_LIMIT_EXCEEDED: Too many "
+            "requests; command c1: ACCESS_DENIED: No!; nothing of this batch was saved",
+            2,
+        ),
+        (
+            [("QUERY_LIMIT_EXCEEDED", "Too many requests", 2, 99)],
+            "page 3: Bitrix24 failed after 3 attempts: HTTP 200: command c0: "
+            "QUERY_LIMIT_EXCEEDED: Too many requests",
+            1 + 3,
+        ),
+    ],
+    ids=["not-a-limit", "limit-and-not", "limit-outlasts-retries"],
+)
+def test_failed_batch_command_names_it_and_saves_nothing_of_the_batch(
+    store_url: str, fake, faults: list[tuple[str, str, int, int]], failure: str, batches: int
+) -> None:
+    for error, description, skip, times in faults:  # the second batch's commands fail
+        fake.command_error("crm.contact.list", error, description, skip=skip, times=times)
+    engine = store.open_store(store_url)
     with pytest.raises(SourceError) as caught:
-        sync(engine, fake, objects=["contacts"])
-    assert "source b24, stream contacts, batch after ID 50, command c1" in str(caught.value)
-    assert "ACCESS_DENIED: Access denied!" in str(caught.value)
-    assert store.row_counts(engine)["customer"] == 50
+        sync(engine, fake, objects=["contacts"], batch_pages=2, max_retries=2)
+
+    assert f"source b24, stream contacts, {failure}" in str(caught.value)
+    assert [name for name, _ in fake.requests].count("batch") == batches
+    assert store.row_counts(engine)["customer"] == 150
+    assert store.read_cursor(engine, "b24", "contacts")["after_id"] == 150
 
 
 def test_crash_mid_pagination_then_rerun_leaves_no_gap_and_no_duplicate(

@@ -7,7 +7,8 @@ ISO 8601 with the portal's offset (+03:00). Lists take `select`, `filter` (`>=`,
 `<`, `=` prefixes; a list value means any of), `order` (`{"ID": "ASC"}` only) and `start`, and
 answer 50 records with `next` and `total`. `batch` runs `method?query` commands written as PHP
 query strings. Scripted faults answer 503 `QUERY_LIMIT_EXCEEDED`, 429 `OPERATION_TIME_LIMIT`,
-5xx bursts, slow and malformed pages.
+5xx bursts, slow and malformed pages; scripted command errors fail single commands inside an
+HTTP-200 `batch` answer, as Bitrix24 reports them in `result_error`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -77,6 +79,7 @@ class FakeBitrix24:
         self.code, self.token, self.user = code, token, user
         self.records: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in CREATED}
         self.faults: list[Fault] = []
+        self.command_faults: list[Fault] = []
         self.requests: list[tuple[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.operating = 0.0
@@ -210,6 +213,10 @@ class FakeBitrix24:
         results, errors, totals, nexts = {}, {}, {}, {}
         for key, command in commands.items():
             name, _, query = command.partition("?")
+            failed = self._take_command_fault(name)
+            if failed is not None:
+                errors[key] = failed
+                continue
             if name not in METHODS:
                 errors[key] = {
                     "error": "ERROR_METHOD_NOT_FOUND",
@@ -299,6 +306,21 @@ class FakeBitrix24:
     @staticmethod
     def _error(status: int, error: str, description: str) -> tuple[int, dict[str, str], str]:
         return status, {}, json.dumps({"error": error, "error_description": description})
+
+    def command_error(
+        self, method: str, error: str, description: str, *, skip: int = 0, times: int = 1
+    ) -> None:
+        """Batch commands calling `method` (after `skip` of them, `times` times) fail with
+        `{error, error_description}` in the batch's `result_error`, the others run."""
+        body = json.dumps({"error": error, "error_description": description})
+        with self._lock:
+            self.command_faults.append(Fault(method, 200, body, skip=skip, times=times))
+
+    def _take_command_fault(self, method: str) -> dict[str, str] | None:
+        # The request faults' skip/times bookkeeping, over the command faults' own list.
+        queue = SimpleNamespace(faults=self.command_faults, _lock=self._lock)
+        fault = FakeHubSpot._take_fault(queue, method)  # type: ignore[arg-type]
+        return None if fault is None else json.loads(fault.body or "{}")
 
     def limit_exceeded(self, name: str, retry_after: str | None = None, times: int = 1) -> None:
         """Bitrix24's 503 for a full request bucket, maybe with Retry-After."""
