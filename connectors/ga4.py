@@ -24,8 +24,8 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    body_text,
     env_secret,
+    json_error,
     vendor_client,
 )
 from tasks.errors import ConfigError
@@ -69,19 +69,19 @@ GA4 = FieldMap(
 """GA4's default fields: one flattened row per report row and metric."""
 
 
+def _message(body: Any) -> str:
+    problem = body["error"]
+    return f"{problem['status']}: {problem['message']}"
+
+
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """Google's `STATUS: message` from `{"error": {...}}`, with the fix for auth errors."""
-    try:
-        problem = response.json()["error"]
-        message = f"{problem['status']}: {problem['message']}"
-    except (ValueError, KeyError, TypeError):
-        return body_text(response)
-    if response.status_code in (401, 403):
-        message += (
-            f" — check {token_env}: it must hold a current OAuth access token with the scope "
-            f"{SCOPE}, for a user or service account with the Viewer role on the property."
-        )
-    return message
+    return json_error(
+        response,
+        _message,
+        f"check {token_env}: it must hold a current OAuth access token with the scope {SCOPE}, "
+        "for a user or service account with the Viewer role on the property.",
+    )
 
 
 @dataclass(frozen=True)

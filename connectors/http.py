@@ -127,6 +127,23 @@ def body_text(response: httpx.Response) -> str:
     return response.text[:ERROR_BODY_CHARS].strip() or response.reason_phrase
 
 
+def json_error(response: httpx.Response, read: Callable[[Any], str | None], auth_fix: str) -> str:
+    """The message `read` finds in a JSON error body, with ` — {auth_fix}` on a 401 or 403.
+
+    The start of the body instead when it is not JSON, or `read` finds no message (returns
+    nothing, or raises `KeyError`, `TypeError` or `AttributeError` on another shape).
+    """
+    try:
+        message = read(response.json())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body_text(response)
+    if not message:
+        return body_text(response)
+    if response.status_code in (401, 403):
+        message += f" — {auth_fix}"
+    return message
+
+
 class HttpClient:
     """One `httpx.Client` for a source: auth, client-side rate limit, retries with backoff.
 

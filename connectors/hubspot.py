@@ -26,8 +26,8 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    body_text,
     env_secret,
+    json_error,
     known_objects,
     rate_limiter,
     vendor_client,
@@ -63,21 +63,14 @@ OBJECTS = {
 
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """HubSpot's own error message, with the fix for authentication and scope errors."""
-    try:
-        body = response.json()
-    except ValueError:
-        return body_text(response)
-    message = body.get("message") if isinstance(body, dict) else None
-    if not message:
-        return body_text(response)
-    if response.status_code in (401, 403):
-        path = response.request.url.path
-        scopes = ", ".join(o.scope for name, o in OBJECTS.items() if f"/{name}" in path)
-        message += (
-            f" — check {token_env}: it must hold a valid HubSpot private-app access token "
-            f"(Settings → Integrations → Private apps) with the scope {scopes or 'for it'}."
-        )
-    return message
+    path = response.request.url.path
+    scopes = ", ".join(o.scope for name, o in OBJECTS.items() if f"/{name}" in path)
+    return json_error(
+        response,
+        lambda body: body["message"],
+        f"check {token_env}: it must hold a valid HubSpot private-app access token (Settings → "
+        f"Integrations → Private apps) with the scope {scopes or 'for it'}.",
+    )
 
 
 def wait_hint(response: httpx.Response) -> float | None:

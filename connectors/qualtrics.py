@@ -33,8 +33,8 @@ from connectors.http import (
     Request,
     RetryPolicy,
     SecretHeader,
-    body_text,
     env_secret,
+    json_error,
     rate_limiter,
 )
 from connectors.surveys import (
@@ -68,24 +68,22 @@ QUALTRICS = survey_fields("values")
 """Qualtrics' default fields: identity from the survey's embedded data, among `values`."""
 
 
+def _message(body: Any) -> str | None:
+    error = body["meta"]["error"]
+    if not error["errorMessage"]:
+        return None
+    return f"{error.get('errorCode')}: {error['errorMessage']}"
+
+
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """Qualtrics' `errorCode: errorMessage` (under `meta.error`), with the fix for
     authentication errors."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return body_text(response)
-    meta = body.get("meta") if isinstance(body, dict) else None
-    error = meta.get("error") if isinstance(meta, dict) else None
-    if not isinstance(error, dict) or not error.get("errorMessage"):
-        return body_text(response)
-    message = f"{error.get('errorCode')}: {error['errorMessage']}"
-    if response.status_code in (401, 403):
-        message += (
-            f" — check {token_env}: it must hold {PERMISSIONS}, and `datacenter` must be that "
-            "account's (Qualtrics IDs → User → Datacenter ID)."
-        )
-    return message
+    return json_error(
+        response,
+        _message,
+        f"check {token_env}: it must hold {PERMISSIONS}, and `datacenter` must be that "
+        "account's (Qualtrics IDs → User → Datacenter ID).",
+    )
 
 
 class ExportClient(HttpClient):

@@ -31,8 +31,8 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    body_text,
     env_secret,
+    json_error,
     vendor_client,
 )
 from connectors.surveys import (
@@ -62,23 +62,22 @@ SURVEYMONKEY = survey_fields("custom_variables")
 """SurveyMonkey's default fields: identity from the survey link's custom variables."""
 
 
+def _message(body: Any) -> str | None:
+    error = body["error"]
+    if not error["message"]:
+        return None
+    return f"{error.get('id')} {error.get('name')}: {error['message']}"
+
+
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """SurveyMonkey's `id name: message`, with the fix for authorization errors."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return body_text(response)
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict) or not error.get("message"):
-        return body_text(response)
-    message = f"{error.get('id')} {error.get('name')}: {error['message']}"
-    if response.status_code in (401, 403):
-        message += (
-            f" — check {token_env}: it must hold the access token of a SurveyMonkey app "
-            f"(developer.surveymonkey.com → My Apps → Settings) with the scopes {SCOPES}, "
-            "from the account that owns the survey."
-        )
-    return message
+    return json_error(
+        response,
+        _message,
+        f"check {token_env}: it must hold the access token of a SurveyMonkey app "
+        f"(developer.surveymonkey.com → My Apps → Settings) with the scopes {SCOPES}, from the "
+        "account that owns the survey.",
+    )
 
 
 def wait_hint(response: httpx.Response) -> float | None:

@@ -25,8 +25,8 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    body_text,
     env_secret,
+    json_error,
     vendor_client,
 )
 from connectors.surveys import (
@@ -52,21 +52,18 @@ TYPEFORM = survey_fields("hidden")
 """Typeform's default fields: identity from the form's hidden fields."""
 
 
+def _message(body: Any) -> str:
+    return ": ".join(str(body[k]) for k in ("code", "description") if body.get(k))
+
+
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """Typeform's `code: description`, with the fix for authentication errors."""
-    try:
-        body = response.json()
-    except ValueError:
-        return body_text(response)
-    if not isinstance(body, dict) or not (body.get("description") or body.get("code")):
-        return body_text(response)
-    message = ": ".join(str(body[k]) for k in ("code", "description") if body.get(k))
-    if response.status_code in (401, 403):
-        message += (
-            f" — check {token_env}: it must hold a Typeform personal access token (Account → "
-            f"Personal tokens) with the scope {SCOPES}, from the account that owns the form."
-        )
-    return message
+    return json_error(
+        response,
+        _message,
+        f"check {token_env}: it must hold a Typeform personal access token (Account → Personal "
+        f"tokens) with the scope {SCOPES}, from the account that owns the form.",
+    )
 
 
 def _answer_value(answer: Mapping[str, Any]) -> Any:

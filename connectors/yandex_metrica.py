@@ -24,8 +24,8 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    body_text,
     env_secret,
+    json_error,
     vendor_client,
 )
 from tasks.errors import ConfigError
@@ -67,19 +67,18 @@ YANDEX_METRICA = FieldMap(
 """Metrica's default fields; devices by English name, traffic sources by their id."""
 
 
+def _message(body: Any) -> str:
+    return "; ".join(f"{e['error_type']}: {e['message']}" for e in body["errors"])
+
+
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """Metrica's `error_type: message` for each error, with the fix for access errors."""
-    try:
-        errors = response.json()["errors"]
-        message = "; ".join(f"{e['error_type']}: {e['message']}" for e in errors)
-    except (ValueError, KeyError, TypeError):
-        return body_text(response)
-    if response.status_code in (401, 403):
-        message += (
-            f" — check {token_env}: it must hold an OAuth token of an app with the "
-            "metrika:read permission, from a user with access to the counter."
-        )
-    return message
+    return json_error(
+        response,
+        _message,
+        f"check {token_env}: it must hold an OAuth token of an app with the metrika:read "
+        "permission, from a user with access to the counter.",
+    )
 
 
 class Traffic(DailyReport):
