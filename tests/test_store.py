@@ -152,3 +152,34 @@ def test_analysis_data_is_reloaded_only_after_new_records_arrive(tmp_path) -> No
     store.load_page(engine, store.Ticket, _tickets(["T2"]), "crm", "tickets", {"page": 2})
     again = CxData.latest(engine)
     assert again is not first and len(again.tickets) == 2
+
+
+def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same values and dtypes as pandas' `read_sql` through SQLAlchemy, which it replaced
+    (a column with no value at all now keeps its declared type instead of `object`)."""
+    from sqlalchemy import select
+
+    monkeypatch.setattr(store, "READ_BATCH_ROWS", 2)
+    engine = store.open_store(store_url)
+    tickets = _tickets(["T1", "T2", "T3"]).assign(
+        email_hash=["h1", None, "h3"],
+        channel=["chat", "email", None],
+        status=["open", None, "closed"],
+        first_response_at=[pd.Timestamp("2026-10-01 10:30:00.123456"), None, pd.NaT],
+        resolved_at=[None, pd.Timestamp("2026-10-02"), None],
+        reopened=[True, False, True],
+        escalated=[None, False, True],
+        text=["ÿ 1", None, ""],
+    )
+    store.load_page(engine, store.Ticket, tickets, "crm", "tickets", {})
+    with engine.connect() as conn:
+        expected = pd.read_sql(select(store.Ticket.__table__), conn)
+    for name in store.timestamp_columns(store.Ticket):
+        expected[name] = pd.to_datetime(expected[name])
+
+    pd.testing.assert_frame_equal(store.read_frame(engine, store.Ticket), expected)
+    analysed = store.read_records(engine, store.Ticket)
+    assert not {"id", "source", "source_id"} & set(analysed.columns)
+    pd.testing.assert_frame_equal(analysed, expected[analysed.columns])
