@@ -302,3 +302,33 @@ def test_csi_is_the_weighted_mean_of_rescaled_components_with_an_independent_ci(
     assert index["n"] == 200 and len(csi(table)) == 1  # segment b lacks CSAT and CES
     se = np.sqrt((0.5 * 5 / Z95) ** 2 + (0.25 * 5 / Z95) ** 2 + (0.25 * 0.2 / 6 * 100 / Z95) ** 2)
     assert index["ci_high"] - index["value"] == pytest.approx(Z95 * se)
+
+
+def test_id_lookups_through_arrow_match_pandas_map_and_isin() -> None:
+    from tasks.metrics import is_in, lookup
+
+    keys = pd.Series(["C2", None, "C9", "C1", "C2"], index=[5, 6, 7, 8, 9])
+    segment = pd.Series(["b2b", "new"], index=["C1", "C2"], name="segment")
+    pd.testing.assert_series_equal(lookup(keys, segment), keys.map(segment))
+    assert is_in(keys, segment.index).tolist() == keys.isin(segment.index).tolist()
+    assert is_in(keys, pd.Series(["C1", None])).tolist() == [False, False, False, True, False]
+
+
+def test_cuts_by_customer_attribute_join_each_row_to_its_customer(demo_data: CxData) -> None:
+    attributes = demo_data.customers.set_index("customer_id")
+    for table in ("tickets", "responses"):
+        rows = getattr(demo_data, table)
+        for column in ("segment", "region", "channel"):
+            joined = rows["customer_id"].map(attributes[column])
+            found = demo_data.customer_column(table, column)
+            pd.testing.assert_series_equal(found, joined, check_names=False)
+
+
+def test_period_labels_read_like_pandas_periods() -> None:
+    from tasks.metrics import period_labels
+
+    times = ["2026-12-31 23:59", "2026-05-01 00:00", None, "2026-05-03 12:00"]
+    at = pd.Series(pd.to_datetime(times))
+    for freq in ("D", "W", "M", "Q"):
+        expected = at.dt.to_period(freq).astype(str)
+        pd.testing.assert_series_equal(period_labels(at, freq), expected)
