@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_CHARS = 300
+Parsed = TypeVar("Parsed")
 
 
 class SecretHeader(httpx.Auth):
@@ -225,6 +227,25 @@ class HttpClient:
             )
         )
 
+    def fetch(
+        self, request: Request, where: str, what: str, parse: Callable[[Any], Parsed]
+    ) -> Parsed:
+        """What `parse` reads from the decoded answer to `request`, `what` it is (e.g. "a page").
+
+        Raises `SourceError` naming `where` as `send` does, and when `parse` finds the answer
+        without the vendor's documented shape (raises `KeyError`, `TypeError`, `ValueError` or
+        `AttributeError`).
+        """
+        body = self.send(request, where)
+        try:
+            return parse(body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SourceError(
+                f"{where}: {self.vendor} sent {what} without the documented shape "
+                f"({type(exc).__name__}: {exc}); nothing of it was saved. Rerun to fetch it "
+                "again; if it persists, report it to the vendor."
+            ) from None
+
     def _pace(self, limiter: RateLimiter) -> None:
         pause = self._not_before - time.monotonic()
         if pause > 0:
@@ -347,15 +368,8 @@ class HttpStream(ABC):
         while True:
             number += 1
             where = f"source {self.source}, stream {self.name}, page {number}"
-            body = self.client.send(self.request(cursor), where)
-            try:
-                step = self.parse(body, cursor)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise SourceError(
-                    f"{where}: {self.client.vendor} sent a page without the documented shape "
-                    f"({type(exc).__name__}: {exc}); nothing of it was saved. Rerun to fetch "
-                    "it again; if it persists, report it to the vendor."
-                ) from None
+            parse = partial(self.parse, cursor=cursor)
+            step = self.client.fetch(self.request(cursor), where, "a page", parse)
             yield Page(self.transform(step.records, where), step.cursor, number)
             if step.done:
                 return

@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 
 from connectors.base import Page
-from connectors.files import Rejection
 from connectors.http import (
     HttpClient,
     Request,
@@ -40,14 +39,13 @@ from connectors.http import (
 from connectors.surveys import (
     LATE_ARRIVALS,
     AnswerSet,
-    Questions,
+    SurveyEntry,
     SurveyOptions,
     SurveyQuestion,
+    SurveyResponses,
     iso,
     numeric_scale,
     plain,
-    read_definition,
-    score_rows,
     survey_fields,
 )
 from tasks.errors import ConfigError, SourceError
@@ -131,38 +129,24 @@ def _answers(values: Mapping[str, Any]) -> dict[str, Any]:
     return texts | dict(values)
 
 
-class Responses:
-    """One survey's responses as canonical `survey_response` rows, read from one export per
-    sync; `rejected` holds the answer sets left out. Cursor: `{"since"}` between syncs, plus
-    `after` (the last committed recorded date and response id) within one."""
+class Responses(SurveyResponses):
+    """One survey's responses, read from one export per sync. Cursor: `{"since"}` between
+    syncs, plus `after` (the last committed recorded date and response id) within one."""
 
-    table = "survey_response"
     primary_key = "responseId"
     cursor_field = "recordedDate"
 
     def __init__(
-        self,
-        source: str,
-        client: HttpClient,
-        survey_id: str,
-        survey: str,
-        questions: Questions,
-        fields: FieldMap,
-        options: QualtricsSource,
+        self, options: QualtricsSource, client: HttpClient, entry: SurveyEntry, fields: FieldMap
     ) -> None:
-        self.source, self.client = source, client
-        self.name, self.survey_id, self.survey = survey, survey_id, survey
-        self.questions, self.fields = questions, fields
-        self.page_size = options.page_size
+        super().__init__(options.name, client, entry, fields, options.page_size)
         self.poll_interval = options.poll_interval
         self.export_timeout = options.export_timeout
-        self.rejected: list[Rejection] = []
 
     def questions_listed(self) -> list[SurveyQuestion]:
         """The survey's questions, from its definition (`GET /API/v3/survey-definitions/{id}`)."""
-        where = f"source {self.source}, stream {self.name}, survey definition"
-        request = Request("GET", f"/API/v3/survey-definitions/{self.survey_id}")
-        return read_definition(self.client, request, where, definition_questions)
+        path = f"/API/v3/survey-definitions/{self.survey_id}"
+        return self.definition("survey definition", path, definition_questions)
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages of the responses recorded since `cursor`'s `since` that follow its `after`."""
@@ -247,9 +231,9 @@ class Responses:
                 "it was saved. Rerun to export again; if it persists, report it to Qualtrics."
             ) from None
 
-    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        """One flat row per score kind each answer set holds, mapped by `fields`."""
-        answer_sets = [
+    def answer_sets(self, records: Sequence[Mapping[str, Any]]) -> list[AnswerSet]:
+        """Responses, each text entry also under its question id."""
+        return [
             AnswerSet(
                 str(response["responseId"]),
                 _answers(response["values"]),
@@ -258,9 +242,6 @@ class Responses:
             )
             for response in records
         ]
-        flat, rejected = score_rows(answer_sets, self.questions, where)
-        self.rejected.extend(rejected)
-        return self.fields.apply(flat, self.table, where)
 
 
 @dataclass(kw_only=True)
@@ -309,10 +290,7 @@ class QualtricsSource(SurveyOptions):
             error_message=partial(error_message, token_env=self.token_env),
         )
         fields = self.fields(QUALTRICS)
-        self._streams = [
-            Responses(self.name, client, survey_id, survey, questions, fields, self)
-            for survey_id, survey, questions in surveys
-        ]
+        self._streams = [Responses(self, client, survey, fields) for survey in surveys]
 
     def streams(self) -> list[Responses]:
         """One stream per survey; each keeps its `rejected` answer sets across reads."""

@@ -24,9 +24,7 @@ from typing import Any
 import httpx
 
 from connectors.base import Page
-from connectors.files import Rejection
 from connectors.http import (
-    HttpClient,
     HttpStream,
     Request,
     SecretHeader,
@@ -38,18 +36,15 @@ from connectors.http import (
 from connectors.surveys import (
     AnswerSet,
     Parsed,
-    Questions,
     SurveyOptions,
     SurveyQuestion,
+    SurveyResponses,
     newest_first,
     numeric_scale,
     plain,
-    read_definition,
-    score_rows,
     survey_fields,
 )
 from tasks.errors import ConfigError
-from tasks.mapping import FieldMap
 
 API = "https://api.surveymonkey.com"
 TOKEN_ENV = "SURVEYMONKEY_TOKEN"
@@ -134,39 +129,18 @@ def details_questions(details: Mapping[str, Any]) -> list[SurveyQuestion]:
     return found
 
 
-class Responses(HttpStream):
-    """One survey's completed responses as canonical `survey_response` rows; `rejected` holds
-    the answer sets left out. Cursor: `{"since"}` between syncs, plus `page` and `high` within
-    one."""
+class Responses(SurveyResponses, HttpStream):
+    """One survey's completed responses; `choices` (choice id → value) is read from the
+    survey's `/details` as each read starts. Cursor: `{"since"}` between syncs, plus `page` and
+    `high` within one."""
 
-    table = "survey_response"
     primary_key = "id"
     cursor_field = "date_modified"
-
-    def __init__(
-        self,
-        source: str,
-        client: HttpClient,
-        survey_id: str,
-        survey: str,
-        questions: Questions,
-        fields: FieldMap,
-        page_size: int = PAGE_LIMIT,
-    ) -> None:
-        super().__init__(source, client)
-        self.name, self.survey_id, self.survey = survey, survey_id, survey
-        self.path = f"/v3/surveys/{survey_id}/responses/bulk"
-        self.questions = questions
-        self.fields = fields
-        self.page_size = page_size
-        self.choices: dict[str, Any] = {}
-        self.rejected: list[Rejection] = []
+    choices: dict[str, Any]
 
     def details(self, parse: Callable[[Any], Parsed]) -> Parsed:
         """What `parse` reads from the survey's `/details`."""
-        where = f"source {self.source}, stream {self.name}, survey details"
-        request = Request("GET", f"/v3/surveys/{self.survey_id}/details")
-        return read_definition(self.client, request, where, parse)
+        return self.definition("survey details", f"/v3/surveys/{self.survey_id}/details", parse)
 
     def questions_listed(self) -> list[SurveyQuestion]:
         """The survey's questions, from its `/details`."""
@@ -187,7 +161,7 @@ class Responses(HttpStream):
         }
         if "since" in cursor:
             params["start_modified_at"] = cursor["since"]
-        return Request("GET", self.path, params=params)
+        return Request("GET", f"/v3/surveys/{self.survey_id}/responses/bulk", params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
         data = body["data"]
@@ -200,9 +174,9 @@ class Responses(HttpStream):
         times = [r["date_modified"] for r in data]
         return newest_first(data, times, cursor, more, since=modified_since)
 
-    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        """One flat row per score kind each answer set holds, mapped by `fields`."""
-        answer_sets = [
+    def answer_sets(self, records: Sequence[Mapping[str, Any]]) -> list[AnswerSet]:
+        """Responses, each answer under its question id, choices resolved."""
+        return [
             AnswerSet(
                 str(response["id"]),
                 {
@@ -221,9 +195,6 @@ class Responses(HttpStream):
             )
             for response in records
         ]
-        flat, rejected = score_rows(answer_sets, self.questions, where)
-        self.rejected.extend(rejected)
-        return self.fields.apply(flat, self.table, where)
 
     def _value(self, answers: Sequence[Mapping[str, Any]]) -> Any:
         """An answer's value: its choice resolved, or its text; several joined by `; `."""
@@ -276,8 +247,7 @@ class SurveyMonkeySource(SurveyOptions):
         )
         fields = self.fields(SURVEYMONKEY)
         self._streams = [
-            Responses(self.name, client, survey_id, survey, questions, fields, self.page_size)
-            for survey_id, survey, questions in surveys
+            Responses(self.name, client, survey, fields, self.page_size) for survey in surveys
         ]
 
     def streams(self) -> list[Responses]:

@@ -1,30 +1,32 @@
 """What every survey source shares: the `questions` mapping and its config entries, answer
-sets into score rows (`score_rows`), newest-first incremental cursors (`newest_first`) and
-question listings for `cxloop sources inspect` (`SurveyOptions.list_questions`)."""
+sets into score rows (`score_rows`, `SurveyResponses`), newest-first incremental cursors
+(`newest_first`) and question listings for `cxloop sources inspect`
+(`SurveyOptions.list_questions`)."""
 
 from __future__ import annotations
 
 import html
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 from connectors.files import Rejection, SurveyScales, log_rejections
 from connectors.http import (
     HttpClient,
     HttpOptions,
+    Parsed,
     Request,
     Step,
 )
-from tasks.errors import ConfigError, SourceError
+from tasks.errors import ConfigError
 from tasks.mapping import FieldMap, utc_naive
 
 # Incremental syncs ask again for this much before the latest response seen.
 LATE_ARRIVALS = timedelta(minutes=5)
 SCORE_KINDS = ("nps", "csat", "ces")
-Parsed = TypeVar("Parsed")
 
 
 def survey_fields(identity: str) -> FieldMap:
@@ -61,12 +63,20 @@ class Questions:
         return {kind: ref for kind in SCORE_KINDS if (ref := getattr(self, kind))}
 
 
+class SurveyEntry(NamedTuple):
+    """One configured survey: its vendor id, the name its stream and rows carry, its questions."""
+
+    id: str
+    survey: str
+    questions: Questions
+
+
 def survey_entry(
     where: str, entry: str | dict[str, Any], shared: Mapping[str, Any], key: str
-) -> tuple[str, str, Questions]:
-    """(id, survey name, questions) of one configured survey: a bare id, or `{id, survey,
-    questions}` whose `questions` override the source's `shared` ones; `key` says what names a
-    question in this vendor (e.g. "field ref"). `ConfigError` naming `where` if malformed."""
+) -> SurveyEntry:
+    """One configured survey from its entry: a bare id, or `{id, survey, questions}` whose
+    `questions` override the source's `shared` ones; `key` says what names a question in this
+    vendor (e.g. "field ref"). `ConfigError` naming `where` if malformed."""
     entry = {"id": entry} if isinstance(entry, str) else dict(entry)
     try:
         questions = Questions(**(dict(shared) | entry.pop("questions", {})))
@@ -82,7 +92,7 @@ def survey_entry(
         raise ConfigError(
             f"{where}: questions name no score field; give the {key} of nps, csat or ces."
         )
-    return str(survey_id), str(survey), questions
+    return SurveyEntry(str(survey_id), str(survey), questions)
 
 
 @dataclass(frozen=True)
@@ -215,19 +225,39 @@ def suggest(questions: Sequence[SurveyQuestion]) -> dict[str, str]:
     return chosen
 
 
-def read_definition(
-    client: HttpClient, request: Request, where: str, parse: Callable[[Any], Parsed]
-) -> Parsed:
-    """What `parse` reads (questions, choices) from the survey definition `request` fetches;
-    `SourceError` naming `where` if the definition lacks the vendor's documented shape."""
-    body = client.send(request, where)
-    try:
-        return parse(body)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise SourceError(
-            f"{where}: {client.vendor} sent a survey definition without the documented shape "
-            f"({type(exc).__name__}: {exc}). Rerun; if it persists, report it to the vendor."
-        ) from None
+class SurveyResponses(ABC):
+    """One survey's responses as canonical `survey_response` rows; `rejected` holds the answer
+    sets left out, across reads. A vendor's stream says how its responses read as answer sets
+    (`answer_sets`) and reads its pages by its own `read`, or as an `HttpStream`: a base listed
+    after this one, as this `__init__` sets the `source` and `client` that `HttpStream`'s
+    would."""
+
+    table = "survey_response"
+
+    def __init__(
+        self, source: str, client: HttpClient, entry: SurveyEntry, fields: FieldMap, page_size: int
+    ) -> None:
+        self.source, self.client = source, client
+        self.name, self.survey_id, self.survey = entry.survey, entry.id, entry.survey
+        self.questions, self.fields = entry.questions, fields
+        self.page_size = page_size
+        self.rejected: list[Rejection] = []
+
+    @abstractmethod
+    def answer_sets(self, records: Sequence[Mapping[str, Any]]) -> list[AnswerSet]:
+        """The vendor's `records` (responses) as answer sets."""
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        """One flat row per score kind each answer set holds, mapped by `fields`."""
+        flat, rejected = score_rows(self.answer_sets(records), self.questions, where)
+        self.rejected.extend(rejected)
+        return self.fields.apply(flat, self.table, where)
+
+    def definition(self, what: str, path: str, parse: Callable[[Any], Parsed]) -> Parsed:
+        """What `parse` reads (questions, choices) from the survey's `what` (e.g. "form
+        definition") at `path`; `SourceError` if it lacks the vendor's documented shape."""
+        where = f"source {self.source}, stream {self.name}, {what}"
+        return self.client.fetch(Request("GET", path), where, "a survey definition", parse)
 
 
 @dataclass(kw_only=True)
@@ -242,9 +272,8 @@ class SurveyOptions(HttpOptions):
     field_map: dict[str, str] = field(default_factory=dict)
     value_map: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def entries(self) -> list[tuple[str, str, Questions]]:
-        """(id, survey, questions) of each configured survey; `ConfigError` if none is listed
-        or one is malformed."""
+    def entries(self) -> list[SurveyEntry]:
+        """Each configured survey; `ConfigError` if none is listed or one is malformed."""
         where = f"sources.{self.name}.options"
         listed = getattr(self, self.LISTED)
         if not listed:

@@ -18,9 +18,7 @@ from typing import Any
 
 import httpx
 
-from connectors.files import Rejection
 from connectors.http import (
-    HttpClient,
     HttpStream,
     Request,
     SecretHeader,
@@ -31,18 +29,15 @@ from connectors.http import (
 )
 from connectors.surveys import (
     AnswerSet,
-    Questions,
     SurveyOptions,
     SurveyQuestion,
+    SurveyResponses,
     newest_first,
     numeric_scale,
     plain,
-    read_definition,
-    score_rows,
     survey_fields,
 )
 from tasks.errors import ConfigError
-from tasks.mapping import FieldMap
 
 API = "https://api.typeform.com"
 TOKEN_ENV = "TYPEFORM_TOKEN"
@@ -103,42 +98,21 @@ def form_questions(form: Mapping[str, Any]) -> list[SurveyQuestion]:
     return found
 
 
-class Responses(HttpStream):
-    """One form's responses as canonical `survey_response` rows; `rejected` holds the answer
-    sets left out. Cursor: `{"since"}` between syncs, plus `before` and `high` within one."""
+class Responses(SurveyResponses, HttpStream):
+    """One form's responses (`survey_id` is the form id). Cursor: `{"since"}` between syncs,
+    plus `before` and `high` within one."""
 
-    table = "survey_response"
     primary_key = "response_id"
     cursor_field = "submitted_at"
 
-    def __init__(
-        self,
-        source: str,
-        client: HttpClient,
-        form: str,
-        survey: str,
-        questions: Questions,
-        fields: FieldMap,
-        page_size: int = PAGE_LIMIT,
-    ) -> None:
-        super().__init__(source, client)
-        self.name, self.survey_id, self.survey = survey, form, survey
-        self.path = f"/forms/{form}/responses"
-        self.questions = questions
-        self.fields = fields
-        self.page_size = page_size
-        self.rejected: list[Rejection] = []
-
     def questions_listed(self) -> list[SurveyQuestion]:
         """The form's questions, from its definition (`GET /forms/{id}`)."""
-        where = f"source {self.source}, stream {self.name}, form definition"
-        request = Request("GET", f"/forms/{self.survey_id}")
-        return read_definition(self.client, request, where, form_questions)
+        return self.definition("form definition", f"/forms/{self.survey_id}", form_questions)
 
     def request(self, cursor: dict) -> Request:
         params = {"page_size": self.page_size}
         params |= {key: cursor[key] for key in ("since", "before") if key in cursor}
-        return Request("GET", self.path, params=params)
+        return Request("GET", f"/forms/{self.survey_id}/responses", params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
         items = body["items"]
@@ -151,9 +125,9 @@ class Responses(HttpStream):
         times = [i["submitted_at"] for i in items if i.get("submitted_at")]
         return newest_first(items, times, cursor, more)
 
-    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        """One flat row per score kind each answer set holds, mapped by `fields`."""
-        answer_sets = [
+    def answer_sets(self, records: Sequence[Mapping[str, Any]]) -> list[AnswerSet]:
+        """Submitted responses, each answer under its field id and ref."""
+        return [
             AnswerSet(
                 response.get("response_id") or response["token"],
                 {
@@ -168,9 +142,6 @@ class Responses(HttpStream):
             for response in records
             if response.get("submitted_at")
         ]
-        flat, rejected = score_rows(answer_sets, self.questions, where)
-        self.rejected.extend(rejected)
-        return self.fields.apply(flat, self.table, where)
 
 
 @dataclass(kw_only=True)
@@ -212,8 +183,7 @@ class TypeformSource(SurveyOptions):
         )
         fields = self.fields(TYPEFORM)
         self._streams = [
-            Responses(self.name, self._client, form, survey, questions, fields, self.page_size)
-            for form, survey, questions in forms
+            Responses(self.name, self._client, form, fields, self.page_size) for form in forms
         ]
 
     def streams(self) -> list[Responses]:
