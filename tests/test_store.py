@@ -183,3 +183,28 @@ def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
     analysed = store.read_records(engine, store.Ticket)
     assert not {"id", "source", "source_id"} & set(analysed.columns)
     pd.testing.assert_frame_equal(analysed, expected[analysed.columns])
+
+
+def test_a_key_repeated_within_one_page_ends_as_row_by_row_upserts_would(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    page = pd.concat([_tickets(["T1"]), _tickets(["T2", "T1"], "payment")], ignore_index=True)
+    page["topic"] = ["delivery", "payment", "returns"]
+    with engine.begin() as conn:
+        assert store.upsert(conn, store.Ticket, page.assign(source="crm"), ("source", "source_id"))
+    topics = store.read_frame(engine, store.Ticket).set_index("source_id")["topic"]
+    assert topics.sort_index().to_dict() == {"T1": "returns", "T2": "payment"}  # the last wins
+
+    assignments = pd.DataFrame(
+        {"hypothesis_id": "h", "customer_id": ["C1", "C1"], "arm": ["pilot", "control"]}
+    ).assign(assigned_at=pd.Timestamp("2026-10-01"))
+    store.save_rows(engine, store.Assignment, assignments, ("hypothesis_id", "customer_id"), False)
+    stored = store.read_frame(engine, store.Assignment)
+    assert stored["arm"].tolist() == ["pilot"]  # without update the first one stays
+
+
+def test_timestamps_keep_whole_microseconds_on_both_backends(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    fine = _tickets(["T1"]).assign(created_at=pd.Timestamp("2026-10-01 10:00:00.123456999"))
+    store.load_page(engine, store.Ticket, fine, "crm", "tickets", {})
+    stored = store.read_frame(engine, store.Ticket)["created_at"].iloc[0]
+    assert stored == pd.Timestamp("2026-10-01 10:00:00.123456")
