@@ -37,15 +37,14 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from connectors.crm import CrmOptions
 from connectors.http import (
     HttpClient,
-    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
     Step,
     body_text,
-    known_objects,
     rate_limiter,
     vendor_client,
 )
@@ -429,7 +428,7 @@ def _first_value(value: Any) -> Any:
 
 
 @dataclass(kw_only=True)
-class Bitrix24Source(HttpOptions):
+class Bitrix24Source(CrmOptions):
     """A Bitrix24 portal, through an inbound webhook (URL in `webhook_env`) or an OAuth access
     token (in `token_env`, with the portal's `base_url`); the webhook wins when both are set.
 
@@ -438,6 +437,9 @@ class Bitrix24Source(HttpOptions):
     activities count. Seconds for the time options.
     """
 
+    VENDOR = "Bitrix24"
+    FIELDS = BITRIX24
+
     base_url: str | None = None
     objects: list[str] = field(default_factory=lambda: list(ENTITIES))
     webhook_env: str = WEBHOOK_ENV
@@ -445,14 +447,11 @@ class Bitrix24Source(HttpOptions):
     ticket_providers: list[str] = field(default_factory=lambda: list(TICKET_PROVIDERS))
     rate_limit: tuple[int, float] = (50, 25.0)
     batch_pages: int = MAX_BATCH
-    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
-    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     kind: str = field(default="bitrix24", init=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = f"sources.{self.name}.options"
-        named = {*self.objects, *self.field_map, *self.value_map}
-        known_objects(self.name, "Bitrix24", named, list(ENTITIES))
         if not 1 <= self.batch_pages <= MAX_BATCH:
             raise ConfigError(f"{where}: batch_pages must be 1–{MAX_BATCH} (Bitrix24's maximum).")
         base_url, auth, credential_env = self._auth()
@@ -502,7 +501,7 @@ class Bitrix24Source(HttpOptions):
                 self.name,
                 self._client,
                 name,
-                BITRIX24[name].override(self.field_map.get(name), self.value_map.get(name)),
+                self.object_fields(name),
                 batch_pages=self.batch_pages,
                 filters=filters.get(name),
             )

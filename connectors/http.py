@@ -282,15 +282,6 @@ class HttpOptions:
     max_wait: float = 60.0
 
 
-def known_objects(source: str, vendor: str, named: set[str], known: Sequence[str]) -> None:
-    """`ConfigError` if `objects`, `field_map` or `value_map` name objects the vendor lacks."""
-    unknown = sorted(named - set(known))
-    if unknown:
-        raise ConfigError(
-            f"sources.{source}.options: unknown {vendor} objects {unknown}; use {list(known)}."
-        )
-
-
 def env_secret(source: str, variable: str, how: str) -> SecretStr:
     """The secret in environment variable `variable`; `ConfigError` saying how to get one."""
     value = os.environ.get(variable, "").strip()

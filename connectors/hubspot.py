@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
+from connectors.crm import CrmOptions
 from connectors.http import (
     HttpClient,
-    HttpOptions,
     HttpStream,
     RateLimiter,
     Request,
@@ -28,7 +28,6 @@ from connectors.http import (
     Step,
     env_secret,
     json_error,
-    known_objects,
     rate_limiter,
     vendor_client,
 )
@@ -236,12 +235,15 @@ class HubSpotStream(HttpStream):
 
 
 @dataclass(kw_only=True)
-class HubSpotSource(HttpOptions):
+class HubSpotSource(CrmOptions):
     """A HubSpot account; the token comes from the environment variable `token_env`.
 
     Limits default to HubSpot's documented ones for private apps (100 requests per 10 s,
     search 5 per second); raise them for higher tiers. Seconds for the time options.
     """
+
+    VENDOR = "HubSpot"
+    FIELDS = HUBSPOT
 
     base_url: str = API
     objects: list[str] = field(default_factory=lambda: list(OBJECTS))
@@ -251,14 +253,11 @@ class HubSpotSource(HttpOptions):
     page_size: int = LIST_LIMIT
     search_page_size: int = SEARCH_LIMIT
     search_cap: int = SEARCH_CAP
-    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
-    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     kind: str = field(default="hubspot", init=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = f"sources.{self.name}.options"
-        named = {*self.objects, *self.field_map, *self.value_map}
-        known_objects(self.name, "HubSpot", named, list(OBJECTS))
         if not 1 <= self.page_size <= LIST_LIMIT or not 1 <= self.search_page_size <= SEARCH_LIMIT:
             raise ConfigError(
                 f"{where}: page_size must be 1–{LIST_LIMIT} and search_page_size "
@@ -287,7 +286,7 @@ class HubSpotSource(HttpOptions):
                 self.name,
                 self._client,
                 name,
-                HUBSPOT[name].override(self.field_map.get(name), self.value_map.get(name)),
+                self.object_fields(name),
                 page_size=self.page_size,
                 search_page_size=self.search_page_size,
                 search_cap=self.search_cap,

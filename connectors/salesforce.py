@@ -30,16 +30,15 @@ from typing import Any
 import httpx
 
 from connectors.base import Page
+from connectors.crm import CrmOptions
 from connectors.http import (
     HttpClient,
-    HttpOptions,
     HttpStream,
     Request,
     SecretHeader,
     Step,
     body_text,
     env_secret,
-    known_objects,
     vendor_client,
 )
 from tasks.errors import ConfigError
@@ -282,11 +281,14 @@ class SalesforceStream(HttpStream):
 
 
 @dataclass(kw_only=True)
-class SalesforceSource(HttpOptions):
+class SalesforceSource(CrmOptions):
     """A Salesforce org; the access token comes from `token_env`, the instance URL from
     `base_url` or `instance_env`. `rate_limit` paces requests client-side; once the org's
     24-hour API usage passes `limit_margin`, each request waits `limit_pause` seconds more.
     """
+
+    VENDOR = "Salesforce"
+    FIELDS = SALESFORCE
 
     base_url: str | None = None
     api_version: str = API_VERSION
@@ -296,14 +298,11 @@ class SalesforceSource(HttpOptions):
     rate_limit: tuple[int, float] = (25, 1.0)
     limit_margin: float = 0.9
     limit_pause: float = 5.0
-    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
-    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     kind: str = field(default="salesforce", init=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = f"sources.{self.name}.options"
-        named = {*self.objects, *self.field_map, *self.value_map}
-        known_objects(self.name, "Salesforce", named, list(OBJECTS))
         if not VERSION.fullmatch(self.api_version):
             raise ConfigError(f"{where}: api_version looks like {API_VERSION}.")
         if not 0 < self.limit_margin <= 1:
@@ -337,7 +336,7 @@ class SalesforceSource(HttpOptions):
                 self.name,
                 self._client,
                 name,
-                SALESFORCE[name].override(self.field_map.get(name), self.value_map.get(name)),
+                self.object_fields(name),
                 self.api_version,
             )
             for name in self.objects

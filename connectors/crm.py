@@ -1,0 +1,37 @@
+"""What every CRM source shares: the objects it reads, each with default fields that the
+source's `field_map` and `value_map` override per object (`CrmOptions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from connectors.http import HttpOptions
+from tasks.errors import ConfigError
+from tasks.mapping import FieldMap
+
+
+@dataclass(kw_only=True)
+class CrmOptions(HttpOptions):
+    """Options every CRM source takes besides the HTTP ones: the `objects` to read, of those the
+    vendor's `FIELDS` gives default fields for, and per-object overrides of those fields."""
+
+    VENDOR: ClassVar[str]
+    FIELDS: ClassVar[Mapping[str, FieldMap]]
+    objects: list[str]
+    field_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        named = {*self.objects, *self.field_map, *self.value_map}
+        unknown = sorted(named - set(self.FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"sources.{self.name}.options: unknown {self.VENDOR} objects {unknown}; use "
+                f"{list(self.FIELDS)}."
+            )
+
+    def object_fields(self, name: str) -> FieldMap:
+        """Object `name`'s default fields with the source's `field_map` and `value_map` for it."""
+        return self.FIELDS[name].override(self.field_map.get(name), self.value_map.get(name))
