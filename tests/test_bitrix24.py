@@ -22,7 +22,7 @@ from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source, sync_stream
 from tests.fakes.bitrix24 import EPOCH, FakeBitrix24, php_params
-from tests.fakes.hubspot import Fault
+from tests.fakes.loopback import Fault
 
 CODE = "x7k2m9q4w8e1r5t3"
 TOKEN = "a1b2c3d4e5f60000demo0000oauth0000token"

@@ -23,7 +23,8 @@ from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.mapping import HUBSPOT
 from tasks.sync import check_source, sync_source
-from tests.fakes.hubspot import FakeHubSpot, Fault
+from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.loopback import Fault
 
 TOKEN = "pat-na1-0f3c2a7e-5b1d-4c9a-8e6f-1a2b3c4d5e6f"
 SIZES = {"contacts": 250, "deals": 120, "tickets": 230}

@@ -22,7 +22,7 @@ from connectors.salesforce import SALESFORCE, SalesforceSource
 from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
-from tests.fakes.hubspot import Fault
+from tests.fakes.loopback import Fault
 from tests.fakes.salesforce import CONCURRENT_LIMIT, FakeSalesforce
 
 TOKEN = "00D5g000004XyZ1!AQ0AQFakeSessionTokenValue0123456789abcdef"

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import ThreadingHTTPServer
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-from tests.fakes.hubspot import FakeHubSpot, Fault, _handler
+from tests.fakes.loopback import Answer, Fault, LoopbackServer
 
 PORTAL_TZ = timezone(timedelta(hours=3))
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -67,28 +63,19 @@ def _lists(value: Any) -> Any:
     return {k: _lists(v) for k, v in value.items()}
 
 
-class FakeBitrix24:
+class FakeBitrix24(LoopbackServer):
     """Bitrix24 on loopback; `webhook_url` is an inbound webhook, `url` the portal, `calls` the
     list calls it ran (batch commands included) and `requests` the HTTP requests."""
 
-    running = FakeHubSpot.running
-    fault = FakeHubSpot.fault
-    _take_fault = FakeHubSpot._take_fault
-
     def __init__(self, code: str, token: str, user: str = "1"):
+        super().__init__()
         self.code, self.token, self.user = code, token, user
         self.records: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in CREATED}
-        self.faults: list[Fault] = []
         self.command_faults: list[Fault] = []
         self.requests: list[tuple[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.operating = 0.0
         self.operating_reset_in = 600.0
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda *_: None  # clients that timed out hang up
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.webhook_url = f"{self.url}/rest/{user}/{code}/"
 
     # --- data -------------------------------------------------------------------------------
@@ -174,9 +161,7 @@ class FakeBitrix24:
 
     # --- endpoints --------------------------------------------------------------------------
 
-    def answer(
-        self, method: str, url: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, dict[str, str], str]:
+    def answer(self, method: str, url: str, headers: dict[str, str], raw: bytes) -> Answer:
         parts = urlsplit(url)
         body = json.loads(raw) if raw else {}
         segments = parts.path.strip("/").split("/")
@@ -190,16 +175,9 @@ class FakeBitrix24:
                 return self._error(401, "INVALID_CREDENTIALS", "Invalid request credentials")
         elif parse_qs(parts.query).get("auth", [""])[-1] != self.token:
             return self._error(401, "invalid_token", "The access token provided is invalid.")
-        fault = self._take_fault(name)
-        if fault is not None:
-            time.sleep(fault.delay)
-            if fault.status is not None:
-                if fault.body is not None:
-                    return fault.status, fault.headers, fault.body
-                status, headers_, text = self._error(
-                    fault.status, "INTERNAL_SERVER_ERROR", "Internal server error"
-                )
-                return status, headers_ | fault.headers, text
+        faulted = self.faulted(name, self._internal)
+        if faulted is not None:
+            return faulted
         if name == "batch":
             return 200, {}, json.dumps({"result": self._batch(body["cmd"]), "time": self._time()})
         if name not in METHODS:
@@ -304,8 +282,11 @@ class FakeBitrix24:
         }
 
     @staticmethod
-    def _error(status: int, error: str, description: str) -> tuple[int, dict[str, str], str]:
+    def _error(status: int, error: str, description: str) -> Answer:
         return status, {}, json.dumps({"error": error, "error_description": description})
+
+    def _internal(self, status: int) -> Answer:
+        return self._error(status, "INTERNAL_SERVER_ERROR", "Internal server error")
 
     def command_error(
         self, method: str, error: str, description: str, *, skip: int = 0, times: int = 1
@@ -317,9 +298,7 @@ class FakeBitrix24:
             self.command_faults.append(Fault(method, 200, body, skip=skip, times=times))
 
     def _take_command_fault(self, method: str) -> dict[str, str] | None:
-        # The request faults' skip/times bookkeeping, over the command faults' own list.
-        queue = SimpleNamespace(faults=self.command_faults, _lock=self._lock)
-        fault = FakeHubSpot._take_fault(queue, method)  # type: ignore[arg-type]
+        fault = self.take(self.command_faults, method)
         return None if fault is None else json.loads(fault.body or "{}")
 
     def limit_exceeded(self, name: str, retry_after: str | None = None, times: int = 1) -> None:

@@ -9,17 +9,15 @@ malformed JSON. Records can be changed between syncs to exercise incremental syn
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import Answer, Fault, LoopbackServer
 
 MODIFIED = {
     "contacts": "lastmodifieddate",
@@ -41,21 +39,6 @@ def ms(moment: datetime) -> int:
 
 
 @dataclass
-class Fault:
-    """A scripted answer for requests whose path contains `path`: the first `skip` matching
-    requests pass, the next `times` get `status` with `body` (HubSpot error JSON when None)
-    after `delay` seconds. `status=None` answers normally, only late."""
-
-    path: str
-    status: int | None = 500
-    body: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    skip: int = 0
-    times: int = 1
-
-
-@dataclass
 class Record:
     id: str
     properties: dict[str, str | None]
@@ -64,33 +47,18 @@ class Record:
     contacts: list[str] = field(default_factory=list)
 
 
-class FakeHubSpot:
+class FakeHubSpot(LoopbackServer):
     """HubSpot on loopback; `url` is its base URL, `requests` what it was asked."""
 
     def __init__(self, token: str, search_cap: int = 10_000, interval_ms: int = 10_000):
+        super().__init__()
         self.token = token
         self.search_cap = search_cap
         self.interval_ms = interval_ms
         self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
-        self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, Any]] = []
         self._order: dict[str, tuple[list[int], list[Record]]] = {}
         self._clock = ms(datetime.now(UTC))
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda *_: None  # clients that timed out hang up
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @contextmanager
-    def running(self) -> Iterator[FakeHubSpot]:
-        thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
 
     # --- data -------------------------------------------------------------------------------
 
@@ -115,10 +83,6 @@ class FakeHubSpot:
                 record.properties.update(properties)
                 record.modified = self._clock
         return self._clock
-
-    def fault(self, fault: Fault) -> None:
-        with self._lock:
-            self.faults.append(fault)
 
     def seed(self, contacts: int, deals: int, tickets: int) -> None:
         """A small CRM: contacts, deals and tickets of those contacts, one hour apart."""
@@ -185,9 +149,7 @@ class FakeHubSpot:
 
     # --- endpoints --------------------------------------------------------------------------
 
-    def answer(
-        self, method: str, url: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, dict[str, str], str]:
+    def answer(self, method: str, url: str, headers: dict[str, str], raw: bytes) -> Answer:
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         body = json.loads(raw) if raw else None
@@ -199,14 +161,9 @@ class FakeHubSpot:
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
                 "INVALID_AUTHENTICATION",
             )
-        fault = self._take_fault(parts.path)
-        if fault is not None:
-            time.sleep(fault.delay)
-            if fault.status is not None:
-                if fault.body is not None:
-                    return fault.status, fault.headers, fault.body
-                status, headers_, text = self._error(fault.status, "internal error", "ERROR")
-                return status, headers_ | fault.headers, text
+        faulted = self.faulted(parts.path, self._internal)
+        if faulted is not None:
+            return faulted
         segments = parts.path.strip("/").split("/")
         if method == "GET" and segments[:3] == ["crm", "v3", "objects"] and len(segments) == 4:
             return self._list(segments[3], query)
@@ -220,19 +177,6 @@ class FakeHubSpot:
             return self._associations(segments[3], segments[4], body)
         return self._error(404, f"No route for {method} {parts.path}", "OBJECT_NOT_FOUND")
 
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.path in path:
-                    if fault.skip:
-                        fault.skip -= 1
-                        return None
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
-
     def by_id(self, kind: str) -> tuple[list[int], list[Record]]:
         """Records of `kind` in id order (cached until records are added), for paging."""
         records = self.objects[kind]
@@ -242,7 +186,7 @@ class FakeHubSpot:
             self._order[kind] = ([int(r.id) for r in ordered], ordered)
         return self._order[kind]
 
-    def _list(self, kind: str, query: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    def _list(self, kind: str, query: dict[str, str]) -> Answer:
         limit = int(query.get("limit", 10))
         if limit > 100:
             return self._error(400, "limit must be at most 100", "VALIDATION_ERROR")
@@ -258,7 +202,7 @@ class FakeHubSpot:
             body["paging"] = {"next": {"after": rest[0].id, "link": f"?after={rest[0].id}"}}
         return self._ok(body)
 
-    def _search(self, kind: str, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+    def _search(self, kind: str, body: dict[str, Any]) -> Answer:
         limit, after = int(body.get("limit", 10)), int(body.get("after", 0))
         if limit > 200:
             return self._error(400, "limit must be at most 200", "VALIDATION_ERROR")
@@ -292,9 +236,7 @@ class FakeHubSpot:
                 return True
         return False
 
-    def _associations(
-        self, kind: str, to: str, body: dict[str, Any]
-    ) -> tuple[int, dict[str, str], str]:
+    def _associations(self, kind: str, to: str, body: dict[str, Any]) -> Answer:
         results, missing = [], []
         for item in body["inputs"]:
             record = self.objects[kind].get(item["id"])
@@ -333,10 +275,13 @@ class FakeHubSpot:
             "X-HubSpot-RateLimit-Interval-Milliseconds": str(self.interval_ms),
         }
 
-    def _ok(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+    def _ok(self, body: dict[str, Any]) -> Answer:
         return 200, self._limits(), json.dumps(body)
 
-    def _error(self, status: int, message: str, category: str) -> tuple[int, dict[str, str], str]:
+    def _internal(self, status: int) -> Answer:
+        return self._error(status, "internal error", "ERROR")
+
+    def _error(self, status: int, message: str, category: str) -> Answer:
         body = {
             "status": "error",
             "message": message,
@@ -360,26 +305,3 @@ class FakeHubSpot:
         fault = Fault(path, 429, json.dumps(body), headers, times=times)
         self.fault(fault)
         return fault
-
-
-def _handler(fake: FakeHubSpot) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, extra, text = fake.answer(self.command, self.path, headers, raw)
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    return Handler

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.hubspot import FakeHubSpot, Fault, _handler
+from tests.fakes.loopback import Answer, Fault, LoopbackServer
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 CONCURRENT_LIMIT = "ConcurrentPerOrgLongTxn Limit exceeded."
@@ -38,25 +35,16 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
-class FakeSalesforce:
+class FakeSalesforce(LoopbackServer):
     """Salesforce on loopback; `url` is the instance URL, `requests` (path, SOQL or None)."""
 
-    running = FakeHubSpot.running
-    fault = FakeHubSpot.fault
-    _take_fault = FakeHubSpot._take_fault
-
     def __init__(self, token: str, batch_size: int = 2000, version: str = "v62.0"):
+        super().__init__()
         self.token, self.batch_size, self.version = token, batch_size, version
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PREFIX}
-        self.faults: list[Fault] = []
         self.requests: list[tuple[str, str | None]] = []
         self.api_used, self.api_max = 0, 15_000
         self._locators: dict[str, list[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda *_: None  # clients that timed out hang up
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # --- data -------------------------------------------------------------------------------
 
@@ -145,9 +133,7 @@ class FakeSalesforce:
 
     # --- endpoints --------------------------------------------------------------------------
 
-    def answer(
-        self, method: str, url: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, dict[str, str], str]:
+    def answer(self, method: str, url: str, headers: dict[str, str], raw: bytes) -> Answer:
         parts = urlsplit(url)
         soql = parse_qs(parts.query).get("q", [None])[-1]
         with self._lock:
@@ -155,17 +141,9 @@ class FakeSalesforce:
             self.api_used += 1
         if headers.get("authorization") != f"Bearer {self.token}":
             return self._error(401, "INVALID_SESSION_ID", "Session expired or invalid")
-        fault = self._take_fault(parts.path)
-        if fault is not None:
-            time.sleep(fault.delay)
-            if fault.status is not None:
-                if fault.body is not None:
-                    headers_ = self._limits() | fault.headers
-                    return fault.status, {k: v for k, v in headers_.items() if v}, fault.body
-                status, headers_, text = self._error(
-                    fault.status, "UNKNOWN_EXCEPTION", "An unexpected error occurred."
-                )
-                return status, headers_ | fault.headers, text
+        faulted = self.faulted(parts.path, self._unexpected, self._limits())
+        if faulted is not None:
+            return faulted
         if self.api_used > self.api_max:
             return self._error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         query = f"/services/data/{self.version}/query"
@@ -175,7 +153,7 @@ class FakeSalesforce:
             return self._more(parts.path.rsplit("/", 1)[1])
         return self._error(404, "NOT_FOUND", "The requested resource does not exist")
 
-    def _query(self, soql: str) -> tuple[int, dict[str, str], str]:
+    def _query(self, soql: str) -> Answer:
         parsed = SOQL.fullmatch(soql)
         if not parsed or parsed["sobject"] not in self.records:
             return self._error(400, "MALFORMED_QUERY", f"unexpected token: '{soql[:40]}'")
@@ -199,13 +177,13 @@ class FakeSalesforce:
             self._locators[locator] = result
         return self._batch(locator, 0)
 
-    def _more(self, name: str) -> tuple[int, dict[str, str], str]:
+    def _more(self, name: str) -> Answer:
         locator, _, offset = name.partition("-")
         if locator not in self._locators:
             return self._error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return self._batch(locator, int(offset))
 
-    def _batch(self, locator: str, offset: int) -> tuple[int, dict[str, str], str]:
+    def _batch(self, locator: str, offset: int) -> Answer:
         result = self._locators[locator]
         end = offset + self.batch_size
         body: dict[str, Any] = {
@@ -241,5 +219,8 @@ class FakeSalesforce:
     def _limits(self) -> dict[str, str]:
         return {"Sforce-Limit-Info": f"api-usage={self.api_used}/{self.api_max}"}
 
-    def _error(self, status: int, code: str, message: str) -> tuple[int, dict[str, str], str]:
+    def _error(self, status: int, code: str, message: str) -> Answer:
         return status, self._limits(), json.dumps([{"message": message, "errorCode": code}])
+
+    def _unexpected(self, status: int) -> Answer:
+        return self._error(status, "UNKNOWN_EXCEPTION", "An unexpected error occurred.")
