@@ -376,14 +376,14 @@ def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
     kind = dict if isinstance(spec.type, JSON) else spec.type.python_type
     if kind is dict:
         out = column.map(json.dumps, na_action="ignore")
-    elif kind is datetime and dialect == "sqlite":
-        out = pd.to_datetime(column).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-    elif kind is datetime:
-        # PostgreSQL keeps microseconds; cut finer digits as the driver's binary dumper does
-        # (COPY's text would round them instead).
+    elif kind is datetime or (kind is date and dialect == "sqlite"):
+        # Whole microseconds, as both stores keep them: finer digits are cut, as the driver's
+        # binary dumper cuts them (COPY's text would round them instead).
         out = pd.to_datetime(column).dt.floor("us").dt.as_unit("us")
-    elif kind is date and dialect == "sqlite":
-        out = pd.to_datetime(column).dt.strftime("%Y-%m-%d")
+        if dialect == "sqlite":  # SQLAlchemy's text format, by Arrow's cast (4× strftime)
+            wall = out.dt.tz_localize(None) if out.dt.tz is not None else out
+            as_type = pa.date32() if kind is date else pa.timestamp("us")
+            return pa.array(wall, from_pandas=True).cast(as_type).cast(pa.string()).to_pylist()
     elif kind is bool:
         out = column.astype("boolean")
         out = out.astype("Int64") if dialect == "sqlite" else out
