@@ -11,7 +11,6 @@ survey answers whose e-mail matches nobody, so a wrong join or a wrong cut chang
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,9 +69,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     root = tmp_path_factory.mktemp("e2e")
     (root / "hypotheses").mkdir()
     with HTTPServer() as web, HTTPServer() as surveys, hubspot.running():
-        web.expect_request(re.compile(".*")).respond_with_handler(ga4.handle)
-        surveys.expect_request(re.compile(".*")).respond_with_handler(typeform.handle)
-        config = configuration(root, hubspot.url, web, surveys, first_web_day)
+        ga4.serve(web)
+        typeform.serve(surveys)
+        config = configuration(root, hubspot.url, ga4.url, typeform.url, first_web_day)
         (root / "cxloop.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         run = cxloop("run", "--config", "cxloop.yaml", cwd=root)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -89,7 +88,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 def configuration(
-    root: Path, hubspot: str, web: HTTPServer, surveys: HTTPServer, first_web_day: date
+    root: Path, hubspot: str, web: str, surveys: str, first_web_day: date
 ) -> dict[str, Any]:
     """The user's cxloop.yaml: the three vendors at their fakes' addresses."""
     fast = {"backoff_base": 0.05, "max_wait": 5.0, "timeout": 10.0}
@@ -109,7 +108,7 @@ def configuration(
                 "name": "web",
                 "kind": "ga4",
                 "options": {
-                    "base_url": web.url_for("/").rstrip("/"),
+                    "base_url": web,
                     "property_id": PROPERTY,
                     "start_date": first_web_day.isoformat(),
                     "segment_dimension": "newVsReturning",
@@ -120,7 +119,7 @@ def configuration(
                 "name": "surveys",
                 "kind": "typeform",
                 "options": {
-                    "base_url": surveys.url_for("/").rstrip("/"),
+                    "base_url": surveys,
                     "forms": [{"id": FORM, "survey": "relationship_nps"}],
                     "questions": {"nps": "nps_q", "csat": "csat_q", "comment": "why"},
                     "rate_limit": [50, 1],

@@ -3,7 +3,6 @@ offset paging, resume after a crash, re-pulling late days without duplicates, qu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,9 +35,7 @@ def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
     monkeypatch.setenv("GA4_TOKEN", TOKEN)
     ga4 = FakeGA4(TOKEN, PROPERTY)
     ga4.seed(FIRST, 5)
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(ga4.handle)
-    ga4.url = httpserver.url_for("/").rstrip("/")
-    yield ga4
+    yield ga4.serve(httpserver)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ errors that come with HTTP 200, resuming after a crash and re-pulling late days.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -37,9 +36,7 @@ def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
     monkeypatch.setenv("MATOMO_TOKEN", TOKEN)
     matomo = FakeMatomo(TOKEN, SITE)
     matomo.seed(FIRST, 7, empty=[EMPTY_DAY])
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(matomo.handle)
-    matomo.url = httpserver.url_for("/").rstrip("/")
-    yield matomo
+    yield matomo.serve(httpserver)
 
 
 def source(fake: FakeMatomo, **options: Any) -> MatomoSource:

@@ -53,9 +53,7 @@ def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
             text_entry("QID3", "What could we do better?"),
         ],
     )
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(qualtrics.handle)
-    qualtrics.url = httpserver.url_for("/").rstrip("/")
-    yield qualtrics
+    yield qualtrics.serve(httpserver)
 
 
 def seed(fake: FakeQualtrics, count: int, start: datetime = START) -> list[str]:

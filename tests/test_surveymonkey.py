@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,9 +52,7 @@ def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
             open_question("903", "What should we <b>improve</b>?"),
         ],
     )
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(surveymonkey.handle)
-    surveymonkey.url = httpserver.url_for("/").rstrip("/")
-    yield surveymonkey
+    yield surveymonkey.serve(httpserver)
 
 
 def seed(fake: FakeSurveyMonkey, count: int, start: datetime = START) -> list[str]:

@@ -4,7 +4,6 @@ hidden-field identity, `before` paging, `since` incremental sync, rejected score
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,9 +33,7 @@ START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTypeform]:
     monkeypatch.setenv("TYPEFORM_TOKEN", TOKEN)
     typeform = FakeTypeform(TOKEN)
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(typeform.handle)
-    typeform.url = httpserver.url_for("/").rstrip("/")
-    yield typeform
+    yield typeform.serve(httpserver)
 
 
 def seed(fake: FakeTypeform, count: int, start: datetime = START) -> list[str]:

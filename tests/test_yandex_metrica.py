@@ -3,7 +3,6 @@ paging, resume after a crash, sampled reports surfaced, quota errors, malformed 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -34,9 +33,7 @@ def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
     monkeypatch.setenv("YANDEX_METRICA_TOKEN", TOKEN)
     metrica = FakeMetrica(TOKEN, COUNTER, GOAL)
     metrica.seed(FIRST, 4)
-    httpserver.expect_request(re.compile(".*")).respond_with_handler(metrica.handle)
-    metrica.url = httpserver.url_for("/").rstrip("/")
-    yield metrica
+    yield metrica.serve(httpserver)
 
 
 def source(fake: FakeMetrica, **options: Any) -> YandexMetricaSource:

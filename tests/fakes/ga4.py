@@ -9,12 +9,13 @@ refuses offsets that are not a multiple of `limit`, so a connector paging from 1
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
 from werkzeug import Request, Response
+
+from tests.fakes.loopback import PlannedAnswers, json_response
 
 DEVICES = ("desktop", "mobile")
 CHANNELS = ("Organic Search", "Direct")
@@ -22,20 +23,18 @@ EVENTS = ("view_item", "add_to_cart", "begin_checkout", "purchase")
 
 
 def google_error(status: int, code: str, message: str) -> Response:
-    body = json.dumps({"error": {"code": status, "message": message, "status": code}})
-    return Response(body, status, content_type="application/json")
+    return json_response({"error": {"code": status, "message": message, "status": code}}, status)
 
 
-class FakeGA4:
+class FakeGA4(PlannedAnswers[dict[str, Any]]):
     """One GA4 property on loopback; `requests` holds each runReport body."""
 
     def __init__(self, token: str, property_id: str, segment_dimension: str = "newVsReturning"):
+        super().__init__()
         self.token = token
         self.property_id = property_id
         self.segment_dimension = segment_dimension
         self.cells: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.planned: dict[int, Response] = {}
 
     def seed(self, first: date, days: int, segments: Iterable[str] = ("new", "returning")) -> None:
         """Deterministic traffic for `days` days from `first`: every device, channel, segment."""
@@ -52,15 +51,9 @@ class FakeGA4:
                             "events": funnel,
                         }
 
-    def plan(self, numbers: Iterable[int], response: Response) -> None:
-        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
-        for number in numbers:
-            self.planned[len(self.requests) + number] = response
-
     def handle(self, request: Request) -> Response:
         body = request.get_json(silent=True) or {}
-        self.requests.append(body)
-        planned = self.planned.pop(len(self.requests), None)
+        planned = self.log(body)
         if planned is not None:
             return planned
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -107,4 +100,4 @@ class FakeGA4:
         }
         if rows[offset : offset + limit]:
             out["rows"] = rows[offset : offset + limit]
-        return Response(json.dumps(out), 200, content_type="application/json")
+        return json_response(out)

@@ -1,19 +1,62 @@
-"""What every fake vendor API with its own threaded server on 127.0.0.1 shares: serving,
-scripted faults and their bookkeeping (`LoopbackServer`)."""
+"""What every fake vendor API shares: a request log with answers scripted for chosen requests
+(`PlannedAnswers`, served by pytest-httpserver), or its own threaded server on 127.0.0.1 with
+scripted faults (`LoopbackServer`)."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+Logged = TypeVar("Logged")
 Answer = tuple[int, dict[str, str], str]
 """Status, headers and JSON text of a `LoopbackServer`'s answer."""
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """`body` as a JSON answer with `status`."""
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+class PlannedAnswers(ABC, Generic[Logged]):
+    """A fake on pytest-httpserver: `requests` logs what each request asked (as the vendor's
+    fake `log`s it), `plan` scripts the answers to chosen ones, `url` is its base URL once
+    `serve`d."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.requests: list[Logged] = []
+        self.planned: dict[int, Response] = {}
+
+    def serve(self, httpserver: HTTPServer) -> Self:
+        """Answers every request to `httpserver` with `handle`, at `url`."""
+        httpserver.expect_request(re.compile(".*")).respond_with_handler(self.handle)
+        self.url = httpserver.url_for("/").rstrip("/")
+        return self
+
+    def plan(self, numbers: Iterable[int], response: Response) -> None:
+        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
+        for number in numbers:
+            self.planned[len(self.requests) + number] = response
+
+    def log(self, entry: Logged) -> Response | None:
+        """Logs the next request as `entry`; the answer planned for it, if any."""
+        self.requests.append(entry)
+        return self.planned.pop(len(self.requests), None)
+
+    @abstractmethod
+    def handle(self, request: Request) -> Response:
+        """The answer to `request`."""
 
 
 @dataclass

@@ -12,13 +12,14 @@ requests (5xx, error bodies, malformed pages).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 from werkzeug import Request, Response
+
+from tests.fakes.loopback import PlannedAnswers, json_response
 
 STEPS = ("Product page", "Cart", "Checkout", "Thank you")
 
@@ -28,22 +29,17 @@ def matomo_error(message: str) -> Response:
     return json_response({"result": "error", "message": message})
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status, content_type="application/json")
-
-
-class FakeMatomo:
+class FakeMatomo(PlannedAnswers[dict[str, dict[str, str]]]):
     """One Matomo site on loopback; `requests` holds each request's URL query and form."""
 
     def __init__(self, token: str, site_id: str = "1") -> None:
+        super().__init__()
         self.token = token
         self.site_id = site_id
         self.visits: dict[str, dict[str, Any]] = {}
         self.conversions: dict[str, dict[str, dict[str, float]]] = {}
         self.funnels: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        self.requests: list[dict[str, dict[str, str]]] = []
         self.calls: list[dict[str, str]] = []
-        self.planned: dict[int, Response] = {}
 
     def seed(self, first: date, days: int, empty: Iterable[int] = (), funnel: str = "1") -> None:
         """Deterministic data for `days` days from `first`; days numbered in `empty` have none."""
@@ -87,15 +83,9 @@ class FakeMatomo:
                 for position, label in enumerate(STEPS, start=1)
             ]
 
-    def plan(self, numbers: Iterable[int], response: Response) -> None:
-        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
-        for number in numbers:
-            self.planned[len(self.requests) + number] = response
-
     def handle(self, request: Request) -> Response:
         query, form = dict(request.args), dict(request.form)
-        self.requests.append({"query": query, "form": form})
-        planned = self.planned.pop(len(self.requests), None)
+        planned = self.log({"query": query, "form": form})
         if planned is not None:
             return planned
         if request.path != "/index.php":

@@ -17,11 +17,12 @@ import json
 import re
 import uuid
 import zipfile
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from werkzeug import Request, Response
+
+from tests.fakes.loopback import PlannedAnswers, json_response
 
 EXPORT_KEYS = frozenset(
     {"format", "startDate", "endDate", "limit", "useLabels", "compress", "questionIds",
@@ -37,7 +38,7 @@ def answer(result: Any = None, status: int = 200, error: tuple[str, str] | None 
         meta["error"] = {"errorCode": error[0], "errorMessage": error[1]}
     else:
         body["result"] = result
-    return Response(json.dumps(body), status, content_type="application/json")
+    return json_response(body, status)
 
 
 def stamp(moment: datetime) -> str:
@@ -84,17 +85,16 @@ def _question(
     return spec
 
 
-class FakeQualtrics:
+class FakeQualtrics(PlannedAnswers[tuple[str, str, Any]]):
     """Qualtrics on loopback; `requests` holds each request's method, path and JSON body."""
 
     def __init__(self, token: str) -> None:
+        super().__init__()
         self.token = token
         self.definitions: dict[str, dict[str, Any]] = {}
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self.exports: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str, Any]] = []
-        self.planned: dict[int, Response] = {}
         self.polls_needed = 2
         self.fail_exports = False
 
@@ -145,19 +145,13 @@ class FakeQualtrics:
         )
         return key
 
-    def plan(self, numbers: Iterable[int], response: Response) -> None:
-        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
-        for number in numbers:
-            self.planned[len(self.requests) + number] = response
-
     def export_bodies(self) -> list[dict[str, Any]]:
         """The JSON body of each export started."""
         return [body for method, _, body in self.requests if method == "POST"]
 
     def handle(self, request: Request) -> Response:
         body = request.get_json(silent=True) if request.method == "POST" else None
-        self.requests.append((request.method, request.path, body))
-        planned = self.planned.pop(len(self.requests), None)
+        planned = self.log((request.method, request.path, body))
         if planned is not None:
             return planned
         if request.headers.get("X-API-TOKEN") != self.token:

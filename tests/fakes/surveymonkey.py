@@ -11,7 +11,6 @@ Every answer carries the `X-Ratelimit-App-Global-*` headers of a per-minute wind
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -21,6 +20,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from werkzeug import Request, Response
+
+from tests.fakes.loopback import PlannedAnswers, json_response
 
 PARAMS = frozenset(
     {"per_page", "page", "start_created_at", "end_created_at", "start_modified_at",
@@ -40,7 +41,7 @@ def error(status: int, code: str, name: str, message: str) -> Response:
             "http_status_code": status,
         }
     }
-    return Response(json.dumps(body), status, content_type="application/json")
+    return json_response(body, status)
 
 
 def stamp(moment: datetime) -> str:
@@ -90,16 +91,14 @@ def open_question(qid: str, heading: str) -> dict[str, Any]:
     }
 
 
-class FakeSurveyMonkey:
+class FakeSurveyMonkey(PlannedAnswers[tuple[str, dict[str, str], float]]):
     """SurveyMonkey on loopback; `requests` holds each request's path, query and arrival time."""
 
     def __init__(self, token: str) -> None:
+        super().__init__()
         self.token = token
-        self.url = ""
         self.details: dict[str, dict[str, Any]] = {}
         self.responses: dict[str, list[dict[str, Any]]] = {}
-        self.requests: list[tuple[str, dict[str, str], float]] = []
-        self.planned: dict[int, Response] = {}
         self.changes: dict[int, Callable[[], None]] = {}
         self.minute_limit = 120
         self.window_seconds = 60.0
@@ -162,11 +161,6 @@ class FakeSurveyMonkey:
         response = next(r for r in self.responses[survey_id] if r["id"] == key)
         response["date_modified"] = stamp(modified)
 
-    def plan(self, numbers: Iterable[int], response: Response) -> None:
-        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
-        for number in numbers:
-            self.planned[len(self.requests) + number] = response
-
     def before(self, number: int, change: Callable[[], None]) -> None:
         """Run `change` just before request `number` (counted from now on) is answered."""
         self.changes[len(self.requests) + number] = change
@@ -179,11 +173,10 @@ class FakeSurveyMonkey:
 
     def handle(self, request: Request) -> Response:
         query = dict(request.args)
-        self.requests.append((request.path, query, time.monotonic()))
-        number = len(self.requests)
-        if number in self.changes:
-            self.changes.pop(number)()
-        planned = self.planned.pop(number, None)
+        planned = self.log((request.path, query, time.monotonic()))
+        change = self.changes.pop(len(self.requests), None)
+        if change is not None:
+            change()
         if planned is not None:
             return planned
         remaining, reset = self._spend()
@@ -204,9 +197,7 @@ class FakeSurveyMonkey:
         if survey_id not in self.details:
             return error(404, "1020", "Resource Not Found", f"Survey {survey_id} not found.")
         if what == "details":
-            return Response(
-                json.dumps(self.details[survey_id]), 200, content_type="application/json"
-            )
+            return json_response(self.details[survey_id])
         return self._bulk(survey_id, request.path, query)
 
     def _bulk(self, survey_id: str, path: str, query: dict[str, str]) -> Response:
@@ -243,7 +234,7 @@ class FakeSurveyMonkey:
             "total": len(chosen),
             "links": links,
         }
-        return Response(json.dumps(body), 200, content_type="application/json")
+        return json_response(body)
 
     def _link(self, path: str, query: dict[str, str], page: int) -> str:
         return f"{self.url}{path}?{urlencode(query | {'page': page})}"

@@ -9,7 +9,6 @@ any other way fails. `plan` scripts the answer to chosen requests (429, 5xx, mal
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Iterable
@@ -17,6 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from werkzeug import Request, Response
+
+from tests.fakes.loopback import PlannedAnswers, json_response
 
 
 def answer(ref: str, kind: str, value: Any, field_type: str = "opinion_scale") -> dict[str, Any]:
@@ -29,19 +30,17 @@ def answer(ref: str, kind: str, value: Any, field_type: str = "opinion_scale") -
 
 
 def error(status: int, code: str, description: str) -> Response:
-    body = json.dumps({"code": code, "description": description})
-    return Response(body, status, content_type="application/json")
+    return json_response({"code": code, "description": description}, status)
 
 
-class FakeTypeform:
+class FakeTypeform(PlannedAnswers[tuple[str, dict[str, str]]]):
     """Typeform on loopback; `requests` holds each request's path and query."""
 
     def __init__(self, token: str) -> None:
+        super().__init__()
         self.token = token
         self.forms: dict[str, list[dict[str, Any]]] = {}
         self.definitions: dict[str, dict[str, Any]] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.planned: dict[int, Response] = {}
 
     def add(
         self,
@@ -80,11 +79,6 @@ class FakeTypeform:
             "_links": {"display": f"https://example.typeform.com/to/{form}"},
         }
 
-    def plan(self, numbers: Iterable[int], response: Response) -> None:
-        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
-        for number in numbers:
-            self.planned[len(self.requests) + number] = response
-
     def rate_limited(self, numbers: Iterable[int], retry_after: str = "0") -> None:
         response = error(429, "RATE_LIMITED", "You have exceeded the allowed request rate.")
         response.headers["Retry-After"] = retry_after
@@ -92,8 +86,7 @@ class FakeTypeform:
 
     def handle(self, request: Request) -> Response:
         query = dict(request.args)
-        self.requests.append((request.path, query))
-        planned = self.planned.pop(len(self.requests), None)
+        planned = self.log((request.path, query))
         if planned is not None:
             return planned
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -102,9 +95,7 @@ class FakeTypeform:
         if len(parts) == 2 and parts[0] == "forms":
             if parts[1] not in self.definitions:
                 return error(404, "FORM_NOT_FOUND", f"Form {parts[1]} not found")
-            return Response(
-                json.dumps(self.definitions[parts[1]]), 200, content_type="application/json"
-            )
+            return json_response(self.definitions[parts[1]])
         if len(parts) != 3 or parts[0] != "forms" or parts[2] != "responses":
             return error(404, "NOT_FOUND", f"No route for {request.path}")
         if parts[1] not in self.forms:
@@ -133,4 +124,4 @@ class FakeTypeform:
             "page_count": math.ceil(len(chosen) / size),
             "items": chosen[:size],
         }
-        return Response(json.dumps(body), 200, content_type="application/json")
+        return json_response(body)

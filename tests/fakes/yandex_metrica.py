@@ -9,12 +9,12 @@ paging from 0 fails. `plan` scripts the answer to chosen requests (429 quota, ma
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
 from werkzeug import Request, Response
+
+from tests.fakes.loopback import PlannedAnswers, json_response
 
 DEVICES = ("Desktop", "Smartphones")
 SOURCES = (("organic", "Search engine traffic"), ("ad", "Ad traffic"), ("direct", "Direct traffic"))
@@ -23,19 +23,18 @@ SOURCES = (("organic", "Search engine traffic"), ("ad", "Ad traffic"), ("direct"
 def metrica_error(status: int, error_type: str, message: str) -> Response:
     body = {"errors": [{"error_type": error_type, "message": message}], "code": status,
             "message": message}  # fmt: skip
-    return Response(json.dumps(body), status, content_type="application/json")
+    return json_response(body, status)
 
 
-class FakeMetrica:
+class FakeMetrica(PlannedAnswers[dict[str, str]]):
     """One counter on loopback; `requests` holds each request's query; `sample_share` below 1
     makes every report sampled."""
 
     def __init__(self, token: str, counter: str, goal: str) -> None:
+        super().__init__()
         self.token, self.counter, self.goal = token, counter, goal
         self.cells: dict[tuple[str, str, str], dict[str, float]] = {}
         self.sample_share = 1.0
-        self.requests: list[dict[str, str]] = []
-        self.planned: dict[int, Response] = {}
 
     def seed(self, first: date, days: int) -> None:
         for offset in range(days):
@@ -49,15 +48,9 @@ class FakeMetrica:
                         f"ym:s:goal{self.goal}reaches": visits // 10,
                     }
 
-    def plan(self, numbers: Iterable[int], response: Response) -> None:
-        """Requests `numbers` (1-based, counted from now on) get `response` instead."""
-        for number in numbers:
-            self.planned[len(self.requests) + number] = response
-
     def handle(self, request: Request) -> Response:
         query = dict(request.args)
-        self.requests.append(query)
-        planned = self.planned.pop(len(self.requests), None)
+        planned = self.log(query)
         if planned is not None:
             return planned
         if request.headers.get("Authorization") != f"OAuth {self.token}":
@@ -89,4 +82,4 @@ class FakeMetrica:
             "sampled": self.sample_share < 1,
             "sample_share": self.sample_share,
         }
-        return Response(json.dumps(body), 200, content_type="application/json")
+        return json_response(body)
