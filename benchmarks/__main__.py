@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def run_scale(customers: int, args: argparse.Namespace, pg_url: str | None) -> d
     start = time.perf_counter()
     rows = write_company(customers, args.seed, data_dir)
     scale: dict = {"customers": customers, "rows": rows, "total_rows": sum(rows.values()),
-                   "generate_and_write_s": time.perf_counter() - start, "notes": []}  # fmt: skip
+                   "generate_and_write_s": time.perf_counter() - start, "notes": [],
+                   "load_average": {"before": os.getloadavg()}}  # fmt: skip
     with_report = customers <= args.report_max
     variant = "" if with_report else "-no-report"
     runs = {"cxloop": worker("direct" + variant, data_dir, args.timeout)}
@@ -74,6 +76,7 @@ def run_scale(customers: int, args: argparse.Namespace, pg_url: str | None) -> d
         runs["postgresql"] = worker(
             "ingest", data_dir, args.timeout, postgres.fresh_database(pg_url, name)
         )
+    scale["load_average"]["after"] = os.getloadavg()
     for side, run in runs.items():
         scale[side] = run["timings"]
         if run["failure"]:

@@ -14,6 +14,18 @@ from pathlib import Path
 import numpy as np
 
 STAGES = ("ingest", "metrics", "ranking", "experiments", "report", "cycle")
+# The stage each of the flows' tasks belongs to, for the breakdown table.
+TASK_STAGES = {
+    "open_streams": "ingest",
+    "sync_one": "ingest",
+    "load_data": "metrics",
+    "snapshot_cut": "metrics",
+    "raise_alerts": "metrics",
+    "save_pain_points": "ranking",
+    "evaluate_and_store": "experiments",
+    "render_reports": "report",
+    "pdf": "report",
+}
 TARGET_SCALE = 1_000_000
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,6 +160,27 @@ def _cell(seconds: float | None, base: float | None) -> str:
     return f"{seconds:.2f} s{ratio}"
 
 
+def _load(scale: dict) -> str:
+    load = scale.get("load_average")
+    return f"{load['before'][0]:.1f} → {load['after'][0]:.1f}" if load else "—"
+
+
+def _breakdown(label: str, scale: dict) -> list[str]:
+    """Lines of a table of the flows' tasks at one scale: where each stage's time goes."""
+    tasks = {name.removeprefix("task "): t for name, t in scale.get("cxloop", {}).items()
+             if name.startswith("task ") and name.removeprefix("task ") in TASK_STAGES}  # fmt: skip
+    if not tasks:
+        return []
+    lines = ["", f"Where the time goes at {label} (cxloop's tasks, called directly):", "",
+             "| task | stage | calls | seconds | CPU s | peak RSS |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, t in sorted(tasks.items(), key=lambda kv: list(TASK_STAGES).index(kv[0])):
+        cpu = f"{t['cpu_s']:.2f}" if t.get("cpu_s") is not None else "—"
+        lines.append(f"| {name} | {TASK_STAGES[name]} | {t['extra'].get('calls', 1)} | "
+                     f"{t['seconds']:.2f} | {cpu} | {t['peak_mib']:,.0f} MiB |")  # fmt: skip
+    return lines
+
+
 def markdown(run: dict) -> str:
     """The stage table (cxloop time and × baseline per scale, slope), Prefect, ingest, targets."""
     scales = sorted(run["scales"].items(), key=lambda kv: kv[1]["customers"])
@@ -188,6 +221,12 @@ def markdown(run: dict) -> str:
         )
         + " | |"
     )
+    lines.append(
+        "| machine load (1-min average, before → after) | "
+        + " | ".join(_load(v) for _, v in scales)
+        + " | |"
+    )
+    lines += _breakdown(*scales[-1]) if scales else []
     lines += ["", "| Prefect | " + " | ".join(k for k, _ in scales) + " |",
               "|---|" + "---:|" * len(scales)]  # fmt: skip
     for key, name in (
