@@ -212,37 +212,38 @@ class Report(DailyReport):
         return Step(records, window.cursor(offset), done=False)
 
 
-def first_day(
-    where: str, start_date: str, lookback_days: int, page_size: int, page_limit: int
-) -> date:
-    """The first day a date-windowed report source reads; `ConfigError` on bad options."""
-    try:
-        first = date.fromisoformat(start_date)
-    except ValueError:
-        raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
-    if lookback_days < 1 or not 1 <= page_size <= page_limit:
-        raise ConfigError(
-            f"{where}: lookback_days must be at least 1 and page_size 1–{page_limit:,}."
-        )
-    return first
-
-
 @dataclass(kw_only=True)
 class DailyReportOptions(HttpOptions):
     """Options every daily web-analytics report source takes, besides the HTTP ones.
 
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days,
     as web data arrives late. `field_map` and `value_map` override the vendor's default fields.
-    Report APIs are slow and quota-bound, so retries wait longer than for other vendors.
+    Report APIs are slow and quota-bound, so requests may take longer and retries wait longer
+    than for other vendors.
     """
 
     start_date: str = ""
     lookback_days: int = 3
     page_size: int
+    timeout: float = 60.0
     backoff_base: float = 2.0
     max_wait: float = 120.0
     field_map: dict[str, str] = field(default_factory=dict)
     value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def first_day(self, page_limit: int) -> date:
+        """The first day the source reads; `ConfigError` on bad `start_date`, `lookback_days`
+        or `page_size` (at most the vendor's `page_limit`)."""
+        where = f"sources.{self.name}.options"
+        try:
+            first = date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
+        if self.lookback_days < 1 or not 1 <= self.page_size <= page_limit:
+            raise ConfigError(
+                f"{where}: lookback_days must be at least 1 and page_size 1–{page_limit:,}."
+            )
+        return first
 
 
 @dataclass(kw_only=True)
@@ -260,7 +261,6 @@ class GA4Source(DailyReportOptions):
     base_url: str = API
     token_env: str = TOKEN_ENV
     page_size: int = 100_000
-    timeout: float = 60.0
     rate_limit: tuple[int, float] = (10, 1.0)
     kind: str = field(default="ga4", init=False)
 
@@ -268,7 +268,7 @@ class GA4Source(DailyReportOptions):
         where = f"sources.{self.name}.options"
         if not str(self.property_id).isdigit():
             raise ConfigError(f"{where}: property_id must be the GA4 property's number.")
-        first = first_day(where, self.start_date, self.lookback_days, self.page_size, PAGE_LIMIT)
+        first = self.first_day(PAGE_LIMIT)
         unknown = sorted(set(self.reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 from pydantic import SecretStr
 
-from connectors.ga4 import DailyReport, DailyReportOptions, Window, first_day
+from connectors.ga4 import DailyReport, DailyReportOptions, Window
 from connectors.http import (
     HttpClient,
     Request,
@@ -284,7 +284,7 @@ class MatomoSource(DailyReportOptions):
             )
         if not str(self.site_id).isdigit():
             raise ConfigError(f"{where}: site_id must be the Matomo site's number (idSite).")
-        first = first_day(where, self.start_date, self.lookback_days, self.page_size, PAGE_LIMIT)
+        first = self.first_day(PAGE_LIMIT)
         if not 1 <= self.days_per_request <= MAX_DAYS_PER_REQUEST:
             raise ConfigError(f"{where}: days_per_request must be 1–{MAX_DAYS_PER_REQUEST}.")
         default = ["visits", "goals", *(["funnel"] if self.funnel_id is not None else [])]

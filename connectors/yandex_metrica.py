@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from connectors.ga4 import DailyReport, DailyReportOptions, first_day
+from connectors.ga4 import DailyReport, DailyReportOptions
 from connectors.http import (
     HttpClient,
     Request,
@@ -179,7 +179,6 @@ class YandexMetricaSource(DailyReportOptions):
     base_url: str = API
     token_env: str = TOKEN_ENV
     page_size: int = 10_000
-    timeout: float = 60.0
     rate_limit: tuple[int, float] = (10, 1.0)
     kind: str = field(default="yandex_metrica", init=False)
 
@@ -187,7 +186,7 @@ class YandexMetricaSource(DailyReportOptions):
         where = f"sources.{self.name}.options"
         if not str(self.counter).isdigit():
             raise ConfigError(f"{where}: counter must be the Metrica counter's number.")
-        first = first_day(where, self.start_date, self.lookback_days, self.page_size, PAGE_LIMIT)
+        first = self.first_day(PAGE_LIMIT)
         token = env_secret(
             self.name,
             self.token_env,
