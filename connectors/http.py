@@ -282,6 +282,14 @@ class HttpOptions:
     max_wait: float = 60.0
 
 
+def page_size_within(source: str, page_size: int, limit: int, vendor: str) -> None:
+    """`ConfigError` unless `page_size` is 1 to `limit`, the vendor's maximum."""
+    if not 1 <= page_size <= limit:
+        raise ConfigError(
+            f"sources.{source}.options: page_size must be 1–{limit} ({vendor}'s maximum)."
+        )
+
+
 def env_secret(source: str, variable: str, how: str) -> SecretStr:
     """The secret in environment variable `variable`; `ConfigError` saying how to get one."""
     value = os.environ.get(variable, "").strip()

@@ -31,6 +31,7 @@ from connectors.http import (
     Step,
     env_secret,
     json_error,
+    page_size_within,
     vendor_client,
 )
 from connectors.surveys import (
@@ -44,7 +45,6 @@ from connectors.surveys import (
     plain,
     survey_fields,
 )
-from tasks.errors import ConfigError
 
 API = "https://api.surveymonkey.com"
 TOKEN_ENV = "SURVEYMONKEY_TOKEN"
@@ -227,11 +227,7 @@ class SurveyMonkeySource(SurveyOptions):
 
     def __post_init__(self) -> None:
         surveys = self.entries()
-        if not 1 <= self.page_size <= PAGE_LIMIT:
-            raise ConfigError(
-                f"sources.{self.name}.options: page_size must be 1–{PAGE_LIMIT} (SurveyMonkey's "
-                "maximum per_page)."
-            )
+        page_size_within(self.name, self.page_size, PAGE_LIMIT, "SurveyMonkey")
         token = env_secret(
             self.name,
             self.token_env,

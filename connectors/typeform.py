@@ -25,6 +25,7 @@ from connectors.http import (
     Step,
     env_secret,
     json_error,
+    page_size_within,
     vendor_client,
 )
 from connectors.surveys import (
@@ -37,7 +38,6 @@ from connectors.surveys import (
     plain,
     survey_fields,
 )
-from tasks.errors import ConfigError
 
 API = "https://api.typeform.com"
 TOKEN_ENV = "TYPEFORM_TOKEN"
@@ -164,11 +164,7 @@ class TypeformSource(SurveyOptions):
 
     def __post_init__(self) -> None:
         forms = self.entries()
-        if not 1 <= self.page_size <= PAGE_LIMIT:
-            raise ConfigError(
-                f"sources.{self.name}.options: page_size must be 1–{PAGE_LIMIT} (Typeform's "
-                "maximum)."
-            )
+        page_size_within(self.name, self.page_size, PAGE_LIMIT, "Typeform")
         token = env_secret(
             self.name,
             self.token_env,
