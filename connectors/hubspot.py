@@ -220,18 +220,17 @@ class HubSpotStream(HttpStream):
     def _associated(self, kind: str, ids: list[str], where: str) -> dict[str, str]:
         path = f"/crm/v4/associations/{self.name}/{kind}/batch/read"
         request = Request("POST", path, json={"inputs": [{"id": i} for i in ids]})
-        body = self.client.send(request, f"{where} ({kind} associations)")
-        try:
-            return {
-                str(result["from"]["id"]): str(result["to"][0]["toObjectId"])
-                for result in body["results"]
-                if result["to"]
-            }
-        except (KeyError, TypeError, IndexError) as exc:
-            raise SourceError(
-                f"{where}: HubSpot sent {kind} associations without the documented shape "
-                f"({type(exc).__name__}: {exc}); nothing of this page was saved."
-            ) from None
+        within = f"{where} ({kind} associations)"
+        return self.client.fetch(request, within, f"{kind} associations", _first_associated)
+
+
+def _first_associated(body: Any) -> dict[str, str]:
+    """Each record's first associated id, from a v4 association batch read."""
+    return {
+        str(result["from"]["id"]): str(result["to"][0]["toObjectId"])
+        for result in body["results"]
+        if result["to"]
+    }
 
 
 @dataclass(kw_only=True)
