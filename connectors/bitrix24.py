@@ -45,6 +45,7 @@ from connectors.http import (
     SecretHeader,
     Step,
     body_text,
+    json_body,
     rate_limiter,
     vendor_client,
 )
@@ -204,7 +205,7 @@ URL_REDACTION = RedactBitrix24Urls()
 def error_message(response: httpx.Response, credential_env: str = WEBHOOK_ENV) -> str:
     """Bitrix24's `error: error_description` (per failed command in a `batch` answer), with the
     fix for authentication errors."""
-    body = _json(response)
+    body = json_body(response)
     error = body.get("error") if isinstance(body, dict) else None
     if not error:
         failed = command_errors(body)
@@ -218,13 +219,6 @@ def error_message(response: httpx.Response, credential_env: str = WEBHOOK_ENV) -
         )
         message += f" — check {credential_env}: it must hold {fix} with the crm scope."
     return message
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
 
 
 def command_errors(body: Any) -> dict[str, Any]:
@@ -248,7 +242,7 @@ def describe(errors: Mapping[str, Any]) -> str:
 
 def limited_batch(response: httpx.Response) -> bool:
     """Whether an HTTP-200 `batch` answer failed only on rate or time limits, so is retried."""
-    errors = command_errors(_json(response)) if response.status_code == 200 else {}
+    errors = command_errors(json_body(response)) if response.status_code == 200 else {}
     return bool(errors) and all(
         isinstance(error, dict) and error.get("error") in (QUERY_LIMIT, TIME_LIMIT)
         for error in errors.values()
@@ -266,7 +260,7 @@ class Bitrix24Limits:
         self._reset_at: float | None = None
 
     def __call__(self, response: httpx.Response) -> float | None:
-        body = _json(response)
+        body = json_body(response)
         if not isinstance(body, dict):
             return None
         timing = body.get("time") if isinstance(body.get("time"), dict) else {}

@@ -129,6 +129,14 @@ def body_text(response: httpx.Response) -> str:
     return response.text[:ERROR_BODY_CHARS].strip() or response.reason_phrase
 
 
+def json_body(response: httpx.Response) -> Any:
+    """The decoded JSON body of a response, or None when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def json_error(response: httpx.Response, read: Callable[[Any], str | None], auth_fix: str) -> str:
     """The message `read` finds in a JSON error body, with ` — {auth_fix}` on a 401 or 403.
 

@@ -27,6 +27,7 @@ from connectors.http import (
     SecretHeader,
     Step,
     env_secret,
+    json_body,
     json_error,
     rate_limiter,
     vendor_client,
@@ -89,10 +90,7 @@ def wait_hint(response: httpx.Response) -> float | None:
 
 
 def _policy(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
+    body = json_body(response)
     return body.get("policyName") if isinstance(body, dict) else None
 
 

@@ -28,9 +28,11 @@ from connectors.ga4 import DailyReport, DailyReportOptions, Window
 from connectors.http import (
     HttpClient,
     Request,
+    SecretHeader,
     Step,
     body_text,
     env_secret,
+    json_body,
     vendor_client,
 )
 from tasks.errors import ConfigError, SourceError
@@ -73,13 +75,13 @@ MATOMO = FieldMap(
 """Matomo's default fields: one row per date, goal or funnel step, and metric."""
 
 
-class FormToken(httpx.Auth):
+class FormToken(SecretHeader):
     """Adds the token to each request's form body as `token_auth`: POST only, never the URL."""
 
     requires_request_body = True
 
     def __init__(self, secret: SecretStr) -> None:
-        self.secret = secret
+        super().__init__(secret, header="", scheme="")
 
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
         fields = [
@@ -100,11 +102,6 @@ class FormToken(httpx.Auth):
             extensions=request.extensions,
         )
 
-    def redact(self, text: str) -> str:
-        """`text` with the token replaced by `***`."""
-        value = self.secret.get_secret_value()
-        return text.replace(value, "***") if value else text
-
 
 def matomo_error(body: Any) -> str | None:
     """Matomo's message if `body` is its error shape, `{"result": "error", "message": …}`."""
@@ -115,10 +112,7 @@ def matomo_error(body: Any) -> str | None:
 
 def error_message(response: httpx.Response, hint: str) -> str:
     """Matomo's own message on an HTTP error, with `hint` when it is about access."""
-    try:
-        message = matomo_error(response.json())
-    except ValueError:
-        message = None
+    message = matomo_error(json_body(response))
     if message is None:
         return body_text(response)
     return message + (hint if _about_access(message) else "")

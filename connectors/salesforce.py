@@ -39,6 +39,7 @@ from connectors.http import (
     Step,
     body_text,
     env_secret,
+    json_body,
     vendor_client,
 )
 from tasks.errors import ConfigError
@@ -114,10 +115,7 @@ topic from `Type` instead of `Reason`, map `{cases: {Type: topic}}`."""
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]] | None:
     """Salesforce's error array (`[{"message", "errorCode"}]`), or None for another body."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
+    body = json_body(response)
     if not isinstance(body, list) or not body or not all(isinstance(e, dict) for e in body):
         return None
     return body
