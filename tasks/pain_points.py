@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tasks.metrics import Z95, CxData, funnel, nps_points
+from tasks.metrics import Z95, CxData, funnel, is_in, lookup, nps_points
 from tasks.text import Taxonomy, redact_pii, tag_topics
 
 MIN_RESPONDENTS = 30
@@ -47,8 +47,12 @@ def confidence(impact: pd.Series, half_width: pd.Series, respondents: pd.Series)
 
 def latest_nps(data: CxData) -> pd.DataFrame:
     """Each respondent's most recent NPS response: relationship NPS counts a customer once."""
-    answers = data.responses[data.responses["kind"] == "nps"]
-    return answers.sort_values("submitted_at", kind="stable").groupby("customer_id").tail(1)
+    columns = ["customer_id", "score", "comment", "submitted_at"]
+    answers = data.responses.loc[data.responses["kind"] == "nps", columns].dropna(
+        subset=["customer_id"]
+    )
+    ordered = answers.sort_values("submitted_at", kind="stable")
+    return ordered.drop_duplicates("customer_id", keep="last")
 
 
 def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
@@ -84,17 +88,16 @@ def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
     return gaps.join(reach, how="right").fillna({"respondents": 0}).reset_index()
 
 
-def key_drivers(data: CxData) -> pd.DataFrame:
+def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
     """NPS points each ticket topic costs, holding the other topics fixed, with 95% CIs.
 
-    OLS of each respondent's latest NPS points on one indicator per topic (robust HC1
+    OLS of each respondent's `latest` NPS points on one indicator per topic (robust HC1
     errors), so topics that co-occur are not double-counted. Columns `key`, `driver_impact`
     (points lost), `driver_ci_low`, `driver_ci_high`, `driver_p`.
     """
     import statsmodels.api as sm
 
-    latest = latest_nps(data)
-    pairs = data.tickets[["customer_id", "topic"]].dropna()
+    pairs = tickets[["customer_id", "topic"]].dropna()
     topic, topics = pd.factorize(pairs["topic"], sort=True)
     row = pd.Index(latest["customer_id"]).get_indexer(pairs["customer_id"])
     design = np.zeros((len(latest), len(topics)))
@@ -131,7 +134,7 @@ def rank_pain_points(
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
     found = [
-        ticket_topics(data, points),
+        ticket_topics(data, latest, points),
         comment_topics(data, points, taxonomy),
         regions(data, points),
         peak_load(data, points),
@@ -174,7 +177,7 @@ class Found:
         return cls(pd.DataFrame(), pd.DataFrame(columns=["key", "customer_id"]))
 
 
-def ticket_topics(data: CxData, points: pd.Series) -> Found:
+def ticket_topics(data: CxData, latest: pd.DataFrame, points: pd.Series) -> Found:
     """`ticket:<topic>` candidates; evidence adds the worst segment × channel cells and the
     key-driver estimate."""
     tickets = data.tickets.dropna(subset=["topic"])
@@ -187,7 +190,7 @@ def ticket_topics(data: CxData, points: pd.Series) -> Found:
     topic = gaps["key"].str.removeprefix("ticket:")
     counts = tickets["topic"].value_counts()
     cells = _worst_cells(tickets, data.customers, points)
-    drivers = key_drivers(data).set_index("key")
+    drivers = key_drivers(data.tickets, latest).set_index("key")
     evidence = []
     for key, name, row in zip(gaps["key"], topic, gaps.itertuples(), strict=True):
         extra = {"tickets": int(counts[name]), "worst_cells": cells.get(name, [])}
@@ -217,12 +220,12 @@ def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = 
     tagged = pd.DataFrame({"comment": texts[tags["text_index"]].to_numpy(), "topic": tags["topic"]})
     mentions = said[["customer_id", "comment"]].merge(tagged, on="comment")
     segment = data.customers.set_index("customer_id")["segment"]
-    mentions["segment"] = mentions["customer_id"].map(segment)
+    mentions["segment"] = lookup(mentions["customer_id"], segment)
     mentions = mentions.dropna(subset=["segment"])
-    respondents = pd.DataFrame({"customer_id": points.index, "segment": points.index.map(segment)})
+    respondent_segment = lookup(pd.Series(points.index), segment)
     frames, found = [], []
     for name, group in mentions.groupby("segment"):
-        pool = points[(respondents["segment"] == name).to_numpy()]
+        pool = points[(respondent_segment == name).to_numpy()]
         keys = "comment:" + group["topic"] + ":" + str(name)
         members = pd.DataFrame({"key": keys, "customer_id": group["customer_id"]})
         gaps = nps_gaps(pool, members)
@@ -270,7 +273,7 @@ def peak_load(data: CxData, points: pd.Series) -> Found:
     members = pd.DataFrame(
         {"key": "load:peak_hours", "customer_id": tickets.loc[in_peak, "customer_id"]}
     )
-    raisers = points[pd.Index(tickets["customer_id"].unique()).get_indexer(points.index) >= 0]
+    raisers = points[is_in(pd.Series(points.index), tickets["customer_id"])]
     gaps = nps_gaps(raisers, members)
     frt = tickets.groupby(in_peak)["frt_hours"].median()
     sla = tickets.groupby(in_peak)["sla_breach"].mean() * 100
@@ -356,7 +359,7 @@ def _worst_cells(
 ) -> dict[str, list[dict]]:
     """Per topic, the segment × channel cells whose customers lose the most NPS points in all
     (reach × gap), with at least `MIN_RESPONDENTS` respondents."""
-    segment = tickets["customer_id"].map(customers.set_index("customer_id")["segment"])
+    segment = lookup(tickets["customer_id"], customers.set_index("customer_id")["segment"])
     cell = tickets["topic"] + "|" + segment.fillna("?") + "|" + tickets["channel"].fillna("?")
     gaps = nps_gaps(points, pd.DataFrame({"key": cell, "customer_id": tickets["customer_id"]}))
     gaps = gaps[gaps["respondents"] >= MIN_RESPONDENTS]

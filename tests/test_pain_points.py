@@ -90,9 +90,9 @@ def test_reach_of_every_planted_pain_point_matches_the_planted_rate(company, dem
 
 
 def test_key_drivers_recover_the_planted_nps_cost_of_each_top_topic(company, demo_data) -> None:
-    from tasks.pain_points import key_drivers
+    from tasks.pain_points import key_drivers, latest_nps
 
-    drivers = key_drivers(demo_data).set_index("key")
+    drivers = key_drivers(demo_data.tickets, latest_nps(demo_data)).set_index("key")
     for key in company.truth.pain_point_order[:3]:
         gap = company.truth.pain_points.loc[key, "impact"]
         assert drivers.loc[key, "driver_ci_low"] <= gap <= drivers.loc[key, "driver_ci_high"], key
