@@ -138,7 +138,7 @@ def metrics(
         str,
         typer.Option(
             help="Comma-separated cuts: segment, region, acquisition, "
-            "channel, topic, survey, hour, weekday."
+            "channel, topic, survey, stage (journey), hour, weekday."
         ),
     ] = "segment",
     period: Annotated[str, typer.Option(help="day, week, month, quarter or all.")] = "all",
@@ -168,9 +168,8 @@ def metrics(
         components = list(cfg.csi) if "csi" in asked else []
         needed = list(dict.fromkeys([m for m in asked if m != "csi"] + components))
         try:
-            table = metric_table(
-                data, needed, cuts, None if period == "all" else period, cfg.csat_scale
-            )
+            grain = None if period == "all" else period
+            table = metric_table(data, needed, cuts, grain, cfg.csat_scale, cfg.touchpoint_stages)
         except KeyError as exc:
             raise ConfigError(f"{exc.args[0]}") from None
         if components:

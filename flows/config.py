@@ -165,6 +165,15 @@ class Config(Strict):
     reports: ReportConfig = ReportConfig()
 
     @property
+    def touchpoint_stages(self) -> dict[str, str]:
+        """The journey stage of each ticket topic and survey."""
+        return {
+            touchpoint: name
+            for name, stage in self.journey.items()
+            for touchpoint in [*stage.ticket_topics, *stage.surveys]
+        }
+
+    @property
     def funnel_steps(self) -> list[str]:
         """The funnel's steps in journey order."""
         return [step for stage in self.journey.values() for step in stage.funnel_steps]

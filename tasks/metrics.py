@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -267,7 +267,7 @@ SOURCES = dict.fromkeys(SURVEY_METRICS + COMMENT_METRICS, "responses") | dict.fr
 )
 MEDIAN_METRICS = ("frt_hours", "frt_business_hours", "art_hours")
 CUSTOMER_DIMENSIONS = {"segment": "segment", "region": "region", "acquisition": "channel"}
-DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "hour", "weekday")
+DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "stage", "hour", "weekday")
 PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
 
 
@@ -277,13 +277,15 @@ def metric_table(
     by: Sequence[str] = (),
     period: str | None = None,
     csat_scale: int = 5,
+    stages: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Each metric per cell of `by` (see `DIMENSIONS`) and `period`, with `n` and 95% CI.
 
     Long format: the `by` columns, `period` (`all` without one), `metric`, `value`, `n`,
     `ci_low`, `ci_high`. FRT and ART give their median (no CI) and, as `mean`, their mean;
     the rest their mean (a share in % for 0/100 metrics) with a normal CI. Dimensions a
-    metric does not have (e.g. `topic` for NPS) leave that metric out.
+    metric does not have (e.g. `topic` for NPS) leave that metric out. `stage` is the journey
+    stage `stages` maps a ticket's topic or a response's survey to.
     """
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
@@ -301,6 +303,9 @@ def metric_table(
                     if metric in SOURCES
                     else lookup(obs["customer_id"], customers[column])
                 )
+        if "stage" in by:
+            touchpoint = obs["topic"] if "topic" in obs else obs["survey"]
+            obs["stage"] = lookup(touchpoint, pd.Series(stages or {}, dtype=object))
         if "hour" in by:
             obs["hour"] = obs["at"].dt.hour
         if "weekday" in by:

@@ -332,3 +332,21 @@ def test_period_labels_read_like_pandas_periods() -> None:
     for freq in ("D", "W", "M", "Q"):
         expected = at.dt.to_period(freq).astype(str)
         pd.testing.assert_series_equal(period_labels(at, freq), expected)
+
+
+def test_metrics_by_journey_stage_follow_the_topics_and_surveys_of_each_stage(
+    demo_data: CxData,
+) -> None:
+    stages = {"delivery": "delivery", "returns": "delivery", "login": "support",
+              "post_ticket_csat": "support", "relationship_nps": "loyalty"}  # fmt: skip
+    table = metric_table(demo_data, ["frt_hours", "csat_top2", "nps"], ["stage"], stages=stages)
+    cells = table.set_index(["metric", "stage"])
+    tickets = demo_data.tickets[demo_data.tickets["topic"].isin(["delivery", "returns"])]
+    assert cells.loc[("frt_hours", "delivery"), "value"] == pytest.approx(
+        tickets["frt_hours"].median()
+    )
+    assert cells.loc[("frt_hours", "delivery"), "n"] == len(tickets)
+    assert set(table.loc[table["metric"] == "frt_hours", "stage"]) == {"delivery", "support"}
+    csat = demo_data.responses[demo_data.responses["kind"] == "csat"]
+    assert cells.loc[("csat_top2", "support"), "n"] == len(csat)
+    assert cells.loc[("nps", "loyalty"), "n"] == (demo_data.responses["kind"] == "nps").sum()
