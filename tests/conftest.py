@@ -49,7 +49,9 @@ def postgres_server() -> Iterator[str]:
         as_postgres = ["runuser", "-u", "postgres", "--"]
     run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True)  # noqa: E731
     run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "cxloop", "-E", "UTF8")
+    # Each test database's engine keeps a small pool; the margin covers the vendor tests' own.
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    options += " -c max_connections=300"
     run(
         str(bin_dir / "pg_ctl"),
         "-D",
@@ -69,18 +71,24 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty store URL on each backend."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL on each backend; a PostgreSQL one is dropped afterwards."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
     import psycopg
+
+    from tasks import store
 
     base = request.getfixturevalue("postgres_server")
     name = f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
-    return f"{base}/{name}"
+    yield f"{base}/{name}"
+    store.open_store(f"{base}/{name}").dispose()  # the cached engine's idle connections
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -249,9 +249,9 @@ def test_embedded_data_joins_responses_to_customers(store_url: str, fake: FakeQu
         "crm",
     )
     store.load_page(engine, store.Customer, customers, "crm", "contacts", {})
-    by_id = fake.add(SURVEY, START, {"QID1": 10}, {"customer_id": "C1"})
+    fake.add(SURVEY, START, {"QID1": 10}, {"customer_id": "C1"})
     by_email = fake.add(SURVEY, START, {"QID1": 2}, {"email": "OLGA@example.com "})
-    nobody = fake.add(SURVEY, START, {"QID1": 6}, {"email": "who@example.com"})
+    fake.add(SURVEY, START, {"QID1": 6}, {"email": "who@example.com"})
 
     sync_source(engine, make(fake, questions={"nps": "QID1"}))
 
@@ -260,9 +260,9 @@ def test_embedded_data_joins_responses_to_customers(store_url: str, fake: FakeQu
         rows.loc[f"{by_email}:nps", "email_hash"] == hashlib.sha256(b"olga@example.com").hexdigest()
     )
     data = CxData.from_store(engine)
-    joined = data.responses.set_index("source_id")["customer_id"]
-    assert joined[f"{by_id}:nps"] == "C1" and joined[f"{by_email}:nps"] == "C2"
-    assert pd.isna(joined[f"{nobody}:nps"]) and data.unmatched()["responses"] == 1
+    joined = data.responses.set_index("score")["customer_id"]  # each respondent scored apart
+    assert joined[10.0] == "C1" and joined[2.0] == "C2"
+    assert pd.isna(joined[6.0]) and data.unmatched()["responses"] == 1
 
 
 def test_comment_may_name_the_question_instead_of_its_text_key(fake: FakeQualtrics) -> None:

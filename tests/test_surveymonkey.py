@@ -288,9 +288,9 @@ def test_custom_variables_join_responses_to_customers(
         "crm",
     )
     store.load_page(engine, store.Customer, customers, "crm", "contacts", {})
-    by_id = fake.add(SURVEY, START, {"901": 10}, {"customer_id": "C1"})
+    fake.add(SURVEY, START, {"901": 10}, {"customer_id": "C1"})
     by_email = fake.add(SURVEY, START, {"901": 3}, {"email": " Olga@Example.COM "})
-    nobody = fake.add(SURVEY, START, {"901": 7}, {"email": "who@example.com"})
+    fake.add(SURVEY, START, {"901": 7}, {"email": "who@example.com"})
 
     sync_source(engine, make(fake))
 
@@ -300,9 +300,9 @@ def test_custom_variables_join_responses_to_customers(
     )
     assert pd.isna(rows.loc[f"{by_email}:nps", "customer_id"])
     data = CxData.from_store(engine)
-    joined = data.responses.set_index("source_id")["customer_id"]
-    assert joined[f"{by_id}:nps"] == "C1" and joined[f"{by_email}:nps"] == "C2"
-    assert pd.isna(joined[f"{nobody}:nps"]) and data.unmatched()["responses"] == 1
+    joined = data.responses.set_index("score")["customer_id"]  # each respondent scored apart
+    assert joined[10.0] == "C1" and joined[3.0] == "C2"
+    assert pd.isna(joined[7.0]) and data.unmatched()["responses"] == 1
 
 
 def test_bad_token_names_the_variable_and_scopes_and_hides_the_token(
