@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -39,11 +38,6 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBitrix24]:
     monkeypatch.delenv("BITRIX24_TOKEN", raising=False)
     with portal.running():
         yield portal
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
 
 
 def crm(fake: FakeBitrix24, **options: Any) -> Bitrix24Source:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,11 +35,6 @@ def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
     ga4 = FakeGA4(TOKEN, PROPERTY)
     ga4.seed(FIRST, 5)
     yield ga4.serve(httpserver)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
 
 
 def source(fake: FakeGA4, **options: Any) -> GA4Source:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,11 +44,6 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHubSpot]:
     hubspot.seed(**SIZES)
     with hubspot.running():
         yield hubspot
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
 
 
 def crm(fake: FakeHubSpot, **options: Any) -> Any:

@@ -326,8 +326,3 @@ def test_config_errors(fake: FakeQualtrics, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("QUALTRICS_TOKEN")
     with pytest.raises(ConfigError, match=r"sources\.qx: set QUALTRICS_TOKEN"):
         make(fake)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Any) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"

@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -41,11 +40,6 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSalesforce]:
     monkeypatch.setenv("SALESFORCE_INSTANCE_URL", org.url)
     with org.running():
         yield org
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
 
 
 def org(**options: Any) -> SalesforceSource:

@@ -342,8 +342,3 @@ def test_config_errors(fake: FakeSurveyMonkey, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("SURVEYMONKEY_TOKEN")
     with pytest.raises(ConfigError, match=r"sources\.sm: set SURVEYMONKEY_TOKEN"):
         make(fake)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Any) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"

@@ -223,8 +223,3 @@ def test_config_errors(fake: FakeTypeform, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("TYPEFORM_TOKEN")
     with pytest.raises(ConfigError, match=r"sources\.surveys: set TYPEFORM_TOKEN"):
         source(fake)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Any) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
