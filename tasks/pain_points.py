@@ -160,17 +160,19 @@ def rank_pain_points(
     )
     ranked = ranked.sort_values(["score", "reach"], ascending=False, ignore_index=True)
     ranked["rank"] = np.arange(1, len(ranked) + 1)
-    members = pd.concat([f.members for f in found], ignore_index=True)
-    ranked["evidence"] = _with_verbatims(ranked, members, latest)
+    ranked["evidence"] = _with_verbatims(ranked, found, latest)
     return ranked.drop(columns=["respondents"])
 
 
 @dataclass(frozen=True)
 class Found:
-    """Candidates of one kind and their affected customers (`key`, `customer_id`)."""
+    """Candidates of one kind, their affected customers (`key`, `customer_id`) and, where the
+    candidate is itself something customers said, those comments (`key`, `comment`,
+    `submitted_at`) to quote instead of the affected detractors' latest ones."""
 
     table: pd.DataFrame
     members: pd.DataFrame
+    said: pd.DataFrame | None = None
 
     @classmethod
     def none(cls) -> Found:
@@ -218,16 +220,17 @@ def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = 
     if tags.empty:
         return Found.none()
     tagged = pd.DataFrame({"comment": texts[tags["text_index"]].to_numpy(), "topic": tags["topic"]})
-    mentions = said[["customer_id", "comment"]].merge(tagged, on="comment")
+    columns = ["customer_id", "comment", "submitted_at"]
+    mentions = said[columns].merge(tagged, on="comment")
     segment = data.customers.set_index("customer_id")["segment"]
     mentions["segment"] = lookup(mentions["customer_id"], segment)
     mentions = mentions.dropna(subset=["segment"])
+    mentions["key"] = "comment:" + mentions["topic"] + ":" + mentions["segment"].astype(str)
     respondent_segment = lookup(pd.Series(points.index), segment)
     frames, found = [], []
     for name, group in mentions.groupby("segment"):
         pool = points[(respondent_segment == name).to_numpy()]
-        keys = "comment:" + group["topic"] + ":" + str(name)
-        members = pd.DataFrame({"key": keys, "customer_id": group["customer_id"]})
+        members = group[["key", "customer_id"]]
         gaps = nps_gaps(pool, members)
         title = "Comments about " + gaps["key"].str.split(":").str[1].str.replace("_", " ")
         frames.append(
@@ -238,7 +241,8 @@ def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = 
             )
         )
         found.append(members)
-    return Found(pd.concat(frames, ignore_index=True), pd.concat(found, ignore_index=True))
+    table, members = pd.concat(frames, ignore_index=True), pd.concat(found, ignore_index=True)
+    return Found(table, members, mentions[["key", "comment", "submitted_at"]])
 
 
 def regions(data: CxData, points: pd.Series) -> Found:
@@ -381,16 +385,20 @@ def _worst_cells(
     return out
 
 
-def _with_verbatims(ranked: pd.DataFrame, members: pd.DataFrame, latest: pd.DataFrame) -> list:
+def _with_verbatims(ranked: pd.DataFrame, found: list[Found], latest: pd.DataFrame) -> list:
     """Each row's evidence plus, where it has affected customers, up to `VERBATIMS` redacted
-    comments of affected detractors, newest first."""
+    comments, newest first: what was said where the candidate is a comment topic, else the
+    affected detractors' latest comments."""
     voices = latest.loc[
         (latest["score"] <= 6) & latest["comment"].notna(),
         ["customer_id", "comment", "submitted_at"],
     ]
+    said = [f.said for f in found if f.said is not None]
+    affected = [
+        f.members.drop_duplicates().merge(voices, on="customer_id") for f in found if f.said is None
+    ]
     quotes = (
-        members.drop_duplicates()
-        .merge(voices, on="customer_id")
+        pd.concat([*said, *affected], ignore_index=True)
         .sort_values("submitted_at", ascending=False, kind="stable")
         .drop_duplicates(["key", "comment"])
         .groupby("key")
@@ -398,7 +406,7 @@ def _with_verbatims(ranked: pd.DataFrame, members: pd.DataFrame, latest: pd.Data
         .groupby("key")["comment"]
         .agg(list)
     )
-    has_members = set(members["key"])
+    has_members = {key for f in found for key in f.members["key"]}
     return [
         evidence | {"verbatims": [redact_pii(q) for q in quotes.get(key, [])]}
         if key in has_members

@@ -16,6 +16,7 @@ from tasks.pain_points import (
     peak_hours,
     rank_pain_points,
 )
+from tasks.text import tag_topics
 from tests.conftest import cx_data
 
 FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
@@ -112,6 +113,11 @@ def test_every_kind_of_planted_pain_point_is_found_with_its_impact(seed: int) ->
     assert set(ranked["kind"]) >= {"ticket_topic", "region", "funnel_step", "comment_topic"}
     assert ranked.loc["funnel:purchase:mobile", "unit"] == "conversion points"
     assert ranked.loc["ticket:delivery", "unit"] == "NPS points"
+    comment = ranked[ranked["kind"] == "comment_topic"].iloc[0]
+    quotes = pd.Series(comment["evidence"]["verbatims"])
+    tags = tag_topics(quotes)
+    assert len(quotes) and set(tags["text_index"]) == set(quotes.index)
+    assert (tags["topic"] == comment.name.split(":")[1]).any()
     unplanted = ranked[
         ranked.index.str.startswith("funnel:") & ~ranked.index.str.endswith("mobile")
     ]
