@@ -372,8 +372,8 @@ def csi(
     """
     ranges = CSI_RANGES | {"ces": (1.0, float(ces_scale))}
     parts = table[table["metric"].isin(list(weights))]
-    worst = parts["metric"].map(lambda m: ranges[m][0])
-    span = parts["metric"].map(lambda m: ranges[m][1] - ranges[m][0])
+    worst = parts["metric"].map({m: low for m, (low, _) in ranges.items()})
+    span = parts["metric"].map({m: high - low for m, (low, high) in ranges.items()})
     weight = parts["metric"].map(weights)
     score = 100 * (parts["value"] - worst) / span
     error = 100 * (parts["ci_high"] - parts["value"]) / Z95 / span.abs()
