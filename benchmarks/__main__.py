@@ -1,8 +1,9 @@
 """`python -m benchmarks --scale 10k,100k,1m`: time cxloop against the baseline, write results.
 
 Each scale: the demo company is written to Parquet once; then, each in a fresh process,
-cxloop's steps called directly, the DuckDB baseline, the cycle under Prefect, and the ingest
-into PostgreSQL. Results go to `benchmarks/results/run-<time>.json` and `latest.md`.
+cxloop's steps called directly, the DuckDB baseline, the store's floor (the same rows only
+written into SQLite and read back), the cycle under Prefect, and the ingest into PostgreSQL.
+Results go to `benchmarks/results/run-<time>.json` and `latest.md`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def run_scale(customers: int, args: argparse.Namespace, pg_url: str | None) -> d
     if not with_report:
         runs["report alone"] = worker("report", data_dir, args.report_timeout)
     runs["baseline"] = worker("baseline", data_dir, args.timeout)
+    runs["floor"] = worker("floor", data_dir, args.timeout)
     if not args.no_prefect:
         runs["orchestrated"] = worker("orchestrated" + variant, data_dir, args.timeout)
     if pg_url and customers <= args.postgres_max:
@@ -83,8 +85,9 @@ def run_scale(customers: int, args: argparse.Namespace, pg_url: str | None) -> d
             scale["notes"].append(f"{label(customers)} {side}: {run['failure']}")
     if not with_report:
         _add_report(scale, runs["report alone"], args.report_timeout)
-    scale["peak_rss_mib"] = {side: run.get("process_peak_mib") for side, run in runs.items()
-                             if run.get("process_peak_mib") and side != "baseline"}  # fmt: skip
+    cxloop_runs = {side: run for side, run in runs.items() if side not in ("baseline", "floor")}
+    scale["peak_rss_mib"] = {side: run.get("process_peak_mib") for side, run in cxloop_runs.items()
+                             if run.get("process_peak_mib")}  # fmt: skip
     scale["baseline_peak_rss_mib"] = runs["baseline"].get("process_peak_mib")
     scale["ratios"] = {
         stage: scale["cxloop"][stage]["seconds"] / scale["baseline"][stage]["seconds"]

@@ -26,6 +26,7 @@ TASK_STAGES = {
     "render_reports": "report",
     "pdf": "report",
 }
+FLOOR_ROUTES = ("sqlite3", "adbc")
 TARGET_SCALE = 1_000_000
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,6 +103,13 @@ def targets(run: dict) -> list[Target]:
         cycle_text = f"> {at_least:.0f} s (report did not finish)"
     else:
         ratio_text = cycle_text = "not finished"
+    floors = [(route, _seconds(big, "floor", f"{route} total")) for route in FLOOR_ROUTES]
+    if base and all(seconds for _, seconds in floors):
+        ratio_text += (
+            " (store floor alone: "
+            + ", ".join(f"{seconds / base:.1f}× via {route}" for route, seconds in floors)
+            + ")"
+        )
     found.append(Target(f"cycle ≤ 2× baseline {at}", ratio_text, bool(ratio and ratio <= 2)))
     found.append(Target(f"cycle < 300 s {at}", cycle_text, bool(cycle and cycle < 300)))
     peak = max(big.get("peak_rss_mib", {}).values(), default=None)
@@ -254,6 +262,15 @@ def markdown(run: dict) -> str:
         cells = [f"{r:,.0f}" if (r := v.get("ingest_rows_per_s", {}).get(backend)) else "—"
                  for _, v in scales]  # fmt: skip
         lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    lines += ["", "Store floor (`benchmarks/floor.py`): the same rows only written into unindexed "
+              "SQLite tables and read back, in seconds and, in brackets, ÷ the baseline's whole "
+              "cycle.", "", "| store floor | " + " | ".join(k for k, _ in scales) + " |",
+              "|---|" + "---:|" * len(scales)]  # fmt: skip
+    for route in FLOOR_ROUTES:
+        for step in ("write", "read", "total"):
+            cells = [_cell(_seconds(v, "floor", f"{route} {step}"),
+                           _seconds(v, "baseline", "cycle")) for _, v in scales]  # fmt: skip
+            lines.append(f"| {route} {step} | " + " | ".join(cells) + " |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for t in targets(run):
         met = "n/a" if t.met is None else ("yes" if t.met else "**no**")

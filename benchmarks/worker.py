@@ -1,8 +1,9 @@
 """One measured run in a fresh process, so each has its own peak RSS and import state.
 
 `python -m benchmarks.worker KIND DATA_DIR WORK_DIR OUT_JSON [DATABASE_URL]` with KIND one
-of `direct`, `orchestrated`, `baseline`, `ingest`, `report` (the report flow alone on the
-store `direct` left), or `direct-no-report` / `orchestrated-no-report`.
+of `direct`, `orchestrated`, `baseline`, `floor` (the store's floor, `benchmarks.floor`),
+`ingest`, `report` (the report flow alone on the store `direct` left), or
+`direct-no-report` / `orchestrated-no-report`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def main(kind: str, data_dir: Path, work: Path, out: Path, url: str | None = Non
         config = yaml.safe_load((repo / "flows" / "cxloop.example.yaml").read_text())
         result = baseline.run(data_dir, work / "baseline.duckdb", repo / "hypotheses", config)
         _write(out, result["timings"], result["headline"], finished=True)
+        return
+    if kind == "floor":
+        from benchmarks import floor
+
+        _write(out, floor.run(data_dir, work), {}, finished=True)
         return
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cxloop-bench-prefect-")
     from benchmarks import direct

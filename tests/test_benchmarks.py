@@ -41,6 +41,9 @@ def test_smoke_run_times_every_stage_and_agrees_with_the_baseline(smoke: tuple[d
     assert prefect["server_startup_s"] > 0 and prefect["cycle_s"] > prefect["empty_flow_s"]
     assert "failure" not in scale["orchestrated"]["cycle"]["extra"]
     assert 0 < scale["peak_rss_mib"]["cxloop"] < 2048
+    for route in results.FLOOR_ROUTES:
+        assert scale["floor"][f"{route} read"]["extra"]["rows"] == scale["total_rows"]
+        assert 0 < scale["floor"][f"{route} total"]["seconds"] < scale["cxloop"]["cycle"]["seconds"]
 
 
 @pytest.mark.prefect
@@ -59,6 +62,7 @@ def test_smoke_run_writes_json_with_machine_info_and_a_markdown_table(
     for stage in results.STAGES:
         assert f"| {stage} |" in table
     assert "| numbers agree | yes" in table
+    assert "| sqlite3 total |" in table and "store floor alone" in saved["targets"][0]["figure"]
 
 
 def test_agreement_names_a_kpi_that_differs_and_a_missing_pilot() -> None:
