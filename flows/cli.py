@@ -173,7 +173,8 @@ def metrics(
         except KeyError as exc:
             raise ConfigError(f"{exc.args[0]}") from None
         if components:
-            table = pd.concat([table, csi(table, cfg.csi, cfg.ces_scale)], ignore_index=True)
+            index = csi(table, cfg.csi, cfg.csat_scale, cfg.ces_scale)
+            table = pd.concat([table, index], ignore_index=True)
         table = table[table["metric"].isin(asked)]
     out = Table(*cuts, "period", "metric", "value", "95% CI", "n", title="CX metrics")
     for row in table.sort_values([*cuts, "period", "metric"]).itertuples(index=False):
@@ -492,7 +493,7 @@ def journey(config: ConfigOption = DEFAULT) -> None:
         pain = store.read_frame(engine, store.PainPoint)
         pain = pain[pain["period"] == pain["period"].max()]
         data = CxData.from_store(engine, cfg.business_hours.calendar())
-        stages = journey_map(data, pain, cfg.journey, cfg.funnel_steps)
+        stages = journey_map(data, pain, cfg.journey, cfg.funnel_steps, cfg.csat_scale)
     table = Table("stage", "touchpoints", "tickets", "CSAT top-2 %", "FRT median h",
                   "conversion %", "surveys", "top barriers", title="Customer journey")  # fmt: skip
     for row in stages.itertuples():

@@ -46,7 +46,7 @@ def snapshot_cut(
     a grain the period is the whole `window`."""
     metrics = list(dict.fromkeys([*KPIS, *config.csi]))
     table = metric_table(data, metrics, [by] if by else [], grain, config.csat_scale)
-    index = csi(table, config.csi, config.ces_scale)
+    index = csi(table, config.csi, config.csat_scale, config.ces_scale)
     table = pd.concat([table[table["metric"].isin(KPIS)], index], ignore_index=True)
     dims = f"{by}=" + table[by].astype(str) if by else "all"
     return table.assign(dims=dims, period=table["period"] if grain else window)

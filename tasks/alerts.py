@@ -34,9 +34,13 @@ WATCHED = {
 }
 
 
-def last_complete_month(data: CxData) -> pd.Period:
-    """The latest month the ticket stream covers to its end (later survey answers are partial)."""
-    return (data.tickets["created_at"].max() + pd.Timedelta(days=1)).to_period("M") - 1
+def last_complete_month(data: CxData) -> pd.Period | None:
+    """The latest month the data covers to its end: the month before the one holding the day
+    after the newest ticket or survey answer; None without either."""
+    newest = pd.Series(
+        [data.tickets["created_at"].max(), data.responses["submitted_at"].max()]
+    ).max()
+    return None if pd.isna(newest) else (newest + pd.Timedelta(days=1)).to_period("M") - 1
 
 
 def metric_shifts(table: pd.DataFrame, by: str | None, alpha: float = ALPHA) -> list[Alert]:
@@ -128,9 +132,14 @@ def complaint_growth(
 
 
 def month_one_churn(
-    customers: pd.DataFrame, orders: pd.DataFrame, alpha: float = ALPHA, min_excess: float = 3.0
+    customers: pd.DataFrame,
+    orders: pd.DataFrame,
+    last: pd.Period,
+    alpha: float = ALPHA,
+    min_excess: float = 3.0,
 ) -> list[Alert]:
-    """An alert when customers drop off right after their first month more than later on.
+    """An alert for month `last` when customers drop off right after their first month more
+    than later on; orders after `last` are not counted.
 
     For each customer who joined inside the order history with at least three 30-day months
     of tenure in it, A_k says whether they ordered in tenure month k. Without month-one churn
@@ -138,12 +147,13 @@ def month_one_churn(
     (steady buying, or churn spread over time). The excess `(A1 − A2) − (A2 − A3)` is tested
     per customer (paired, one-sided), in percentage points.
     """
+    orders = orders[orders["created_at"] < (last + 1).start_time]
     if orders.empty:
         return []
     month = pd.Timedelta(days=30)
-    first, last = orders["created_at"].min(), orders["created_at"].max()
+    first, newest = orders["created_at"].min(), orders["created_at"].max()
     cohort = customers[
-        (customers["created_at"] >= first) & (customers["created_at"] <= last - 3 * month)
+        (customers["created_at"] >= first) & (customers["created_at"] <= newest - 3 * month)
     ]
     joined = cohort.set_index("customer_id")["created_at"]
     # Fewer than two such customers (e.g. a CRM whose contacts all predate the orders) test
@@ -165,12 +175,11 @@ def month_one_churn(
     if mean < min_excess or p >= alpha:
         return []
     shares = [round(100 * a.mean(), 1) for a in (a1, a2, a3)]
-    period = str(last.to_period("M"))
     return [
         Alert(
             kind="month_one_churn",
             key="month_one_churn:all customers",
-            period=period,
+            period=str(last),
             message=(
                 f"customers drop off after their first month: {shares[0]}% bought in month 1, "
                 f"{shares[1]}% in month 2, {shares[2]}% in month 3 "
@@ -239,8 +248,10 @@ def detect_alerts(
 ) -> list[Alert]:
     """Every alert for the last complete month against the month before, overall and by cut."""
     last = last_complete_month(data)
+    if last is None:
+        return []
     alerts = complaint_growth(data.tickets, last, alpha, min_growth)
-    alerts += month_one_churn(data.customers, data.orders, alpha)
+    alerts += month_one_churn(data.customers, data.orders, last, alpha)
     alerts += new_channel_csat(data.responses, last, csat_scale, alpha)
     for by in (None, "segment", "region", "channel"):
         table = metric_table(data, list(WATCHED), [by] if by else [], "month", csat_scale)

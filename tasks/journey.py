@@ -18,15 +18,20 @@ class Stage(Protocol):
 
 
 def journey_map(
-    data: CxData, ranked: pd.DataFrame, stages: Mapping[str, Stage], funnel_order: Sequence[str]
+    data: CxData,
+    ranked: pd.DataFrame,
+    stages: Mapping[str, Stage],
+    funnel_order: Sequence[str],
+    csat_scale: int = 5,
 ) -> pd.DataFrame:
     """One row per stage: its touchpoints, how they perform and the top barriers ranked there.
 
-    Columns: `stage`, `touchpoints`, `tickets`, `csat_top2` (% of post-ticket CSAT 4–5 on the
-    stage's topics), `frt_median_hours`, `conversion` (% from the stage's first funnel step
-    to the step after its last), `surveys` (mean score per survey; NPS surveys in NPS
-    points), `barriers` (ranked pain-point keys on the stage, best score first). CSAT counts
-    the post-ticket answers of customers who raised a ticket on the stage's topics.
+    Columns: `stage`, `touchpoints`, `tickets`, `csat_top2` (% of post-ticket CSAT in the top
+    two boxes of `csat_scale` on the stage's topics), `frt_median_hours`, `conversion` (%
+    from the stage's first funnel step to the step after its last), `surveys` (mean score
+    per survey; NPS surveys in NPS points), `barriers` (ranked pain-point keys on the stage,
+    best score first). CSAT counts the post-ticket answers of customers who raised a ticket
+    on the stage's topics.
     """
     tickets, responses = data.tickets, data.responses
     steps = funnel(data.web, funnel_order)
@@ -36,6 +41,7 @@ def journey_map(
     for name, stage in stages.items():
         on_stage = tickets[tickets["topic"].isin(stage.ticket_topics)]
         rated = csat[csat["customer_id"].isin(on_stage["customer_id"])]
+        top2 = rated["score"] >= csat_scale - 1
         answers = responses[responses["survey"].isin(stage.surveys)]
         score = answers["score"].where(answers["kind"] != "nps", nps_points(answers["score"]))
         keys = [f"ticket:{t}" for t in stage.ticket_topics]
@@ -45,7 +51,7 @@ def journey_map(
                 "stage": name,
                 "touchpoints": [*stage.ticket_topics, *stage.funnel_steps, *stage.surveys],
                 "tickets": len(on_stage),
-                "csat_top2": 100 * (rated["score"] >= 4).mean() if len(rated) else np.nan,
+                "csat_top2": 100 * top2.mean() if len(rated) else np.nan,
                 "frt_median_hours": on_stage["frt_hours"].median() if len(on_stage) else np.nan,
                 "conversion": _conversion(sessions, stage.funnel_steps, funnel_order),
                 "surveys": score.groupby(answers["survey"]).mean().round(2).to_dict(),

@@ -179,13 +179,19 @@ def with_ticket_measures(
 ) -> pd.DataFrame:
     """Tickets plus `frt_hours`, `frt_business_hours` (working hours only), `art_hours`,
     `repeat` (same customer again within 7 days), `fcr` (resolved, not reopened, no repeat),
-    `sla_breach` (FRT over `SLA_HOURS`) and `escalation` (escalated; NaN where unknown)."""
+    `sla_breach` (0/100: FRT over `SLA_HOURS`, or no reply `SLA_HOURS` after the ticket as
+    of the newest ticket event; NaN while a ticket waits within the SLA) and `escalation`
+    (0/100: escalated; NaN where unknown)."""
     tickets = tickets.sort_values(["customer_id", "created_at"], kind="stable")
     hours = pd.Timedelta(hours=1)
     next_contact = tickets.groupby("customer_id", sort=False)["created_at"].shift(-1)
     repeat = (next_contact - tickets["created_at"]) <= REPEAT_WINDOW
     frt = (tickets["first_response_at"] - tickets["created_at"]) / hours
     escalated = tickets["escalated"] if "escalated" in tickets else pd.Series(np.nan, tickets.index)
+    now = tickets[["created_at", "first_response_at", "resolved_at"]].max().max()
+    waited = (now - tickets["created_at"]) / hours
+    unanswered = tickets["first_response_at"].isna()
+    breach = (frt > SLA_HOURS) | (unanswered & (waited > SLA_HOURS))
     return tickets.assign(
         frt_hours=frt,
         frt_business_hours=business_hours.elapsed(
@@ -194,7 +200,7 @@ def with_ticket_measures(
         art_hours=(tickets["resolved_at"] - tickets["created_at"]) / hours,
         repeat=repeat,
         fcr=tickets["resolved_at"].notna() & ~tickets["reopened"].astype(bool) & ~repeat,
-        sla_breach=frt > SLA_HOURS,
+        sla_breach=(breach * 100.0).mask(unanswered & ~breach),
         escalation=escalated.astype(float) * 100,
     ).sort_index()
 
@@ -292,17 +298,12 @@ def metric_table(
         raise KeyError(f"unknown dimension {unknown[0]!r}; known: {', '.join(DIMENSIONS)}")
     if period is not None and period not in PERIODS:
         raise KeyError(f"unknown period {period!r}; known: {', '.join(PERIODS)}")
-    customers = data.customers.set_index("customer_id")
     frames = []
     for metric in metrics:
         obs = observations(metric, data, csat_scale)
         for dim, column in CUSTOMER_DIMENSIONS.items():
             if dim in by:
-                obs[dim] = (
-                    data.customer_column(SOURCES[metric], column).reindex(obs.index)
-                    if metric in SOURCES
-                    else lookup(obs["customer_id"], customers[column])
-                )
+                obs[dim] = data.customer_column(SOURCES[metric], column).reindex(obs.index)
         if "stage" in by:
             touchpoint = obs["topic"] if "topic" in obs else obs["survey"]
             obs["stage"] = lookup(touchpoint, pd.Series(stages or {}, dtype=object))
@@ -348,21 +349,19 @@ def mean_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.D
 
 KPIS = ("nps", "csat_top2", "ces", "frt_hours", "fcr")
 
-# Each CSI component's (worst, best) value; CES runs from 1 to its scale's top.
+# Each CSI component's (worst, best) value; CSAT and CES run from 1 to their scale's top.
 CSI_RANGES = {
     "nps": (-100.0, 100.0),
-    "csat": (1.0, 5.0),
     "csat_top2": (0.0, 100.0),
     "fcr": (0.0, 100.0),
     "sla_breach": (100.0, 0.0),
     "repeat": (100.0, 0.0),
     "escalation": (100.0, 0.0),
 }
-DEFAULT_CSI = {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3}
 
 
 def csi(
-    table: pd.DataFrame, weights: dict[str, float] = DEFAULT_CSI, ces_scale: int = 7
+    table: pd.DataFrame, weights: dict[str, float], csat_scale: int = 5, ces_scale: int = 7
 ) -> pd.DataFrame:
     """Customer satisfaction index per cell of a `metric_table`: 0–100, the `weights`-weighted
     mean of its components, each rescaled so 0 is its worst and 100 its best value.
@@ -370,7 +369,7 @@ def csi(
     Same columns as `table`, `metric` = `csi`, `n` the smallest component's; cells missing a
     component are left out. The CI treats the components' errors as independent.
     """
-    ranges = CSI_RANGES | {"ces": (1.0, float(ces_scale))}
+    ranges = CSI_RANGES | {"csat": (1.0, float(csat_scale)), "ces": (1.0, float(ces_scale))}
     parts = table[table["metric"].isin(list(weights))]
     worst = parts["metric"].map({m: low for m, (low, _) in ranges.items()})
     span = parts["metric"].map({m: high - low for m, (low, high) in ranges.items()})
@@ -513,7 +512,7 @@ def post_stratified_nps(data: CxData, by: str = "segment") -> dict[str, float]:
     """NPS of each respondent's latest answer, raw and weighted to the base's mix of `by`.
 
     Each stratum's NPS is weighted by its share of all customers rather than of respondents;
-    the CI is the stratified one, Σ W²·s²/n over strata.
+    the CI is the stratified one, Σ W²·s²/n over strata (NaN if a stratum has one respondent).
     """
     answers = data.responses[data.responses["kind"] == "nps"].sort_values("submitted_at")
     latest = answers.groupby("customer_id").tail(1)
@@ -523,7 +522,8 @@ def post_stratified_nps(data: CxData, by: str = "segment") -> dict[str, float]:
     share = data.customers[by].value_counts(normalize=True).reindex(cells.index).fillna(0)
     share = share / share.sum()
     weighted = float((share * cells["mean"]).sum())
-    half = Z95 * float(np.sqrt((share**2 * cells["var"] / cells["size"]).sum()))
+    # A one-respondent stratum has no variance to add: the CI is then unknown, not narrower.
+    half = Z95 * float(np.sqrt((share**2 * cells["var"] / cells["size"]).sum(min_count=len(cells))))
     return {
         "raw": float(points["value"].mean()),
         "weighted": weighted,

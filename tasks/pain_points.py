@@ -85,7 +85,8 @@ def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
         }
     )
     reach = members.groupby("key")["customer_id"].nunique().rename("reach")
-    return gaps.join(reach, how="right").fillna({"respondents": 0}).reset_index()
+    unanswered = {"respondents": 0, "respondents_unaffected": len(points)}
+    return gaps.join(reach, how="right").fillna(unanswered).reset_index()
 
 
 def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
@@ -140,9 +141,12 @@ def rank_pain_points(
         peak_load(data, points),
     ]
     base = max(data.customers["customer_id"].nunique(), 1)
-    tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT) for f in found]
-    tables.append(funnel_leaks(data.web, funnel_steps))
-    ranked = pd.concat([t for t in tables if not t.empty], ignore_index=True)
+    tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT)
+              for f in found if not f.table.empty]  # fmt: skip
+    tables += [t for t in [funnel_leaks(data.web, funnel_steps)] if not t.empty]
+    if not tables:
+        return pd.DataFrame()
+    ranked = pd.concat(tables, ignore_index=True)
     ranked = ranked.dropna(subset=["impact_ci_low", "impact_ci_high"])  # < 2 affected answered
     if ranked.empty:
         return ranked
@@ -241,6 +245,8 @@ def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = 
             )
         )
         found.append(members)
+    if not frames:  # no commenter with a known segment
+        return Found.none()
     table, members = pd.concat(frames, ignore_index=True), pd.concat(found, ignore_index=True)
     return Found(table, members, mentions[["key", "comment", "submitted_at"]])
 
@@ -280,7 +286,7 @@ def peak_load(data: CxData, points: pd.Series) -> Found:
     raisers = points[is_in(pd.Series(points.index), tickets["customer_id"])]
     gaps = nps_gaps(raisers, members)
     frt = tickets.groupby(in_peak)["frt_hours"].median()
-    sla = tickets.groupby(in_peak)["sla_breach"].mean() * 100
+    sla = tickets.groupby(in_peak)["sla_breach"].mean()
     extra = {
         "peak_hours": hours,
         "tickets_in_peak": int(in_peak.sum()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.alerts import detect_alerts, month_one_churn, new_channel_csat
+from tasks.alerts import detect_alerts, last_complete_month, month_one_churn, new_channel_csat
 from tasks.metrics import CxData
 
 
@@ -42,11 +42,12 @@ def test_customers_lost_right_after_their_first_month_raise_an_alert(demo_data: 
     joined = orders["customer_id"].map(customers.set_index("customer_id")["created_at"])
     leaver = pd.util.hash_array(orders["customer_id"].to_numpy()) % 4 == 0  # a fixed quarter
     gone = leaver & (orders["created_at"] >= joined + pd.Timedelta(days=30))
-    alerts = month_one_churn(customers, orders[~gone])
-    assert [a.kind for a in alerts] == ["month_one_churn"]
+    last = last_complete_month(demo_data)
+    alerts = month_one_churn(customers, orders[~gone], last)
+    assert [(a.kind, a.period) for a in alerts] == [("month_one_churn", str(last))]
     first, second, third = alerts[0].evidence["active_share_by_month"]
     assert first - second > second - third + 3 and alerts[0].evidence["p_value"] < 0.01
-    assert month_one_churn(customers, orders) == []
+    assert month_one_churn(customers, orders, last) == []
 
 
 def test_a_new_channel_whose_csat_falls_raises_an_alert(demo_data: CxData) -> None:
@@ -69,4 +70,18 @@ def test_no_month_one_churn_test_without_customers_joining_during_the_order_hist
     demo_data: CxData,
 ) -> None:
     veterans = demo_data.customers.assign(created_at=pd.Timestamp("2020-01-01"))
-    assert month_one_churn(veterans, demo_data.orders) == []
+    assert month_one_churn(veterans, demo_data.orders, last_complete_month(demo_data)) == []
+
+
+def test_surveys_without_tickets_still_date_the_last_complete_month(demo_data: CxData) -> None:
+    surveys_only = CxData(
+        demo_data.customers, demo_data.tickets.iloc[:0], demo_data.responses, demo_data.orders,
+        demo_data.web,
+    )  # fmt: skip
+    newest = demo_data.responses["submitted_at"].max()
+    expected = (newest + pd.Timedelta(days=1)).to_period("M") - 1
+    assert last_complete_month(surveys_only) == expected
+    assert {a.period for a in detect_alerts(surveys_only)} <= {str(expected)}
+    nothing = CxData(demo_data.customers, demo_data.tickets.iloc[:0],
+                     demo_data.responses.iloc[:0], demo_data.orders, demo_data.web)  # fmt: skip
+    assert last_complete_month(nothing) is None and detect_alerts(nothing) == []

@@ -299,7 +299,8 @@ def test_csi_is_the_weighted_mean_of_rescaled_components_with_an_independent_ci(
     index = csi(table, {"nps": 0.5, "csat_top2": 0.25, "ces": 0.25}, ces_scale=7).iloc[0]
     # NPS 40 → 70, CSAT 80 → 80, CES 5.5 on 1–7 → 75: 0.5·70 + 0.25·80 + 0.25·75 = 73.75.
     assert index["value"] == pytest.approx(73.75)
-    assert index["n"] == 200 and len(csi(table)) == 1  # segment b lacks CSAT and CES
+    assert index["n"] == 200
+    assert len(csi(table, {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3})) == 1  # b lacks CSAT, CES
     se = np.sqrt((0.5 * 5 / Z95) ** 2 + (0.25 * 5 / Z95) ** 2 + (0.25 * 0.2 / 6 * 100 / Z95) ** 2)
     assert index["ci_high"] - index["value"] == pytest.approx(Z95 * se)
 
@@ -350,3 +351,44 @@ def test_metrics_by_journey_stage_follow_the_topics_and_surveys_of_each_stage(
     csat = demo_data.responses[demo_data.responses["kind"] == "csat"]
     assert cells.loc[("csat_top2", "support"), "n"] == len(csat)
     assert cells.loc[("nps", "loyalty"), "n"] == (demo_data.responses["kind"] == "nps").sum()
+
+
+def test_csi_rescales_mean_csat_on_the_configured_scale() -> None:
+    table = pd.DataFrame(
+        {"period": "all", "metric": ["nps", "csat"], "value": [20.0, 8.0], "n": [100, 100],
+         "ci_low": [10.0, 7.5], "ci_high": [30.0, 8.5]}
+    )  # fmt: skip
+    index = csi(table, {"nps": 0.5, "csat": 0.5}, csat_scale=10).iloc[0]
+    # NPS 20 → 60, CSAT 8 on 1–10 → 77.8: the index stays on 0–100.
+    assert index["value"] == pytest.approx(0.5 * 60 + 0.5 * 700 / 9)
+
+
+def test_unanswered_tickets_breach_the_sla_once_it_has_passed_and_wait_until_then() -> None:
+    created = pd.to_datetime(["2026-10-01 00:00", "2026-10-01 00:00", "2026-10-02 12:00"])
+    tickets = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "created_at": created,
+            "first_response_at": pd.to_datetime(["2026-10-01 01:00", None, None]),
+            "resolved_at": pd.to_datetime([None, None, "2026-10-02 20:00"]),
+            "reopened": False,
+        }
+    )
+    measured = with_ticket_measures(tickets)
+    # As of the newest event (Oct 2, 20:00): b has waited 44 h, c 8 h with no reply.
+    assert measured["sla_breach"].tolist()[:2] == [0.0, 100.0]
+    assert np.isnan(measured["sla_breach"].iloc[2])
+
+
+def test_a_one_respondent_stratum_leaves_the_weighted_nps_ci_unknown() -> None:
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(400)],
+                              "segment": ["a", "b"] * 200})  # fmt: skip
+    answered = [f"c{i}" for i in range(0, 400, 2)] + ["c1"]  # all of a, one of b
+    responses = pd.DataFrame(
+        {"customer_id": answered, "kind": "nps", "score": [10.0, 3.0] * 100 + [10.0],
+         "submitted_at": pd.Timestamp("2026-10-01")}
+    )  # fmt: skip
+    empty = pd.DataFrame()
+    result = post_stratified_nps(CxData(customers, empty, responses, empty, empty))
+    assert result["weighted"] == pytest.approx(0.5 * 0 + 0.5 * 100)
+    assert np.isnan(result["ci_low"]) and np.isnan(result["ci_high"])

@@ -206,3 +206,41 @@ def test_comment_topics_no_ticket_covers_become_candidates_per_segment() -> None
     assert row["reach"] == 40 and row["impact"] == pytest.approx(200.0)
     assert row["evidence"]["verbatims"] == [price]
     assert not ranked.index.str.startswith("comment:delivery").any()
+
+
+def test_ranking_keeps_the_kinds_it_finds_when_others_find_nothing() -> None:
+    """No comments, ticket load flat over the day, no funnel: only ticket topics and regions."""
+    ids = [f"c{i}" for i in range(200)]
+    customers = pd.DataFrame(
+        {"customer_id": ids, "segment": ["new", "loyal"] * 100, "region": ["Moscow", "Urals"] * 100}
+    )
+    responses = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "kind": "nps",
+            "score": [2.0 if i < 48 else 9.0 for i in range(200)],
+            "comment": None,
+            "submitted_at": pd.Timestamp("2026-10-01"),
+        }
+    )
+    tickets = pd.DataFrame(
+        {
+            "customer_id": ids[:96],
+            "topic": ["delivery"] * 48 + ["payment"] * 48,
+            "channel": "chat",
+            "created_at": pd.Timestamp("2026-10-01") + pd.to_timedelta(np.arange(96) % 24, "h"),
+            "frt_hours": 1.0,
+            "sla_breach": False,
+        }
+    )
+    empty = pd.DataFrame(columns=["step", "device", "value"])
+    ranked = rank_pain_points(CxData(customers, tickets, responses, pd.DataFrame(), empty), {})
+    assert set(ranked["kind"]) == {"ticket_topic", "region"}
+    assert ranked.iloc[0]["key"] == "ticket:delivery"
+    # Commenters whose segment is unknown give no comment candidates (and no crash).
+    said = responses.assign(comment="Цены слишком высокие, дорого")
+    unknown = customers.assign(segment=None)
+    ranked = rank_pain_points(CxData(unknown, tickets, said, pd.DataFrame(), empty), {})
+    assert not ranked["kind"].eq("comment_topic").any()
+    nothing = CxData(customers, tickets.iloc[:0], responses.iloc[:0], pd.DataFrame(), empty)
+    assert rank_pain_points(nothing, {}).empty
