@@ -33,7 +33,7 @@ from connectors.http import (
     vendor_client,
 )
 from tasks.errors import ConfigError, SourceError
-from tasks.mapping import HUBSPOT, FieldMap, utc_naive
+from tasks.mapping import FieldMap, utc_naive
 
 API = "https://api.hubapi.com"
 TOKEN_ENV = "HUBSPOT_TOKEN"
@@ -59,6 +59,67 @@ OBJECTS = {
     "deals": CrmObject("orders", "hs_lastmodifieddate", "crm.objects.deals.read"),
     "tickets": CrmObject("ticket", "hs_lastmodifieddate", "tickets"),
 }
+
+HUBSPOT: dict[str, FieldMap] = {
+    "contacts": FieldMap(
+        fields={
+            "id": "source_id",
+            "email": "email",
+            "createdate": "created_at",
+            "lifecyclestage": "segment",
+            "country": "region",
+            "hs_analytics_source": "channel",
+            "hs_language": "language",
+        },
+        values={
+            "channel": {
+                "ORGANIC_SEARCH": "organic",
+                "PAID_SEARCH": "paid_search",
+                "SOCIAL_MEDIA": "social",
+                "PAID_SOCIAL": "paid_social",
+                "REFERRALS": "referral",
+                "DIRECT_TRAFFIC": "direct",
+                "EMAIL_MARKETING": "email",
+                "OFFLINE": "offline",
+                "OTHER_CAMPAIGNS": "other_campaigns",
+            }
+        },
+    ),
+    "deals": FieldMap(
+        fields={
+            "id": "source_id",
+            "associations.contacts": "customer_id",
+            "amount": "amount",
+            "createdate": "created_at",
+            "dealstage": "status",
+        }
+    ),
+    "tickets": FieldMap(
+        fields={
+            "id": "source_id",
+            "associations.contacts": "customer_id",
+            "source_type": "channel",
+            "hs_ticket_category": "topic",
+            "hs_pipeline_stage": "status",
+            "createdate": "created_at",
+            "first_agent_reply_date": "first_response_at",
+            "closed_date": "resolved_at",
+            "content": "text",
+        },
+        values={
+            "channel": {"EMAIL": "email", "CHAT": "chat", "PHONE": "phone", "FORM": "form"},
+            "topic": {
+                "PRODUCT_ISSUE": "product_quality",
+                "BILLING_ISSUE": "payment",
+                "GENERAL_INQUIRY": "general",
+                "FEATURE_REQUEST": "feature_request",
+            },
+            # HubSpot's default support pipeline stages.
+            "status": {"1": "new", "2": "waiting_on_contact", "3": "waiting_on_us", "4": "closed"},
+        },
+    ),
+}
+"""HubSpot's default fields per stream; `associations.contacts` is a record's first contact."""
 
 
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:

@@ -18,9 +18,9 @@ from sqlalchemy.engine import Engine
 
 from connectors import open_source
 from connectors.http import RateLimiter
+from connectors.hubspot import HUBSPOT
 from tasks import store
 from tasks.errors import ConfigError, SourceError
-from tasks.mapping import HUBSPOT
 from tasks.sync import check_source, sync_source
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.loopback import Fault
