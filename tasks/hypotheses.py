@@ -14,6 +14,8 @@ from tasks.errors import HypothesisError
 from tasks.validation import load_yaml_model
 
 MetricName = Literal["nps", "csat", "ces", "frt_hours", "art_hours", "fcr", "repeat"]
+# A relative effect is estimated on the log scale: only metrics whose every value is positive.
+RELATIVE_METRICS = ("csat", "ces", "frt_hours", "art_hours")
 
 
 class Strict(BaseModel):
@@ -51,6 +53,11 @@ class MetricTarget(Strict):
 
     @model_validator(mode="after")
     def _effect_matches_direction(self) -> MetricTarget:
+        if self.expected_effect.relative and self.name not in RELATIVE_METRICS:
+            raise ValueError(
+                f"expected_effect {self.expected_effect} is relative, but {self.name} is a "
+                "share or score that can be 0 or negative; write it in points, e.g. +8"
+            )
         sign = 1 if self.direction == "increase" else -1
         if self.expected_effect.value * sign <= 0:
             raise ValueError(

@@ -60,6 +60,7 @@ def test_unknown_nested_key_suggests_within_its_section(tmp_path: Path) -> None:
         ("pilot: {start: 2026-10-01", "pilot: {start: 2026-09-15", "schedule", "move the pilot"),
         ("expected_effect: -40%", "expected_effect: +40%", "metric", "flip one"),
         ("expected_effect: -40%", "expected_effect: forty", "metric.expected_effect", "-40%"),
+        ("expected_effect: +8}", "expected_effect: +10%}", "secondary_metrics.0", "in points"),
     ],
 )
 def test_invalid_values_name_the_field_and_the_fix(tmp_path, old, new, field, hint) -> None:
