@@ -151,8 +151,19 @@ COMMENTS = {
         "Отличный сервис, поддержка помогла за пять минут",
     ],
     ("promoter", "en"): ["Great service, fast and easy", "Not bad at all, I keep coming back"],
-    ("passive", "ru"): ["В целом нормально, но цены могли бы быть ниже", "Ничего особенного"],
-    ("passive", "en"): ["It is fine, nothing special", "OK overall, prices could be lower"],
+    # Packaging is in no shipped topic: the untagged theme `cxloop themes` should propose.
+    ("passive", "ru"): [
+        "В целом нормально, но цены могли бы быть ниже",
+        "Ничего особенного",
+        "Упаковка мятая, коробка порвана",
+        "Коробка пришла мятая, упаковку стоит улучшить",
+    ],
+    ("passive", "en"): [
+        "It is fine, nothing special",
+        "OK overall, prices could be lower",
+        "Flimsy packaging, the box was crushed",
+        "The packaging was crushed and the box torn",
+    ],
     ("detractor", "ru"): [
         "Не понравилось обслуживание, больше не закажу",
         "Поддержка отвечает очень долго",

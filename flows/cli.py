@@ -14,6 +14,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from flows.config import Config
     from flows.cycle import CycleResult
+    from tasks.metrics import CxData
 
 app = typer.Typer(
     help="cxloop: collect CX data, rank pain points, pilot hypotheses, report. "
@@ -156,13 +157,11 @@ def metrics(
     with user_errors():
         import pandas as pd
 
-        from tasks import store
         from tasks.errors import ConfigError
-        from tasks.metrics import CxData, csi, metric_table
+        from tasks.metrics import csi, metric_table
 
         cfg = _checked(config)
-        engine = store.open_store(store.database_url(cfg.database_url))
-        data = CxData.from_store(engine, cfg.business_hours.calendar())
+        data = _data(cfg)
         cuts = [d for d in by.split(",") if d]
         asked = metric.split(",")
         components = list(cfg.csi) if "csi" in asked else []
@@ -486,13 +485,12 @@ def journey(config: ConfigOption = DEFAULT) -> None:
     with user_errors():
         from tasks import store
         from tasks.journey import journey_map
-        from tasks.metrics import CxData
 
         cfg = _checked(config)
         engine = store.open_store(store.database_url(cfg.database_url))
         pain = store.read_frame(engine, store.PainPoint)
         pain = pain[pain["period"] == pain["period"].max()]
-        data = CxData.from_store(engine, cfg.business_hours.calendar())
+        data = _data(cfg)
         stages = journey_map(data, pain, cfg.journey, cfg.funnel_steps, cfg.csat_scale)
     table = Table("stage", "touchpoints", "tickets", "CSAT top-2 %", "FRT median h",
                   "conversion %", "surveys", "top barriers", title="Customer journey")  # fmt: skip
@@ -503,6 +501,31 @@ def journey(config: ConfigOption = DEFAULT) -> None:
             ", ".join(f"{k} {v:g}" for k, v in row.surveys.items()), ", ".join(row.barriers[:3]),
         )  # fmt: skip
     console.print(table)
+
+
+@app.command()
+def themes(
+    count: Annotated[int, typer.Option("--count", min=1, help="Themes to look for.")] = 5,
+    config: ConfigOption = DEFAULT,
+) -> None:
+    """Frequent themes in survey comments that no topic tags: candidates for `topics:`."""
+    with user_errors():
+        import yaml
+
+        from tasks.text import discover_themes, proposed_topics, tag_topics
+
+        cfg = _checked(config)
+        data = _data(cfg)
+        texts = data.responses["comment"].dropna().drop_duplicates().reset_index(drop=True)
+        found = discover_themes(texts, tag_topics(texts, cfg.taxonomy), count)
+    table = Table("theme", "comments", "keywords", "example", title="Untagged comment themes")
+    for row in found.itertuples():
+        table.add_row(row.theme, f"{row.n_texts:,}", ", ".join(row.keywords), row.examples[0])
+    console.print(table)
+    if len(found):
+        snippet = yaml.safe_dump({"topics": proposed_topics(found)}, allow_unicode=True)
+        console.print("Rename and paste what fits into your config:", markup=False)
+        console.print(snippet, markup=False, highlight=False)
 
 
 @app.command()
@@ -538,6 +561,15 @@ def backlog(config: ConfigOption = DEFAULT) -> None:
             row.hypothesis, row.status, row.decision,
         )  # fmt: skip
     console.print(table)
+
+
+def _data(cfg: Config) -> CxData:
+    """Everything in the configured store, as the analyses read it."""
+    from tasks import store
+    from tasks.metrics import CxData
+
+    engine = store.open_store(store.database_url(cfg.database_url))
+    return CxData.from_store(engine, cfg.business_hours.calendar(), cfg.timezone)
 
 
 def _num(value: float, digits: int) -> str:

@@ -15,6 +15,7 @@ from tasks.validation import load_yaml_model
 
 if TYPE_CHECKING:
     from tasks.metrics import BusinessHours
+    from tasks.text import Taxonomy
 
 DEFAULT_CONFIG = Path("cxloop.yaml")
 ENV_OVERRIDES = {
@@ -156,11 +157,13 @@ class Config(Strict):
     csat_scale: int = Field(default=5, ge=3, le=10)
     ces_scale: int = Field(default=7, ge=3, le=10)
     csi: dict[str, float] = {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3}
+    topics: dict[str, dict[str, list[str]]] = {}
     efforts: dict[str, float] = {"default": 2.0}
     alerts: AlertConfig = AlertConfig()
     parallel: ParallelConfig = ParallelConfig()
     journey: dict[str, Stage] = DEFAULT_JOURNEY
     business_hours: BusinessHoursConfig = BusinessHoursConfig()
+    timezone: str = "UTC"
     hypotheses_dir: Path = Path("hypotheses")
     reports: ReportConfig = ReportConfig()
 
@@ -177,6 +180,38 @@ class Config(Strict):
     def funnel_steps(self) -> list[str]:
         """The funnel's steps in journey order."""
         return [step for stage in self.journey.values() for step in stage.funnel_steps]
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        """The shipped comment-topic taxonomy with the configured `topics` added."""
+        from tasks.text import Taxonomy
+
+        return Taxonomy.default(self.topics)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r}; use an IANA name such as Europe/Moscow"
+            ) from None
+        return name
+
+    @field_validator("topics")
+    @classmethod
+    def _valid_topics(cls, topics: dict) -> dict:
+        from tasks.text import Taxonomy
+
+        if topics:
+            try:
+                Taxonomy.from_dict(topics)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return topics
 
     @field_validator("csi")
     @classmethod

@@ -11,11 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from flows.config import DEFAULT_CONFIG, load_config
 from flows.rank import load_data, publish_alerts
 from tasks import store
-from tasks.alerts import Alert
+from tasks.alerts import Alert, last_complete_month
 from tasks.errors import HypothesisError
 from tasks.experiments import Estimate, Evaluation, RolloutWatch, evaluate, rollout_watch
 from tasks.hypotheses import Hypothesis, read_hypotheses
-from tasks.metrics import CxData
+from tasks.metrics import CxData, is_in
 
 EVALUATED = ("running", "concluded")
 
@@ -39,13 +39,14 @@ def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
     return frame.drop_duplicates(subset=["metric"])
 
 
-def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, seen: pd.Timestamp) -> Alert:
-    """An alert that an adopted change keeps less than half of its pilot gain after rollout."""
+def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, period: pd.Period) -> Alert:
+    """An alert for `period` that an adopted change keeps less than half of its pilot gain
+    after rollout."""
     name = hypothesis.metric.name
     return Alert(
         kind="rollout_fading",
         key=f"rollout_fading:{hypothesis.id}",
-        period=f"{seen:%Y-%m}",
+        period=str(period),
         message=(
             f"{hypothesis.id}: since the rollout on {hypothesis.rollout} only {watch.retained:.0%} "
             f"of the pilot's gain in {name} remains ({name} {watch.rollout_level:.2f}; "
@@ -85,6 +86,27 @@ def record_statuses(url: str, hypotheses: list[Hypothesis]) -> None:
     )
 
 
+def save_assignments(url: str, hypothesis: Hypothesis, arms: pd.DataFrame) -> int:
+    """Store `arms` (`customer_id`, `arm`) as the hypothesis' assignments; returns rows written.
+
+    Only rows new or changed (another arm or pilot start) are written, so rerunning a large
+    pilot writes nothing; the stored rows end as upserting every row would leave them. Stored
+    customers no longer in `arms` (the population narrowed, or an earlier pilot claimed them)
+    are deleted.
+    """
+    rows = arms.assign(
+        hypothesis_id=hypothesis.id, assigned_at=pd.Timestamp(hypothesis.schedule.pilot.start)
+    ).drop_duplicates("customer_id", keep="last")  # the row an upsert of them all would keep
+    engine, compared = store.open_store(url), ["customer_id", "arm", "assigned_at"]
+    stored = store.read_frame(engine, store.Assignment, compared, {"hypothesis_id": hypothesis.id})
+    kept = rows.merge(stored, how="left", on=compared, indicator=True)["_merge"] == "left_only"
+    gone = stored.loc[~is_in(stored["customer_id"], rows["customer_id"]), ["customer_id"]]
+    store.delete_rows(engine, store.Assignment, gone.assign(hypothesis_id=hypothesis.id))
+    return store.save_rows(
+        engine, store.Assignment, rows[kept.to_numpy()], ("hypothesis_id", "customer_id")
+    )
+
+
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_and_store(
     hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
@@ -92,14 +114,11 @@ def evaluate_and_store(
     """Assignment and results stored; returns the decision summary."""
     evaluation = evaluate(hypothesis, data, others)
     engine = store.open_store(url)
-    as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.tickets["created_at"].max())
-    arms = evaluation.arms.assign(
-        hypothesis_id=hypothesis.id, assigned_at=pd.Timestamp(hypothesis.schedule.pilot.start)
-    )
-    store.save_rows(engine, store.Assignment, arms, ("hypothesis_id", "customer_id"))
+    as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.newest())
+    save_assignments(url, hypothesis, evaluation.arms)
     watch = rollout_watch(hypothesis, data, evaluation.arms)
     if watch is not None and watch.fading:
-        publish_alerts(url, [fading_alert(hypothesis, watch, data.tickets["created_at"].max())])
+        publish_alerts(url, [fading_alert(hypothesis, watch, last_complete_month(data))])
     store.save_rows(
         engine,
         store.ExperimentResult,
@@ -137,7 +156,7 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     if not hypotheses:
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
         return []
-    data = load_data(url, config.business_hours.calendar())
+    data = load_data(url, config)
     summaries = []
     for h in hypotheses:
         try:

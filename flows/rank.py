@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.config import DEFAULT_CONFIG, AlertConfig, Config, load_config
 from tasks import store
 from tasks.alerts import Alert, detect_alerts
-from tasks.metrics import KPIS, BusinessHours, CxData, csi, metric_table
+from tasks.metrics import KPIS, CxData, csi, metric_table
 from tasks.pain_points import rank_pain_points
 
 frame_task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -28,8 +28,8 @@ def period_of(data: CxData) -> str:
 
 
 @frame_task
-def load_data(url: str, hours: BusinessHours) -> CxData:
-    return CxData.latest(store.open_store(url), hours)
+def load_data(url: str, config: Config) -> CxData:
+    return CxData.latest(store.open_store(url), config.business_hours.calendar(), config.timezone)
 
 
 CUTS = [(grain, by) for grain in (None, "month") for by in (None, "segment", "region")]
@@ -71,10 +71,8 @@ def save_snapshots(url: str, data: CxData, config: Config, window: str) -> int:
 
 
 @frame_task
-def save_pain_points(
-    url: str, data: CxData, efforts: dict[str, float], funnel_steps: list[str], period: str
-) -> pd.DataFrame:
-    ranked = rank_pain_points(data, efforts, funnel_steps)
+def save_pain_points(url: str, data: CxData, config: Config, period: str) -> pd.DataFrame:
+    ranked = rank_pain_points(data, config.efforts, config.funnel_steps, config.taxonomy)
     rows = ranked.assign(period=period, computed_at=store.now_utc())
     store.save_rows(store.open_store(url), store.PainPoint, rows, ("period", "key"))
     return ranked
@@ -128,7 +126,7 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
     logger = get_run_logger()
     config = load_config(Path(config_path))
     url = store.database_url(config.database_url)
-    data = load_data(url, config.business_hours.calendar())
+    data = load_data(url, config)
     period = period_of(data)
     unmatched = data.unmatched()
     if any(unmatched.values()):
@@ -138,7 +136,7 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
             f"{unmatched['responses']:,}",
         )
     save_snapshots(url, data, config, period)
-    ranked = save_pain_points(url, data, config.efforts, config.funnel_steps, period)
+    ranked = save_pain_points(url, data, config, period)
     for alert in raise_alerts(url, data, config.csat_scale, config.alerts):
         logger.warning("alert: %s", alert.message)
     for row in ranked.head(3).itertuples():

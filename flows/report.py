@@ -38,7 +38,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
     engine = store.open_store(store.database_url(config.database_url))
     alerts = latest_alerts(engine)
     settings = config.reports
-    data = CxData.latest(engine, config.business_hours.calendar())
+    data = CxData.latest(engine, config.business_hours.calendar(), config.timezone)
     hypotheses, _ = read_hypotheses(config.hypotheses_dir)
     pain, results = latest_pain_points(engine), latest_results(engine)
     rendered = []
@@ -121,7 +121,9 @@ def report(
             pdf(path, settings.chromium)
         record_report(engine, rendered.kind, path)
         publish_artifacts(rendered)
-        outgoing.append(Outgoing(path, rendered.kind, rendered.title, rendered.summary))
+        outgoing.append(
+            Outgoing(path, rendered.kind, rendered.title, rendered.summary, rendered.news)
+        )
         logger.info("%s written to %s", rendered.kind, path)
     index = write_index(engine, settings.out_dir, settings.language, settings.template_dir)
     tried = deliver(engine, outgoing, settings.recipients, settings.delivery)

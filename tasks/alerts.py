@@ -37,9 +37,7 @@ WATCHED = {
 def last_complete_month(data: CxData) -> pd.Period | None:
     """The latest month the data covers to its end: the month before the one holding the day
     after the newest ticket or survey answer; None without either."""
-    newest = pd.Series(
-        [data.tickets["created_at"].max(), data.responses["submitted_at"].max()]
-    ).max()
+    newest = data.newest()
     return None if pd.isna(newest) else (newest + pd.Timedelta(days=1)).to_period("M") - 1
 
 

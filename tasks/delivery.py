@@ -1,10 +1,12 @@
 """Report delivery: a directory, e-mail over SMTP, Slack and Microsoft Teams incoming webhooks.
 
-Every (report, channel, target) is a row of the `delivery` table. A send is tried a few times
-with backoff; one that still fails is recorded as `failed` with a redacted error and tried
-again on the next run, while the report stays on disk. Secrets (SMTP credentials, webhook
-URLs) are read from the environment variables the configuration names, and never stored,
-logged or put in an error message.
+Every (report, channel, target) is a row of the `delivery` table, holding the news last
+queued for it. Reports are rewritten at every run under the same path, so a report goes out
+again only when its news (the digest's month, a pilot's decision) differs from the stored one.
+A send is tried a few times with backoff; one that still fails is recorded as `failed` with a
+redacted error and tried again on the next run, while the report stays on disk. Secrets
+(SMTP credentials, webhook URLs) are read from the environment variables the configuration
+names, and never stored, logged or put in an error message.
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ class DeliveryError(CxloopError):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A written report to deliver: its HTML path, kind, title and one-paragraph summary."""
+    """A written report to deliver: its HTML path, kind, title, one-paragraph summary and
+    news (it goes out again only when that changes: the digest's month, a pilot's decision)."""
 
     report: Path
     kind: str
     title: str
     summary: str
+    news: str
 
 
 def email_message(title: str, html: str, text: str, charts: Sequence[Chart]) -> EmailMessage:
@@ -216,7 +220,7 @@ def _send(row: dict, config: DeliveryConfig, env: Mapping[str, str]) -> None:
         hooks = [h for h in config.webhooks if (h.kind, h.url_env) == (channel, target)]
         if not hooks:
             raise DeliveryError(f"no {channel} webhook with url_env {target} is configured")
-        outgoing = Outgoing(report, row["kind"], row["title"], row["summary"])
+        outgoing = Outgoing(report, row["kind"], row["title"], row["summary"], row["news"])
         send_webhook(hooks[0], outgoing, report_link(report, config.base_url), env)
 
 
@@ -235,18 +239,26 @@ def deliver(
     env: Mapping[str, str] | None = None,
     sleep: float | None = None,
 ) -> pd.DataFrame:
-    """Send the new reports and every earlier failed delivery; returns the rows tried.
+    """Send new or changed reports and every earlier failed delivery; returns the rows tried.
 
-    A (report, channel, target) already `sent` is not sent again. Each send is tried
-    `config.attempts` times with exponential backoff (`sleep` overrides the first delay).
+    A (report, channel, target) whose stored news equals the report's is not queued again;
+    one whose news changed goes back to `pending` with the new summary and its attempts
+    counted afresh. Each send is tried `config.attempts` times with exponential backoff
+    (`sleep` overrides the first delay).
     """
     env = os.environ if env is None else env
     delay = config.backoff_seconds if sleep is None else sleep
     with engine.connect() as conn:
         known = pd.read_sql(
-            select(store.Delivery.report, store.Delivery.channel, store.Delivery.target), conn
+            select(
+                store.Delivery.report,
+                store.Delivery.channel,
+                store.Delivery.target,
+                store.Delivery.news,
+            ),
+            conn,
         )
-    seen = set(known.itertuples(index=False, name=None))
+    queued = {(r, c, t): news for r, c, t, news in known.itertuples(index=False)}
     fresh = [
         {
             "report": str(o.report),
@@ -255,6 +267,7 @@ def deliver(
             "target": target,
             "title": o.title,
             "summary": o.summary,
+            "news": o.news,
             "status": "pending",
             "attempts": 0,
             "last_error": None,
@@ -262,7 +275,7 @@ def deliver(
         }
         for o in outgoing
         for channel, target in targets(o, recipients, config)
-        if (str(o.report), channel, target) not in seen
+        if queued.get((str(o.report), channel, target)) != o.news
     ]
     store.save_rows(engine, store.Delivery, pd.DataFrame(fresh), ("report", "channel", "target"))
     due = pending(engine)

@@ -17,7 +17,7 @@ from scipy import stats
 
 from tasks.errors import HypothesisError
 from tasks.hypotheses import ACTIVE, Hypothesis, MetricTarget, Period
-from tasks.metrics import CxData, observations
+from tasks.metrics import CxData, is_in, observations
 
 Z80 = 0.8416212335729143
 SRM_ALPHA = 0.001
@@ -296,6 +296,14 @@ def did(
     )
 
 
+def observed_arms(metric: str, data: CxData, arms: pd.DataFrame, pilot: Period) -> pd.DataFrame:
+    """The arms of the customers `metric` observed in the pilot period: the units the analysis
+    compares, whose split a stream losing one arm's data would skew."""
+    obs = observations(metric, data)
+    seen = obs.loc[_window(obs["at"], pilot), "customer_id"].unique()
+    return arms[is_in(arms["customer_id"], seen)]
+
+
 def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
     """Chi-square p-value of the arm sizes against the planned split (SRM if below 0.001)."""
     n_pilot = int((arms["arm"] == "pilot").sum())
@@ -393,7 +401,8 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
         breached = guard.breached(estimate.value, estimate.ci_low, estimate.ci_high)
         guardrails.append((estimate, breached))
     plan = hypothesis.assignment
-    srm = srm_p_value(arms, plan.pilot_share) if plan.method == "hash" else float("nan")
+    observed = observed_arms(hypothesis.metric.name, data, arms, hypothesis.schedule.pilot)
+    srm = srm_p_value(observed, plan.pilot_share) if plan.method == "hash" else float("nan")
     decision, reason = decide(hypothesis, primary, guardrails, srm)
     return Evaluation(
         hypothesis, primary, secondary, guardrails, srm, decision, reason, arms, mde, warnings

@@ -40,26 +40,32 @@ class CxData:
     )
 
     @classmethod
-    def latest(cls, engine: Engine, hours: BusinessHours | None = None) -> CxData:
+    def latest(
+        cls, engine: Engine, hours: BusinessHours | None = None, timezone: str = "UTC"
+    ) -> CxData:
         """`from_store`, reused while nothing new was ingested (a cycle's steps share one load)."""
-        key = (str(engine.url), store.ingest_version(engine), hours)
+        key = (str(engine.url), store.ingest_version(engine), hours, timezone)
         if _LOADED.get("key") != key:
             _LOADED.clear()
-            _LOADED.update(key=key, data=cls.from_store(engine, hours))
+            _LOADED.update(key=key, data=cls.from_store(engine, hours, timezone))
         return _LOADED["data"]
 
     @classmethod
-    def from_store(cls, engine: Engine, hours: BusinessHours | None = None) -> CxData:
-        """The store's tables; FRT in working hours counts `hours` (default Mon–Fri 9–18)."""
-        customers = customers_from_store(engine)
-        tickets = identify(store.read_records(engine, store.Ticket, UNREAD_TICKET), customers)
-        responses = identify(store.read_records(engine, store.SurveyResponse), customers)
+    def from_store(
+        cls, engine: Engine, hours: BusinessHours | None = None, timezone: str = "UTC"
+    ) -> CxData:
+        """The store's tables with times on the clock of `timezone` (the store keeps UTC), so
+        days, months, hours of day and working hours are the company's; FRT in working hours
+        counts `hours` (default Mon–Fri 9–18)."""
+        customers = local_times(customers_from_store(engine), timezone)
+        tickets = local_times(store.read_records(engine, store.Ticket, UNREAD_TICKET), timezone)
+        responses = local_times(store.read_records(engine, store.SurveyResponse), timezone)
         return cls(
             customers=customers.drop(columns="email_hash"),  # only `identify` needs it
-            tickets=with_ticket_measures(tickets, hours or BusinessHours()),
-            responses=responses,
-            orders=store.read_records(engine, store.Order),
-            web=store.read_records(engine, store.WebMetric),
+            tickets=with_ticket_measures(identify(tickets, customers), hours or BusinessHours()),
+            responses=identify(responses, customers),
+            orders=local_times(store.read_records(engine, store.Order), timezone),
+            web=store.read_records(engine, store.WebMetric),  # daily, in the site's own zone
         )
 
     def customer_column(self, table: str, column: str) -> pd.Series:
@@ -74,6 +80,13 @@ class CxData:
         rows = self._customer_rows[table]
         values = pd.api.extensions.take(self.customers[column].array, rows, allow_fill=True)
         return pd.Series(values, index=records.index, name=column)
+
+    def newest(self) -> pd.Timestamp:
+        """The time of the newest ticket or survey answer: how far the data reaches (NaT if
+        there is neither)."""
+        return pd.Series(
+            [self.tickets["created_at"].max(), self.responses["submitted_at"].max()]
+        ).max()
 
     def unmatched(self) -> dict[str, int]:
         """Tickets and survey responses that match no known customer (kept, but uncut)."""
@@ -129,6 +142,17 @@ def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
 def _rows_in(keys: pd.Series, known: pd.Series | pd.Index) -> np.ndarray:
     """Position of each key in `known`, -1 where absent."""
     return pc.index_in(_ids(keys), value_set=_ids(known)).fill_null(-1).to_numpy()
+
+
+def local_times(frame: pd.DataFrame, timezone: str) -> pd.DataFrame:
+    """`frame` with its naive-UTC datetime columns as naive wall-clock time in `timezone`."""
+    if timezone == "UTC":
+        return frame
+    moments = frame.select_dtypes("datetime").columns
+    return frame.assign(
+        **{c: frame[c].dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
+           for c in moments}
+    )  # fmt: skip
 
 
 def customers_from_store(engine: Engine) -> pd.DataFrame:

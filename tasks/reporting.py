@@ -28,13 +28,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
 from tasks import charts, store
+from tasks.alerts import last_complete_month
 from tasks.charts import Chart
-from tasks.experiments import SRM_ALPHA
+from tasks.experiments import SRM_ALPHA, observed_arms
 from tasks.hypotheses import Hypothesis
 from tasks.metrics import (
     Z95,
     CxData,
     churn,
+    customer_value,
     kpis_by,
     mean_ci_by,
     observations,
@@ -84,6 +86,7 @@ class Rendered:
     name: str
     title: str
     summary: str
+    news: str  # what stakeholders are told again when it changes: the month, or a decision
     html: str
     email_html: str
     markdown: str
@@ -164,19 +167,21 @@ def _render_all(
     kind: str,
     name: str,
     title: str,
-    summary: str,
+    summary: tuple[str, str],
     context: dict[str, Any],
     chart_list: list[Chart],
     template_dir: Path | None,
     tables: dict[str, list[dict]],
 ) -> Rendered:
+    """Every format of one report; `summary` is (news, the paragraph for chat)."""
     env = environment(template_dir)
     page, text = env.get_template(f"{kind}.html.j2"), env.get_template(f"{kind}.md.j2")
     return Rendered(
         kind=kind,
         name=name,
         title=title,
-        summary=summary,
+        news=summary[0],
+        summary=summary[1],
         html=page.render(**context, email=False),
         email_html=page.render(**context, email=True),
         markdown=text.render(**context),
@@ -194,11 +199,18 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def digest_month(data: CxData) -> Month:
-    """The month of the newest ticket (of the newest response if there are no tickets)."""
-    times = data.tickets["created_at"].dropna()
-    if times.empty:
-        times = data.responses["submitted_at"].dropna()
-    return Month.containing(times.max() if len(times) else pd.Timestamp(store.now_utc()))
+    """The month the digest covers: the last complete one, as alerts use (`last_complete_month`).
+
+    Data ending inside a month gives the month before; data reaching a month's last day gives
+    that month. Data inside a single month, where none is complete yet, gives that month; no
+    data at all, the month before the current one.
+    """
+    last = last_complete_month(data)
+    if last is None:
+        return Month.containing(pd.Timestamp(store.now_utc())).previous()
+    month = Month.containing(last.start_time)
+    oldest = pd.Series([data.tickets["created_at"].min(), data.responses["submitted_at"].min()])
+    return month if month.end > oldest.min() else Month.containing(month.end)
 
 
 def within(data: CxData, month: Month) -> CxData:
@@ -357,7 +369,7 @@ def digest_context(
     csat_scale: int = 5,
     month: Month | None = None,
 ) -> tuple[dict[str, Any], list[Chart]]:
-    """What the digest shows for `month` (default: the newest month in `data`), and its charts.
+    """What the digest shows for `month` (default: `digest_month`), and its charts.
 
     `pain` holds ranked pain points, `results` the latest experiment results (rows of
     `experiment_result`), `alerts` whatever the alerting step produced: objects or mappings
@@ -405,6 +417,9 @@ def digest_context(
         "tiles": _records(tiles),
         "weighting": post_stratified_nps(current),
         "response_rates": _records(response_rates(data)),
+        "customer_value": _records(customer_value(data.orders, data.customers, "segment"))
+        if len(data.orders)
+        else [],
         "breakdowns": [
             ("segment", by_segment, "nps"),
             ("region", by_region, "nps"),
@@ -448,7 +463,7 @@ def build_digest(
     template_dir: Path | None = None,
     month: Month | None = None,
 ) -> Rendered:
-    """The CX digest for `month` (default: the newest month in `data`) in every format."""
+    """The CX digest for `month` (default: the last complete month in `data`) in every format."""
     t = labels(language, template_dir)
     context, chart_list = digest_context(
         data, pain, results, hypotheses, alerts, t, csat_scale, month
@@ -475,7 +490,7 @@ def build_digest(
         "digest",
         f"digest-{context['month'].label}",
         context["title"],
-        digest_summary(context),
+        (context["title"], digest_summary(context)),
         context,
         chart_list,
         template_dir,
@@ -551,11 +566,7 @@ def experiment_context(
     primary = next((r for r in rows if r["role"] == "primary"), None)
     by_metric = {r["metric"]: r for r in rows}
     metric = h.metric.name
-    end = (
-        min(schedule.pilot.end, data.tickets["created_at"].max().date())
-        if len(data.tickets)
-        else schedule.pilot.end
-    )
+    end = min(schedule.pilot.end, data.newest().date()) if len(data.tickets) else schedule.pilot.end
     weekly = weekly_by_arm(metric, data, arms, schedule.baseline.start, end)
     unit = t[OBSERVATION_UNITS[metric]]
     chart = charts.arms_over_time(
@@ -604,7 +615,8 @@ def experiment_context(
             }
         )
     ranked = pain[pain["key"] == h.pain_point] if len(pain) else pain
-    n_pilot = int((arms["arm"] == "pilot").sum())
+    observed = observed_arms(h.metric.name, data, arms, schedule.pilot)
+    n_pilot = int((observed["arm"] == "pilot").sum())
     srm_p = primary["srm_p"] if primary else None
     context = {
         "t": t,
@@ -627,7 +639,7 @@ def experiment_context(
         "srm": {
             "p": srm_p,
             "pilot": n_pilot,
-            "control": len(arms) - n_pilot,
+            "control": len(observed) - n_pilot,
             "share": h.assignment.pilot_share,
             "alpha": SRM_ALPHA,
             "ok": srm_p is None or srm_p >= SRM_ALPHA,
@@ -653,11 +665,9 @@ def build_experiment(
     t = labels(language, template_dir)
     context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t)
     primary = context["primary"]
-    summary = (
-        f"{hypothesis.title}: {t[primary['decision']]} — {primary['reason']}"
-        if primary and primary["decision"]
-        else f"{hypothesis.title}: {t['not_evaluated']}"
-    )
+    decided = primary and primary["decision"]
+    news = f"{hypothesis.title}: {t[primary['decision']] if decided else t['not_evaluated']}"
+    summary = (news, f"{news} — {primary['reason']}" if decided else news)
     keep = ("metric", "role", "estimate", "ci_low", "ci_high", "p_value", "n_pilot", "n_control")
     tables = {
         "results": [{k: r[k] for k in keep} for r in context["results"]],

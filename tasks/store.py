@@ -31,7 +31,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
@@ -314,7 +314,6 @@ def upsert(
     columns = [c for c in table.columns if c.name in [*given, *defaults]]
     names = [c.name for c in columns]
     quote = conn.dialect.identifier_preparer.quote
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     on_conflict = (
         "DO UPDATE SET " + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in changed)
         if update and changed
@@ -326,11 +325,16 @@ def upsert(
     if conn.dialect.name == "postgresql":
         _copy_upsert(conn, table.name, names, converted, insert, conflict, keys, update)
         return len(rows)
-    sql = f"{insert} VALUES ({', '.join([marker] * len(names))}) {conflict}"
+    sql = f"{insert} VALUES ({', '.join([_marker(conn.dialect)] * len(names))}) {conflict}"
     values = list(zip(*converted, strict=True))
     for start in range(0, len(values), BATCH_ROWS):
         conn.exec_driver_sql(sql, values[start : start + BATCH_ROWS])
     return len(values)
+
+
+def _marker(dialect: Dialect) -> str:
+    """The driver's placeholder for one parameter."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 def _copy_upsert(
@@ -430,16 +434,35 @@ def save_rows(
         return upsert(conn, model, rows, keys, update)
 
 
+def delete_rows(engine: Engine, model: type[SQLModel], rows: pd.DataFrame) -> int:
+    """Delete the rows of `model`'s table matching each row of `rows` on all its columns, in
+    one transaction; returns the rows of `rows`."""
+    if rows.empty:
+        return 0
+    table, quote = model.__table__.name, engine.dialect.identifier_preparer.quote
+    marker = _marker(engine.dialect)
+    match = " AND ".join(f"{quote(c)} = {marker}" for c in rows.columns)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"DELETE FROM {quote(table)} WHERE {match}",
+            list(rows.itertuples(index=False, name=None)),
+        )
+    return len(rows)
+
+
 def timestamp_columns(model: type[SQLModel]) -> list[str]:
     """Names of `model`'s date and time columns."""
     return [c.name for c in model.__table__.columns if c.type.python_type in (datetime, date)]
 
 
 def read_frame(
-    engine: Engine, model: type[SQLModel], columns: Iterable[str] | None = None
+    engine: Engine,
+    model: type[SQLModel],
+    columns: Iterable[str] | None = None,
+    where: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """All rows of `model`'s table (or only `columns`) as a DataFrame, timestamps parsed
-    (naive UTC).
+    """All rows of `model`'s table (or those whose columns equal `where`'s values; only
+    `columns` if given) as a DataFrame, timestamps parsed (naive UTC).
 
     Rows come from the driver's cursor a batch at a time and become typed Arrow columns, so
     only one batch ever exists as Python objects: that keeps loading millions of rows fast
@@ -448,11 +471,13 @@ def read_frame(
     """
     table = model.__table__
     selected = [table.c[name] for name in columns] if columns else list(table.columns)
+    where = where or {}
     if any(isinstance(c.type, JSON) for c in selected):
+        query = select(*selected).where(*(table.c[k] == v for k, v in where.items()))
         with engine.connect() as conn:
-            frame = pd.read_sql(select(*selected), conn)
+            frame = pd.read_sql(query, conn)
     else:
-        frame = _read_arrow(engine, table.name, selected).to_pandas()
+        frame = _read_arrow(engine, table.name, selected, where).to_pandas()
     for name in timestamp_columns(model):
         if name in frame.columns:
             frame[name] = pd.to_datetime(frame[name])
@@ -486,15 +511,20 @@ def _arrow_type(column: Column) -> pa.DataType:
     return pa.large_string() if isinstance(kind, String) else ARROW_TYPES[kind.python_type]
 
 
-def _read_arrow(engine: Engine, table: str, columns: Sequence[Column]) -> pa.Table:
-    """`columns` of `table` as Arrow, each cast to its type (SQLite returns timestamps as
-    text and booleans as integers; Arrow parses and casts them in bulk)."""
+def _read_arrow(
+    engine: Engine, table: str, columns: Sequence[Column], where: dict[str, Any]
+) -> pa.Table:
+    """`columns` of `table`'s rows matching `where` as Arrow, each cast to its type (SQLite
+    returns timestamps as text and booleans as integers; Arrow parses and casts them in bulk)."""
     quote = engine.dialect.identifier_preparer.quote
     types = [_arrow_type(c) for c in columns]
     batches: list[list[pa.Array]] = [[] for _ in columns]
+    sql = f"SELECT {', '.join(quote(c.name) for c in columns)} FROM {quote(table)}"
+    if where:
+        sql += " WHERE " + " AND ".join(f"{quote(k)} = {_marker(engine.dialect)}" for k in where)
     with engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
-        cursor.execute(f"SELECT {', '.join(quote(c.name) for c in columns)} FROM {quote(table)}")
+        cursor.execute(sql, tuple(where.values()))
         while rows := cursor.fetchmany(READ_BATCH_ROWS):
             for i, (batch, kind) in enumerate(zip(batches, types, strict=True)):
                 batch.append(pa.array([row[i] for row in rows], from_pandas=True).cast(kind))
@@ -539,6 +569,7 @@ class Delivery(SQLModel, table=True):
     target: str
     title: str
     summary: str
+    news: str | None = None  # the report goes out again when this changes
     status: str
     attempts: int = 0
     last_error: str | None = None

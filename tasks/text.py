@@ -135,9 +135,10 @@ class Taxonomy:
         return cls(keywords)
 
     @classmethod
-    def default(cls) -> Taxonomy:
-        """The taxonomy shipped in `tasks/lexicons/topics.yaml`."""
-        return cls.from_dict(_read_yaml("topics.yaml"))
+    def default(cls, extra: Mapping[str, Mapping[str, list[str]]] | None = None) -> Taxonomy:
+        """The taxonomy shipped in `tasks/lexicons/topics.yaml`, plus `extra` topics (a topic
+        named like a shipped one replaces its keywords)."""
+        return cls.from_dict({**_read_yaml("topics.yaml"), **(extra or {})})
 
     def phrases(self) -> dict[str, tuple[str, ...]]:
         """Lemmatised keyword (lemmas joined by single spaces) → topics it signals."""
@@ -271,6 +272,17 @@ def discover_themes(texts: pd.Series, tagged: pd.DataFrame, n_themes: int = 5) -
     if not themes:
         return pd.DataFrame(columns=columns)
     return pd.DataFrame(themes).sort_values("n_texts", ascending=False, ignore_index=True)
+
+
+def proposed_topics(themes: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """`discover_themes` rows as taxonomy entries to paste under `topics:`, named after each
+    theme's top lemma, keywords split by language."""
+    proposed = {}
+    for keywords in themes["keywords"]:
+        by_language = {"ru": [w for w in keywords if _CYRILLIC.search(w)]}
+        by_language["en"] = [w for w in keywords if w not in by_language["ru"]]
+        proposed[keywords[0]] = {lang: words for lang, words in by_language.items() if words}
+    return proposed
 
 
 def verbatims(texts: pd.DataFrame, by: str, n: int = 3, text: str = "text") -> pd.DataFrame:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows.config import example_text
 from tasks import store
@@ -62,6 +63,11 @@ def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(project: 
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if " csi " in line]
     assert len(rows) == 4 and all(s in table.stdout for s in ("new", "b2b", "escalation"))
+    themes = cxloop("themes", "--count", "3", "--config", config, cwd=project)
+    assert themes.returncode == 0, themes.stderr
+    proposed = yaml.safe_load(themes.stdout[themes.stdout.index("topics:") :])["topics"]
+    words = [(t.get("ru", []), t.get("en", [])) for t in proposed.values()]
+    assert any("упаковка" in ru and "box" in en for ru, en in words), themes.stdout
 
 
 def test_broken_config_exits_2_naming_file_line_and_key_and_writes_nothing(project: Path) -> None:

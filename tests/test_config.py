@@ -32,6 +32,23 @@ def test_error_names_file_line_key_and_expectation(tmp_path: Path) -> None:
     assert "unknown source kind; use one of" in str(caught.value) and "hubspot" in str(caught.value)
 
 
+def test_configured_topics_extend_the_shipped_taxonomy_and_bad_ones_name_the_fix(
+    tmp_path: Path,
+) -> None:
+    text = example_text() + "topics:\n  packaging: {ru: [упаковка], en: [packaging]}\n"
+    taxonomy = load_config(_write(tmp_path, text)).taxonomy
+    assert taxonomy.keywords["packaging"]["ru"] == ["упаковка"] and "delivery" in taxonomy.keywords
+    broken = example_text() + "topics:\n  packaging: {de: [Verpackung]}\n"
+    with pytest.raises(ConfigError, match=r"`topics.*language 'de' is not one of"):
+        load_config(_write(tmp_path, broken))
+
+
+def test_an_unknown_time_zone_names_the_field_and_an_example(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, example_text())).timezone == "UTC"
+    with pytest.raises(ConfigError, match=r"`timezone`.*Europe/Moscow"):
+        load_config(_write(tmp_path, example_text() + "timezone: Europe/Moskow\n"))
+
+
 def test_unknown_top_level_key_suggests_the_right_one(tmp_path: Path) -> None:
     path = _write(tmp_path, example_text().replace("csat_scale:", "csat_scal:"))
     with pytest.raises(ConfigError, match="did you mean `csat_scale`"):

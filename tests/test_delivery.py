@@ -17,15 +17,38 @@ from pytest_httpserver import HTTPServer
 from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig
 from tasks import store
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
-from tasks.reporting import Rendered, record_report, write_report
-from tests.test_reports_html import demo_company, render_both
+from tasks.reporting import Rendered, build_experiment, record_report, write_report
+from tests.test_reports_html import Demo, demo_company, render_both
 
 SECRET_HOOK = "/services/T000/B000/very-secret-token"
+AUTO_ROUTE = "auto-route-tickets"
 
 
 @pytest.fixture(scope="module")
-def digest() -> Rendered:
-    return render_both(demo_company(3000))["digest"]
+def company() -> Demo:
+    return demo_company(3000)
+
+
+@pytest.fixture(scope="module")
+def rendered(company: Demo) -> dict[str, Rendered]:
+    return render_both(company)
+
+
+@pytest.fixture(scope="module")
+def digest(rendered: dict[str, Rendered]) -> Rendered:
+    return rendered["digest"]
+
+
+def decided(company: Demo, decision: str, reason: str) -> Rendered:
+    """The auto-route report rendered again after its pilot was decided `decision`."""
+    hypothesis = next(h for h in company.hypotheses if h.id == AUTO_ROUTE)
+    results = company.results[company.results["hypothesis_id"] == AUTO_ROUTE].copy()
+    primary = results["role"] == "primary"
+    results.loc[primary, "decision"] = decision
+    results.loc[primary, "reason"] = reason
+    return build_experiment(
+        hypothesis, results, company.arms[AUTO_ROUTE], company.data, company.pain
+    )
 
 
 def written(rendered: Rendered, out: Path, engine) -> Outgoing:
@@ -34,7 +57,7 @@ def written(rendered: Rendered, out: Path, engine) -> Outgoing:
         path, email_message(rendered.title, rendered.email_html, rendered.text, rendered.charts)
     )
     record_report(engine, rendered.kind, path)
-    return Outgoing(path, rendered.kind, rendered.title, rendered.summary)
+    return Outgoing(path, rendered.kind, rendered.title, rendered.summary, rendered.news)
 
 
 def _port() -> int:
@@ -166,3 +189,50 @@ def test_unreachable_smtp_fails_with_a_message_and_no_password(digest, tmp_path)
     assert tried["status"].tolist() == ["failed"]
     assert "Connection refused" in tried["last_error"].iloc[0]
     assert "pw-secret" not in store.read_frame(engine, store.Delivery).to_json(date_format="iso")
+
+
+def test_rewritten_report_goes_out_again_only_when_its_decision_changed(
+    company, rendered, tmp_path, httpserver: HTTPServer
+) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    httpserver.expect_request(SECRET_HOOK, method="POST").respond_with_data("ok")
+    inbox, port = Inbox(), _port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    config = DeliveryConfig(
+        smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", sender="cx@example.com"),
+        webhooks=[WebhookConfig(kind="slack", url_env="SLACK_URL", reports=["experiment"])],
+        attempts=1,
+    )
+    env = {"SLACK_URL": httpserver.url_for(SECRET_HOOK)}
+    recipients = {"experiment": ["product@example.com"]}
+    out = tmp_path / "out"
+    running = rendered["experiment"]
+    reason = "guardrail breached: csat"
+    rejected = decided(company, "reject", reason)
+    assert "inconclusive" in running.summary and reason in rejected.summary
+    # Fresh estimates with the same decision are no news.
+    updated = decided(company, "inconclusive", "the interval still covers zero")
+    assert updated.summary != running.summary and updated.news == running.news
+    controller.start()
+    try:
+        first = deliver(engine, [written(running, out, engine)], recipients, config, env)
+        # Later cycles rewrite the same file; while the decision stands nothing is re-sent.
+        unchanged = deliver(engine, [written(updated, out, engine)], recipients, config, env)
+        outgoing = written(rejected, out, engine)
+        second = deliver(engine, [outgoing], recipients, config, env)
+        third = deliver(engine, [written(rejected, out, engine)], recipients, config, env)
+    finally:
+        controller.stop()
+    assert sorted(first["channel"]) == ["email", "slack"] and set(first["status"]) == {"sent"}
+    assert unchanged.empty and third.empty
+    assert outgoing.report == Path(first["report"].iloc[0])
+    assert sorted(second["channel"]) == ["email", "slack"]
+    assert set(second["status"]) == {"sent"} and set(second["attempts"]) == {1}
+
+    assert len(httpserver.log) == len(inbox.envelopes) == 2
+    slack = json.loads(httpserver.log[1][0].data)["text"]
+    assert reason in slack and "inconclusive" not in slack
+    message = BytesParser(policy=email.policy.default).parsebytes(inbox.envelopes[1].content)
+    assert reason in message.get_body(("plain",)).get_content()
+    stored = store.read_frame(engine, store.Delivery)
+    assert set(stored["summary"]) == {rejected.summary} and set(stored["status"]) == {"sent"}

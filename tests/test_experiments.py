@@ -1,4 +1,5 @@
-"""Pilot statistics: DiD against cell means and statsmodels, coverage, SRM, demo decisions."""
+"""Pilot statistics: DiD against cell means and statsmodels, coverage, SRM, demo decisions;
+stored assignments."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from flows.experiments import save_assignments
+from tasks import store
 from tasks.errors import HypothesisError
 from tasks.experiments import (
     Estimate,
@@ -85,6 +88,51 @@ def test_assignment_is_deterministic_and_splits_at_the_share() -> None:
     assert (assign_arms(ids, "s2", 0.3) != first).any()
 
 
+def test_rerunning_a_pilot_writes_only_the_assignments_that_are_new_or_changed(
+    store_url: str,
+) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    ids = pd.Series([f"C{i}" for i in range(1000)])
+    arms = pd.DataFrame({"customer_id": ids, "arm": assign_arms(ids, "s", 0.5)})
+    engine = store.open_store(store_url)
+    assert save_assignments(store_url, h, arms) == 1000
+    first = store.read_frame(engine, store.Assignment)
+    assert save_assignments(store_url, h, arms) == 0
+    pd.testing.assert_frame_equal(store.read_frame(engine, store.Assignment), first)
+
+    changed = pd.concat([arms, pd.DataFrame({"customer_id": ["C1000"], "arm": ["pilot"]})])
+    changed.iloc[0, 1] = "control" if arms["arm"].iloc[0] == "pilot" else "pilot"
+    assert save_assignments(store_url, h, changed) == 2
+    stored = store.read_frame(engine, store.Assignment)
+    assert stored.set_index("customer_id")["arm"].to_dict() == dict(changed.to_numpy().tolist())
+    ids = stored.set_index("customer_id")["id"]
+    assert ids[first["customer_id"]].tolist() == first["id"].tolist()  # updated in place
+
+    other = h.model_copy(update={"id": "other"})
+    assert save_assignments(store_url, other, changed) == 1001
+    pilot = Period(start=date(2026, 10, 8), end=date(2026, 10, 31))
+    moved = h.model_copy(update={"schedule": h.schedule.model_copy(update={"pilot": pilot})})
+    assert save_assignments(store_url, moved, changed) == 1001
+    assert save_assignments(store_url, moved, changed) == 0
+    stored = store.read_frame(engine, store.Assignment, where={"hypothesis_id": h.id})
+    assert (stored["assigned_at"] == pd.Timestamp("2026-10-08")).all()
+
+    narrowed = changed.iloc[100:]  # the population lost its first hundred customers
+    assert save_assignments(store_url, moved, narrowed) == 0
+    stored = store.read_frame(engine, store.Assignment, where={"hypothesis_id": h.id})
+    assert sorted(stored["customer_id"]) == sorted(narrowed["customer_id"])
+    assert len(store.read_frame(engine, store.Assignment, where={"hypothesis_id": "other"})) == 1001
+
+
+def test_a_customer_assigned_twice_keeps_the_last_arm_on_every_run(store_url: str) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    twice = pd.DataFrame({"customer_id": ["C1", "C1"], "arm": ["pilot", "control"]})
+    for _ in range(2):
+        save_assignments(store_url, h, twice)
+        stored = store.read_frame(store.open_store(store_url), store.Assignment)
+        assert stored["arm"].tolist() == ["control"]  # as upserting both rows in order leaves it
+
+
 def test_srm_check_flags_a_ten_percent_imbalance_but_not_a_fair_split() -> None:
     ids = pd.Series([f"C{i}" for i in range(20_000)])
     fair = pd.DataFrame({"customer_id": ids, "arm": assign_arms(ids, "x", 0.5)})
@@ -105,6 +153,21 @@ def test_demo_effective_pilot_is_adopted_with_cis_covering_the_planted_effects(
     (nps,) = result.secondary
     assert nps.ci_low <= truth["nps"] <= nps.ci_high
     assert result.srm_p > 0.001
+
+
+def test_a_stream_losing_part_of_one_arm_is_caught_as_a_sample_ratio_mismatch(demo_data) -> None:
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    arms = evaluate(h, demo_data).arms.set_index("customer_id")["arm"]
+    tickets = demo_data.tickets
+    in_pilot = tickets["customer_id"].map(arms).eq("pilot") & (
+        tickets["created_at"] >= "2026-10-01"
+    )
+    lost = in_pilot & (pd.util.hash_array(tickets["customer_id"].to_numpy()) % 4 == 0)
+    damaged = CxData(demo_data.customers, tickets[~lost], demo_data.responses,
+                     demo_data.orders, demo_data.web)  # fmt: skip
+    result = evaluate(h, damaged)
+    assert result.srm_p < 0.001 and result.decision == "inconclusive"
+    assert "sample ratio mismatch" in result.reason
 
 
 def test_demo_null_pilot_is_not_adopted(demo_data) -> None:

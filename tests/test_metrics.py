@@ -392,3 +392,27 @@ def test_a_one_respondent_stratum_leaves_the_weighted_nps_ci_unknown() -> None:
     result = post_stratified_nps(CxData(customers, empty, responses, empty, empty))
     assert result["weighted"] == pytest.approx(0.5 * 0 + 0.5 * 100)
     assert np.isnan(result["ci_low"]) and np.isnan(result["ci_high"])
+
+
+def test_times_are_read_on_the_company_clock_for_hours_days_and_working_time(
+    sqlite_url: str,
+) -> None:
+    from tasks import store
+
+    engine = store.open_store(sqlite_url)
+    # 06:00–07:00 UTC on Monday Oct 5 is 09:00–10:00 in Moscow; 21:30 UTC Oct 31 is Nov 1.
+    tickets = pd.DataFrame(
+        {
+            "source_id": ["T1", "T2"],
+            "created_at": pd.to_datetime(["2026-10-05 06:00", "2026-10-31 21:30"]),
+            "first_response_at": pd.to_datetime(["2026-10-05 07:00", "2026-10-31 22:30"]),
+        }
+    )
+    store.load_page(engine, store.Ticket, tickets, "crm", "tickets", {})
+    utc = CxData.from_store(engine).tickets
+    moscow = CxData.from_store(engine, timezone="Europe/Moscow").tickets
+    assert utc["frt_business_hours"].tolist() == [0.0, 0.0]
+    assert moscow["frt_business_hours"].tolist() == [1.0, 0.0]
+    assert moscow["created_at"].dt.hour.tolist() == [9, 0]
+    assert moscow["created_at"].dt.to_period("M").astype(str).tolist() == ["2026-10", "2026-11"]
+    assert moscow["frt_hours"].tolist() == utc["frt_hours"].tolist() == [1.0, 1.0]

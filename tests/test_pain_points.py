@@ -16,7 +16,7 @@ from tasks.pain_points import (
     peak_hours,
     rank_pain_points,
 )
-from tasks.text import tag_topics
+from tasks.text import Taxonomy, tag_topics
 from tests.conftest import cx_data
 
 FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
@@ -244,3 +244,28 @@ def test_ranking_keeps_the_kinds_it_finds_when_others_find_nothing() -> None:
     assert not ranked["kind"].eq("comment_topic").any()
     nothing = CxData(customers, tickets.iloc[:0], responses.iloc[:0], pd.DataFrame(), empty)
     assert rank_pain_points(nothing, {}).empty
+
+
+def test_a_configured_topic_becomes_a_comment_pain_point() -> None:
+    ids = [f"c{i}" for i in range(200)]
+    customers = pd.DataFrame({"customer_id": ids, "segment": "new", "region": "Moscow"})
+    torn = [i < 60 for i in range(200)]
+    responses = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "kind": "nps",
+            "score": [3.0 if t else 9.0 for t in torn],
+            "comment": ["Упаковка порвана" if t else "Всё хорошо" for t in torn],
+            "submitted_at": pd.Timestamp("2026-10-01"),
+        }
+    )
+    empty = pd.DataFrame(columns=["step", "device", "value"])
+    tickets = pd.DataFrame(
+        {"customer_id": ["c0"], "topic": ["login"], "channel": ["chat"],
+         "created_at": [pd.Timestamp("2026-10-01")], "frt_hours": [1.0], "sla_breach": [0.0]}
+    )  # fmt: skip
+    data = CxData(customers, tickets, responses, pd.DataFrame(), empty)
+    assert "comment:packaging:new" not in set(rank_pain_points(data, {}).get("key", []))
+    taxonomy = Taxonomy.default({"packaging": {"ru": ["упаковка"]}})
+    ranked = rank_pain_points(data, {}, (), taxonomy).set_index("key")
+    assert ranked.loc["comment:packaging:new", "reach"] == 60

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+import pytest
+
 from tasks import charts, store
+from tasks.metrics import CxData
 from tasks.reporting import (
+    build_digest,
+    digest_month,
     effect,
     labels,
     print_pdf,
@@ -14,7 +20,28 @@ from tasks.reporting import (
     write_index,
     write_report,
 )
-from tests.test_reports_html import demo_company, render_both
+from tests.test_reports_html import Demo, demo_company, render_both
+
+
+@pytest.fixture(scope="module")
+def small() -> Demo:
+    return demo_company(2000)
+
+
+def span(tickets: tuple[str, str] | None, responses: tuple[str, str] | None) -> CxData:
+    """Data whose tickets and survey answers fall daily between the given days, if any."""
+
+    def daily(days: tuple[str, str] | None) -> pd.Series:
+        return pd.Series(pd.date_range(*days, freq="D") if days else [], dtype="datetime64[ns]")
+
+    empty = pd.DataFrame()
+    return CxData(
+        customers=empty,
+        tickets=pd.DataFrame({"created_at": daily(tickets) + pd.Timedelta(hours=10)}),
+        responses=pd.DataFrame({"submitted_at": daily(responses) + pd.Timedelta(hours=12)}),
+        orders=empty,
+        web=empty,
+    )
 
 
 def test_effect_formats_relative_and_absolute_values() -> None:
@@ -41,9 +68,11 @@ def test_region_chart_marks_low_bars_red_and_keeps_ids_unique() -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_index_links_every_report_on_disk_and_email_form_uses_cid_images(tmp_path) -> None:
+def test_index_links_every_report_on_disk_and_email_form_uses_cid_images(
+    small: Demo, tmp_path
+) -> None:
     engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    reports = render_both(demo_company(2000))
+    reports = render_both(small)
     out = tmp_path / "out"
     paths = {kind: write_report(r, out) for kind, r in reports.items()}
     for kind, path in paths.items():
@@ -66,3 +95,38 @@ def test_pdf_is_printed_by_headless_chromium(tmp_path) -> None:
     page.write_text("<!doctype html><h1>CX digest</h1>", encoding="utf-8")
     pdf = print_pdf(page)
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 500
+
+
+@pytest.mark.parametrize(
+    ("tickets", "responses", "month"),
+    [
+        (("2026-08-03", "2026-10-14"), ("2026-08-04", "2026-10-14"), "2026-09"),
+        (("2026-08-03", "2026-10-31"), ("2026-08-04", "2026-10-30"), "2026-10"),
+        (("2026-08-03", "2026-10-30"), ("2026-08-04", "2026-10-29"), "2026-09"),
+        (None, ("2026-08-04", "2026-11-15"), "2026-10"),
+        (("2026-10-05", "2026-10-14"), ("2026-10-06", "2026-10-14"), "2026-10"),
+    ],
+    ids=["mid-month", "last-day", "day-before-last", "responses-only", "one-partial-month"],
+)
+def test_digest_covers_the_last_complete_month(tickets, responses, month) -> None:
+    found = digest_month(span(tickets, responses))
+    assert found.label == month
+    assert (found.start, found.end) == (
+        pd.Period(month).start_time,
+        (pd.Period(month) + 1).start_time,
+    )
+
+
+def test_digest_of_data_ending_mid_month_is_the_previous_month(small: Demo) -> None:
+    data = small.data
+    cut = pd.Timestamp("2026-10-15")
+    data = CxData(
+        data.customers,
+        data.tickets[data.tickets["created_at"] < cut],
+        data.responses[data.responses["submitted_at"] < cut],
+        data.orders,
+        data.web,
+    )
+    digest = build_digest(data, small.pain, small.results, small.hypotheses)
+    assert digest.name == "digest-2026-09" and "2026-09" in digest.title
+    assert digest.summary.startswith(f"{digest.title}: ")

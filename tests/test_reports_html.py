@@ -25,7 +25,7 @@ from connectors.demo import generate
 from flows.experiments import result_rows
 from tasks.experiments import evaluate
 from tasks.hypotheses import load_hypotheses
-from tasks.metrics import CxData, kpis_by, post_stratified_nps
+from tasks.metrics import CxData, customer_value, kpis_by, post_stratified_nps
 from tasks.pain_points import rank_pain_points
 from tasks.reporting import (
     CHROMIUM_FLAGS,
@@ -321,6 +321,10 @@ def test_digest_shows_kpis_breakdowns_load_pain_points_and_flags_the_low_region(
     weighting = post_stratified_nps(within(demo.data, DIGEST_MONTH))
     assert f"NPS (post-stratified): {weighting['weighted']:.1f}" in text
     assert "KPI tiles are unweighted" in text and "Response rate" in text
+    value = customer_value(demo.data.orders, demo.data.customers, "segment")
+    premium = value.set_index("segment").loc["premium"]
+    assert f"premium\t{int(premium['customers']):,}\t{premium['aov']:,.0f}" in text
+    assert f"{premium['ltv']:,.0f}" in text and "Customer value by segment" in text
     assert len(view["charts"]) == len(rendered.charts) == 5
     assert all(c["width"] > 300 and c["height"] > 100 for c in view["charts"])
     assert shot.stat().st_size > 50_000

@@ -185,6 +185,23 @@ def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
     pd.testing.assert_frame_equal(analysed, expected[analysed.columns])
 
 
+def test_read_frame_where_keeps_only_the_matching_rows_with_or_without_json(
+    store_url: str,
+) -> None:
+    engine = store.open_store(store_url)
+    tickets = _tickets(["T1", "T2", "T3"]).assign(topic=["delivery", "payment", "payment"])
+    store.load_page(engine, store.Ticket, tickets.iloc[:2], "crm", "tickets", {})
+    store.load_page(engine, store.Ticket, tickets.iloc[2:], "web", "tickets", {})
+    crm_paid = {"source": "crm", "topic": "payment"}
+    paid = store.read_frame(engine, store.Ticket, ["source_id"], crm_paid)
+    assert paid["source_id"].tolist() == ["T2"]
+    customers = pd.DataFrame({"source_id": ["C1", "C2"], "segment": ["new", "loyal"]})
+    customers["attributes"] = [{"a": 1}, {"a": 2}]
+    store.load_page(engine, store.Customer, customers, "crm", "customers", {})
+    loyal = store.read_frame(engine, store.Customer, ["attributes"], {"segment": "loyal"})
+    assert loyal["attributes"].tolist() == [{"a": 2}]
+
+
 def test_a_key_repeated_within_one_page_ends_as_row_by_row_upserts_would(store_url: str) -> None:
     engine = store.open_store(store_url)
     page = pd.concat([_tickets(["T1"]), _tickets(["T2", "T1"], "payment")], ignore_index=True)

@@ -13,6 +13,7 @@ from tasks.text import (
     detect_language,
     discover_themes,
     lemmas,
+    proposed_topics,
     redact_pii,
     redact_pii_series,
     sentiment,
@@ -337,6 +338,20 @@ def test_discover_themes_surfaces_a_planted_untagged_theme(language: str) -> Non
     assert all(example in planted for example in theme["examples"])
     tagged_originals = set(texts[texts.index.isin(tagged["text_index"])])
     assert not tagged_originals & {e for examples in themes["examples"] for e in examples}
+
+
+@pytest.mark.parametrize("language", ["ru", "en"])
+def test_a_proposed_topic_added_to_the_taxonomy_tags_its_theme(language: str) -> None:
+    key, planted = PLANTED[language]
+    noise = NOISE_RU if language == "ru" else NOISE_EN
+    rng = random.Random(7)
+    texts = pd.Series(planted * 4 + [" ".join(rng.sample(noise, 5)) for _ in range(40)])
+    themes = discover_themes(texts, tag_topics(texts))
+    proposed = proposed_topics(themes[themes["keywords"].map(lambda words: key in words[:3])])
+    ((name, keywords),) = proposed.items()
+    assert list(keywords) == [language] and key in keywords[language]
+    tagged = tag_topics(texts, Taxonomy.default(proposed))
+    assert set(tagged.loc[tagged["topic"] == name, "text_index"]) >= set(range(len(planted) * 4))
 
 
 def test_discover_themes_redacts_examples_and_is_empty_without_shared_words() -> None:
