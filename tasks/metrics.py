@@ -482,7 +482,9 @@ def customer_value(orders: pd.DataFrame, customers: pd.DataFrame, by: str) -> pd
     Churn compares the first and last 90 days of the order history and is annualised;
     lifetime is 1 / annual churn (capped at 10 years).
     """
-    frame = orders.assign(group=orders["customer_id"].map(customers.set_index("customer_id")[by]))
+    frame = orders.assign(
+        group=lookup(orders["customer_id"], customers.set_index("customer_id")[by])
+    )
     start, end = frame["created_at"].min(), frame["created_at"].max()
     years = max((end - start).days, 1) / 365.25
     rows = []

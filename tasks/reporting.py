@@ -566,7 +566,8 @@ def experiment_context(
     primary = next((r for r in rows if r["role"] == "primary"), None)
     by_metric = {r["metric"]: r for r in rows}
     metric = h.metric.name
-    end = min(schedule.pilot.end, data.newest().date()) if len(data.tickets) else schedule.pilot.end
+    newest = data.newest()
+    end = schedule.pilot.end if pd.isna(newest) else min(schedule.pilot.end, newest.date())
     weekly = weekly_by_arm(metric, data, arms, schedule.baseline.start, end)
     unit = t[OBSERVATION_UNITS[metric]]
     chart = charts.arms_over_time(
