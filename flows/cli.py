@@ -606,19 +606,18 @@ def _summary(result: CycleResult, hypotheses: list) -> None:
     console.print(_pain_table(result.pain_points, 5, hypotheses))
     pilots = Table("hypothesis", "metric", "effect", "95% CI", "p", "decision", title="Pilots")
     for p in result.pilots:
-        for i, m in enumerate(p["metrics"]):
-            relative = m["relative"]
+        for i, e in enumerate(p.estimates):
             pilots.add_row(
-                p["id"] if i == 0 else "",
-                m["metric"],
-                effect(m["estimate"], relative),
-                f"{effect(m['ci_low'], relative)} … {effect(m['ci_high'], relative)}",
-                f"{m['p_value']:.2g}",
-                f"[bold]{p['decision']}[/]" if i == 0 else "",
+                p.id if i == 0 else "",
+                e.metric,
+                effect(e.value, e.relative),
+                f"{effect(e.ci_low, e.relative)} … {effect(e.ci_high, e.relative)}",
+                f"{e.p_value:.2g}",
+                f"[bold]{p.decision}[/]" if i == 0 else "",
             )
     console.print(pilots)
     for p in result.pilots:
-        console.print(f"  {p['id']}: {p['decision']} — {p['reason']}", highlight=False)
-        for warning in p["warnings"]:
+        console.print(f"  {p.id}: {p.decision} — {p.reason}", highlight=False)
+        for warning in p.warnings:
             console.print(f"    [yellow]warning:[/] {warning}", highlight=False)
     console.print(f"Report: [bold]{Path(result.report_path).resolve()}[/]")

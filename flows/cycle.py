@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.config import DEFAULT_CONFIG, load_config
-from flows.experiments import evaluate_pilots
+from flows.experiments import PilotSummary, evaluate_pilots
 from flows.ingest import ingest
 from flows.rank import configured
 from flows.report import report
@@ -20,7 +20,7 @@ class CycleResult:
 
     ingested: dict[str, dict[str, int]]
     pain_points: list[dict]
-    pilots: list[dict]
+    pilots: list[PilotSummary]
     report_path: str
 
 

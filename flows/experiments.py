@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,17 @@ from tasks.hypotheses import Hypothesis, read_hypotheses
 from tasks.metrics import CxData, is_in
 
 EVALUATED = ("running", "concluded")
+
+
+@dataclass(frozen=True)
+class PilotSummary:
+    """One pilot after a run, as the logs and the CLI summary show it."""
+
+    id: str
+    decision: str
+    reason: str
+    warnings: list[str]
+    estimates: list[Estimate]  # the primary metric first, then the secondary ones
 
 
 def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -110,8 +122,8 @@ def save_assignments(url: str, hypothesis: Hypothesis, arms: pd.DataFrame) -> in
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_and_store(
     hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
-) -> dict:
-    """Assignment and results stored; returns the decision summary."""
+) -> PilotSummary:
+    """Assignment and results stored; returns the pilot's summary."""
     evaluation = evaluate(hypothesis, data, others)
     engine = store.open_store(url)
     as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.newest())
@@ -125,22 +137,18 @@ def evaluate_and_store(
         result_rows(evaluation, as_of),
         ("hypothesis_id", "metric", "as_of"),
     )
-    estimates = [("primary", evaluation.primary)]
-    estimates += [("secondary", e) for e in evaluation.secondary]
-    return {
-        "id": hypothesis.id,
-        "decision": evaluation.decision,
-        "reason": evaluation.reason,
-        "warnings": evaluation.warnings,
-        "rollout": vars(watch) if watch else None,
-        "planned_mde": evaluation.planned_mde,
-        "metrics": [_row(role, e) for role, e in estimates],
-    }
+    return PilotSummary(
+        hypothesis.id,
+        evaluation.decision,
+        evaluation.reason,
+        evaluation.warnings,
+        [evaluation.primary, *evaluation.secondary],
+    )
 
 
 @flow(name="experiments", flow_run_name="evaluate pilots")
-def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
-    """One decision summary per running or concluded hypothesis.
+def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[PilotSummary]:
+    """One summary per running or concluded hypothesis.
 
     A broken hypothesis file is logged and skipped; the others are still evaluated (the CLI
     refuses to start on one, but a scheduled run should not lose every pilot to a typo).
@@ -164,7 +172,7 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
         except HypothesisError as exc:
             logger.error("skipped: %s", exc)
     for s in summaries:
-        logger.info("%s: %s (%s)", s["id"], s["decision"], s["reason"])
-        for warning in s["warnings"]:
-            logger.warning("%s: %s", s["id"], warning)
+        logger.info("%s: %s (%s)", s.id, s.decision, s.reason)
+        for warning in s.warnings:
+            logger.warning("%s: %s", s.id, warning)
     return summaries

@@ -20,11 +20,14 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.futures import wait
+from prefect.tasks import Task
 
 from connectors import open_source
 from connectors.base import Page, Stream
 from flows.config import DEFAULT_CONFIG, SourceConfig, load_config
+from tasks.errors import ConfigError, SourceError
 from tasks.store import database_url, open_store, read_cursor
 from tasks.sync import sync_stream
 
@@ -32,7 +35,17 @@ from tasks.sync import sync_stream
 io_task = task(cache_policy=NO_CACHE, persist_result=False)
 
 
-@io_task(task_run_name="open {source.name}", retries=2, retry_delay_seconds=[5, 30])
+def _worth_retrying(task: Task, run: TaskRun, state: State) -> bool:
+    """A source whose configuration is wrong fails at once: waiting will not fix it."""
+    return not isinstance(state.result(raise_on_failure=False), ConfigError)
+
+
+@io_task(
+    task_run_name="open {source.name}",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=_worth_retrying,
+)
 def open_streams(source: SourceConfig) -> list[Stream]:
     """The source's streams, in its load order (for the demo this generates the company)."""
     return open_source(source.name, source.kind, source.options).streams()
@@ -83,18 +96,27 @@ def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> in
 
 @flow(name="ingest", flow_run_name="ingest {config_path}")
 def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, int]]:
-    """Records written per source and stream."""
+    """Records written per source and stream.
+
+    A source or stream that fails does not stop the others: they all finish, then the run
+    fails with the error (one), or with every error (several).
+    """
     logger = get_run_logger()
     config = load_config(Path(config_path))
     url = database_url(config.database_url)
     open_store(url)  # create the tables once, before the stream tasks race to
     opened = {source.name: open_streams.submit(source) for source in config.sources}
-    futures = {}
+    futures, failed = {}, {}
     stop = threading.Event()
     try:
         for name, streams in opened.items():
+            try:
+                found = streams.result()
+            except Exception as exc:
+                failed[name] = exc
+                continue
             with tags(f"source:{name}"):
-                for stream in streams.result():
+                for stream in found:
                     futures[name, stream.name] = sync_one.submit(url, name, stream, stop)
         wait(list(futures.values()))
     except BaseException:
@@ -102,13 +124,22 @@ def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, int]]:
         # theirs, so tell them to stop after the page they are committing.
         stop.set()
         raise
-    written: dict[str, dict[str, int]] = {name: {} for name in opened}
+    written: dict[str, dict[str, int]] = {name: {} for name in opened if name not in failed}
     for (name, stream), future in futures.items():
-        written[name][stream] = future.result()
+        try:
+            written[name][stream] = future.result()
+        except Exception as exc:
+            failed[f"{name}/{stream}"] = exc
     logger.info(
         "ingested %s records: %d streams of %d source(s)",
         f"{sum(sum(s.values()) for s in written.values()):,}",
         len(futures),
         len(opened),
     )
+    if len(failed) == 1:
+        raise next(iter(failed.values()))
+    if failed:
+        raise SourceError(f"{len(failed)} sources or streams failed: " + "; ".join(
+            f"{where}: {exc}" for where, exc in failed.items()
+        ))  # fmt: skip
     return written

@@ -100,6 +100,26 @@ def test_unreachable_database_is_one_line_not_a_traceback(project: Path) -> None
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.prefect
+def test_a_source_that_cannot_open_fails_the_run_but_not_the_other_sources(project: Path) -> None:
+    config = {
+        "database_url": "sqlite:///cx.db",
+        "sources": [
+            {"name": "crm", "kind": "hubspot"},
+            {"name": "demo", "kind": "demo", "options": {"customers": 300}},
+        ],
+    }
+    (project / "cxloop.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "HUBSPOT_TOKEN"}
+    result = subprocess.run(
+        [CXLOOP, "ingest"], cwd=project, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 2 and "HUBSPOT_TOKEN" in result.stderr, result.stderr
+    assert "Retry" not in result.stdout + result.stderr  # a configuration error is not retried
+    counts = store.row_counts(store.open_store(f"sqlite:///{project / 'cx.db'}"))
+    assert counts["customer"] == 300 and counts["ticket"] > 0
+
+
 def test_hypotheses_validate_and_list_commands(project: Path) -> None:
     valid = cxloop("hypotheses", "validate", cwd=project)
     assert valid.returncode == 0 and "2 hypotheses valid" in valid.stdout
