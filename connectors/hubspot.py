@@ -163,7 +163,8 @@ class HubSpotStream(HttpStream):
     """One CRM object type; records leave mapped to canonical columns by `fields`.
 
     Cursor: `{"after", "started"}` during the full sync; `{"since", "skip"}` (epoch ms, ids
-    already stored at that millisecond) plus `after`, `high`, `high_ids` within a search window.
+    already stored at that millisecond) for search, plus `after`, `high`, `high_ids` only while
+    paging through records that all share one millisecond.
     """
 
     def __init__(
@@ -241,18 +242,19 @@ class HubSpotStream(HttpStream):
                 high, high_ids = modified, [key]
             elif modified == high:
                 high_ids.append(key)
-        if after is None:
-            return Step(fresh, {"since": high, "skip": high_ids}, done=True)
-        if int(after) + self.search_page_size <= self.search_cap:
-            window = {"since": since, "skip": sorted(skip), "after": after}
-            return Step(fresh, window | {"high": high, "high_ids": high_ids}, done=False)
-        if high == since:
+        if after is None or high > since:
+            # Search again from the newest time read, not by offset: a record changed while
+            # paging moves to the end of the order and would shift an unread one past `after`.
+            return Step(fresh, {"since": high, "skip": high_ids}, done=after is None)
+        if int(after) + self.search_page_size > self.search_cap:
             raise SourceError(
                 f"source {self.source}, stream {self.name}: more than {self.search_cap:,} "
                 f"records share {self.cursor_field} = {since} ms, so search cannot page past "
                 "them. Delete this stream's row in sync_state to run a full sync instead."
             )
-        return Step(fresh, {"since": high, "skip": high_ids}, done=False)
+        # The whole page shares `since`: only an offset gets past it.
+        window = {"since": since, "skip": sorted(skip), "after": after}
+        return Step(fresh, window | {"high": high, "high_ids": high_ids}, done=False)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
         """Flattened (`id`, properties, `associations.<type>` = first associated id) and mapped;

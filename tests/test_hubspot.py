@@ -21,7 +21,7 @@ from connectors.http import RateLimiter
 from connectors.hubspot import HUBSPOT
 from tasks import store
 from tasks.errors import ConfigError, SourceError
-from tasks.sync import check_source, sync_source
+from tasks.sync import check_source, sync_source, sync_stream
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.loopback import Fault
 
@@ -146,6 +146,40 @@ def test_search_cap_is_crossed_by_moving_the_time_window(sqlite_url: str, monkey
     assert all(int(s.get("after", 0)) + s["limit"] <= 50 for s in searches)
     assert sum("after" not in s for s in searches) >= 300 // 40
     assert_store_equals_source_tickets(engine, fake)
+
+
+class ChangesAfterFirstPage:
+    """`stream`, calling `change` once its first page has been handed over."""
+
+    def __init__(self, stream: Any, change: Any) -> None:
+        self.stream, self.change = stream, change
+        self.name, self.table = stream.name, stream.table
+
+    def read(self, cursor: dict) -> Iterator[Any]:
+        for number, page in enumerate(self.stream.read(cursor)):
+            yield page
+            if number == 0:
+                self.change()
+
+
+def test_a_record_changed_while_search_pages_pushes_no_other_out(sqlite_url, monkeypatch) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    fake = FakeHubSpot(TOKEN)
+    fake.seed(contacts=5, deals=0, tickets=0)
+    options = {"objects": ["contacts"], "search_page_size": 2}
+    with fake.running():
+        engine = store.open_store(sqlite_url)
+        sync(engine, fake, **options)
+        for key in ["1", "2", "3", "4", "5"]:  # each at its own millisecond
+            fake.change("contacts", [key], country="Changed")
+        (stream,) = crm(fake, **options).streams()
+        # Contact 1, already read, changes again: it moves to the end of the search order.
+        again = ChangesAfterFirstPage(
+            stream, lambda: fake.change("contacts", ["1"], country="Again")
+        )
+        sync_stream(engine, "crm", again)
+    regions = stored(engine, "contacts")["region"].to_dict()
+    assert regions == {"1": "Again", "2": "Changed", "3": "Changed", "4": "Changed", "5": "Changed"}
 
 
 def assert_store_equals_source_tickets(engine: Engine, fake: FakeHubSpot) -> None:
