@@ -206,6 +206,10 @@ class HttpClient:
                 passing = response.status_code in RETRYABLE or self.transient(response)
                 if response.status_code < 400 and not passing:
                     if hint:
+                        if hint > 1:
+                            log.warning(
+                                self._say(f"{where}: {self.vendor} asks to pause {hint:.0f} s")
+                            )
                         self._not_before = time.monotonic() + hint
                     return self._decode(response, where)
                 problem = f"HTTP {response.status_code}: {self.error_message(response)}"
@@ -290,6 +294,14 @@ class HttpOptions:
     max_wait: float = 60.0
 
 
+def retry_policy(options: HttpOptions) -> RetryPolicy:
+    """The retry options as a policy; `ConfigError` naming the option that is out of range."""
+    for option in ("max_retries", "backoff_base", "max_wait"):
+        if getattr(options, option) < 0:
+            raise ConfigError(f"sources.{options.name}.options: {option} must be 0 or more.")
+    return RetryPolicy(options.max_retries + 1, options.backoff_base, options.max_wait)
+
+
 def page_size_within(source: str, page_size: int, limit: int, vendor: str) -> None:
     """`ConfigError` unless `page_size` is 1 to `limit`, the vendor's maximum."""
     if not 1 <= page_size <= limit:
@@ -326,7 +338,7 @@ def vendor_client(
         auth,
         rate_limiter(options.name, options.rate_limit),
         timeout=options.timeout,
-        retry=RetryPolicy(options.max_retries + 1, options.backoff_base, options.max_wait),
+        retry=retry_policy(options),
         **hooks,
     )
 

@@ -30,11 +30,11 @@ from connectors.base import Page
 from connectors.http import (
     HttpClient,
     Request,
-    RetryPolicy,
     SecretHeader,
     env_secret,
     json_error,
     rate_limiter,
+    retry_policy,
 )
 from connectors.surveys import (
     LATE_ARRIVALS,
@@ -286,7 +286,7 @@ class QualtricsSource(SurveyOptions):
             SecretHeader(token, "X-API-TOKEN", scheme=""),
             rate_limiter(self.name, self.rate_limit),
             timeout=self.timeout,
-            retry=RetryPolicy(self.max_retries + 1, self.backoff_base, self.max_wait),
+            retry=retry_policy(self),
             error_message=partial(error_message, token_env=self.token_env),
         )
         fields = self.fields(QUALTRICS)

@@ -186,13 +186,17 @@ def test_operation_time_limit_429_waits_until_the_budget_resets(sqlite_url: str,
     assert [name for name, _ in fake.requests] == ["crm.deal.list", "batch", "batch"]
 
 
-def test_nearly_spent_time_budget_pauses_before_the_next_request(sqlite_url: str, fake) -> None:
+def test_nearly_spent_time_budget_pauses_before_the_next_request_and_says_so(
+    sqlite_url: str, fake, caplog
+) -> None:
     fake.operating, fake.operating_reset_in = 470.0, 2.0
     engine = store.open_store(sqlite_url)
     started = time.monotonic()
-    assert sync(engine, fake, objects=["deals"]) == {"deals": 120}
+    with caplog.at_level(logging.WARNING, logger="connectors.http"):
+        assert sync(engine, fake, objects=["deals"]) == {"deals": 120}
     assert time.monotonic() - started >= 0.5
     assert len(fake.requests) == 2
+    assert "Bitrix24 asks to pause 2 s" in caplog.text
 
 
 def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) -> None:

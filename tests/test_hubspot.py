@@ -354,6 +354,8 @@ def test_unknown_objects_and_options_are_config_errors(fake) -> None:
         crm(fake, objects=["companies"])
     with pytest.raises(ConfigError, match=r"sources\.crm\.options: .*page_sise"):
         crm(fake, page_sise=10)
+    with pytest.raises(ConfigError, match=r"sources\.crm\.options: max_retries must be 0"):
+        crm(fake, max_retries=-1)
 
 
 def test_rate_limiter_holds_requests_to_the_configured_rate() -> None:
