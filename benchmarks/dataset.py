@@ -56,7 +56,6 @@ class ParquetStream:
     path: Path
     name: str
     dataset: str
-    primary_key: str = "source_id"
 
     @property
     def table(self) -> str:

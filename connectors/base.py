@@ -30,7 +30,6 @@ class Stream(Protocol):
 
     name: str
     table: str
-    primary_key: str
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages after `cursor` (an empty dict means from the beginning)."""

@@ -309,7 +309,6 @@ class Bitrix24Stream(HttpStream):
     list pages the next call asks for).
     """
 
-    primary_key = "ID"
     page_size = PAGE
 
     def __init__(

@@ -521,7 +521,6 @@ class DemoStream:
     company: DemoCompany
     name: str
     dataset: str
-    primary_key: str = "source_id"
 
     @property
     def table(self) -> str:

@@ -257,7 +257,6 @@ class MappedStream:
     name: str
     mapping: ColumnMap
     page_rows: int
-    primary_key: str = "source_id"
     rejected: list[Rejection] = field(default_factory=list)
 
     @property

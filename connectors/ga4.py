@@ -115,7 +115,6 @@ class DailyReport(HttpStream):
     by `fields` as canonical `web_metric` rows."""
 
     table = "web_metric"
-    cursor_field = "date"
 
     def __init__(
         self,

@@ -360,8 +360,6 @@ class HttpStream(ABC):
     name: str
     table: str
     path: str
-    primary_key: str = "id"
-    cursor_field: str
     page_size: int
 
     def __init__(self, source: str, client: HttpClient) -> None:

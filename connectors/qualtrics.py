@@ -133,9 +133,6 @@ class Responses(SurveyResponses):
     """One survey's responses, read from one export per sync. Cursor: `{"since"}` between
     syncs, plus `after` (the last committed recorded date and response id) within one."""
 
-    primary_key = "responseId"
-    cursor_field = "recordedDate"
-
     def __init__(
         self, options: QualtricsSource, client: HttpClient, entry: SurveyEntry, fields: FieldMap
     ) -> None:

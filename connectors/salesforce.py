@@ -230,9 +230,6 @@ class SalesforceStream(HttpStream):
     `next` (the `nextRecordsUrl` to follow) while a query is being paged in this run.
     """
 
-    primary_key = "Id"
-    cursor_field = MODIFIED
-
     def __init__(
         self, source: str, client: HttpClient, name: str, fields: FieldMap, api_version: str
     ) -> None:

@@ -134,8 +134,6 @@ class Responses(SurveyResponses, HttpStream):
     survey's `/details` as each read starts. Cursor: `{"since"}` between syncs, plus `page` and
     `high` within one."""
 
-    primary_key = "id"
-    cursor_field = "date_modified"
     choices: dict[str, Any]
 
     def details(self, parse: Callable[[Any], Parsed]) -> Parsed:

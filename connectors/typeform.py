@@ -102,9 +102,6 @@ class Responses(SurveyResponses, HttpStream):
     """One form's responses (`survey_id` is the form id). Cursor: `{"since"}` between syncs,
     plus `before` and `high` within one."""
 
-    primary_key = "response_id"
-    cursor_field = "submitted_at"
-
     def questions_listed(self) -> list[SurveyQuestion]:
         """The form's questions, from its definition (`GET /forms/{id}`)."""
         return self.definition("form definition", f"/forms/{self.survey_id}", form_questions)

@@ -55,7 +55,7 @@ class UntilStopped:
     """`stream`, ending at the next page boundary once `stop` is set."""
 
     def __init__(self, stream: Stream, stop: threading.Event) -> None:
-        self.name, self.table, self.primary_key = stream.name, stream.table, stream.primary_key
+        self.name, self.table = stream.name, stream.table
         self.stream, self.stop, self.stopped = stream, stop, False
 
     def read(self, cursor: dict) -> Iterator[Page]:
