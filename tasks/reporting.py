@@ -167,21 +167,23 @@ def _render_all(
     kind: str,
     name: str,
     title: str,
-    summary: tuple[str, str],
+    news: str,
+    summary: str,
     context: dict[str, Any],
     chart_list: list[Chart],
     template_dir: Path | None,
     tables: dict[str, list[dict]],
 ) -> Rendered:
-    """Every format of one report; `summary` is (news, the paragraph for chat)."""
+    """Every format of one report; `news` is what stakeholders are told again when it
+    changes, `summary` the paragraph for chat."""
     env = environment(template_dir)
     page, text = env.get_template(f"{kind}.html.j2"), env.get_template(f"{kind}.md.j2")
     return Rendered(
         kind=kind,
         name=name,
         title=title,
-        news=summary[0],
-        summary=summary[1],
+        news=news,
+        summary=summary,
         html=page.render(**context, email=False),
         email_html=page.render(**context, email=True),
         markdown=text.render(**context),
@@ -490,7 +492,8 @@ def build_digest(
         "digest",
         f"digest-{context['month'].label}",
         context["title"],
-        (context["title"], digest_summary(context)),
+        context["title"],
+        digest_summary(context),
         context,
         chart_list,
         template_dir,
@@ -668,7 +671,7 @@ def build_experiment(
     primary = context["primary"]
     decided = primary and primary["decision"]
     news = f"{hypothesis.title}: {t[primary['decision']] if decided else t['not_evaluated']}"
-    summary = (news, f"{news} — {primary['reason']}" if decided else news)
+    summary = f"{news} — {primary['reason']}" if decided else news
     keep = ("metric", "role", "estimate", "ci_low", "ci_high", "p_value", "n_pilot", "n_control")
     tables = {
         "results": [{k: r[k] for k in keep} for r in context["results"]],
@@ -678,6 +681,7 @@ def build_experiment(
         "experiment",
         experiment_name(hypothesis.id),
         context["title"],
+        news,
         summary,
         context,
         chart_list,
