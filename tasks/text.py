@@ -242,11 +242,18 @@ def discover_themes(texts: pd.Series, tagged: pd.DataFrame, n_themes: int = 5) -
         return pd.DataFrame(columns=columns)
     vectorizer = TfidfVectorizer(vocabulary=vocabulary, token_pattern=r"\S+", lowercase=False)
     matrix = vectorizer.fit_transform(documents)
-    model = NMF(n_components=min(n_themes, *matrix.shape), init="nndsvda", max_iter=1000)
+    # nndsvda starts from a randomised SVD: a fixed seed gives the same themes on every run.
+    model = NMF(
+        n_components=min(n_themes, *matrix.shape), init="nndsvda", max_iter=1000, random_state=0
+    )
     weights = model.fit_transform(matrix)
-    scale = np.linalg.norm(model.components_, axis=1)
-    scale[scale == 0] = 1.0
-    components = model.components_ / scale[:, None]
+    # A component no text loads on spreads evenly over all lemmas and would join every theme.
+    used = (weights.max(axis=0) > 0) & (model.components_.max(axis=1) > 0)
+    if not used.any():
+        return pd.DataFrame(columns=columns)
+    weights = weights[:, used]
+    scale = np.linalg.norm(model.components_[used], axis=1)
+    components = model.components_[used] / scale[:, None]
     membership = np.eye(len(scale))[_theme_groups(components)]
     membership = membership[:, membership.any(axis=0)]
     weights = (weights * scale) @ membership

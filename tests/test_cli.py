@@ -66,8 +66,8 @@ def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(project: 
     themes = cxloop("themes", "--count", "3", "--config", config, cwd=project)
     assert themes.returncode == 0, themes.stderr
     proposed = yaml.safe_load(themes.stdout[themes.stdout.index("topics:") :])["topics"]
-    words = [(t.get("ru", []), t.get("en", [])) for t in proposed.values()]
-    assert any("упаковка" in ru and "box" in en for ru, en in words), themes.stdout
+    assert any("упаковка" in t.get("ru", []) for t in proposed.values()), themes.stdout
+    assert any("box" in t.get("en", []) for t in proposed.values()), themes.stdout
 
 
 def test_broken_config_exits_2_naming_file_line_and_key_and_writes_nothing(project: Path) -> None:

@@ -354,6 +354,21 @@ def test_a_proposed_topic_added_to_the_taxonomy_tags_its_theme(language: str) ->
     assert set(tagged.loc[tagged["topic"] == name, "text_index"]) >= set(range(len(planted) * 4))
 
 
+@pytest.mark.parametrize("n_themes", [2, 3, 4, 5, 8])
+def test_themes_in_two_languages_stay_apart_and_repeat_whatever_the_theme_count(
+    n_themes: int,
+) -> None:
+    # Two themes sharing no lemma: components NMF has no use for must not join them.
+    texts = pd.Series(PLANTED["ru"][1][:2] + PLANTED["en"][1][:2])
+    first = discover_themes(texts, tag_topics(texts), n_themes)
+    again = discover_themes(texts, tag_topics(texts), n_themes)
+
+    assert sorted(first["n_texts"]) == [2, 2]
+    keys = [PLANTED[language][0] for language in ("ru", "en")]
+    assert all(sum(key in words for words in first["keywords"]) == 1 for key in keys)
+    pd.testing.assert_frame_equal(first, again)
+
+
 def test_discover_themes_redacts_examples_and_is_empty_without_shared_words() -> None:
     texts = pd.Series(
         [f"Упаковка порвана, звоните 8912345{6700 + i}" for i in range(3)]
