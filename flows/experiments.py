@@ -54,17 +54,16 @@ def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
 def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, period: pd.Period) -> Alert:
     """An alert for `period` that an adopted change keeps less than half of its pilot gain
     after rollout."""
-    name = hypothesis.metric.name
     return Alert(
         kind="rollout_fading",
         key=f"rollout_fading:{hypothesis.id}",
         period=str(period),
-        message=(
-            f"{hypothesis.id}: since the rollout on {hypothesis.rollout} only {watch.retained:.0%} "
-            f"of the pilot's gain in {name} remains ({name} {watch.rollout_level:.2f}; "
-            f"pilot {watch.pilot_level:.2f}, control {watch.control_level:.2f})"
-        ),
-        evidence={"hypothesis": hypothesis.id, "metric": name, **vars(watch)},
+        evidence={
+            "hypothesis": hypothesis.id,
+            "metric": hypothesis.metric.name,
+            "rollout": str(hypothesis.rollout),
+            **vars(watch),
+        },
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from flows.config import DEFAULT_CONFIG, Config, load_config
 from tasks import store
+from tasks.alerts import Alert
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
 from tasks.hypotheses import read_hypotheses
 from tasks.metrics import CxData
@@ -74,12 +75,12 @@ def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
     return rendered
 
 
-def latest_alerts(engine: Engine) -> list[dict]:
-    """The last period's alerts as the digest shows them: title, kind, evidence."""
+def latest_alerts(engine: Engine) -> list[Alert]:
+    """The alerts of the last period any were raised for, by key."""
     raised = store.read_frame(engine, store.Alert)
     raised = raised[raised["period"] == raised["period"].max()] if len(raised) else raised
     return [
-        {"title": row.message, "severity": row.kind.replace("_", " "), "evidence": row.evidence}
+        Alert(row.kind, row.key, row.period, row.evidence, row.message)
         for row in raised.sort_values("key").itertuples()
     ]
 

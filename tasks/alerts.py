@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tasks.labels import alert_text, labels
 from tasks.metrics import Z95, CxData, metric_table
 
 ALPHA = 0.01
@@ -16,13 +17,22 @@ MIN_GROWTH = 1.3  # complaint volume must grow by at least 30% (per day) to aler
 
 @dataclass(frozen=True)
 class Alert:
-    """One alert: what moved, where, by how much, and how sure we are."""
+    """One alert: what moved, where, by how much, and how sure we are.
+
+    `message` says it in English (logs, events, the store); reports word it again in their
+    language from `kind`, `period` and `evidence` (`tasks.labels.alert_text`).
+    """
 
     kind: str
     key: str
     period: str
-    message: str
-    evidence: dict = field(default_factory=dict)
+    evidence: dict
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.message:
+            text = alert_text(self.kind, self.period, self.evidence, labels("en"))
+            object.__setattr__(self, "message", text)
 
 
 # metric → (alert kind, which direction is worse, smallest change worth an alert)
@@ -75,15 +85,14 @@ def metric_shifts(table: pd.DataFrame, by: str | None, alpha: float = ALPHA) -> 
                         kind=kind,
                         key=f"{kind}:{where}",
                         period=last,
-                        message=(
-                            f"{metric} for {where} went from {old['value']:.1f} in {before} "
-                            f"to {new['value']:.1f} in {last} ({change:+.1f}, p = {p:.2g})"
-                        ),
                         evidence={
                             "metric": metric,
-                            "segment": where,
+                            "cut": by,
+                            "group": group if by else None,
+                            "period_before": before,
                             "before": float(old["value"]),
                             "after": float(new["value"]),
+                            "change": float(change),
                             "n_before": int(old["n"]),
                             "n_after": int(new["n"]),
                             "p_value": float(p),
@@ -119,11 +128,14 @@ def complaint_growth(
                     kind="complaint_growth",
                     key=f"complaint_growth:topic={topic}",
                     period=str(last),
-                    message=(
-                        f"tickets about {topic} grew {growth - 1:+.0%} per day: "
-                        f"{old:,} in {before}, {new:,} in {last} (p = {p:.2g})"
-                    ),
-                    evidence={"topic": topic, "before": old, "after": new, "p_value": float(p)},
+                    evidence={
+                        "topic": topic,
+                        "period_before": str(before),
+                        "before": old,
+                        "after": new,
+                        "growth": float(growth - 1),
+                        "p_value": float(p),
+                    },
                 )
             )
     return alerts
@@ -178,11 +190,6 @@ def month_one_churn(
             kind="month_one_churn",
             key="month_one_churn:all customers",
             period=str(last),
-            message=(
-                f"customers drop off after their first month: {shares[0]}% bought in month 1, "
-                f"{shares[1]}% in month 2, {shares[2]}% in month 3 "
-                f"({mean:+.1f} points more lost after month one than after month two, p = {p:.2g})"
-            ),
             evidence={
                 "cohort": len(excess),
                 "active_share_by_month": shares,
@@ -223,10 +230,6 @@ def new_channel_csat(
                     kind="new_channel_csat",
                     key=f"new_channel_csat:channel={channel}",
                     period=str(last),
-                    message=(
-                        f"new channel {channel} (since {born[channel]}): CSAT top-2 fell from "
-                        f"{old.mean():.1f}% to {new.mean():.1f}% in {last} (p = {p:.2g})"
-                    ),
                     evidence={
                         "channel": channel,
                         "since": str(born[channel]),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tasks.labels import labels, titled
 from tasks.metrics import Z95, CxData, funnel, is_in, lookup, nps_points
 from tasks.text import Taxonomy, redact_pii, tag_topics
 
@@ -147,6 +148,7 @@ def rank_pain_points(
     if not tables:
         return pd.DataFrame()
     ranked = pd.concat(tables, ignore_index=True)
+    ranked = titled(ranked, labels("en"))
     ranked = ranked.dropna(subset=["impact_ci_low", "impact_ci_high"])  # < 2 affected answered
     if ranked.empty:
         return ranked
@@ -208,9 +210,7 @@ def ticket_topics(data: CxData, latest: pd.DataFrame, points: pd.Series) -> Foun
             )
             extra.update(driver)
         evidence.append(_counts(row) | extra)
-    table = gaps.assign(
-        kind="ticket_topic", title="Tickets about " + topic.str.replace("_", " "), evidence=evidence
-    )
+    table = gaps.assign(kind="ticket_topic", evidence=evidence)
     return Found(table, members)
 
 
@@ -236,13 +236,8 @@ def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = 
         pool = points[(respondent_segment == name).to_numpy()]
         members = group[["key", "customer_id"]]
         gaps = nps_gaps(pool, members)
-        title = "Comments about " + gaps["key"].str.split(":").str[1].str.replace("_", " ")
         frames.append(
-            gaps.assign(
-                kind="comment_topic",
-                title=title + f" ({name} customers)",
-                evidence=[_counts(row) for row in gaps.itertuples()],
-            )
+            gaps.assign(kind="comment_topic", evidence=[_counts(row) for row in gaps.itertuples()])
         )
         found.append(members)
     if not frames:  # no commenter with a known segment
@@ -258,11 +253,7 @@ def regions(data: CxData, points: pd.Series) -> Found:
         {"key": "region:" + customers["region"], "customer_id": customers["customer_id"]}
     )
     gaps = nps_gaps(points, members)
-    table = gaps.assign(
-        kind="region",
-        title="Customers in " + gaps["key"].str.removeprefix("region:"),
-        evidence=[_counts(row) for row in gaps.itertuples()],
-    )
+    table = gaps.assign(kind="region", evidence=[_counts(row) for row in gaps.itertuples()])
     return Found(table, members)
 
 
@@ -296,9 +287,7 @@ def peak_load(data: CxData, points: pd.Series) -> Found:
         "sla_breach_off_peak": round(float(sla.get(False, np.nan)), 1),
     }
     table = gaps.assign(
-        kind="peak_load",
-        title=f"Tickets in peak hours ({', '.join(f'{h}:00' for h in hours)})",
-        evidence=[_counts(row) | extra for row in gaps.itertuples()],
+        kind="peak_load", evidence=[_counts(row) | extra for row in gaps.itertuples()]
     )
     return Found(table, members)
 
@@ -326,9 +315,6 @@ def funnel_leaks(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
         {
             "key": "funnel:" + table["step"] + ":" + table["device"],
             "kind": "funnel_step",
-            "title": table["step"].str.replace("_", " ").str.capitalize()
-            + " on "
-            + table["device"],
             "reach": table["before"].astype(int),
             "reach_share": table["before"] / entrants if entrants else np.nan,
             "impact": impact,

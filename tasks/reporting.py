@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
 from tasks import charts, store
-from tasks.alerts import last_complete_month
+from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
 from tasks.experiments import SRM_ALPHA, observed_arms
 from tasks.hypotheses import Hypothesis
+from tasks.labels import TEMPLATES, alert_text, labels, titled
 from tasks.metrics import (
     Z95,
     CxData,
@@ -45,7 +45,6 @@ from tasks.metrics import (
 )
 from tasks.text import redact_pii, verbatims
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "reports" / "templates"
 KPIS = ("nps", "csat", "ces", "frt_hours", "fcr", "churn")
 HIGHER_IS_BETTER = {
     "nps": True,
@@ -147,15 +146,6 @@ def environment(template_dir: Path | None = None) -> Environment:
     )
     env.filters.update(effect=effect, num=number, md=markdown_cell, redact=redact_pii)
     return env
-
-
-def labels(language: str, template_dir: Path | None = None) -> dict[str, Any]:
-    """Report words in `language`; a user's `labels.yaml` overrides single entries."""
-    words = yaml.safe_load((TEMPLATES / "labels.yaml").read_text(encoding="utf-8"))[language]
-    own = template_dir / "labels.yaml" if template_dir else None
-    if own and own.exists():
-        words |= (yaml.safe_load(own.read_text(encoding="utf-8")) or {}).get(language, {})
-    return words
 
 
 def render(template: str, context: Mapping[str, Any], template_dir: Path | None = None) -> str:
@@ -366,7 +356,7 @@ def digest_context(
     pain: pd.DataFrame,
     results: pd.DataFrame,
     hypotheses: Sequence[Hypothesis],
-    alerts: Sequence[Any],
+    alerts: Sequence[Alert],
     t: dict[str, Any],
     csat_scale: int = 5,
     month: Month | None = None,
@@ -374,8 +364,7 @@ def digest_context(
     """What the digest shows for `month` (default: `digest_month`), and its charts.
 
     `pain` holds ranked pain points, `results` the latest experiment results (rows of
-    `experiment_result`), `alerts` whatever the alerting step produced: objects or mappings
-    with `title` and optionally `severity`, `detail` and `evidence` (a mapping).
+    `experiment_result`), `alerts` the last period's alerts.
     """
     month = month or digest_month(data)
     current = within(data, month)
@@ -384,7 +373,7 @@ def digest_context(
     by_region = breakdown(kpis_by(current, "region", csat_scale), "region", "nps")
     by_channel = breakdown(kpis_by_contact_channel(current, csat_scale), "channel", "csat")
     counts, peak = ticket_load(current.tickets)
-    top = pain.sort_values("rank").head(TOP_PAIN_POINTS) if len(pain) else pain
+    top = titled(pain.sort_values("rank").head(TOP_PAIN_POINTS), t) if len(pain) else pain
     chart_list = [
         _breakdown_chart("nps-segment", by_segment, "nps", f"{t['nps_by']}: {t['segment']}", t),
         _breakdown_chart("nps-region", by_region, "nps", f"{t['nps_by']}: {t['region']}", t),
@@ -433,11 +422,20 @@ def digest_context(
         else [],
         "evidence": top["evidence"].tolist() if len(top) else [],
         "experiments": experiments,
-        "alerts": list(alerts),
+        "alerts": [_alert(a, t) for a in alerts],
         "charts": {c.name: c for c in chart_list},
         "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",
     }
     return context, chart_list
+
+
+def _alert(alert: Alert, t: Mapping[str, Any]) -> dict[str, str]:
+    """An alert's text and kind in `t`'s language."""
+    try:
+        title = alert_text(alert.kind, alert.period, alert.evidence, t)
+    except KeyError:  # raised by an older cxloop, whose evidence lacks today's fields
+        title = alert.message
+    return {"title": title, "kind": t["alert_kinds"].get(alert.kind, alert.kind)}
 
 
 def digest_summary(context: Mapping[str, Any]) -> str:
@@ -459,7 +457,7 @@ def build_digest(
     pain: pd.DataFrame,
     results: pd.DataFrame,
     hypotheses: Sequence[Hypothesis],
-    alerts: Sequence[Any] = (),
+    alerts: Sequence[Alert] = (),
     language: str = "en",
     csat_scale: int = 5,
     template_dir: Path | None = None,
@@ -618,7 +616,7 @@ def experiment_context(
                 "breached": None not in (value, low, high) and guard.breached(value, low, high),
             }
         )
-    ranked = pain[pain["key"] == h.pain_point] if len(pain) else pain
+    ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
     observed = observed_arms(h.metric.name, data, arms, schedule.pilot)
     n_pilot = int((observed["arm"] == "pilot").sum())
     srm_p = primary["srm_p"] if primary else None

@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.alerts import detect_alerts, last_complete_month, month_one_churn, new_channel_csat
+from tasks.alerts import (
+    Alert,
+    detect_alerts,
+    last_complete_month,
+    month_one_churn,
+    new_channel_csat,
+)
+from tasks.labels import alert_text, labels
 from tasks.metrics import CxData
+
+
+def russian(alert: Alert) -> str:
+    return alert_text(alert.kind, alert.period, alert.evidence, labels("ru"))
 
 
 def test_the_planted_complaint_surge_raises_an_alert_with_evidence(company, demo_data) -> None:
@@ -14,6 +25,10 @@ def test_the_planted_complaint_surge_raises_an_alert_with_evidence(company, demo
     surge = alerts[f"complaint_growth:topic={company.truth.complaint_surge}"]
     assert surge.period == "2026-10" and surge.evidence["after"] > 1.5 * surge.evidence["before"]
     assert surge.evidence["p_value"] < 0.01
+    before, after = surge.evidence["before"], surge.evidence["after"]
+    assert surge.message.startswith(f"Tickets about returns grew +{surge.evidence['growth']:.0%}")
+    assert f"«возвраты» в день стало больше на {surge.evidence['growth']:.0%}" in russian(surge)
+    assert f"{before:,} в 2026-09, {after:,} в 2026-10" in russian(surge)
 
 
 def test_an_injected_nps_drop_in_one_segment_is_caught(demo_data: CxData) -> None:
@@ -29,6 +44,9 @@ def test_an_injected_nps_drop_in_one_segment_is_caught(demo_data: CxData) -> Non
     alerts = {a.key: a for a in detect_alerts(data)}
     drop = alerts["nps_drop:segment=premium"]
     assert drop.evidence["after"] < drop.evidence["before"] - 20
+    after = f"{drop.evidence['after']:.1f} in 2026-10"
+    assert drop.message.startswith("NPS for segment premium went from") and after in drop.message
+    assert russian(drop).startswith("NPS в сегменте premium: ")
     assert "nps_drop:segment=premium" not in {a.key for a in detect_alerts(demo_data)}
 
 
@@ -47,6 +65,8 @@ def test_customers_lost_right_after_their_first_month_raise_an_alert(demo_data: 
     assert [(a.kind, a.period) for a in alerts] == [("month_one_churn", str(last))]
     first, second, third = alerts[0].evidence["active_share_by_month"]
     assert first - second > second - third + 3 and alerts[0].evidence["p_value"] < 0.01
+    shares = f"покупали в 1-й месяц {first}%, во 2-й {second}%, в 3-й {third}%"
+    assert russian(alerts[0]).startswith(f"Клиенты уходят после первого месяца: {shares}")
     assert month_one_churn(customers, orders, last) == []
 
 
@@ -64,6 +84,7 @@ def test_a_new_channel_whose_csat_falls_raises_an_alert(demo_data: CxData) -> No
     (alert,) = new_channel_csat(responses, last)
     assert alert.key == "new_channel_csat:channel=whatsapp" and alert.evidence["since"] == "2026-08"
     assert alert.evidence["after"] < alert.evidence["before"] - 20
+    assert russian(alert).startswith("Новый канал whatsapp (с 2026-08): CSAT (оценки 4–5) упал")
 
 
 def test_no_month_one_churn_test_without_customers_joining_during_the_order_history(

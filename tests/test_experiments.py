@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from flows.experiments import save_assignments
+from flows.experiments import fading_alert, save_assignments
 from tasks import store
 from tasks.errors import HypothesisError
 from tasks.experiments import (
@@ -26,6 +26,7 @@ from tasks.experiments import (
     srm_p_value,
 )
 from tasks.hypotheses import Assignment, Period, Population, load_hypothesis
+from tasks.labels import alert_text, labels
 from tasks.metrics import CxData, with_ticket_measures
 from tests.conftest import REPO
 
@@ -330,6 +331,10 @@ def test_rollout_watch_flags_a_gain_that_fades_and_not_one_that_holds() -> None:
     faded = rollout_watch(h, data, arms)
     assert faded.fading and faded.retained < 0.2 and faded.n == 400
     assert faded.pilot_level == pytest.approx(3.6, rel=0.05)
+    alert = fading_alert(h, faded, pd.Period("2026-11", "M"))
+    assert alert.message.startswith("Since the rollout of auto-route-tickets on 2026-11-01 only ")
+    russian = alert_text(alert.kind, alert.period, alert.evidence, labels("ru"))
+    assert f"сохранилось лишь {faded.retained:.0%} эффекта пилота по Время первого" in russian
     h, data, arms = _frt_world(after_rollout_hours=3.6)
     held = rollout_watch(h, data, arms)
     assert not held.fading and held.retained == pytest.approx(1.0, abs=0.1)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tasks import charts, store
+from tasks.labels import labels, pain_title
 from tasks.metrics import CxData
 from tasks.reporting import (
     build_digest,
     digest_month,
     effect,
-    labels,
     print_pdf,
     record_report,
     render,
@@ -130,3 +131,12 @@ def test_digest_of_data_ending_mid_month_is_the_previous_month(small: Demo) -> N
     digest = build_digest(data, small.pain, small.results, small.hypotheses)
     assert digest.name == "digest-2026-09" and "2026-09" in digest.title
     assert digest.summary.startswith(f"{digest.title}: ")
+
+
+def test_own_labels_override_single_words_also_inside_groups(tmp_path: Path) -> None:
+    (tmp_path / "labels.yaml").write_text("ru: {topic_names: {login: авторизация}}", "utf-8")
+    words = labels("ru", tmp_path)
+    assert words["topic_names"]["login"] == "авторизация"
+    assert words["topic_names"]["delivery"] == "доставка"
+    assert pain_title("ticket_topic", "ticket:login", {}, words) == "Обращения: авторизация"
+    assert labels("ru")["topic_names"]["login"] == "вход"

@@ -23,8 +23,10 @@ from websockets.sync.client import connect
 
 from connectors.demo import generate
 from flows.experiments import result_rows
+from tasks.alerts import detect_alerts
 from tasks.experiments import evaluate
 from tasks.hypotheses import load_hypotheses
+from tasks.labels import labels
 from tasks.metrics import CxData, customer_value, kpis_by, post_stratified_nps
 from tasks.pain_points import rank_pain_points
 from tasks.reporting import (
@@ -94,14 +96,7 @@ def render_both(demo: Demo, language: str = "en", template_dir: Path | None = No
             demo.pain,
             demo.results,
             demo.hypotheses,
-            [
-                {
-                    "title": "NPS fell in Urals",
-                    "severity": "high",
-                    "detail": "−30 points",
-                    "evidence": {"responses": 120},
-                }
-            ],
+            detect_alerts(demo.data),
             language,
             template_dir=template_dir,
             month=DIGEST_MONTH,
@@ -317,7 +312,9 @@ def test_digest_shows_kpis_breakdowns_load_pain_points_and_flags_the_low_region(
     assert f"Peak: {weekday} {hour:02d}:00–{hour + 1:02d}:00, {busiest.max():,} tickets" in text
     top = demo.pain.iloc[0]
     assert top["title"] in text and f"{top['score']:.1f}" in text
-    assert "NPS fell in Urals" in text and "responses: 120" in text
+    alerts = detect_alerts(demo.data)
+    kinds = labels("en")["alert_kinds"]
+    assert alerts and all(f"{a.message} {kinds[a.kind]}" in text for a in alerts), text
     weighting = post_stratified_nps(within(demo.data, DIGEST_MONTH))
     assert f"NPS (post-stratified): {weighting['weighted']:.1f}" in text
     assert "KPI tiles are unweighted" in text and "Response rate" in text
@@ -332,12 +329,18 @@ def test_digest_shows_kpis_breakdowns_load_pain_points_and_flags_the_low_region(
 
 def test_russian_labels_and_user_templates_override_the_defaults(demo, tmp_path) -> None:
     russian = render_both(demo, "ru")
-    assert "Ключевые метрики" in russian["digest"].html
-    assert "До и после" in russian["experiment"].html
+    digest = russian["digest"].html
+    assert "Ключевые метрики" in digest and "До и после" in russian["experiment"].html
+    # Pain points and alerts are named in Russian too, not only the labels around them.
+    assert "Обращения: доставка" in digest and "Обращения: доставка" in russian["experiment"].html
+    assert "Обращений по теме «возвраты» в день стало больше" in digest and "рост жалоб" in digest
+    assert all(english not in digest for english in ("ickets about", "Customers in", " grew "))
     own = tmp_path / "templates"
     own.mkdir()
-    (own / "labels.yaml").write_text("en: {kpis: Headline numbers}\n", encoding="utf-8")
+    words = "en: {kpis: Headline numbers, topic_names: {login: sign-in}}\n"
+    (own / "labels.yaml").write_text(words, encoding="utf-8")
     (own / "experiment.md.j2").write_text("Custom {{ h.id }}", encoding="utf-8")
     mine = render_both(demo, "en", own)
     assert "Headline numbers" in mine["digest"].html and "Key metrics" not in mine["digest"].html
+    assert "Tickets about sign-in" in mine["digest"].html
     assert mine["experiment"].markdown == "Custom auto-route-tickets"
