@@ -39,7 +39,11 @@ def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
     roles += [("secondary", e) for e in evaluation.secondary]
     roles += [("guardrail", e) for e, _ in evaluation.guardrails]
     rows = [_row(role, e) for role, e in roles]
-    rows[0]["cells"] |= {"planned_mde": evaluation.planned_mde, "warnings": evaluation.warnings}
+    rows[0]["cells"] |= {
+        "planned_mde": evaluation.planned_mde,
+        "warnings": evaluation.warnings,
+        "why": evaluation.why,
+    }
     frame = pd.DataFrame(rows).assign(
         hypothesis_id=h.id,
         as_of=as_of.date(),

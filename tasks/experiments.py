@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from scipy import stats
 
 from tasks.errors import HypothesisError
 from tasks.hypotheses import ACTIVE, Hypothesis, MetricTarget, Period
+from tasks.labels import labels, reason_text
 from tasks.metrics import CxData, is_in, observations
 
 Z80 = 0.8416212335729143
@@ -316,7 +318,8 @@ def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A hypothesis evaluated: primary and secondary estimates, guardrails, SRM and decision."""
+    """A hypothesis evaluated: primary and secondary estimates, guardrails, SRM and decision;
+    `reason` says why in English, `why` holds the rule and numbers behind it."""
 
     hypothesis: Hypothesis
     primary: Estimate
@@ -328,6 +331,7 @@ class Evaluation:
     arms: pd.DataFrame = field(repr=False)
     planned_mde: float = float("nan")
     warnings: list[str] = field(default_factory=list)
+    why: dict[str, Any] = field(default_factory=dict)
 
 
 def _estimate(
@@ -403,9 +407,19 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
     plan = hypothesis.assignment
     observed = observed_arms(hypothesis.metric.name, data, arms, hypothesis.schedule.pilot)
     srm = srm_p_value(observed, plan.pilot_share) if plan.method == "hash" else float("nan")
-    decision, reason = decide(hypothesis, primary, guardrails, srm)
+    decision, why = decide(hypothesis, primary, guardrails, srm)
     return Evaluation(
-        hypothesis, primary, secondary, guardrails, srm, decision, reason, arms, mde, warnings
+        hypothesis,
+        primary,
+        secondary,
+        guardrails,
+        srm,
+        decision,
+        reason_text(why, labels("en")),
+        arms,
+        mde,
+        warnings,
+        why,
     )
 
 
@@ -415,39 +429,43 @@ def _fmt(estimate: Estimate, value: float) -> str:
 
 def decide(
     hypothesis: Hypothesis, primary: Estimate, guardrails: list[tuple[Estimate, bool]], srm_p: float
-) -> tuple[str, str]:
-    """(`adopt` | `reject` | `inconclusive`, the reason in one sentence)."""
+) -> tuple[str, dict[str, Any]]:
+    """(`adopt` | `reject` | `inconclusive`, why): `why` names the `rule` that decided and
+    holds the numbers behind it, for `tasks.labels.reason_text` to put in words."""
     rules = hypothesis.decision
     target = hypothesis.metric
     if srm_p < SRM_ALPHA:
-        return "inconclusive", f"sample ratio mismatch (p = {srm_p:.2g}): fix the assignment first"
+        return "inconclusive", {"rule": "srm", "p": srm_p}
     if min(primary.n_pilot, primary.n_control) < rules.min_per_arm:
-        return "inconclusive", (
-            f"too few observations in the pilot period ({primary.n_pilot} pilot, "
-            f"{primary.n_control} control; need {rules.min_per_arm} per arm)"
-        )
+        return "inconclusive", {
+            "rule": "too_few",
+            "pilot": primary.n_pilot,
+            "control": primary.n_control,
+            "need": rules.min_per_arm,
+        }
     breached = [g.metric for g, hit in guardrails if hit]
     if breached:
-        return "reject", f"guardrail breached: {', '.join(breached)}"
-    interval = f"{_fmt(primary, primary.ci_low)} to {_fmt(primary, primary.ci_high)}"
-    if primary.sequential:
-        interval += ", always-valid"
+        return "reject", {"rule": "guardrail", "metrics": breached}
+    shown = {
+        "metric": target.name,
+        "effect": _fmt(primary, primary.value),
+        "low": _fmt(primary, primary.ci_low),
+        "high": _fmt(primary, primary.ci_high),
+        "sequential": primary.sequential,
+        "p": primary.p_value,
+    }
     wanted = 1 if target.direction == "increase" else -1
     if primary.p_value < rules.alpha and np.sign(primary.value) == wanted:
-        return "adopt", (
-            f"{target.name} {_fmt(primary, primary.value)} as expected "
-            f"(95% CI {interval}, p = {primary.p_value:.2g}); guardrails hold"
-        )
+        return "adopt", {"rule": "as_expected", **shown}
     if primary.p_value < rules.alpha:
-        return "reject", (
-            f"{target.name} moved the wrong way: {_fmt(primary, primary.value)} (95% CI {interval})"
-        )
-    return "inconclusive", (
-        f"no significant change in {target.name} ({_fmt(primary, primary.value)}, "
-        f"95% CI {interval}, p = {primary.p_value:.2g}); this design detects about "
-        f"{_fmt(primary, primary.mde(rules.alpha, wanted))} or more, "
-        f"expected was {target.expected_effect}"
-    )
+        return "reject", {"rule": "wrong_way", **shown}
+    detectable = _fmt(primary, primary.mde(rules.alpha, wanted))
+    return "inconclusive", {
+        "rule": "no_change",
+        **shown,
+        "mde": detectable,
+        "expected": str(target.expected_effect),
+    }
 
 
 @dataclass(frozen=True)

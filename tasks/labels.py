@@ -78,6 +78,17 @@ def alert_text(kind: str, period: str, evidence: Mapping[str, Any], t: Mapping[s
     return _sentence(wording.get(kind, wording["metric_shift"]).format(**fields))
 
 
+def reason_text(why: Mapping[str, Any], t: Mapping[str, Any]) -> str:
+    """Why a pilot got its decision (`tasks.experiments.decide`'s `why`) in `t`'s language."""
+    fields = dict(why)
+    if "metric" in why:
+        fields["metric"] = t[why["metric"]]
+    if "metrics" in why:
+        fields["metrics"] = ", ".join(t[metric] for metric in why["metrics"])
+    fields["sequential"] = t["always_valid"] if why.get("sequential") else ""
+    return t["reasons"][why["rule"]].format(**fields)
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 

@@ -31,7 +31,7 @@ from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
 from tasks.experiments import SRM_ALPHA, observed_arms
 from tasks.hypotheses import Hypothesis
-from tasks.labels import TEMPLATES, alert_text, labels, titled
+from tasks.labels import TEMPLATES, alert_text, labels, reason_text, titled
 from tasks.metrics import (
     Z95,
     CxData,
@@ -549,6 +549,13 @@ def experiment_verbatims(
     return found
 
 
+def _reason(primary: Mapping[str, Any], t: Mapping[str, Any]) -> str:
+    """Why the pilot got its decision, in `t`'s language; as stored (English) for results
+    evaluated by an older cxloop, which kept no `why`."""
+    why = (primary.get("cells") or {}).get("why")
+    return reason_text(why, t) if why else primary["reason"]
+
+
 def experiment_context(
     hypothesis: Hypothesis,
     results: pd.DataFrame,
@@ -565,6 +572,8 @@ def experiment_context(
     h, schedule = hypothesis, hypothesis.schedule
     rows = _records(results)
     primary = next((r for r in rows if r["role"] == "primary"), None)
+    if primary and primary["decision"]:
+        primary["reason"] = _reason(primary, t)
     by_metric = {r["metric"]: r for r in rows}
     metric = h.metric.name
     newest = data.newest()

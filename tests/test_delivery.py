@@ -17,11 +17,13 @@ from pytest_httpserver import HTTPServer
 from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig
 from tasks import store
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
+from tasks.labels import labels, reason_text
 from tasks.reporting import Rendered, build_experiment, record_report, write_report
 from tests.test_reports_html import Demo, demo_company, render_both
 
 SECRET_HOOK = "/services/T000/B000/very-secret-token"
 AUTO_ROUTE = "auto-route-tickets"
+FEWER = {"pilot": 150, "control": 170, "need": 200}  # another cycle, more observations
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +41,16 @@ def digest(rendered: dict[str, Rendered]) -> Rendered:
     return rendered["digest"]
 
 
-def decided(company: Demo, decision: str, reason: str) -> Rendered:
-    """The auto-route report rendered again after its pilot was decided `decision`."""
+def decided(company: Demo, decision: str, why: dict) -> Rendered:
+    """The auto-route report rendered again after its pilot was decided `decision`, `why`
+    as `tasks.experiments.decide` gives it."""
     hypothesis = next(h for h in company.hypotheses if h.id == AUTO_ROUTE)
     results = company.results[company.results["hypothesis_id"] == AUTO_ROUTE].copy()
     primary = results["role"] == "primary"
     results.loc[primary, "decision"] = decision
-    results.loc[primary, "reason"] = reason
+    results.loc[primary, "reason"] = reason_text(why, labels("en"))
+    cells = zip(results["cells"], primary, strict=True)
+    results["cells"] = [c | {"why": why} if is_primary else c for c, is_primary in cells]
     return build_experiment(
         hypothesis, results, company.arms[AUTO_ROUTE], company.data, company.pain
     )
@@ -207,11 +212,11 @@ def test_rewritten_report_goes_out_again_only_when_its_decision_changed(
     recipients = {"experiment": ["product@example.com"]}
     out = tmp_path / "out"
     running = rendered["experiment"]
-    reason = "guardrail breached: csat"
-    rejected = decided(company, "reject", reason)
+    reason = "guardrail breached: CSAT"
+    rejected = decided(company, "reject", {"rule": "guardrail", "metrics": ["csat"]})
     assert "inconclusive" in running.summary and reason in rejected.summary
     # Fresh estimates with the same decision are no news.
-    updated = decided(company, "inconclusive", "the interval still covers zero")
+    updated = decided(company, "inconclusive", {"rule": "too_few", **FEWER})
     assert updated.summary != running.summary and updated.news == running.news
     controller.start()
     try:

@@ -26,7 +26,7 @@ from tasks.experiments import (
     srm_p_value,
 )
 from tasks.hypotheses import Assignment, Period, Population, load_hypothesis
-from tasks.labels import alert_text, labels
+from tasks.labels import alert_text, labels, reason_text
 from tasks.metrics import CxData, with_ticket_measures
 from tests.conftest import REPO
 
@@ -360,3 +360,29 @@ def test_a_population_that_matches_nobody_is_an_error_naming_the_file(demo_data)
     nobody = h.model_copy(update={"population": Population(region=["Atlantis"])})
     with pytest.raises(HypothesisError, match=r"auto-route-tickets\.yaml: `population`"):
         evaluate(nobody, demo_data)
+
+
+WHY = {
+    "srm": {"p": 1e-5},
+    "too_few": {"pilot": 12, "control": 9, "need": 50},
+    "guardrail": {"metrics": ["csat", "nps"]},
+    "as_expected": {"metric": "frt_hours", "effect": "-36.6%", "low": "-47.1%", "high": "-24.0%"},
+    "wrong_way": {"metric": "nps", "effect": "-4.10", "low": "-6.00", "high": "-2.20"},
+    "no_change": {"metric": "fcr", "effect": "+1.20", "low": "-0.80", "high": "+3.20"},
+}
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+@pytest.mark.parametrize("rule", sorted(WHY))
+def test_every_decision_rule_is_worded_with_its_numbers(rule: str, language: str) -> None:
+    why = {"rule": rule, "sequential": True, "p": 0.0123, "mde": "+2.50", "expected": "+3"}
+    words = labels(language)
+    text = reason_text(why | WHY[rule], words)
+    numbers = [str(v) for k, v in WHY[rule].items() if k not in ("metric", "metrics", "p")]
+    assert all(n in text for n in numbers), text
+    if rule not in ("too_few", "guardrail"):
+        assert f"p = {(why | WHY[rule])['p']:.2g}" in text
+    if rule in ("as_expected", "wrong_way", "no_change"):
+        assert words[WHY[rule]["metric"]] in text and words["always_valid"] in text
+    if rule == "guardrail":
+        assert f"{words['csat']}, {words['nps']}" in text

@@ -335,6 +335,10 @@ def test_russian_labels_and_user_templates_override_the_defaults(demo, tmp_path)
     assert "Обращения: доставка" in digest and "Обращения: доставка" in russian["experiment"].html
     assert "Обращений по теме «возвраты» в день стало больше" in digest and "рост жалоб" in digest
     assert all(english not in digest for english in ("ickets about", "Customers in", " grew "))
+    experiment = russian["experiment"].html
+    assert "как и ожидалось (95% ДИ " in experiment and "ограничители соблюдены" in experiment
+    assert "Статус: идёт" in experiment and "(снижение)" in experiment
+    assert "as expected" not in experiment and "95% CI" not in experiment
     own = tmp_path / "templates"
     own.mkdir()
     words = "en: {kpis: Headline numbers, topic_names: {login: sign-in}}\n"
