@@ -5,6 +5,9 @@ Two reports per property through `properties/{id}:runReport`, paged by a 0-based
 event as `step`), both per date × device × default channel group × an optional segment
 dimension. Web data arrives late, so each sync re-pulls the last `lookback_days` days before
 the previous end; rows are keyed by date, dimensions and metric, so re-pulled rows upsert.
+
+Access tokens come from Google's token endpoint by an OAuth client's refresh token, renewed
+before they expire (an hour) or when Google answers 401; else one token is used as given.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
+    env_oauth,
     env_secret,
     json_error,
     vendor_client,
@@ -32,7 +36,11 @@ from tasks.errors import ConfigError
 from tasks.mapping import FieldMap
 
 API = "https://analyticsdata.googleapis.com/v1beta"
+TOKEN_URL = "https://oauth2.googleapis.com/token"
 TOKEN_ENV = "GA4_TOKEN"
+CLIENT_ID_ENV = "GA4_CLIENT_ID"
+CLIENT_SECRET_ENV = "GA4_CLIENT_SECRET"
+REFRESH_TOKEN_ENV = "GA4_REFRESH_TOKEN"
 SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
 PAGE_LIMIT = 250_000
 FUNNEL_EVENTS = ("view_item", "add_to_cart", "begin_checkout", "purchase")
@@ -74,14 +82,9 @@ def _message(body: Any) -> str:
     return f"{problem['status']}: {problem['message']}"
 
 
-def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
-    """Google's `STATUS: message` from `{"error": {...}}`, with the fix for auth errors."""
-    return json_error(
-        response,
-        _message,
-        f"check {token_env}: it must hold a current OAuth access token with the scope {SCOPE}, "
-        "for a user or service account with the Viewer role on the property.",
-    )
+def error_message(response: httpx.Response, auth_fix: str) -> str:
+    """Google's `STATUS: message` from `{"error": {...}}`, with `auth_fix` for auth errors."""
+    return json_error(response, _message, auth_fix)
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,9 @@ class DailyReportOptions(HttpOptions):
 
 @dataclass(kw_only=True)
 class GA4Source(DailyReportOptions):
-    """A GA4 property; an OAuth access token comes from the environment variable `token_env`.
+    """A GA4 property. Access tokens come from `token_url` by the refresh token in
+    `refresh_token_env` of the OAuth client in `client_id_env` and `client_secret_env`; without
+    a client id, the token is the one in `token_env`.
 
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days`
     days. `segment_dimension` (e.g. `newVsReturning` or `customUser:segment`) adds a segment.
@@ -258,7 +263,11 @@ class GA4Source(DailyReportOptions):
     funnel_events: list[str] = field(default_factory=lambda: list(FUNNEL_EVENTS))
     reports: list[str] = field(default_factory=lambda: list(REPORTS))
     base_url: str = API
+    token_url: str = TOKEN_URL
     token_env: str = TOKEN_ENV
+    client_id_env: str = CLIENT_ID_ENV
+    client_secret_env: str = CLIENT_SECRET_ENV
+    refresh_token_env: str = REFRESH_TOKEN_ENV
     page_size: int = 100_000
     rate_limit: tuple[int, float] = (10, 1.0)
     kind: str = field(default="ga4", init=False)
@@ -271,17 +280,13 @@ class GA4Source(DailyReportOptions):
         unknown = sorted(set(self.reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")
-        token = env_secret(
-            self.name,
-            self.token_env,
-            f"an OAuth access token with the scope {SCOPE} (e.g. `gcloud auth print-access-token`)",
-        )
+        auth, auth_fix = self._auth()
         client = vendor_client(
             "GA4",
             self,
             self.base_url,
-            SecretHeader(token),
-            error_message=partial(error_message, token_env=self.token_env),
+            auth,
+            error_message=partial(error_message, auth_fix=auth_fix),
         )
         fields = GA4.override(self.field_map, self.value_map)
         self._streams = [
@@ -299,6 +304,38 @@ class GA4Source(DailyReportOptions):
             )
             for report in self.reports
         ]
+
+    def _auth(self) -> tuple[httpx.Auth, str]:
+        """Renewed tokens of the OAuth client in `client_id_env` if set, else the token in
+        `token_env`; and the fix for a token Google refuses."""
+        renewal = env_oauth(
+            self.name,
+            self.token_url,
+            (self.client_id_env, self.client_secret_env, self.refresh_token_env),
+            refresh_required=True,
+            fix="they must hold an OAuth client of a Google Cloud project with the Analytics Data "
+            f"API enabled, and a refresh token it issued with the scope {SCOPE} (one lapses "
+            "when revoked, after six months unused, or after 7 days while the consent screen "
+            "is in testing).",
+        )
+        if renewal is not None:
+            return renewal, (
+                f"check {self.refresh_token_env}: it must carry the scope {SCOPE}, for a user "
+                "with the Viewer role on the property."
+            )
+        token = env_secret(
+            self.name,
+            self.token_env,
+            f"an OAuth access token with the scope {SCOPE} (e.g. `gcloud auth print-access-token`)"
+            f", or set {self.client_id_env}, {self.client_secret_env} and "
+            f"{self.refresh_token_env} to have tokens renewed",
+        )
+        return SecretHeader(token), (
+            f"check {self.token_env}: it must hold a current OAuth access token with the scope "
+            f"{SCOPE}, for a user or service account with the Viewer role on the property. "
+            f"Access tokens expire within an hour: set {self.client_id_env}, "
+            f"{self.client_secret_env} and {self.refresh_token_env} to have them renewed."
+        )
 
     def streams(self) -> list[Report]:
         return self._streams

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_CHARS = 300
+RENEW_BEFORE = 60.0
 Parsed = TypeVar("Parsed")
 
 
@@ -52,6 +54,113 @@ class SecretHeader(httpx.Auth):
         """`text` with the secret replaced by `***`."""
         value = self.secret.get_secret_value()
         return text.replace(value, "***") if value else text
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """An OAuth 2.0 client of a vendor's token endpoint `token_url`: it asks for access tokens
+    by the refresh-token grant when it holds a refresh token, else by client credentials."""
+
+    token_url: str
+    client_id: str
+    client_secret: SecretStr
+    refresh_token: SecretStr | None = None
+
+    def grant(self) -> dict[str, str]:
+        """The form of a token request."""
+        form = {"client_id": self.client_id, "client_secret": self.client_secret.get_secret_value()}
+        if self.refresh_token is None:
+            return form | {"grant_type": "client_credentials"}
+        return form | {
+            "grant_type": "refresh_token",
+            "refresh_token": self.refresh_token.get_secret_value(),
+        }
+
+    def secrets(self) -> list[str]:
+        """The client secret and the refresh token, if any."""
+        held = [self.client_secret, *([self.refresh_token] if self.refresh_token else [])]
+        return [secret.get_secret_value() for secret in held]
+
+
+class OAuthRefresh(httpx.Auth):
+    """Sends `Authorization: Bearer …` with access tokens that `client` gets.
+
+    A token is asked for before the first request, again `RENEW_BEFORE` seconds before its
+    `expires_in` runs out (halfway through a shorter life; never, when the vendor gives no
+    `expires_in`), and once on a 401, the request then resent with the new token. A token
+    endpoint that refuses is a `ConfigError` naming `source` and ending in `fix`; its 429 or 5xx
+    answers the request, so that `HttpClient` retries it. A source's streams share one instance
+    from several threads: one of them renews the token while the others wait for it.
+    """
+
+    requires_response_body = True
+
+    def __init__(self, source: str, client: OAuthClient, fix: str):
+        self.source = source
+        self.client = client
+        self.fix = fix
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._issued: list[str] = []
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        refused = None
+        for _ in range(2):  # a 401 gets one new token and one resend
+            token = yield from self._current(request, refused)
+            if token is None:
+                return
+            request.headers["Authorization"] = f"Bearer {token}"
+            response = yield request
+            if response.status_code != 401:
+                return
+            refused = token
+
+    def redact(self, text: str) -> str:
+        """`text` with the client secret, the refresh token and every access token issued
+        replaced by `***`."""
+        for value in self.client.secrets() + self._issued:
+            text = text.replace(value, "***")
+        return text
+
+    def _current(
+        self, request: httpx.Request, refused: str | None
+    ) -> Generator[httpx.Request, httpx.Response, str | None]:
+        """The token to send: the one held unless there is none, the API `refused` it or it is
+        due for renewal, else a new one; None when the token endpoint answered 429 or 5xx."""
+        with self._lock:
+            if self._token not in (None, refused) and time.monotonic() < self._renew_at:
+                return self._token
+            response = yield httpx.Request(
+                "POST",
+                self.client.token_url,
+                data=self.client.grant(),
+                headers={"Accept": "application/json"},
+                extensions={"timeout": request.extensions.get("timeout", {})},
+            )
+            if response.status_code in RETRYABLE:
+                return None
+            self._token, self._renew_at = self._issue(response)
+            return self._token
+
+    def _issue(self, response: httpx.Response) -> tuple[str, float]:
+        """The access token a token endpoint's answer holds and the monotonic time to renew it;
+        `ConfigError` with the endpoint's `error: error_description` when it holds none."""
+        body = json_body(response)
+        body = body if isinstance(body, dict) else {}
+        token, life = body.get("access_token"), body.get("expires_in", math.inf)
+        usable = isinstance(token, str) and token and isinstance(life, int | float) and life > 0
+        if response.is_success and usable:
+            self._issued.append(token)
+            return token, time.monotonic() + life - min(RENEW_BEFORE, life / 2)
+        named = [str(body[key]) for key in ("error", "error_description") if key in body]
+        problem = ": ".join(named) or body_text(response)
+        raise ConfigError(
+            self.redact(
+                f"sources.{self.source}: the OAuth token endpoint {self.client.token_url} "
+                f"issued no access token (HTTP {response.status_code}: {problem}). {self.fix}"
+            )
+        )
 
 
 class RateLimiter:
@@ -316,6 +425,36 @@ def env_secret(source: str, variable: str, how: str) -> SecretStr:
     if not value:
         raise ConfigError(f"sources.{source}: set {variable} to {how}.")
     return SecretStr(value)
+
+
+def env_oauth(
+    source: str,
+    token_url: str,
+    variables: tuple[str, str, str],
+    *,
+    refresh_required: bool,
+    fix: str,
+) -> OAuthRefresh | None:
+    """Token renewal by the OAuth client whose id, secret and refresh token are in the
+    environment variables `variables`; None when the client id's variable is unset.
+
+    Without a refresh token, the client-credentials grant, unless `refresh_required`. A missing
+    secret (or refresh token) is a `ConfigError` naming its variable. The token endpoint's
+    refusal names the variables in use, then `fix`.
+    """
+    id_env, secret_env, refresh_env = variables
+    client_id = os.environ.get(id_env, "").strip()
+    if not client_id:
+        return None
+    secret = env_secret(source, secret_env, f"the client secret of the OAuth client in {id_env}")
+    refresh = None
+    if refresh_required or os.environ.get(refresh_env, "").strip():
+        refresh = env_secret(
+            source, refresh_env, f"a refresh token issued to the OAuth client in {id_env}"
+        )
+    used = f"{id_env}, {secret_env} and {refresh_env}" if refresh else f"{id_env} and {secret_env}"
+    client = OAuthClient(token_url, client_id, secret, refresh)
+    return OAuthRefresh(source, client, f"Check {used}: {fix}")
 
 
 def rate_limiter(source: str, limit: Sequence[float], option: str = "rate_limit") -> RateLimiter:

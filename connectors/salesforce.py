@@ -1,9 +1,13 @@
-"""Salesforce REST: contacts, cases and opportunities by SOQL with an OAuth access token.
+"""Salesforce REST: contacts, cases and opportunities by SOQL with OAuth access tokens.
 
 Each stream runs `SELECT … ORDER BY SystemModstamp, Id` and follows `nextRecordsUrl` until
 `done`. The cursor is the last stored record's (`SystemModstamp`, `Id`), so the next run, or a
 rerun after a crash, asks only for what comes after it (`WHERE SystemModstamp > t OR
 (SystemModstamp = t AND Id > 'id')`) instead of reusing a query locator that may have expired.
+
+Access tokens come from the org's token endpoint when a connected app's consumer key and
+secret are set (the refresh-token flow with a refresh token, else client credentials), renewed
+when Salesforce answers 401 `INVALID_SESSION_ID`; else one session token is used as given.
 
 Accounts are not loaded: the store's customer is a person, and loading accounts as well would
 double-count reach; a contact's segment defaults to its account's `Type` instead.
@@ -38,6 +42,7 @@ from connectors.http import (
     SecretHeader,
     Step,
     body_text,
+    env_oauth,
     env_secret,
     json_body,
     vendor_client,
@@ -49,6 +54,10 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "SALESFORCE_TOKEN"
 INSTANCE_ENV = "SALESFORCE_INSTANCE_URL"
+CLIENT_ID_ENV = "SALESFORCE_CLIENT_ID"
+CLIENT_SECRET_ENV = "SALESFORCE_CLIENT_SECRET"
+REFRESH_TOKEN_ENV = "SALESFORCE_REFRESH_TOKEN"
+TOKEN_PATH = "/services/oauth2/token"
 API_VERSION = "v62.0"
 MODIFIED = "SystemModstamp"
 USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
@@ -147,9 +156,9 @@ def concurrent_limit(response: httpx.Response) -> bool:
     return response.status_code == 403 and request_limit(response) == CONCURRENT
 
 
-def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
-    """Salesforce's `errorCode: message` (its errors are a JSON array), with the fix for an
-    invalid session and for either request limit."""
+def error_message(response: httpx.Response, session_fix: str) -> str:
+    """Salesforce's `errorCode: message` (its errors are a JSON array), with `session_fix` for
+    an invalid session and the fix for either request limit."""
     body = _errors(response)
     if body is None:
         return body_text(response)
@@ -157,11 +166,7 @@ def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     limit = request_limit(response)
     message = "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in body)
     if "INVALID_SESSION_ID" in codes:
-        message += (
-            f" — check {token_env}: it must hold a current OAuth access token of this org "
-            f"(sessions expire; get a new one) for the instance URL in {INSTANCE_ENV} or "
-            "base_url, with the api scope."
-        )
+        message += f" — {session_fix}"
     elif limit == DAILY:
         usage = response.headers.get("Sforce-Limit-Info") or "usage not reported"
         free = (datetime.now(UTC) + WINDOW).strftime("%Y-%m-%d %H:%M UTC")
@@ -277,9 +282,12 @@ class SalesforceStream(HttpStream):
 
 @dataclass(kw_only=True)
 class SalesforceSource(CrmOptions):
-    """A Salesforce org; the access token comes from `token_env`, the instance URL from
-    `base_url` or `instance_env`. `rate_limit` paces requests client-side; once the org's
-    24-hour API usage passes `limit_margin`, each request waits `limit_pause` seconds more.
+    """A Salesforce org at `base_url` or the instance URL in `instance_env`. Access tokens come
+    from the org's token endpoint for the connected app in `client_id_env` and
+    `client_secret_env` (by the refresh token in `refresh_token_env` when set, else by client
+    credentials); without a client id, the token is the one in `token_env`. `rate_limit` paces
+    requests client-side; once the org's 24-hour API usage passes `limit_margin`, each request
+    waits `limit_pause` seconds more.
     """
 
     VENDOR = "Salesforce"
@@ -290,6 +298,9 @@ class SalesforceSource(CrmOptions):
     objects: list[str] = field(default_factory=lambda: list(OBJECTS))
     token_env: str = TOKEN_ENV
     instance_env: str = INSTANCE_ENV
+    client_id_env: str = CLIENT_ID_ENV
+    client_secret_env: str = CLIENT_SECRET_ENV
+    refresh_token_env: str = REFRESH_TOKEN_ENV
     rate_limit: tuple[int, float] = (25, 1.0)
     limit_margin: float = 0.9
     limit_pause: float = 5.0
@@ -302,27 +313,53 @@ class SalesforceSource(CrmOptions):
             raise ConfigError(f"{where}: api_version looks like {API_VERSION}.")
         if not 0 < self.limit_margin <= 1:
             raise ConfigError(f"{where}: limit_margin is a share of the allowance, 0–1.")
-        token = env_secret(
-            self.name,
-            self.token_env,
-            "an OAuth access token of a connected app with the api scope (and a user with "
-            "API Enabled and read access to Contact, Case, Opportunity)",
-        )
-        base_url = self.base_url or os.environ.get(self.instance_env, "").strip()
+        base_url = (self.base_url or os.environ.get(self.instance_env, "")).strip().rstrip("/")
         if not base_url:
             raise ConfigError(
                 f"sources.{self.name}: set base_url or {self.instance_env} to the org's "
                 "instance URL (the `instance_url` of the OAuth token answer), e.g. "
                 "https://mycompany.my.salesforce.com."
             )
+        auth, session_fix = self._auth(base_url)
         self._client = vendor_client(
             "Salesforce",
             self,
             base_url,
-            SecretHeader(token),
-            error_message=partial(error_message, token_env=self.token_env),
+            auth,
+            error_message=partial(error_message, session_fix=session_fix),
             wait_hint=LimitInfo(self.name, self.limit_margin, self.limit_pause),
             transient=concurrent_limit,
+        )
+
+    def _auth(self, base_url: str) -> tuple[httpx.Auth, str]:
+        """Renewed sessions of the connected app in `client_id_env` if set, else the session in
+        `token_env`; and the fix for a session Salesforce refuses."""
+        where = f"for the instance URL in {self.instance_env} or base_url, with the api scope"
+        renewal = env_oauth(
+            self.name,
+            f"{base_url}{TOKEN_PATH}",
+            (self.client_id_env, self.client_secret_env, self.refresh_token_env),
+            refresh_required=False,
+            fix="they must hold the connected app's consumer key and secret, and a refresh token "
+            "it issued (scopes api and refresh_token); without a refresh token, the app needs "
+            "the client credentials flow enabled, with a run-as user.",
+        )
+        if renewal is not None:
+            return (
+                renewal,
+                f"check the connected app in {self.client_id_env}: its tokens must be {where}.",
+            )
+        token = env_secret(
+            self.name,
+            self.token_env,
+            "an OAuth access token of a connected app with the api scope (and a user with "
+            "API Enabled and read access to Contact, Case, Opportunity), or set "
+            f"{self.client_id_env} and {self.client_secret_env} to have sessions renewed",
+        )
+        return SecretHeader(token), (
+            f"check {self.token_env}: it must hold a current OAuth access token of this org "
+            f"{where}. Sessions expire: set {self.client_id_env} and {self.client_secret_env} "
+            f"(and {self.refresh_token_env} for the refresh-token flow) to have them renewed."
         )
 
     def streams(self) -> list[SalesforceStream]:

@@ -70,6 +70,7 @@ class UntilStopped:
     task_run_name="sync {source}/{stream.name}",
     retries=2,
     retry_delay_seconds=[5, 30],
+    retry_condition_fn=_worth_retrying,
     tags=["ingest"],
 )
 def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> int:

@@ -1,14 +1,21 @@
 """GA4 connector against a fake Data API: traffic and funnel rows into `web_metric`, 0-based
-offset paging, resume after a crash, re-pulling late days without duplicates, quota errors."""
+offset paging, resume after a crash, re-pulling late days without duplicates, quota errors,
+access tokens renewed by an OAuth client's refresh token, and its secrets kept out of errors."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Response
@@ -17,7 +24,7 @@ from connectors.ga4 import GA4Source
 from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
-from tests.fakes.ga4 import FakeGA4, google_error
+from tests.fakes.ga4 import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, FakeGA4, google_error
 
 TOKEN = "ya29.a0AfB_fake-ga4-access-token"
 PROPERTY = "123456789"
@@ -27,23 +34,35 @@ FIRST = TODAY - timedelta(days=4)
 # Per day: 2 devices × 2 channels × 2 segments; traffic has 2 metrics, funnel 4 events.
 CELLS = 8
 PER_DAY = {"traffic": CELLS * 2, "funnel": CELLS * 4}
+OAUTH_ENV = ("GA4_CLIENT_ID", "GA4_CLIENT_SECRET", "GA4_REFRESH_TOKEN")
 
 
 @pytest.fixture
 def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGA4]:
     monkeypatch.setenv("GA4_TOKEN", TOKEN)
+    for variable in OAUTH_ENV:
+        monkeypatch.delenv(variable, raising=False)
     ga4 = FakeGA4(TOKEN, PROPERTY)
     ga4.seed(FIRST, 5)
     yield ga4.serve(httpserver)
 
 
 def source(fake: FakeGA4, **options: Any) -> GA4Source:
-    options = {
+    defaults = {
         "property_id": PROPERTY,
         "start_date": FIRST.isoformat(),
         "segment_dimension": "newVsReturning",
-    } | options
-    return GA4Source(name="web", base_url=fake.url, **FAST, **options)
+        "token_url": f"{fake.url}/token",
+    }
+    return GA4Source(name="web", base_url=fake.url, **(defaults | FAST | options))
+
+
+def oauth_client(monkeypatch: pytest.MonkeyPatch, refresh_token: str = REFRESH_TOKEN) -> None:
+    """An OAuth client's credentials in the environment instead of GA4_TOKEN."""
+    monkeypatch.delenv("GA4_TOKEN")
+    monkeypatch.setenv("GA4_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("GA4_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("GA4_REFRESH_TOKEN", refresh_token)
 
 
 def stored(engine: Engine) -> pd.DataFrame:
@@ -164,12 +183,98 @@ def test_permission_error_names_the_variable_and_role(
     message = str(caught.value)
     assert "HTTP 401: UNAUTHENTICATED" in message and "check GA4_TOKEN" in message
     assert "Viewer role" in message and "ya29.expired" not in message
+    assert "set GA4_CLIENT_ID, GA4_CLIENT_SECRET and GA4_REFRESH_TOKEN" in message  # renewal
 
 
-def test_config_errors(fake: FakeGA4) -> None:
+def test_expired_token_is_renewed_on_401_and_every_row_stored_once(
+    store_url: str, fake: FakeGA4, monkeypatch
+) -> None:
+    oauth_client(monkeypatch)
+    fake.token_uses = 2  # each token answers two pages, then Google refuses it
+    engine = store.open_store(store_url)
+    traffic = source(fake, page_size=7, reports=["traffic"])
+
+    assert sync_source(engine, traffic) == {"traffic": 5 * PER_DAY["traffic"]}
+    rows = stored(engine)
+    assert rows.index.is_unique and len(rows) == 5 * PER_DAY["traffic"]
+    # 6 pages of 7 rows: tokens answer pages 1-2, 3-4 and 5-6; pages 3 and 5 are refused once
+    assert [r["offset"] for r in fake.requests] == ["0", "7", "14", "14", "21", "28", "28", "35"]
+    assert len(fake.token_requests) == 3
+    assert fake.token_requests[0] == {
+        "grant_type": "refresh_token",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": REFRESH_TOKEN,
+    }
+
+
+def test_token_is_renewed_before_its_expires_in_runs_out(
+    sqlite_url: str, fake: FakeGA4, monkeypatch
+) -> None:
+    oauth_client(monkeypatch)
+    fake.expires_in = 1  # seconds; pages go out 0.3 s apart, so a token outlives three
+    engine = store.open_store(sqlite_url)
+    traffic = source(fake, page_size=7, reports=["traffic"], rate_limit=[1, 0.3])
+
+    assert sync_source(engine, traffic) == {"traffic": 5 * PER_DAY["traffic"]}
+    assert len(fake.requests) == 6  # no page was refused
+    assert len(fake.token_requests) >= 2
+
+
+def test_refused_refresh_token_names_source_and_variables_never_the_secrets(
+    sqlite_url: str, fake: FakeGA4, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    revoked = "1//0gRevokedRefreshToken-x"
+    oauth_client(monkeypatch, revoked)
+    with pytest.raises(ConfigError) as caught:
+        sync_source(store.open_store(sqlite_url), source(fake))
+
+    message = str(caught.value)
+    assert message.startswith(f"sources.web: the OAuth token endpoint {fake.url}/token ")
+    assert "(HTTP 400: invalid_grant: Token has been expired or revoked.)" in message
+    assert "Check GA4_CLIENT_ID, GA4_CLIENT_SECRET and GA4_REFRESH_TOKEN" in message
+    assert len(fake.token_requests) == 1 and not fake.requests
+    assert "HTTP Request: POST" in caplog.text
+    for secret in (revoked, CLIENT_SECRET):
+        assert secret not in message and secret not in caplog.text
+
+
+@pytest.mark.prefect
+def test_ingest_does_not_retry_a_refused_refresh_token(fake: FakeGA4, tmp_path: Path) -> None:
+    options = {"property_id": PROPERTY, "start_date": FIRST.isoformat(), "base_url": fake.url}
+    options["token_url"] = f"{fake.url}/token"
+    config = {"sources": [{"name": "web", "kind": "ga4", "options": options | FAST}]}
+    (tmp_path / "cxloop.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    revoked = "1//0gRevokedRefreshToken-x"
+    env = {k: v for k, v in os.environ.items() if k != "GA4_TOKEN"}
+    env |= {"GA4_CLIENT_ID": CLIENT_ID, "GA4_CLIENT_SECRET": CLIENT_SECRET}
+    cxloop = str(Path(sys.executable).parent / "cxloop")
+    result = subprocess.run(
+        [cxloop, "ingest"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env | {"GA4_REFRESH_TOKEN": revoked},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Check GA4_CLIENT_ID" in result.stderr, output
+    # One request per stream (traffic, funnel) and no retry: waiting will not fix it.
+    assert len(fake.token_requests) == 2 and "Retry" not in output
+    assert revoked not in output and CLIENT_SECRET not in output
+
+
+def test_config_errors(fake: FakeGA4, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="page_size 1–250,000"):
         source(fake, page_size=250_001)
     with pytest.raises(ConfigError, match="start_date must be a date"):
         source(fake, start_date="30daysAgo")
     with pytest.raises(ConfigError, match="property_id"):
         source(fake, property_id="properties/1")
+    monkeypatch.setenv("GA4_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("GA4_CLIENT_SECRET", CLIENT_SECRET)
+    with pytest.raises(
+        ConfigError, match=r"sources\.web: set GA4_REFRESH_TOKEN to a refresh token"
+    ):
+        source(fake)

@@ -1,6 +1,7 @@
 """Salesforce connector against a fake org on loopback: full and incremental sync into the store,
 `nextRecordsUrl` paging, API usage limits, 429/5xx, timeouts, malformed pages, crashes with
-expired query locators, bad tokens, and the token kept out of logs and errors."""
+expired query locators, bad tokens, sessions renewed by a connected app (refresh-token and
+client-credentials flows), and secrets kept out of logs and errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +24,14 @@ from tasks import store
 from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.loopback import Fault
-from tests.fakes.salesforce import CONCURRENT_LIMIT, FakeSalesforce
+from tests.fakes.salesforce import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CONCURRENT_LIMIT,
+    REFRESH_TOKEN,
+    TOKEN_PATH,
+    FakeSalesforce,
+)
 
 TOKEN = "00D5g000004XyZ1!AQ0AQFakeSessionTokenValue0123456789abcdef"
 SIZES = {"contacts": 250, "cases": 230, "opportunities": 120}
@@ -30,6 +39,7 @@ SOBJECTS = {"contacts": "Contact", "cases": "Case", "opportunities": "Opportunit
 TABLES = {"contacts": store.Customer, "cases": store.Ticket, "opportunities": store.Order}
 FAST = {"backoff_base": 0.01, "max_wait": 5.0, "timeout": 2.0, "rate_limit": [1000, 1]}
 QUERY = "/services/data/v62.0/query"
+OAUTH_ENV = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REFRESH_TOKEN")
 
 
 @pytest.fixture
@@ -38,8 +48,23 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSalesforce]:
     org.seed(**SIZES)
     monkeypatch.setenv("SALESFORCE_TOKEN", TOKEN)
     monkeypatch.setenv("SALESFORCE_INSTANCE_URL", org.url)
+    for variable in OAUTH_ENV:
+        monkeypatch.delenv(variable, raising=False)
     with org.running():
         yield org
+
+
+def connected_app(
+    monkeypatch: pytest.MonkeyPatch,
+    refresh_token: str | None = REFRESH_TOKEN,
+    client_secret: str = CLIENT_SECRET,
+) -> None:
+    """The connected app's credentials in the environment instead of SALESFORCE_TOKEN."""
+    monkeypatch.delenv("SALESFORCE_TOKEN")
+    monkeypatch.setenv("SALESFORCE_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("SALESFORCE_CLIENT_SECRET", client_secret)
+    if refresh_token:
+        monkeypatch.setenv("SALESFORCE_REFRESH_TOKEN", refresh_token)
 
 
 def org(**options: Any) -> SalesforceSource:
@@ -327,20 +352,110 @@ def test_bad_token_fails_at_once_naming_salesforce_token(
     message = str(caught.value)
     assert "HTTP 401: INVALID_SESSION_ID: Session expired or invalid" in message
     assert "check SALESFORCE_TOKEN" in message
+    assert "set SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET" in message  # renewal
     assert "00D5g000004XyZ1!expired" not in message
-    assert len(fake.requests) == 1
+    assert len(fake.requests) == 1 and not fake.token_requests
 
 
 def test_missing_token_or_instance_is_a_config_error_naming_the_variable(monkeypatch) -> None:
-    monkeypatch.delenv("SALESFORCE_TOKEN", raising=False)
-    with pytest.raises(ConfigError, match=r"sources\.sf: set SALESFORCE_TOKEN .*api scope"):
-        org()
-    monkeypatch.setenv("SALESFORCE_TOKEN", TOKEN)
-    monkeypatch.delenv("SALESFORCE_INSTANCE_URL", raising=False)
+    for variable in ("SALESFORCE_TOKEN", "SALESFORCE_INSTANCE_URL", *OAUTH_ENV):
+        monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match="set base_url or SALESFORCE_INSTANCE_URL"):
         org()
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", "https://x.my.salesforce.com")
+    with pytest.raises(
+        ConfigError, match=r"sources\.sf: set SALESFORCE_TOKEN .*api scope.*SALESFORCE_CLIENT_ID"
+    ):
+        org()
+    monkeypatch.setenv("SALESFORCE_CLIENT_ID", CLIENT_ID)
+    with pytest.raises(ConfigError, match=r"sources\.sf: set SALESFORCE_CLIENT_SECRET to"):
+        org()
     with pytest.raises(ConfigError, match=r"api_version looks like v62\.0"):
-        org(base_url="https://x.my.salesforce.com", api_version="62")
+        org(api_version="62")
+
+
+@pytest.mark.parametrize("flow", ["refresh_token", "client_credentials"])
+def test_expired_sessions_are_renewed_mid_sync_without_gap_or_duplicate(
+    store_url: str, fake, monkeypatch, flow: str
+) -> None:
+    connected_app(monkeypatch, REFRESH_TOKEN if flow == "refresh_token" else None)
+    fake.token_uses = 3  # each session answers three requests, then has expired
+    engine = store.open_store(store_url)
+    source = org()
+
+    assert sync_source(engine, source) == SIZES
+    assert_store_equals_source(engine, fake)
+    # 8 pages: sessions answer pages 1-3, 4-6 and 7-8; pages 4 and 7 are refused once each
+    assert len(fake.token_requests) == 3 and len(fake.requests) == 8 + 2
+    assert [r["grant_type"] for r in fake.token_requests] == [flow] * 3
+    assert {r.get("refresh_token") for r in fake.token_requests} == {
+        REFRESH_TOKEN if flow == "refresh_token" else None
+    }
+    issued = " ".join(fake.issued)
+    assert source.streams()[0].client.auth.redact(issued) == " ".join(["***"] * 3)
+
+
+def test_streams_on_threads_share_one_session(fake, monkeypatch) -> None:
+    connected_app(monkeypatch)
+    fake.fault(Fault(TOKEN_PATH, None, delay=0.5))  # the other streams ask meanwhile
+    streams = org().streams()
+    with ThreadPoolExecutor(len(streams)) as pool:
+        read = pool.map(lambda s: [r["source_id"] for p in s.read({}) for r in p.records], streams)
+        ids = dict(zip([s.name for s in streams], read, strict=True))
+
+    assert {name: len(set(found)) for name, found in ids.items()} == SIZES
+    assert sum(map(len, ids.values())) == sum(SIZES.values())
+    assert len(fake.token_requests) == 1
+
+
+def test_session_refused_even_when_new_fails_after_one_renewal(
+    sqlite_url: str, fake, monkeypatch
+) -> None:
+    connected_app(monkeypatch)
+    fake.token_uses = 0  # the org refuses every session it issues (e.g. another org's app)
+    with pytest.raises(SourceError) as caught:
+        sync(store.open_store(sqlite_url))
+    message = str(caught.value)
+    assert "page 1: Salesforce answered HTTP 401: INVALID_SESSION_ID" in message
+    assert "check the connected app in SALESFORCE_CLIENT_ID" in message
+    assert len(fake.token_requests) == 2 and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("refresh_token", "client_secret", "refusal"),
+    [
+        ("5Aep861revokedRefreshToken.x", CLIENT_SECRET, "invalid_grant: expired access/refresh"),
+        (REFRESH_TOKEN, "WR0NG5ECRET0123456789", "invalid_client: invalid client credentials"),
+    ],
+    ids=["revoked-refresh-token", "wrong-client-secret"],
+)
+def test_refused_credentials_name_source_and_variables_never_the_secrets(
+    sqlite_url: str, fake, monkeypatch, caplog, refresh_token, client_secret, refusal
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    connected_app(monkeypatch, refresh_token, client_secret)
+    with pytest.raises(ConfigError) as caught:
+        sync(store.open_store(sqlite_url))
+
+    message = str(caught.value)
+    assert message.startswith(f"sources.sf: the OAuth token endpoint {fake.url}{TOKEN_PATH} ")
+    assert f"(HTTP 400: {refusal}" in message
+    assert "SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and SALESFORCE_REFRESH_TOKEN" in message
+    assert len(fake.token_requests) == 1 and not fake.requests
+    assert "HTTP Request: POST" in caplog.text
+    for secret in (refresh_token, client_secret):
+        assert secret not in message and secret not in caplog.text
+
+
+def test_token_endpoint_5xx_is_retried_like_the_api(
+    sqlite_url: str, fake, monkeypatch, caplog
+) -> None:
+    connected_app(monkeypatch, refresh_token=None)
+    fake.fault(Fault(TOKEN_PATH, 503, times=2))
+    engine = store.open_store(sqlite_url)
+    assert sync(engine, objects=["opportunities"]) == {"opportunities": 120}
+    assert "HTTP 503: UNKNOWN_EXCEPTION" in caplog.text and "retry 2/5" in caplog.text
+    assert len(fake.token_requests) == 1 and len(fake.requests) == 2
 
 
 def test_token_never_appears_in_logs_or_errors(sqlite_url: str, fake, caplog) -> None:

@@ -7,12 +7,19 @@ answers anything else with `MALFORMED_QUERY`. Query locators hold a snapshot of 
 can be expired (`INVALID_QUERY_LOCATOR`). Once `api_used` passes `api_max` every request gets
 403 `REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.`. Scripted faults as in the other
 fakes; `refuse` scripts Salesforce's own errors (the concurrent-request limit, missing access).
+
+`POST /services/oauth2/token` issues access tokens to the connected app `CLIENT_ID` /
+`CLIENT_SECRET`, by the refresh-token flow (`REFRESH_TOKEN`) or client credentials, with
+Salesforce's OAuth errors (HTTP 400 `invalid_client`, `invalid_grant`). An issued session
+answers `token_uses` API requests (any number when None), then it has expired: 401
+`INVALID_SESSION_ID`, as for an unknown token.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +29,10 @@ from tests.fakes.loopback import Answer, Fault, LoopbackServer
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 CONCURRENT_LIMIT = "ConcurrentPerOrgLongTxn Limit exceeded."
+CLIENT_ID = "3MVG9fakeConsumerKey.cxloop.test"
+CLIENT_SECRET = "F4KE5ECRET0123456789ABCDEF"
+REFRESH_TOKEN = "5Aep861fakeRefreshToken.cxloop"
+TOKEN_PATH = "/services/oauth2/token"
 PREFIX = {"Contact": "003", "Case": "500", "Opportunity": "006", "Account": "001"}
 SOQL = re.compile(
     r"SELECT (?P<fields>[\w., ]+) FROM (?P<sobject>\w+)"
@@ -36,11 +47,21 @@ def stamp(moment: datetime) -> str:
 
 
 class FakeSalesforce(LoopbackServer):
-    """Salesforce on loopback; `url` is the instance URL, `requests` (path, SOQL or None)."""
+    """Salesforce on loopback; `url` is the instance URL, `requests` (path, SOQL or None) the
+    API requests, `token_requests` the token endpoint's forms, `issued` its sessions' uses."""
 
-    def __init__(self, token: str, batch_size: int = 2000, version: str = "v62.0"):
+    def __init__(
+        self,
+        token: str,
+        batch_size: int = 2000,
+        version: str = "v62.0",
+        token_uses: int | None = None,
+    ):
         super().__init__()
         self.token, self.batch_size, self.version = token, batch_size, version
+        self.token_uses = token_uses
+        self.token_requests: list[dict[str, str]] = []
+        self.issued: dict[str, int] = {}
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PREFIX}
         self.requests: list[tuple[str, str | None]] = []
         self.api_used, self.api_max = 0, 15_000
@@ -135,11 +156,13 @@ class FakeSalesforce(LoopbackServer):
 
     def answer(self, method: str, url: str, headers: dict[str, str], raw: bytes) -> Answer:
         parts = urlsplit(url)
+        if method == "POST" and parts.path == TOKEN_PATH:
+            return self.faulted(parts.path, self._unexpected) or self._issue(raw)
         soql = parse_qs(parts.query).get("q", [None])[-1]
         with self._lock:
             self.requests.append((parts.path, soql))
             self.api_used += 1
-        if headers.get("authorization") != f"Bearer {self.token}":
+        if not self._session(headers.get("authorization", "")):
             return self._error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         faulted = self.faulted(parts.path, self._unexpected, self._limits())
         if faulted is not None:
@@ -152,6 +175,46 @@ class FakeSalesforce(LoopbackServer):
         if method == "GET" and parts.path.startswith(f"{query}/"):
             return self._more(parts.path.rsplit("/", 1)[1])
         return self._error(404, "NOT_FOUND", "The requested resource does not exist")
+
+    def _session(self, authorization: str) -> bool:
+        """Whether `authorization` carries a live session, counting its use."""
+        scheme, _, token = authorization.partition(" ")
+        with self._lock:
+            used = self.issued.get(token)
+            if scheme != "Bearer" or (token != self.token and used in (None, self.token_uses)):
+                return False
+            if used is not None:
+                self.issued[token] = used + 1
+        return True
+
+    def _issue(self, raw: bytes) -> Answer:
+        form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+        with self._lock:
+            self.token_requests.append(form)
+        grant = form.get("grant_type")
+        if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+            return self._oauth_error("invalid_client", "invalid client credentials")
+        if grant == "refresh_token" and form.get("refresh_token") != REFRESH_TOKEN:
+            return self._oauth_error("invalid_grant", "expired access/refresh token")
+        if grant not in ("refresh_token", "client_credentials"):
+            return self._oauth_error("unsupported_grant_type", "grant type not supported")
+        token = f"00D5g000004XyZ1!AQ0AQ{secrets.token_urlsafe(32)}"
+        with self._lock:
+            self.issued[token] = 0
+        issued_at = str(int(datetime.now(UTC).timestamp() * 1000))
+        body = {
+            "access_token": token,
+            "signature": secrets.token_urlsafe(32),
+            "scope": "api refresh_token",
+            "instance_url": self.url,
+            "id": f"{self.url}/id/00D5g000004XyZ1EAI/0055g00000AbCdEAAV",
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+        }
+        return 200, {}, json.dumps(body)
+
+    def _oauth_error(self, error: str, description: str) -> Answer:
+        return 400, {}, json.dumps({"error": error, "error_description": description})
 
     def _query(self, soql: str) -> Answer:
         parsed = SOQL.fullmatch(soql)
