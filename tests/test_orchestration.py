@@ -231,19 +231,21 @@ def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal
     with _client() as client:
         for deployment in client.read_deployments():
             client.delete_deployment(deployment.id)
-    serving = subprocess.Popen(
-        [str(Path(sys.executable).parent / "cxloop"), "serve"],
-        cwd=project,
-        env=prefect_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log, errors = project / "serve.out", project / "serve.err"
+    with log.open("w") as out, errors.open("w") as err:
+        serving = subprocess.Popen(
+            [str(Path(sys.executable).parent / "cxloop"), "serve"],
+            cwd=project,
+            env=prefect_env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
     try:
         expected = {_full_name(e): _expected_schedules(e) for e in SPEC["deployments"]}
         deadline = time.monotonic() + 60
         while True:
-            assert serving.poll() is None, serving.communicate()
+            assert serving.poll() is None, errors.read_text()
             with _client() as client:
                 found = {
                     f"{client.read_flow(d.flow_id).name}/{d.name}": d
@@ -255,19 +257,23 @@ def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal
             assert time.monotonic() < deadline, f"serving {served}, expected {expected}"
             time.sleep(1)
         assert all(d.work_pool_name is None for d in found.values())
-        # Prefect registers the deployments first and installs its signal handlers when its
-        # runner starts, a moment later; a signal in between would meet the default handler.
-        time.sleep(3)
+        # Prefect registers the deployments, says they are served, then starts its runner,
+        # which installs the signal handlers; a signal before would meet the default handler.
+        while "being served" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        time.sleep(2)
 
         started = time.monotonic()
         serving.send_signal(stop_with)
-        out, err = serving.communicate(timeout=15)
+        serving.wait(timeout=60)
     finally:
         if serving.poll() is None:
             serving.kill()
             serving.wait()
+    out, err = log.read_text(), errors.read_text()
     assert serving.returncode == 0, out + err
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 30
     assert "Traceback" not in err and "never awaited" not in err, err
     with _client() as client:
         assert all(d.paused for d in client.read_deployments())  # no runs pile up unserved
