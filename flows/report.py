@@ -70,6 +70,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
                         pain,
                         settings.language,
                         settings.template_dir,
+                        config.taxonomy,
                     )
                 )
     return rendered

@@ -43,7 +43,7 @@ from tasks.metrics import (
     post_stratified_nps,
     response_rates,
 )
-from tasks.text import redact_pii, verbatims
+from tasks.text import Taxonomy, redact_pii, tag_topics, verbatims
 
 KPIS = ("nps", "csat", "ces", "frt_hours", "fcr", "churn")
 HIGHER_IS_BETTER = {
@@ -521,9 +521,17 @@ def weekly_by_arm(
 
 
 def experiment_verbatims(
-    responses: pd.DataFrame, arms: pd.DataFrame, hypothesis: Hypothesis
+    responses: pd.DataFrame,
+    arms: pd.DataFrame,
+    hypothesis: Hypothesis,
+    taxonomy: Taxonomy | None = None,
 ) -> dict[str, dict[str, list[str]]]:
-    """Up to `VERBATIMS` redacted survey comments per arm, before (baseline) and after (pilot)."""
+    """Up to `VERBATIMS` redacted survey comments per arm, before (baseline) and after (pilot).
+
+    Where the pilot targets a topic (`ticket:<topic>`, `comment:<topic>:…`), comments `taxonomy`
+    tags with it come first: how customers speak of the pain before and after. A group without
+    any shows its other comments.
+    """
     schedule = hypothesis.schedule
     said = responses.dropna(subset=["comment"]).merge(
         arms[["customer_id", "arm"]], on="customer_id"
@@ -541,6 +549,13 @@ def experiment_verbatims(
         "",
     )
     said = said.assign(group=said["arm"] + "|" + when)[when != ""]
+    kind, _, rest = hypothesis.pain_point.partition(":")
+    if kind in ("ticket", "comment"):
+        texts = pd.Series(said["comment"].unique())
+        tags = tag_topics(texts, taxonomy)
+        spoken = texts[tags.loc[tags["topic"] == rest.split(":")[0], "text_index"]]
+        on_topic = said["comment"].isin(spoken)
+        said = said[on_topic | ~on_topic.groupby(said["group"]).transform("any")]
     chosen = verbatims(said, "group", VERBATIMS, text="comment")
     found = {arm: {"before": [], "after": []} for arm in ("pilot", "control")}
     for group, rows in chosen.groupby("group"):
@@ -563,11 +578,13 @@ def experiment_context(
     data: CxData,
     pain: pd.DataFrame,
     t: dict[str, Any],
+    taxonomy: Taxonomy | None = None,
 ) -> tuple[dict[str, Any], list[Chart]]:
     """What the before-and-after report of `hypothesis` shows, and its chart.
 
     `results` are this hypothesis' latest `experiment_result` rows (one per metric), `arms`
-    its assignment (`customer_id`, `arm`), `pain` the current pain-point ranking.
+    its assignment (`customer_id`, `arm`), `pain` the current pain-point ranking, `taxonomy`
+    the topics that pick the verbatims.
     """
     h, schedule = hypothesis, hypothesis.schedule
     rows = _records(results)
@@ -655,7 +672,7 @@ def experiment_context(
             "alpha": SRM_ALPHA,
             "ok": srm_p is None or srm_p >= SRM_ALPHA,
         },
-        "verbatims": experiment_verbatims(data.responses, arms, h),
+        "verbatims": experiment_verbatims(data.responses, arms, h, taxonomy),
         "unit": unit,
         "charts": {"target": chart},
         "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",
@@ -671,10 +688,11 @@ def build_experiment(
     pain: pd.DataFrame,
     language: str = "en",
     template_dir: Path | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> Rendered:
     """The before-and-after report of `hypothesis` in every format."""
     t = labels(language, template_dir)
-    context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t)
+    context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t, taxonomy)
     primary = context["primary"]
     decided = primary and primary["decision"]
     news = f"{hypothesis.title}: {t[primary['decision']] if decided else t['not_evaluated']}"

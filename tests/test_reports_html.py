@@ -39,10 +39,11 @@ from tasks.reporting import (
     within,
     write_report,
 )
+from tasks.text import tag_topics
 from tests.conftest import REPO, cx_data
 
 SCRIPT_COMMENT = "<script>alert('xss')</script> the courier was late again"
-PII_COMMENT = "Call me on +7 912 345-67-89 or write to ivan.petrov@example.org please"
+PII_COMMENT = "Call me on +7 912 345-67-89 or write to ivan.petrov@example.org, delivery failed"
 LOW_REGION = "Urals"
 DIGEST_MONTH = Month.containing(pd.Timestamp("2026-10-15"))
 
@@ -286,6 +287,12 @@ def test_experiment_report_shows_estimate_decision_and_escaped_verbatims(
     assert [c["title"] for c in view["charts"]] == [rendered.charts[0].title]
     assert all(c["width"] > 300 and c["height"] > 150 for c in view["charts"])
     assert SCRIPT_COMMENT in view["quotes"]
+    # The pilot targets delivery tickets: the verbatims are what customers said about delivery.
+    quotes = pd.Series(view["quotes"])
+    tags = tag_topics(quotes)
+    assert len(quotes) > 6 and set(tags.loc[tags["topic"] == "delivery", "text_index"]) == set(
+        range(len(quotes))
+    )
     assert "[phone]" in text and "[email]" in text
     assert "345-67-89" not in text and "ivan.petrov" not in page.read_text(encoding="utf-8")
     assert shot.stat().st_size > 50_000
