@@ -17,9 +17,10 @@ from html import escape
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.dates import MO, WeekdayLocator, num2date
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 ARM_COLOURS = {"pilot": "#e8590c", "control": "#1c7ed6"}
 BAR_COLOUR = "#5c7cfa"
@@ -85,8 +86,10 @@ def arms_over_time(
     arm_labels: dict[str, str],
     pilot_start: date,
     pilot_label: str,
+    months: Sequence[str],
 ) -> Chart:
-    """Weekly values per arm (`week`, `arm`, `value`, `ci_low`, `ci_high`), pilot start marked."""
+    """Weekly values per arm (`week`, `arm`, `value`, `ci_low`, `ci_high`), pilot start marked;
+    weeks ticked by their Monday as day and month, named by `months` (January first)."""
     with mpl.rc_context(STYLE):
         figure = _figure(3.4)
         ax = figure.add_subplot()
@@ -118,9 +121,11 @@ def arms_over_time(
         ax.set_title(title, loc="left")
         ax.set_ylabel(y_label)
         ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
-        locator = AutoDateLocator(maxticks=8)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        weeks = series["week"].nunique()
+        ax.xaxis.set_major_locator(WeekdayLocator(MO, interval=max(1, -(-weeks // 8))))
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda x, _: f"{num2date(x).day} {months[num2date(x).month - 1]}")
+        )
     return _draw(name, title, figure)
 
 

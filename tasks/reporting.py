@@ -605,6 +605,7 @@ def experiment_context(
         {"pilot": t["pilot"], "control": t["control"]},
         schedule.pilot.start,
         t["pilot_start"],
+        t["months"],
     )
     cells = (
         pd.DataFrame(primary["cells"]["rows"]) if primary and primary["cells"] else pd.DataFrame()

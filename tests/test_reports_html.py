@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -346,6 +347,8 @@ def test_russian_labels_and_user_templates_override_the_defaults(demo, tmp_path)
     assert "как и ожидалось (95% ДИ " in experiment and "ограничители соблюдены" in experiment
     assert "Статус: идёт" in experiment and "(снижение)" in experiment
     assert "as expected" not in experiment and "95% CI" not in experiment
+    ticks = re.findall(r">(\d{1,2}) (\w+)</text>", experiment)  # Mondays on the date axis
+    assert {month for _, month in ticks} == {"сен", "окт"} and "Oct" not in experiment
     own = tmp_path / "templates"
     own.mkdir()
     words = "en: {kpis: Headline numbers, topic_names: {login: sign-in}}\n"
