@@ -79,6 +79,7 @@ def demo(
     import yaml
 
     from flows.config import example_text
+    from tasks.hypotheses import DEMO_HYPOTHESES
 
     config = yaml.safe_load(example_text())
     name = f"demo-{customers}-{seed}"
@@ -86,6 +87,7 @@ def demo(
         {"name": "demo", "kind": "demo", "options": {"customers": customers, "seed": seed}}
     ]
     config["database_url"] = f"sqlite:///.cxloop/{name}.db"
+    config["hypotheses_dir"] = str(DEMO_HYPOTHESES)
     path = Path(".cxloop") / f"{name}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -272,6 +272,8 @@ def load_hypotheses(directory: Path) -> list[Hypothesis]:
 
 
 ACTIVE = ("approved", "running")
+# The pilots `cxloop demo` evaluates, shipped with cxloop (the checkout's `hypotheses/`).
+DEMO_HYPOTHESES = Path(__file__).resolve().parents[1] / "hypotheses"
 
 
 def _may_share_customers(a: Population, b: Population) -> bool:

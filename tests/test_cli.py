@@ -37,7 +37,8 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.prefect
-def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(project: Path) -> None:
+def test_demo_recovers_planted_truths_and_a_rerun_changes_no_row_count(tmp_path: Path) -> None:
+    project = tmp_path  # an empty directory: the demo brings its own hypotheses
     first = cxloop("demo", cwd=project)
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
