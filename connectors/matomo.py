@@ -5,7 +5,9 @@ Each call is `POST {base_url}/index.php?module=API&method=…&idSite=…&period=
 date range answers with an object keyed by date, `[]` for a day without data. Streams: `visits`
 (VisitsSummary.get), `goals` (Goals.get for all goals together and for each goal in `goals`,
 in one `API.getBulkRequest`) and, with a `funnel_id`, `funnel` (Funnels.getFunnelFlow, a
-premium plugin), whose step tables page by `filter_limit`/`filter_offset`. Matomo reports
+premium plugin), whose step tables page by `filter_limit`/`filter_offset`. With `devices`, every
+call is asked once per device type (`segment=deviceType==…`) and once for all other types, so
+rows carry a device and add up to the site's totals. Matomo reports
 errors with HTTP 200 as `{"result": "error", "message": …}`; such a page fails with Matomo's
 message and nothing of it is saved. Like GA4, a sync reads from `start_date` (the first) or the
 last `lookback_days` days before the previous end (later ones) through today, `days_per_request`
@@ -15,7 +17,7 @@ days a page; rows are keyed by stream, date, goal or step and metric, so re-pull
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import partial
 from typing import Any
@@ -57,8 +59,10 @@ MATOMO = FieldMap(
         "metric": "metric",
         "value": "value",
         "step": "step",
+        "device": "device",
     },
     values={
+        "device": {"smartphone": "mobile", "phablet": "mobile", "feature phone": "mobile"},
         "metric": {
             "nb_visits": "visits",
             "nb_uniq_visitors": "users",
@@ -69,10 +73,12 @@ MATOMO = FieldMap(
             "nb_visits_converted": "converted_visits",
             "revenue": "revenue",
             "step_nb_visits": "visits",
-        }
+        },
     },
 )
-"""Matomo's default fields: one row per date, goal or funnel step, and metric."""
+"""Matomo's default fields: one row per date, goal or funnel step, device type and metric; its
+phone types are GA4's `mobile`."""
+OTHER_DEVICES = "other"
 
 
 class FormToken(SecretHeader):
@@ -125,14 +131,16 @@ def _about_access(message: str) -> bool:
 @dataclass(frozen=True)
 class Call:
     """One API method asked per page: its parameters, the metrics to keep, the funnel `step`
-    (a goal's conversions), `key` (distinguishes its rows) and whether it answers with a
-    table of rows per day (paged) rather than one set of numbers per day."""
+    (a goal's conversions), `key` (distinguishes its rows), whether it answers with a table of
+    rows per day (paged) rather than one set of numbers per day, and the `device` its segment
+    limits it to."""
 
     params: Mapping[str, str]
     metrics: Sequence[str]
     key: str
     step: str | None = None
     rows: bool = False
+    device: str | None = None
 
 
 class Report(DailyReport):
@@ -242,6 +250,7 @@ class Report(DailyReport):
                             "metric": metric,
                             "value": float(row[metric]),
                             "step": step,
+                            "device": call.device,
                         }
                     )
         return out
@@ -253,14 +262,17 @@ class MatomoSource(DailyReportOptions):
 
     `base_url` is the Matomo installation (e.g. `https://analytics.example.com` or
     `https://example.matomo.cloud`). `goals` maps goal ids to the funnel step their conversions
-    stand for (e.g. `{"3": purchase}`); `funnel_id` adds the `funnel` stream. `start_date` (ISO)
-    is where the first sync begins; later syncs re-read `lookback_days` days.
+    stand for (e.g. `{"3": purchase}`); `funnel_id` adds the `funnel` stream. `devices` lists
+    Matomo device types (e.g. `[desktop, smartphone, tablet]`) to break every report down by,
+    the rest counted as `other`. `start_date` (ISO) is where the first sync begins; later syncs
+    re-read `lookback_days` days.
     """
 
     base_url: str = ""
     site_id: str = ""
     goals: dict[str, str] = field(default_factory=dict)
     funnel_id: str | None = None
+    devices: list[str] = field(default_factory=list)
     reports: list[str] | None = None
     days_per_request: int = 31
     page_size: int = 100
@@ -286,6 +298,11 @@ class MatomoSource(DailyReportOptions):
         unknown = sorted(set(reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")
+        if OTHER_DEVICES in self.devices or any(set(d) & set(";,=!") for d in self.devices):
+            raise ConfigError(
+                f"{where}: devices are Matomo device types such as desktop, smartphone, tablet "
+                f"(`{OTHER_DEVICES}` counts the rest by itself)."
+            )
         if "funnel" in reports and self.funnel_id is None:
             raise ConfigError(f"{where}: the funnel report needs `funnel_id` (Matomo's idFunnel).")
         token = env_secret(
@@ -321,15 +338,31 @@ class MatomoSource(DailyReportOptions):
         ]
 
     def _calls(self, report: str) -> list[Call]:
+        """The report's calls, once per device segment when `devices` are listed."""
         if report == "visits":
-            return [Call({"method": "VisitsSummary.get"}, VISITS, "all")]
-        if report == "goals":
-            return [Call({"method": "Goals.get"}, GOALS, "all")] + [
+            calls = [Call({"method": "VisitsSummary.get"}, VISITS, "all")]
+        elif report == "goals":
+            calls = [Call({"method": "Goals.get"}, GOALS, "all")] + [
                 Call({"method": "Goals.get", "idGoal": str(goal)}, GOALS[:1], f"goal{goal}", step)
                 for goal, step in self.goals.items()
             ]
-        funnel = {"method": "Funnels.getFunnelFlow", "idFunnel": str(self.funnel_id)}
-        return [Call(funnel, ("step_nb_visits",), f"funnel{self.funnel_id}", rows=True)]
+        else:
+            funnel = {"method": "Funnels.getFunnelFlow", "idFunnel": str(self.funnel_id)}
+            calls = [Call(funnel, ("step_nb_visits",), f"funnel{self.funnel_id}", rows=True)]
+        if not self.devices:
+            return calls
+        segments = {device: f"deviceType=={device}" for device in self.devices}
+        segments[OTHER_DEVICES] = ";".join(f"deviceType!={device}" for device in self.devices)
+        return [
+            replace(
+                call,
+                params={**call.params, "segment": segment},
+                key=f"{call.key}|{device}",
+                device=device,
+            )
+            for call in calls
+            for device, segment in segments.items()
+        ]
 
     def streams(self) -> list[Report]:
         return self._streams

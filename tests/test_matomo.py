@@ -95,6 +95,39 @@ def test_funnel_steps_page_by_filter_offset(store_url: str, fake: FakeMatomo) ->
     assert set(web["metric"]) == {"visits"}
 
 
+def test_devices_break_every_report_down_and_add_up_to_the_totals(
+    store_url: str, fake: FakeMatomo
+) -> None:
+    engine = store.open_store(store_url)
+    options = {"funnel_id": "1", "devices": ["desktop", "smartphone", "tablet"]}
+
+    written = sync_source(engine, source(fake, **options, value_map={"step": STEP_MAP}))
+
+    assert written == {"visits": 4 * 6 * 5, "goals": 4 * 6 * (3 + 1), "funnel": 4 * 6 * 4}
+    segments = {c["segment"] for c in fake.calls}
+    other = "deviceType!=desktop;deviceType!=smartphone;deviceType!=tablet"
+    assert segments == {
+        "deviceType==desktop",
+        "deviceType==smartphone",
+        "deviceType==tablet",
+        other,
+    }
+    rows = stored(engine)
+    assert set(rows["device"]) == {"desktop", "mobile", "tablet", "other"}
+    visits = rows[(rows["metric"] == "visits") & rows["step"].isna()]
+    by_day = visits.groupby("date")["value"].sum()
+    assert by_day.to_dict() == {pd.Timestamp(d): 200.0 + 10 * (d - FIRST).days for d in DAYS}
+    day = visits[visits["date"] == pd.Timestamp(FIRST + timedelta(days=1))]
+    assert day.set_index("device")["value"].to_dict() == {
+        "desktop": 105, "mobile": 63, "tablet": 31, "other": 11
+    }  # fmt: skip
+    steps = funnel(rows, list(STEP_MAP.values()), ["device"])
+    assert set(steps["device"]) == {"desktop", "mobile", "tablet", "other"}
+    entering = [(200 + 10 * ((d - FIRST).days)) // 2 for d in DAYS]
+    desktop = steps[(steps["device"] == "desktop") & (steps["step"] == "view_item")]
+    assert desktop["sessions"].item() == sum(int(e // 2 * 0.5) for e in entering)
+
+
 def test_crash_mid_range_resumes_at_the_last_committed_page(
     store_url: str, fake: FakeMatomo
 ) -> None:
@@ -215,3 +248,6 @@ def test_config_errors(fake: FakeMatomo) -> None:
         source(fake, reports=["funnel"])
     with pytest.raises(ConfigError, match="days_per_request must be 1–366"):
         source(fake, days_per_request=0)
+    for devices in (["desktop", "other"], ["deviceType==desktop"]):
+        with pytest.raises(ConfigError, match="devices are Matomo device types"):
+            source(fake, devices=devices)

@@ -6,13 +6,14 @@ as Matomo does for `period=day` over a date range: an object keyed by every date
 day without data, errors with HTTP 200 as `{"result": "error", "message": …}`,
 `API.getBulkRequest` as a list of answers. Like a token created for secure requests only, it
 takes `token_auth` from the POST form alone and refuses it in the URL. Step tables honour
-`filter_limit` (Matomo's default 100) and `filter_offset`. `plan` scripts the answer to chosen
-requests (5xx, error bodies, malformed pages).
+`filter_limit` (Matomo's default 100) and `filter_offset`. A `segment` of `deviceType==X` answers
+that device type's share of every number (`DEVICE_SHARES`), `deviceType!=X;deviceType!=Y…` the
+rest. `plan` scripts the answer to chosen requests (5xx, error bodies, malformed pages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,6 +23,8 @@ from werkzeug import Request, Response
 from tests.fakes.loopback import PlannedAnswers, json_response
 
 STEPS = ("Product page", "Cart", "Checkout", "Thank you")
+# Share of each day's numbers per device type; the rest goes to other types (e.g. phablet).
+DEVICE_SHARES = {"desktop": 0.5, "smartphone": 0.3, "tablet": 0.15}
 
 
 def matomo_error(message: str) -> Response:
@@ -122,6 +125,12 @@ class FakeMatomo(PlannedAnswers[dict[str, dict[str, str]]]):
         except (KeyError, ValueError):
             return {"result": "error", "message": f"Date {params.get('date')!r} is not a range."}
         days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+        share = device_share(params.get("segment", ""))
+        if share is None:
+            return {"result": "error", "message": f"Segment {params['segment']!r} is not valid."}
+        return _scaled(self._answer(params, days), share)
+
+    def _answer(self, params: dict[str, str], days: list[str]) -> Any:
         method = params.get("method")
         if method == "VisitsSummary.get":
             return {day: self.visits.get(day, []) for day in days}
@@ -158,3 +167,27 @@ class FakeMatomo(PlannedAnswers[dict[str, dict[str, str]]]):
             rate = 100 * total["nb_visits_converted"] / visits if visits else 0
             out[day] = total | {"conversion_rate": f"{rate:.1f}%"}
         return out
+
+
+def device_share(segment: str) -> Callable[[float], float] | None:
+    """The part of a number a segment keeps (all of it without one); None for a segment this
+    fake does not understand."""
+    if not segment:
+        return lambda whole: whole
+    kept, parts = segment.removeprefix("deviceType=="), segment.split(";")
+    if kept in DEVICE_SHARES:
+        return lambda whole: type(whole)(whole * DEVICE_SHARES[kept])
+    if {part.removeprefix("deviceType!=") for part in parts} == set(DEVICE_SHARES):
+        return lambda whole: whole - sum(type(whole)(whole * s) for s in DEVICE_SHARES.values())
+    return None
+
+
+def _scaled(answer: Any, part: Callable[[float], float]) -> Any:
+    """`answer` with every number replaced by `part` of it (labels and rates are strings)."""
+    if isinstance(answer, dict):
+        return {key: _scaled(value, part) for key, value in answer.items()}
+    if isinstance(answer, list):
+        return [_scaled(value, part) for value in answer]
+    if isinstance(answer, int | float) and not isinstance(answer, bool):
+        return part(answer)
+    return answer
