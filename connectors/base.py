@@ -1,20 +1,22 @@
 """The connector contract: a source has named streams; a stream reads pages resumably.
 
-`Stream.read(cursor)` yields `Page`s, each carrying its raw records and the cursor to save
-once they are committed; the loader commits both in one transaction, so a crash resumes at
-the last committed page with no gap and no duplicate.
+`Stream.read(cursor)` yields `Page`s, each carrying its raw records, the vendor ids of records
+deleted at the vendor, and the cursor to save once they are committed; the loader commits all
+three in one transaction, so a crash resumes at the last committed page with no gap and no
+duplicate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
 class Page:
-    """Raw records of one page and the stream cursor to save after committing them.
+    """Raw records of one page, the vendor ids (`source_id`) of the stream's records deleted at
+    the vendor, and the stream cursor to save after committing them.
 
     HTTP connectors give a list of vendor records (dicts); file and generated sources may
     give a DataFrame. `number` counts pages from 1 within one read, for error messages.
@@ -23,6 +25,7 @@ class Page:
     records: Sequence[Mapping[str, Any]] | Any
     cursor: dict = field(default_factory=dict)
     number: int = 1
+    deleted: Sequence[str] = ()
 
 
 class Stream(Protocol):
@@ -45,3 +48,26 @@ class Source(Protocol):
     def streams(self) -> list[Stream]:
         """The streams this source offers, in the order they should be loaded."""
         ...
+
+
+DELETIONS = "deleted"
+"""The key of a stream's cursor that holds the cursor of its deletions (`with_deletions`)."""
+
+
+def with_deletions(
+    read: Callable[[dict], Iterator[Page]], deletions: Stream, cursor: dict
+) -> Iterator[Page]:
+    """The pages `read` gives after `cursor`, then a page per page of `deletions`, whose records
+    are `{"source_id"}` rows of records deleted at the vendor, as `Page.deleted`.
+
+    `cursor[DELETIONS]` is the deletions' own cursor (empty: every deletion the vendor still
+    lists). Every page's cursor holds both cursors, so a crash in either read resumes there.
+    """
+    deletions_cursor = cursor.get(DELETIONS, {})
+    after = {key: value for key, value in cursor.items() if key != DELETIONS}
+    for page in read(after):
+        after = page.cursor
+        yield replace(page, cursor=after | {DELETIONS: deletions_cursor})
+    for page in deletions.read(deletions_cursor):
+        ids = [row["source_id"] for row in page.records]
+        yield Page((), after | {DELETIONS: page.cursor}, page.number, ids)

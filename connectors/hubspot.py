@@ -5,12 +5,16 @@ switches to incremental sync through the search endpoint on the last-modified pr
 sorted ascending. Search refuses results beyond its cap (10,000) for one query, so before the
 next page would cross it the stream restarts the search at the last modified time it saw,
 skipping the records already seen at that millisecond.
+
+After the changed records, each read pages the list of archived (deleted or merged-away)
+records, which no time filter narrows, and passes on as deleted those archived since the last
+read (`ArchivedRecords`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -18,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from connectors.base import Page, with_deletions
 from connectors.crm import CrmOptions
 from connectors.http import (
     HttpClient,
@@ -164,7 +169,8 @@ class HubSpotStream(HttpStream):
 
     Cursor: `{"after", "started"}` during the full sync; `{"since", "skip"}` (epoch ms, ids
     already stored at that millisecond) for search, plus `after`, `high`, `high_ids` only while
-    paging through records that all share one millisecond.
+    paging through records that all share one millisecond; and `deleted`, the cursor of the
+    stream's `ArchivedRecords`.
     """
 
     def __init__(
@@ -192,6 +198,12 @@ class HubSpotStream(HttpStream):
         self.properties = sorted(
             {f for f in fields.fields if f not in RECORD_KEYS and "." not in f} | {crm.modified}
         )
+        self.deletions = ArchivedRecords(source, client, name, page_size)
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        """Pages of records changed after `cursor`, then of ids archived since the last read
+        (`cursor["deleted"]` is the `ArchivedRecords` cursor)."""
+        return with_deletions(super().read, self.deletions, cursor)
 
     def request(self, cursor: dict) -> Request:
         if "since" not in cursor:
@@ -283,6 +295,54 @@ class HubSpotStream(HttpStream):
         request = Request("POST", path, json={"inputs": [{"id": i} for i in ids]})
         within = f"{where} ({kind} associations)"
         return self.client.fetch(request, within, f"{kind} associations", _first_associated)
+
+
+class ArchivedRecords(HttpStream):
+    """Ids of one object type's records archived (deleted, or merged into another) since the
+    last read, from the list with `archived=true`, which cannot be filtered by time.
+
+    Cursor: `{"since", "applied"}`, epoch ms and the ids (with their `archivedAt`) archived at
+    or after it already passed on; `{}` passes on every archived record. While a read pages
+    through the list, also `after`, `next_since` (when this read began, less `CLOCK_SKEW_MS`)
+    and `next_applied`. The list is not in archival order, so a record archived during a read
+    may land behind the page being read: the next read starts from when this one began to find
+    it, skipping what this one passed on.
+    """
+
+    def __init__(self, source: str, client: HttpClient, name: str, page_size: int) -> None:
+        super().__init__(source, client)
+        self.name, self.table = f"{name} (archived)", OBJECTS[name].table
+        self.path, self.page_size = f"/crm/v3/objects/{name}", page_size
+
+    def request(self, cursor: dict) -> Request:
+        params = {"limit": self.page_size, "archived": "true", "properties": "hs_object_id"}
+        if "after" in cursor:
+            params["after"] = cursor["after"]
+        return Request("GET", self.path, params=params)
+
+    def parse(self, body: Any, cursor: dict) -> Step:
+        results = body["results"]
+        if not isinstance(results, list) or not all(
+            isinstance(r, dict) and r["id"] and r["archivedAt"] for r in results
+        ):
+            raise TypeError("`results` must be a list of objects with `id` and `archivedAt`")
+        since, applied = cursor.get("since", 0), cursor.get("applied", {})
+        next_since = cursor.get("next_since", int(time.time() * 1000) - CLOCK_SKEW_MS)
+        next_applied, gone = dict(cursor.get("next_applied", {})), []
+        for record in results:
+            key, archived = str(record["id"]), _ms(record["archivedAt"])
+            if archived >= since and applied.get(key) != archived:
+                gone.append(record)
+            if archived >= next_since:
+                next_applied[key] = archived
+        after = (body.get("paging") or {}).get("next", {}).get("after")
+        if after is None:
+            return Step(gone, {"since": next_since, "applied": next_applied}, done=True)
+        paging = {"after": str(after), "next_since": next_since, "next_applied": next_applied}
+        return Step(gone, {"since": since, "applied": applied} | paging, done=False)
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        return [{"source_id": str(record["id"])} for record in records]
 
 
 def _first_associated(body: Any) -> dict[str, str]:

@@ -2,12 +2,17 @@
 
 Each stream runs `SELECT … ORDER BY SystemModstamp, Id` and follows `nextRecordsUrl` until
 `done`. The cursor is the last stored record's (`SystemModstamp`, `Id`), so the next run, or a
-rerun after a crash, asks only for what comes after it (`WHERE SystemModstamp > t OR
-(SystemModstamp = t AND Id > 'id')`) instead of reusing a query locator that may have expired.
+rerun after a crash, asks only for what comes after it (`WHERE (SystemModstamp > t OR
+(SystemModstamp = t AND Id > 'id'))`) instead of reusing a query locator that may have expired.
 
 Access tokens come from the org's token endpoint when a connected app's consumer key and
 secret are set (the refresh-token flow with a refresh token, else client credentials), renewed
 when Salesforce answers 401 `INVALID_SESSION_ID`; else one session token is used as given.
+
+After the changed records, each stream asks queryAll for its records deleted since the last
+read (`IsDeleted = true`, after a cursor of its own like the records'). A deletion is seen only
+by a sync while the record is in the Recycle Bin (15 days; less if the bin overflows or is
+emptied).
 
 Accounts are not loaded: the store's customer is a person, and loading accounts as well would
 double-count reach; a contact's segment defaults to its account's `Type` instead.
@@ -33,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from connectors.base import Page
+from connectors.base import Page, with_deletions
 from connectors.crm import CrmOptions
 from connectors.http import (
     HttpClient,
@@ -228,22 +233,24 @@ def _flat(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return row
 
 
-class SalesforceStream(HttpStream):
-    """One sObject by SOQL; records leave flattened (`Account.Type`) and mapped.
+class SoqlStream(HttpStream):
+    """One sObject's records by SOQL through the `resource` (query or queryAll) that match
+    `condition`, oldest change first.
 
     Cursor: `{"since", "after_id"}` (the last stored record's SystemModstamp and Id), plus
     `next` (the `nextRecordsUrl` to follow) while a query is being paged in this run.
     """
 
+    resource = "query"
+    condition: str | None = None
+
     def __init__(
-        self, source: str, client: HttpClient, name: str, fields: FieldMap, api_version: str
+        self, source: str, client: HttpClient, name: str, select: list[str], api_version: str
     ) -> None:
         super().__init__(source, client)
-        self.name = name
+        self.name, self.select = name, select
         self.sobject, self.table = OBJECTS[name]
-        self.path = f"/services/data/{api_version}/query"
-        self.fields = fields
-        self.select = sorted({*fields.fields, "Id", MODIFIED})
+        self.path = f"/services/data/{api_version}/{self.resource}"
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages after `cursor`; a saved `nextRecordsUrl` is not reused, as it may have expired."""
@@ -251,10 +258,13 @@ class SalesforceStream(HttpStream):
 
     def soql(self, cursor: dict) -> str:
         """The query for records after `cursor`, oldest change first."""
-        query = f"SELECT {', '.join(self.select)} FROM {self.sobject}"
+        where = [self.condition] if self.condition else []
         if "since" in cursor:
             since, after = soql_datetime(cursor["since"]), cursor["after_id"]
-            query += f" WHERE {MODIFIED} > {since} OR ({MODIFIED} = {since} AND Id > '{after}')"
+            where.append(f"({MODIFIED} > {since} OR ({MODIFIED} = {since} AND Id > '{after}'))")
+        query = f"SELECT {', '.join(self.select)} FROM {self.sobject}"
+        if where:
+            query += f" WHERE {' AND '.join(where)}"
         return f"{query} ORDER BY {MODIFIED}, Id"
 
     def request(self, cursor: dict) -> Request:
@@ -274,6 +284,38 @@ class SalesforceStream(HttpStream):
         if body["done"]:
             return Step(records, after, done=True)
         return Step(records, after | {"next": str(body["nextRecordsUrl"])}, done=False)
+
+
+class DeletedRecords(SoqlStream):
+    """Ids of one sObject's records deleted (or merged into another) after the cursor: those in
+    the Recycle Bin, which only queryAll reads; deleting a record sets its SystemModstamp."""
+
+    resource = "queryAll"
+    condition = "IsDeleted = true"
+
+    def __init__(self, source: str, client: HttpClient, name: str, api_version: str) -> None:
+        super().__init__(source, client, name, ["Id", MODIFIED], api_version)
+        self.name = f"{name} (deleted)"
+
+    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
+        return [{"source_id": record["Id"]} for record in records]
+
+
+class SalesforceStream(SoqlStream):
+    """One sObject's records, flattened (`Account.Type`) and mapped, then the ids of those
+    deleted since the last read; its cursor's `deleted` is the `DeletedRecords` cursor."""
+
+    def __init__(
+        self, source: str, client: HttpClient, name: str, fields: FieldMap, api_version: str
+    ) -> None:
+        super().__init__(
+            source, client, name, sorted({*fields.fields, "Id", MODIFIED}), api_version
+        )
+        self.fields = fields
+        self.deletions = DeletedRecords(source, client, name, api_version)
+
+    def read(self, cursor: dict) -> Iterator[Page]:
+        return with_deletions(super().read, self.deletions, cursor)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
         """Without `attributes`, relationship fields flattened (`Account.Type`), then mapped."""

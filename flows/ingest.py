@@ -88,11 +88,17 @@ def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> in
         stream.table,
         f"{written:,}",
         time.monotonic() - started,
-        before or "start",
-        read_cursor(engine, source, stream.name),
+        _shown(before) if before else "start",
+        _shown(read_cursor(engine, source, stream.name)),
         "; stopped early, the flow run is ending" if stoppable.stopped else "",
     )
     return written
+
+
+def _shown(cursor: dict, chars: int = 160) -> str:
+    """A cursor for the log, cut short (a deletions cursor can list many ids)."""
+    text = str(cursor)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
 @flow(name="ingest", flow_run_name="ingest {config_path}")

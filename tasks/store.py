@@ -400,17 +400,27 @@ def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
 
 
 def load_page(
-    engine: Engine, model: type[Record], rows: pd.DataFrame, source: str, stream: str, cursor: dict
-) -> int:
-    """Upsert one page of canonical rows and the stream's cursor in one transaction."""
+    engine: Engine,
+    model: type[Record],
+    rows: pd.DataFrame,
+    source: str,
+    stream: str,
+    cursor: dict,
+    deleted: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Rows written and rows removed: one page of canonical rows upserted, the source's rows
+    with a `source_id` in `deleted` removed after them, and the stream's cursor saved, in one
+    transaction. Deleting an id that is not stored does nothing."""
     rows = rows.assign(source=source)
+    gone = pd.DataFrame({"source": source, "source_id": list(deleted)}, dtype=object)
     state = pd.DataFrame(
         [{"source": source, "stream": stream, "cursor": cursor, "updated_at": now_utc()}]
     )
     with engine.begin() as conn:
         written = upsert(conn, model, rows, ("source", "source_id"))
+        removed = delete(conn, model, gone)
         upsert(conn, SyncState, state, ("source", "stream"))
-    return written
+    return written, removed
 
 
 def read_cursor(engine: Engine, source: str, stream: str) -> dict:
@@ -435,19 +445,23 @@ def save_rows(
 
 
 def delete_rows(engine: Engine, model: type[SQLModel], rows: pd.DataFrame) -> int:
-    """Delete the rows of `model`'s table matching each row of `rows` on all its columns, in
-    one transaction; returns the rows of `rows`."""
+    """Rows deleted: those of `model`'s table matching a row of `rows` on all its columns, in
+    one transaction."""
+    with engine.begin() as conn:
+        return delete(conn, model, rows)
+
+
+def delete(conn: Connection, model: type[SQLModel], rows: pd.DataFrame) -> int:
+    """Rows deleted from `model`'s table: those matching a row of `rows` on all its columns."""
     if rows.empty:
         return 0
-    table, quote = model.__table__.name, engine.dialect.identifier_preparer.quote
-    marker = _marker(engine.dialect)
-    match = " AND ".join(f"{quote(c)} = {marker}" for c in rows.columns)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"DELETE FROM {quote(table)} WHERE {match}",
-            list(rows.itertuples(index=False, name=None)),
-        )
-    return len(rows)
+    table, quote = model.__table__.name, conn.dialect.identifier_preparer.quote
+    match = " AND ".join(f"{quote(c)} = {_marker(conn.dialect)}" for c in rows.columns)
+    result = conn.exec_driver_sql(
+        f"DELETE FROM {quote(table)} WHERE {match}",
+        list(rows.itertuples(index=False, name=None)),
+    )
+    return result.rowcount
 
 
 def timestamp_columns(model: type[SQLModel]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,20 +14,32 @@ from tasks.errors import CxloopError
 from tasks.mapping import to_canonical
 from tasks.store import INGESTED, load_page, read_cursor
 
+log = logging.getLogger(__name__)
+
 
 def sync_stream(engine: Engine, source: str, stream: Stream) -> int:
-    """Records written; each page's rows and the cursor after them commit in one transaction.
+    """Records written; each page's rows, the removal of the rows it says were deleted at the
+    vendor, and the cursor after them commit in one transaction.
 
     A page without records still saves its cursor (e.g. a search window that only held
-    records already stored).
+    records already stored). How many rows deletions removed is logged.
     """
-    written = 0
+    written = listed = removed = 0
+    model = INGESTED[stream.table]
     for page in stream.read(read_cursor(engine, source, stream.name)):
         where = f"source {source}, stream {stream.name}, page {page.number}"
         rows = pd.DataFrame()
         if len(page.records):
             rows = to_canonical(stream.table, page.records, where)
-        written += load_page(engine, INGESTED[stream.table], rows, source, stream.name, page.cursor)
+        added, gone = load_page(engine, model, rows, source, stream.name, page.cursor, page.deleted)
+        written += added
+        removed += gone
+        listed += len(page.deleted)
+    if listed:
+        log.info(
+            "source %s, stream %s: %d records deleted at the vendor, %d rows removed from %s",
+            source, stream.name, listed, removed, stream.table,
+        )  # fmt: skip
     return written
 
 

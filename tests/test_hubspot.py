@@ -69,7 +69,8 @@ def assert_store_equals_source(engine: Engine, fake: FakeHubSpot) -> None:
 
 
 def requests_to(fake: FakeHubSpot, path_part: str) -> list[tuple[str, str, Any]]:
-    return [r for r in fake.requests if path_part in r[1]]
+    """Requests to `path_part`, leaving out the reads of the archived list."""
+    return [r for r in fake.requests if path_part in r[1] and r[2].get("archived") != "true"]
 
 
 def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) -> None:
@@ -286,6 +287,112 @@ def test_crash_mid_pagination_then_rerun_leaves_no_gap_and_no_duplicate(
     assert requests_to(fake, "/objects/tickets")[0][2]["after"] == "101"
     assert_store_equals_source(engine, fake)
     assert sync(engine, fake)["tickets"] == 0
+
+
+def archived_reads(fake: FakeHubSpot, kind: str) -> list[dict[str, str]]:
+    """Query parameters of the reads of `kind`'s archived list."""
+    return [
+        r[2]
+        for r in fake.requests
+        if r[1] == f"/crm/v3/objects/{kind}" and r[2].get("archived") == "true"
+    ]
+
+
+class ArchivesWhileListing:
+    """`stream`, calling `archive` once its first page of deletions has been handed over."""
+
+    def __init__(self, stream: Any, archive: Any) -> None:
+        self.stream, self.archive = stream, archive
+        self.name, self.table = stream.name, stream.table
+
+    def read(self, cursor: dict) -> Iterator[Any]:
+        archived = False
+        for page in self.stream.read(cursor):
+            yield page
+            if page.deleted and not archived:
+                self.archive()
+                archived = True
+
+
+def test_records_archived_at_hubspot_leave_the_store_and_nothing_else(
+    store_url: str, fake, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="tasks.sync")
+    engine = store.open_store(store_url)
+    sync(engine, fake)
+    fake.archive("contacts", ["3", "120"])
+    fake.archive("deals", ["5"])
+    fake.archive("tickets", ["7", "8", "230"])
+
+    assert sync(engine, fake) == {"contacts": 0, "deals": 0, "tickets": 0}
+    assert_store_equals_source(engine, fake)
+    assert "stream contacts: 2 records deleted at the vendor, 2 rows removed from customer" in (
+        caplog.text
+    )
+    assert "stream tickets: 3 records deleted at the vendor, 3 rows removed" in caplog.text
+    assert "3" in set(stored(engine, "tickets")["customer_id"])  # kept, now without a customer
+    caplog.clear()
+    fake.requests.clear()
+
+    assert sync(engine, fake) == {"contacts": 0, "deals": 0, "tickets": 0}
+    assert "deleted at the vendor" not in caplog.text  # nothing passed on twice
+    assert [len(archived_reads(fake, kind)) for kind in SIZES] == [1, 1, 1]
+    assert_store_equals_source(engine, fake)
+
+
+def test_crash_between_pages_of_the_archived_list_removes_each_row_once(
+    store_url: str, fake, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="tasks.sync")
+    engine = store.open_store(store_url)
+    sync(engine, fake, objects=["contacts"])
+    gone = [str(n) for n in range(1, 251) if n % 5]  # 200: two pages of the archived list
+    fake.archive("contacts", gone)
+    fake.fault(Fault("/objects/contacts", 500, skip=2, times=99))  # after search and page 1
+    with pytest.raises(SourceError, match=r"stream contacts \(archived\), page 2"):
+        sync(engine, fake, objects=["contacts"], max_retries=1)
+
+    applied = store.read_cursor(engine, "crm", "contacts")["deleted"]
+    assert set(applied["next_applied"]) == set(gone[:100])
+    assert set(stored(engine, "contacts").index) == set(fake.objects["contacts"]) | set(gone[100:])
+    fake.faults.clear()
+    fake.requests.clear()
+
+    assert sync(engine, fake, objects=["contacts"]) == {"contacts": 0}
+    assert [r.get("after") for r in archived_reads(fake, "contacts")] == [applied["after"]]
+    assert "100 records deleted at the vendor, 100 rows removed" in caplog.text
+    assert set(stored(engine, "contacts").index) == set(fake.objects["contacts"])
+    assert set(store.read_cursor(engine, "crm", "contacts")["deleted"]["applied"]) == set(gone)
+    caplog.clear()
+    sync(engine, fake, objects=["contacts"])
+    assert "deleted at the vendor" not in caplog.text
+
+
+def test_a_record_archived_behind_the_page_being_listed_leaves_at_the_next_sync(
+    sqlite_url: str, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="tasks.sync")
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    fake = FakeHubSpot(TOKEN)
+    fake.seed(contacts=10, deals=0, tickets=0)
+    options = {"objects": ["contacts"], "page_size": 2}
+    with fake.running():
+        engine = store.open_store(sqlite_url)
+        sync(engine, fake, **options)
+        fake.archive("contacts", ["2", "4", "6"])
+        (stream,) = crm(fake, **options).streams()
+
+        def archive_around_the_next_page() -> None:
+            fake.archive("contacts", ["1"])  # behind the page listed next
+            fake.archive("contacts", ["9"])  # on it, archived later
+
+        sync_stream(engine, "crm", ArchivesWhileListing(stream, archive_around_the_next_page))
+        assert set(stored(engine, "contacts").index) == {"1", "3", "5", "7", "8", "10"}
+        caplog.clear()
+
+        sync(engine, fake, **options)
+    assert set(stored(engine, "contacts").index) == {"3", "5", "7", "8", "10"}
+    assert "1 records deleted at the vendor, 1 rows removed" in caplog.text
 
 
 def test_bad_token_fails_at_once_naming_hubspot_token_and_the_scope(

@@ -39,6 +39,7 @@ SOBJECTS = {"contacts": "Contact", "cases": "Case", "opportunities": "Opportunit
 TABLES = {"contacts": store.Customer, "cases": store.Ticket, "opportunities": store.Order}
 FAST = {"backoff_base": 0.01, "max_wait": 5.0, "timeout": 2.0, "rate_limit": [1000, 1]}
 QUERY = "/services/data/v62.0/query"
+QUERY_ALL = "/services/data/v62.0/queryAll"
 OAUTH_ENV = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REFRESH_TOKEN")
 
 
@@ -79,22 +80,37 @@ def stored(engine: Engine, stream: str) -> pd.DataFrame:
     return store.read_frame(engine, TABLES[stream]).set_index("source_id").sort_index()
 
 
+def live(fake: FakeSalesforce, sobject: str) -> dict[str, dict[str, Any]]:
+    """The org's records of `sobject` that are not in the Recycle Bin."""
+    return {k: r for k, r in fake.records[sobject].items() if not r.get("IsDeleted")}
+
+
 def assert_store_equals_source(engine: Engine, fake: FakeSalesforce) -> None:
     for stream, model in TABLES.items():
         rows = store.read_frame(engine, model)
         assert rows["source_id"].is_unique, stream
-        assert set(rows["source_id"]) == set(fake.records[SOBJECTS[stream]]), stream
+        assert set(rows["source_id"]) == set(live(fake, SOBJECTS[stream])), stream
     cases = stored(engine, "cases")
-    for key, record in fake.records["Case"].items():
+    for key, record in live(fake, "Case").items():
         assert cases.loc[key, "text"] == record["Description"]
 
 
 def queries(fake: FakeSalesforce) -> list[str]:
-    return [soql for _, soql in fake.requests if soql]
+    """The SOQL of the record reads, leaving out the reads of deleted records."""
+    return [soql for path, soql in fake.requests if soql and path == QUERY]
+
+
+def deletion_queries(fake: FakeSalesforce) -> list[str]:
+    """The SOQL of the reads of deleted records."""
+    return [soql for path, soql in fake.requests if soql and path == QUERY_ALL]
 
 
 def case_id(n: int) -> str:
     return f"500{n:012d}AAA"
+
+
+def contact_id(n: int) -> str:
+    return f"003{n:012d}AAA"
 
 
 def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) -> None:
@@ -126,6 +142,7 @@ def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) 
     assert store.read_cursor(engine, "sf", "cases") == {
         "since": fake.records["Case"][case_id(230)]["SystemModstamp"],
         "after_id": case_id(230),
+        "deleted": {},  # no record in the Recycle Bin yet
     }
 
 
@@ -140,7 +157,7 @@ def test_second_sync_fetches_only_changed_records(store_url: str, fake) -> None:
     assert sync(engine) == {"contacts": 1, "cases": 4, "opportunities": 0}
     last = fake.records["Case"][case_id(230)]["SystemModstamp"][:19]
     assert (
-        f"WHERE SystemModstamp > {last}Z OR (SystemModstamp = {last}Z AND Id > '"
+        f"WHERE (SystemModstamp > {last}Z OR (SystemModstamp = {last}Z AND Id > '"
         in (queries(fake)[1])
     )
     cases = stored(engine, "cases")
@@ -163,7 +180,7 @@ def test_429_and_503_are_retried_honouring_retry_after(
     elapsed = time.monotonic() - started
 
     assert (elapsed >= 0.95) == bool(retry_after)
-    assert len(fake.requests) == 3
+    assert len(fake.requests) == 3 + 1  # and the read of deleted records
 
 
 def test_api_usage_near_the_limit_slows_requests_and_is_logged(
@@ -194,7 +211,7 @@ def test_concurrent_request_limit_403_is_retried_like_a_429(
     assert_store_equals_source(engine, fake)
     pages = [path for path, _ in fake.requests if path.startswith(f"{QUERY}/")]
     assert pages[1] == pages[2] and pages[1].endswith("-200")  # the refused page, asked again
-    assert len(fake.requests) == 8 + 1
+    assert len(fake.requests) == 8 + 3 + 1  # pages, reads of deleted records, the retry
     assert f"HTTP 403: REQUEST_LIMIT_EXCEEDED: {message}" in caplog.text
     assert "retry 1/5" in caplog.text
 
@@ -272,7 +289,7 @@ def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) ->
     engine = store.open_store(store_url)
 
     assert sync(engine) == SIZES
-    assert len(fake.requests) == 8 + 5
+    assert len(fake.requests) == 8 + 3 + 5  # pages, reads of deleted records, retries
     assert_store_equals_source(engine, fake)
 
 
@@ -294,7 +311,7 @@ def test_slow_response_times_out_and_is_retried(sqlite_url: str, fake) -> None:
     engine = store.open_store(sqlite_url)
     assert sync(engine, objects=["contacts"], timeout=0.3) == {"contacts": 250}
     paths = [path.rsplit("-", 1)[-1] for path, _ in fake.requests]
-    assert paths == [QUERY, "100", "100", "200"]
+    assert paths == [QUERY, "100", "100", "200", QUERY_ALL]
 
 
 def test_timeouts_that_outlast_the_retries_fail_naming_the_page(sqlite_url: str, fake) -> None:
@@ -343,6 +360,63 @@ def test_crash_mid_pagination_then_rerun_leaves_no_gap_and_no_duplicate(
     assert sync(engine) == {"contacts": 0, "cases": 0, "opportunities": 0}
 
 
+def test_records_deleted_in_salesforce_leave_the_store_and_nothing_else(
+    store_url: str, fake, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="tasks.sync")
+    engine = store.open_store(store_url)
+    sync(engine)
+    fake.delete("Contact", [contact_id(3), contact_id(120)])
+    fake.delete("Case", [case_id(7), case_id(8), case_id(230)])
+    fake.delete("Opportunity", [f"006{5:012d}AAA"])
+
+    assert sync(engine) == {"contacts": 0, "cases": 0, "opportunities": 0}
+    assert_store_equals_source(engine, fake)
+    assert "stream contacts: 2 records deleted at the vendor, 2 rows removed from customer" in (
+        caplog.text
+    )
+    assert "stream cases: 3 records deleted at the vendor, 3 rows removed" in caplog.text
+    assert contact_id(3) in set(stored(engine, "cases")["customer_id"])  # kept, unmatched
+    caplog.clear()
+    fake.requests.clear()
+
+    assert sync(engine) == {"contacts": 0, "cases": 0, "opportunities": 0}
+    assert "deleted at the vendor" not in caplog.text  # nothing passed on twice
+    assert "IsDeleted = true AND (SystemModstamp > " in deletion_queries(fake)[0]
+    assert f"AND Id > '{contact_id(120)}'))" in deletion_queries(fake)[0]
+    assert_store_equals_source(engine, fake)
+
+
+def test_crash_between_pages_of_deleted_records_removes_each_row_once(
+    store_url: str, fake, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="tasks.sync")
+    engine = store.open_store(store_url)
+    sync(engine, objects=["contacts"])
+    gone = [contact_id(n) for n in range(1, 251) if n % 5]  # 200: two batches of 100
+    fake.delete("Contact", gone)
+    binned = sorted(gone, key=lambda key: (fake.records["Contact"][key]["SystemModstamp"], key))
+    fake.fault(Fault(f"{QUERY}/", 500, times=99))  # the second batch of queryAll
+    with pytest.raises(SourceError, match=r"stream contacts \(deleted\), page 2"):
+        sync(engine, objects=["contacts"], max_retries=1)
+
+    applied = store.read_cursor(engine, "sf", "contacts")["deleted"]
+    assert applied["after_id"] == binned[99]
+    assert set(stored(engine, "contacts").index) == set(live(fake, "Contact")) | set(binned[100:])
+    fake.faults.clear()
+    fake.expire_locators()
+    fake.requests.clear()
+
+    assert sync(engine, objects=["contacts"]) == {"contacts": 0}
+    assert f"AND Id > '{binned[99]}'))" in deletion_queries(fake)[0]
+    assert "100 records deleted at the vendor, 100 rows removed" in caplog.text
+    assert set(stored(engine, "contacts").index) == set(live(fake, "Contact"))
+    assert store.read_cursor(engine, "sf", "contacts")["deleted"]["after_id"] == binned[-1]
+    caplog.clear()
+    sync(engine, objects=["contacts"])
+    assert "deleted at the vendor" not in caplog.text
+
+
 def test_bad_token_fails_at_once_naming_salesforce_token(
     sqlite_url: str, fake, monkeypatch
 ) -> None:
@@ -385,14 +459,15 @@ def test_expired_sessions_are_renewed_mid_sync_without_gap_or_duplicate(
 
     assert sync_source(engine, source) == SIZES
     assert_store_equals_source(engine, fake)
-    # 8 pages: sessions answer pages 1-3, 4-6 and 7-8; pages 4 and 7 are refused once each
-    assert len(fake.token_requests) == 3 and len(fake.requests) == 8 + 2
-    assert [r["grant_type"] for r in fake.token_requests] == [flow] * 3
+    # 8 pages and 3 reads of deleted records: sessions answer requests 1-3, 4-6, 7-9 and
+    # 10-11; requests 4, 7 and 10 are refused once each
+    assert len(fake.token_requests) == 4 and len(fake.requests) == 11 + 3
+    assert [r["grant_type"] for r in fake.token_requests] == [flow] * 4
     assert {r.get("refresh_token") for r in fake.token_requests} == {
         REFRESH_TOKEN if flow == "refresh_token" else None
     }
     issued = " ".join(fake.issued)
-    assert source.streams()[0].client.auth.redact(issued) == " ".join(["***"] * 3)
+    assert source.streams()[0].client.auth.redact(issued) == " ".join(["***"] * 4)
 
 
 def test_streams_on_threads_share_one_session(fake, monkeypatch) -> None:
@@ -455,7 +530,7 @@ def test_token_endpoint_5xx_is_retried_like_the_api(
     engine = store.open_store(sqlite_url)
     assert sync(engine, objects=["opportunities"]) == {"opportunities": 120}
     assert "HTTP 503: UNKNOWN_EXCEPTION" in caplog.text and "retry 2/5" in caplog.text
-    assert len(fake.token_requests) == 1 and len(fake.requests) == 2
+    assert len(fake.token_requests) == 1 and len(fake.requests) == 2 + 1
 
 
 def test_token_never_appears_in_logs_or_errors(sqlite_url: str, fake, caplog) -> None:

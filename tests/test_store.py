@@ -60,6 +60,24 @@ def test_failed_page_commits_neither_records_nor_cursor(store_url: str) -> None:
     assert store.read_cursor(engine, "crm", "tickets") == {"page": 1}
 
 
+def test_deleted_ids_leave_with_their_page_and_cursor_or_not_at_all(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    store.load_page(engine, store.Ticket, _tickets(["T1", "T2"]), "crm", "tickets", {"page": 1})
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "web", "tickets", {})
+    broken = _tickets(["T3"]).assign(created_at=[None])
+    with pytest.raises(Exception, match=r"(?i)null"):
+        store.load_page(engine, store.Ticket, broken, "crm", "tickets", {"page": 2}, ["T1"])
+    assert store.row_counts(engine)["ticket"] == 3
+    assert store.read_cursor(engine, "crm", "tickets") == {"page": 1}
+
+    page = _tickets(["T3"]), "crm", "tickets", {"page": 2}, ["T1", "T9"]  # T9 was never stored
+    assert store.load_page(engine, store.Ticket, *page) == (1, 1)
+    assert store.load_page(engine, store.Ticket, *page) == (1, 0)  # a rerun removes nothing more
+    rows = store.read_frame(engine, store.Ticket, ["source", "source_id"])
+    assert sorted(map(tuple, rows.values)) == [("crm", "T2"), ("crm", "T3"), ("web", "T1")]
+    assert store.read_cursor(engine, "crm", "tickets") == {"page": 2}
+
+
 @dataclass
 class CrashingStream:
     """A stream that dies after `budget[0]` pages in total, like a process killed mid-sync."""

@@ -3,7 +3,9 @@
 It keeps contacts, deals and tickets in memory with HubSpot's shapes (string property values,
 ISO timestamps, `paging.next.after`), enforces a configurable search cap (HubSpot's is 10,000)
 and answers scripted faults: 429 with or without `Retry-After`, 5xx bursts, slow responses,
-malformed JSON. Records can be changed between syncs to exercise incremental sync.
+malformed JSON. Records can be changed between syncs to exercise incremental sync, and
+archived: search and the list leave them out, the list with `archived=true` gives them with
+`archivedAt`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Record:
     created: int
     modified: int
     contacts: list[str] = field(default_factory=list)
+    archived: int | None = None
 
 
 class FakeHubSpot(LoopbackServer):
@@ -56,8 +59,9 @@ class FakeHubSpot(LoopbackServer):
         self.search_cap = search_cap
         self.interval_ms = interval_ms
         self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
+        self.archived: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
         self.requests: list[tuple[str, str, Any]] = []
-        self._order: dict[str, tuple[list[int], list[Record]]] = {}
+        self._order: dict[tuple[str, bool], tuple[list[int], list[Record]]] = {}
         self._clock = ms(datetime.now(UTC))
 
     # --- data -------------------------------------------------------------------------------
@@ -70,7 +74,7 @@ class FakeHubSpot(LoopbackServer):
         contacts: Iterable[str] = (),
     ) -> str:
         """A new record created and last modified at `at`; returns its id."""
-        key = str(len(self.objects[kind]) + 1)
+        key = str(len(self.objects[kind]) + len(self.archived[kind]) + 1)
         self.objects[kind][key] = Record(key, dict(properties), ms(at), ms(at), list(contacts))
         return key
 
@@ -82,6 +86,17 @@ class FakeHubSpot(LoopbackServer):
                 record = self.objects[kind][key]
                 record.properties.update(properties)
                 record.modified = self._clock
+        return self._clock
+
+    def archive(self, kind: str, ids: Iterable[str]) -> int:
+        """Moves records `ids` to the archived list, archived now at the same millisecond."""
+        with self._lock:
+            self._clock = max(ms(datetime.now(UTC)), self._clock + 1)
+            for key in ids:
+                record = self.objects[kind].pop(key)
+                record.archived = self._clock
+                self.archived[kind][key] = record
+            self._order.clear()
         return self._clock
 
     def seed(self, contacts: int, deals: int, tickets: int) -> None:
@@ -138,8 +153,10 @@ class FakeHubSpot(LoopbackServer):
             "properties": {name: values.get(name) for name in sorted(wanted)},
             "createdAt": iso(record.created),
             "updatedAt": iso(record.modified),
-            "archived": False,
+            "archived": record.archived is not None,
         }
+        if record.archived is not None:
+            out["archivedAt"] = iso(record.archived)
         if associations and record.contacts:
             kind_to = f"{SINGULAR[kind]}_to_contact"
             out["associations"] = {
@@ -177,20 +194,21 @@ class FakeHubSpot(LoopbackServer):
             return self._associations(segments[3], segments[4], body)
         return self._error(404, f"No route for {method} {parts.path}", "OBJECT_NOT_FOUND")
 
-    def by_id(self, kind: str) -> tuple[list[int], list[Record]]:
-        """Records of `kind` in id order (cached until records are added), for paging."""
-        records = self.objects[kind]
-        cached = self._order.get(kind)
+    def by_id(self, kind: str, archived: bool = False) -> tuple[list[int], list[Record]]:
+        """Live (or archived) records of `kind` in id order (cached until records are added or
+        archived), for paging."""
+        records = (self.archived if archived else self.objects)[kind]
+        cached = self._order.get((kind, archived))
         if cached is None or len(cached[0]) != len(records):
             ordered = sorted(records.values(), key=lambda r: int(r.id))
-            self._order[kind] = ([int(r.id) for r in ordered], ordered)
-        return self._order[kind]
+            self._order[kind, archived] = ([int(r.id) for r in ordered], ordered)
+        return self._order[kind, archived]
 
     def _list(self, kind: str, query: dict[str, str]) -> Answer:
         limit = int(query.get("limit", 10))
         if limit > 100:
             return self._error(400, "limit must be at most 100", "VALIDATION_ERROR")
-        ids, ordered = self.by_id(kind)
+        ids, ordered = self.by_id(kind, query.get("archived") == "true")
         start = bisect_left(ids, int(query.get("after", 0)))
         page, rest = ordered[start : start + limit], ordered[start + limit : start + limit + 1]
         properties = query.get("properties", "").split(",")

@@ -1,12 +1,14 @@
-"""A fake Salesforce org on 127.0.0.1: the REST `query` resource with `nextRecordsUrl` paging,
-`Sforce-Limit-Info` on every answer, and Salesforce's JSON-array errors.
+"""A fake Salesforce org on 127.0.0.1: the REST `query` and `queryAll` resources with
+`nextRecordsUrl` paging, `Sforce-Limit-Info` on every answer, and Salesforce's JSON-array errors.
 
-It understands the SOQL the connector writes (`SELECT fields FROM sObject [WHERE
-SystemModstamp > t OR (SystemModstamp = t AND Id > 'id')] ORDER BY SystemModstamp, Id`) and
-answers anything else with `MALFORMED_QUERY`. Query locators hold a snapshot of the result and
-can be expired (`INVALID_QUERY_LOCATOR`). Once `api_used` passes `api_max` every request gets
-403 `REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.`. Scripted faults as in the other
-fakes; `refuse` scripts Salesforce's own errors (the concurrent-request limit, missing access).
+It understands the SOQL the connector writes (`SELECT fields FROM sObject [WHERE [IsDeleted =
+true AND] (SystemModstamp > t OR (SystemModstamp = t AND Id > 'id'))] ORDER BY SystemModstamp,
+Id`, the keyset condition optional after `IsDeleted = true`) and answers anything else with
+`MALFORMED_QUERY`. Deleted records (`delete`) are in the Recycle Bin: only queryAll sees them.
+Query locators hold a snapshot of the result and can be expired (`INVALID_QUERY_LOCATOR`). Once
+`api_used` passes `api_max` every request gets 403 `REQUEST_LIMIT_EXCEEDED: TotalRequests Limit
+exceeded.`. Scripted faults as in the other fakes; `refuse` scripts Salesforce's own errors (the
+concurrent-request limit, missing access).
 
 `POST /services/oauth2/token` issues access tokens to the connected app `CLIENT_ID` /
 `CLIENT_SECRET`, by the refresh-token flow (`REFRESH_TOKEN`) or client credentials, with
@@ -34,10 +36,14 @@ CLIENT_SECRET = "F4KE5ECRET0123456789ABCDEF"
 REFRESH_TOKEN = "5Aep861fakeRefreshToken.cxloop"
 TOKEN_PATH = "/services/oauth2/token"
 PREFIX = {"Contact": "003", "Case": "500", "Opportunity": "006", "Account": "001"}
+KEYSET = (
+    r"\(SystemModstamp > (?P<since>[\dT:\-]+Z) OR \(SystemModstamp = (?P=since) "
+    r"AND Id > '(?P<after>\w+)'\)\)"
+)
 SOQL = re.compile(
-    r"SELECT (?P<fields>[\w., ]+) FROM (?P<sobject>\w+)"
-    r"(?: WHERE SystemModstamp > (?P<since>[\dT:\-]+Z) OR \(SystemModstamp = (?P=since) "
-    r"AND Id > '(?P<after>\w+)'\))? ORDER BY SystemModstamp, Id"
+    r"SELECT (?P<fields>[\w., ]+) FROM (?P<sobject>\w+)(?: WHERE (?=[I(])"
+    r"(?P<deleted>IsDeleted = true)?(?(deleted)(?: AND (?=\()|(?= ORDER)))"
+    rf"(?:{KEYSET})?)? ORDER BY SystemModstamp, Id"
 )
 
 
@@ -82,6 +88,10 @@ class FakeSalesforce(LoopbackServer):
         with self._lock:
             for key in ids:
                 self.records[sobject][key].update(fields, SystemModstamp=stamp(datetime.now(UTC)))
+
+    def delete(self, sobject: str, ids: Iterable[str]) -> None:
+        """Moves records `ids` to the Recycle Bin (`IsDeleted`), modified now."""
+        self.change(sobject, ids, IsDeleted=True)
 
     def expire_locators(self) -> None:
         with self._lock:
@@ -170,8 +180,8 @@ class FakeSalesforce(LoopbackServer):
         if self.api_used > self.api_max:
             return self._error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         query = f"/services/data/{self.version}/query"
-        if method == "GET" and parts.path == query and soql:
-            return self._query(soql)
+        if method == "GET" and parts.path in (query, f"{query}All") and soql:
+            return self._query(soql, deleted=parts.path.endswith("All"))
         if method == "GET" and parts.path.startswith(f"{query}/"):
             return self._more(parts.path.rsplit("/", 1)[1])
         return self._error(404, "NOT_FOUND", "The requested resource does not exist")
@@ -216,7 +226,9 @@ class FakeSalesforce(LoopbackServer):
     def _oauth_error(self, error: str, description: str) -> Answer:
         return 400, {}, json.dumps({"error": error, "error_description": description})
 
-    def _query(self, soql: str) -> Answer:
+    def _query(self, soql: str, deleted: bool) -> Answer:
+        """The first batch of `soql`'s result; with `deleted` (queryAll), of the Recycle Bin too.
+        Its `nextRecordsUrl` is under `query` for both, as Salesforce's is."""
         parsed = SOQL.fullmatch(soql)
         if not parsed or parsed["sobject"] not in self.records:
             return self._error(400, "MALFORMED_QUERY", f"unexpected token: '{soql[:40]}'")
@@ -228,9 +240,11 @@ class FakeSalesforce(LoopbackServer):
                 "INVALID_FIELD",
                 f"No such column '{unknown[0]}' on entity '{parsed['sobject']}'.",
             )
-        rows = sorted(
-            self.records[parsed["sobject"]].values(), key=lambda r: (r["SystemModstamp"], r["Id"])
-        )
+        records = self.records[parsed["sobject"]].values()
+        rows = [r for r in records if deleted or not r.get("IsDeleted")]
+        if parsed["deleted"]:
+            rows = [r for r in rows if r.get("IsDeleted")]
+        rows.sort(key=lambda r: (r["SystemModstamp"], r["Id"]))
         if parsed["since"]:
             since = parsed["since"].replace("Z", ".000+0000")
             rows = [r for r in rows if (r["SystemModstamp"], r["Id"]) > (since, parsed["after"])]
