@@ -95,7 +95,7 @@ class OAuthRefresh(httpx.Auth):
 
     requires_response_body = True
 
-    def __init__(self, source: str, client: OAuthClient, fix: str):
+    def __init__(self, source: str, client: OAuthClient, fix: str) -> None:
         self.source = source
         self.client = client
         self.fix = fix
@@ -139,6 +139,10 @@ class OAuthRefresh(httpx.Auth):
                 extensions={"timeout": request.extensions.get("timeout", {})},
             )
             if response.status_code in RETRYABLE:
+                log.warning(
+                    f"sources.{self.source}: the OAuth token endpoint {self.client.token_url} "
+                    f"answered HTTP {response.status_code}; retried like the API"
+                )
                 return None
             self._token, self._renew_at = self._issue(response)
             return self._token
@@ -148,19 +152,31 @@ class OAuthRefresh(httpx.Auth):
         `ConfigError` with the endpoint's `error: error_description` when it holds none."""
         body = json_body(response)
         body = body if isinstance(body, dict) else {}
-        token, life = body.get("access_token"), body.get("expires_in", math.inf)
-        usable = isinstance(token, str) and token and isinstance(life, int | float) and life > 0
-        if response.is_success and usable:
+        token = body.get("access_token")
+        if response.is_success and isinstance(token, str) and token:
             self._issued.append(token)
+            life = _seconds(body.get("expires_in"))
             return token, time.monotonic() + life - min(RENEW_BEFORE, life / 2)
         named = [str(body[key]) for key in ("error", "error_description") if key in body]
-        problem = ": ".join(named) or body_text(response)
+        # A successful answer without a token is not echoed: it may hold other secrets.
+        shown = "no access_token in the answer" if response.is_success else body_text(response)
+        problem = ": ".join(named) or shown
         raise ConfigError(
             self.redact(
                 f"sources.{self.source}: the OAuth token endpoint {self.client.token_url} "
                 f"issued no access token (HTTP {response.status_code}: {problem}). {self.fix}"
             )
         )
+
+
+def _seconds(expires_in: Any) -> float:
+    """A token's `expires_in` as seconds; forever when absent or not a positive number (some
+    endpoints send it as a string)."""
+    try:
+        life = float(expires_in)
+    except (TypeError, ValueError):
+        return math.inf
+    return life if life > 0 else math.inf
 
 
 class RateLimiter:

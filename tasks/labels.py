@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from tasks.errors import ConfigError
+
 TEMPLATES = Path(__file__).resolve().parents[1] / "reports" / "templates"
 
 
@@ -42,40 +44,42 @@ def topic_name(topic: str, t: Mapping[str, Any]) -> str:
 
 
 def pain_title(kind: str, key: str, evidence: Mapping[str, Any], t: Mapping[str, Any]) -> str:
-    """The name of the pain point `key` of `kind` (see `tasks.pain_points`) in `t`'s language."""
-    parts = key.split(":")
+    """The name of the pain point `key` of `kind` (see `tasks.pain_points`) in `t`'s language.
+    Names in the key may hold colons themselves (a region, a funnel step, a segment)."""
     fields: dict[str, Any] = {}
     if kind == "ticket_topic":
-        fields = {"topic": topic_name(parts[1], t)}
+        fields = {"topic": topic_name(key.partition(":")[2], t)}
     elif kind == "comment_topic":
-        fields = {"topic": topic_name(parts[1], t), "segment": parts[2]}
+        _, topic, segment = key.split(":", 2)
+        fields = {"topic": topic_name(topic, t), "segment": segment}
     elif kind == "region":
-        fields = {"region": parts[1]}
+        fields = {"region": key.partition(":")[2]}
     elif kind == "peak_load":
         fields = {"hours": ", ".join(f"{hour}:00" for hour in evidence["peak_hours"])}
     elif kind == "funnel_step":
-        fields = {"step": parts[1].replace("_", " "), "device": parts[2]}
-    return _sentence(t["pain_titles"][kind].format(**fields))
+        step, _, device = key.removeprefix("funnel:").rpartition(":")
+        fields = {"step": step.replace("_", " "), "device": device}
+    return _sentence(worded(t, "pain_titles", kind, fields))
 
 
 def alert_text(kind: str, period: str, evidence: Mapping[str, Any], t: Mapping[str, Any]) -> str:
     """What the alert of `kind` raised for `period` says, from its evidence, in `t`'s language.
 
-    Raises `KeyError` when the evidence lacks a field the wording needs.
+    Raises `ConfigError` when the wording needs a field the evidence lacks.
     """
     fields = {"period": period, **evidence}
     if "metric" in evidence:
         metric = evidence["metric"]
         fields["metric"] = t["alert_metrics"].get(metric, t.get(metric, metric))
     if "cut" in evidence:
-        where = t["alert_where"][evidence["cut"] or "all"]
-        fields["where"] = where.format(group=evidence["group"])
+        where = {"group": evidence["group"]}
+        fields["where"] = worded(t, "alert_where", evidence["cut"] or "all", where)
     if "topic" in evidence:
         fields["topic"] = topic_name(evidence["topic"], t)
     if "active_share_by_month" in evidence:
         fields["month_1"], fields["month_2"], fields["month_3"] = evidence["active_share_by_month"]
-    wording = t["alert_texts"]
-    return _sentence(wording.get(kind, wording["metric_shift"]).format(**fields))
+    wording = kind if kind in t["alert_texts"] else "metric_shift"  # the metric drops share one
+    return _sentence(worded(t, "alert_texts", wording, fields))
 
 
 def reason_text(why: Mapping[str, Any], t: Mapping[str, Any]) -> str:
@@ -86,7 +90,22 @@ def reason_text(why: Mapping[str, Any], t: Mapping[str, Any]) -> str:
     if "metrics" in why:
         fields["metrics"] = ", ".join(t[metric] for metric in why["metrics"])
     fields["sequential"] = t["always_valid"] if why.get("sequential") else ""
-    return t["reasons"][why["rule"]].format(**fields)
+    return worded(t, "reasons", why["rule"], fields)
+
+
+def worded(t: Mapping[str, Any], group: str, name: str, fields: Mapping[str, Any]) -> str:
+    """The wording `t[group][name]` filled in with `fields`; `ConfigError` naming the entry and
+    the fields it may use when it does not fit them (a user's labels.yaml, or a stored row
+    from an older cxloop)."""
+    wording = t[group][name]
+    try:
+        return wording.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        usable = ", ".join("{" + field + "}" for field in sorted(fields))
+        raise ConfigError(
+            f"labels.yaml: {t['lang']}.{group}.{name} ({wording!r}) does not fit its fields "
+            f"({type(exc).__name__}: {exc}); it may use {usable}."
+        ) from None
 
 
 def _sentence(text: str) -> str:

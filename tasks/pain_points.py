@@ -148,10 +148,10 @@ def rank_pain_points(
     if not tables:
         return pd.DataFrame()
     ranked = pd.concat(tables, ignore_index=True)
-    ranked = titled(ranked, labels("en"))
     ranked = ranked.dropna(subset=["impact_ci_low", "impact_ci_high"])  # < 2 affected answered
     if ranked.empty:
         return ranked
+    ranked = titled(ranked, labels("en"))
     ranked["confidence"] = confidence(
         ranked["impact"], ranked["impact_ci_high"] - ranked["impact"], ranked["respondents"]
     )

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from tasks import charts, store
 from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
+from tasks.errors import ConfigError
 from tasks.experiments import SRM_ALPHA, observed_arms
 from tasks.hypotheses import Hypothesis
 from tasks.labels import TEMPLATES, alert_text, labels, reason_text, titled
@@ -430,12 +431,14 @@ def digest_context(
 
 
 def _alert(alert: Alert, t: Mapping[str, Any]) -> dict[str, str]:
-    """An alert's text and kind in `t`'s language."""
+    """An alert's text and kind in `t`'s language; its stored English text when an older
+    cxloop raised it, whose evidence lacks fields today's wording uses."""
+    kind = t["alert_kinds"].get(alert.kind, alert.kind)
     try:
-        title = alert_text(alert.kind, alert.period, alert.evidence, t)
-    except KeyError:  # raised by an older cxloop, whose evidence lacks today's fields
-        title = alert.message
-    return {"title": title, "kind": t["alert_kinds"].get(alert.kind, alert.kind)}
+        alert_text(alert.kind, alert.period, alert.evidence, labels("en"))
+    except ConfigError:
+        return {"title": alert.message, "kind": kind}
+    return {"title": alert_text(alert.kind, alert.period, alert.evidence, t), "kind": kind}
 
 
 def digest_summary(context: Mapping[str, Any]) -> str:
@@ -529,8 +532,7 @@ def experiment_verbatims(
     """Up to `VERBATIMS` redacted survey comments per arm, before (baseline) and after (pilot).
 
     Where the pilot targets a topic (`ticket:<topic>`, `comment:<topic>:…`), comments `taxonomy`
-    tags with it come first: how customers speak of the pain before and after. A group without
-    any shows its other comments.
+    tags with it come first, then the others: how customers speak of the pain before and after.
     """
     schedule = hypothesis.schedule
     said = responses.dropna(subset=["comment"]).merge(
@@ -550,13 +552,14 @@ def experiment_verbatims(
     )
     said = said.assign(group=said["arm"] + "|" + when)[when != ""]
     kind, _, rest = hypothesis.pain_point.partition(":")
+    on_topic = pd.Series(False, index=said.index)
     if kind in ("ticket", "comment"):
         texts = pd.Series(said["comment"].unique())
         tags = tag_topics(texts, taxonomy)
         spoken = texts[tags.loc[tags["topic"] == rest.split(":")[0], "text_index"]]
         on_topic = said["comment"].isin(spoken)
-        said = said[on_topic | ~on_topic.groupby(said["group"]).transform("any")]
-    chosen = verbatims(said, "group", VERBATIMS, text="comment")
+    said = said.assign(on_topic=on_topic)
+    chosen = verbatims(said, "group", VERBATIMS, text="comment", first="on_topic")
     found = {arm: {"before": [], "after": []} for arm in ("pilot", "control")}
     for group, rows in chosen.groupby("group"):
         arm, moment = group.split("|")

@@ -292,14 +292,17 @@ def proposed_topics(themes: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
     return proposed
 
 
-def verbatims(texts: pd.DataFrame, by: str, n: int = 3, text: str = "text") -> pd.DataFrame:
+def verbatims(
+    texts: pd.DataFrame, by: str, n: int = 3, text: str = "text", first: str | None = None
+) -> pd.DataFrame:
     """Up to `n` representative rows of `texts` per value of `by`, `text` redacted.
 
-    Adds a `sentiment` column (the score from `sentiment`). Within a group, texts of typical
-    length (word count within the group's interquartile range) come first, then the most
-    negative, then the closest to the group's median length: a pain point is best shown by an
-    ordinary complaint, not a one-word rant or an essay. Rows without `by` or `text` and
-    repeated texts are skipped; groups come out in sorted order.
+    Adds a `sentiment` column (the score from `sentiment`). Within a group, rows whose boolean
+    column `first` is true come first; then texts of typical length (word count within the
+    group's interquartile range), then the most negative, then the closest to the group's
+    median length: a pain point is best shown by an ordinary complaint, not a one-word rant or
+    an essay. Rows without `by` or `text` and repeated texts are skipped; groups come out in
+    sorted order.
     """
     present = texts[texts[by].notna() & texts[text].notna()]
     rows = present.assign(**{text: redact_pii_series(present[text].astype("string"))})
@@ -310,7 +313,8 @@ def verbatims(texts: pd.DataFrame, by: str, n: int = 3, text: str = "text") -> p
     typical = words.between(groups.transform("quantile", 0.25), groups.transform("quantile", 0.75))
     distance = (words - groups.transform("median")).abs()
     group_code = pd.factorize(rows[by], sort=True)[0]
-    order = np.lexsort((distance, rows["sentiment"], ~typical, group_code))
+    preferred = rows[first].to_numpy(bool) if first else np.zeros(len(rows), bool)
+    order = np.lexsort((distance, rows["sentiment"], ~typical, ~preferred, group_code))
     ranked = rows.iloc[order]
     return ranked[ranked.groupby(by).cumcount() < n]
 

@@ -334,7 +334,8 @@ def test_rollout_watch_flags_a_gain_that_fades_and_not_one_that_holds() -> None:
     alert = fading_alert(h, faded, pd.Period("2026-11", "M"))
     assert alert.message.startswith("Since the rollout of auto-route-tickets on 2026-11-01 only ")
     russian = alert_text(alert.kind, alert.period, alert.evidence, labels("ru"))
-    assert f"сохранилось лишь {faded.retained:.0%} эффекта пилота по Время первого" in russian
+    retained = f"сохранилось лишь {faded.retained:.0%} эффекта пилота"
+    assert f"{retained} по метрике «Время первого ответа» (сейчас " in russian
     h, data, arms = _frt_world(after_rollout_hours=3.6)
     held = rollout_watch(h, data, arms)
     assert not held.fading and held.retained == pytest.approx(1.0, abs=0.1)
@@ -364,7 +365,7 @@ def test_a_population_that_matches_nobody_is_an_error_naming_the_file(demo_data)
 
 WHY = {
     "srm": {"p": 1e-5},
-    "too_few": {"pilot": 12, "control": 9, "need": 50},
+    "too_few": {"pilot": 1200, "control": 987, "need": 1500},
     "guardrail": {"metrics": ["csat", "nps"]},
     "as_expected": {"metric": "frt_hours", "effect": "-36.6%", "low": "-47.1%", "high": "-24.0%"},
     "wrong_way": {"metric": "nps", "effect": "-4.10", "low": "-6.00", "high": "-2.20"},
@@ -378,7 +379,8 @@ def test_every_decision_rule_is_worded_with_its_numbers(rule: str, language: str
     why = {"rule": rule, "sequential": True, "p": 0.0123, "mde": "+2.50", "expected": "+3"}
     words = labels(language)
     text = reason_text(why | WHY[rule], words)
-    numbers = [str(v) for k, v in WHY[rule].items() if k not in ("metric", "metrics", "p")]
+    shown = {k: v for k, v in WHY[rule].items() if k not in ("metric", "metrics", "p")}
+    numbers = [f"{v:,}" if isinstance(v, int) else v for v in shown.values()]
     assert all(n in text for n in numbers), text
     if rule not in ("too_few", "guardrail"):
         assert f"p = {(why | WHY[rule])['p']:.2g}" in text

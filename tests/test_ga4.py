@@ -212,13 +212,39 @@ def test_token_is_renewed_before_its_expires_in_runs_out(
     sqlite_url: str, fake: FakeGA4, monkeypatch
 ) -> None:
     oauth_client(monkeypatch)
-    fake.expires_in = 1  # seconds; pages go out 0.3 s apart, so a token outlives three
+    fake.expires_in = 3  # seconds, renewed after 1.5; pages go out 0.9 s apart
     engine = store.open_store(sqlite_url)
-    traffic = source(fake, page_size=7, reports=["traffic"], rate_limit=[1, 0.3])
+    traffic = source(fake, page_size=7, reports=["traffic"], rate_limit=[1, 0.9])
 
     assert sync_source(engine, traffic) == {"traffic": 5 * PER_DAY["traffic"]}
     assert len(fake.requests) == 6  # no page was refused
     assert len(fake.token_requests) >= 2
+
+
+def test_expires_in_sent_as_a_string_is_read_as_seconds(
+    sqlite_url: str, fake: FakeGA4, httpserver: HTTPServer, monkeypatch
+) -> None:
+    oauth_client(monkeypatch)
+    answer = {"access_token": TOKEN, "expires_in": "3599", "token_type": "Bearer"}
+    httpserver.expect_oneshot_request("/token", method="POST").respond_with_json(answer)
+
+    written = sync_source(store.open_store(sqlite_url), source(fake, reports=["traffic"]))
+
+    assert written == {"traffic": 5 * PER_DAY["traffic"]} and fake.token_requests == []
+
+
+def test_a_successful_answer_without_a_token_is_refused_without_echoing_it(
+    sqlite_url: str, fake: FakeGA4, httpserver: HTTPServer, monkeypatch
+) -> None:
+    oauth_client(monkeypatch)
+    answer = {"refresh_token": "1//0gRotatedSecret", "token_type": "Bearer"}
+    httpserver.expect_oneshot_request("/token", method="POST").respond_with_json(answer)
+
+    with pytest.raises(ConfigError) as caught:
+        sync_source(store.open_store(sqlite_url), source(fake, reports=["traffic"]))
+
+    assert "(HTTP 200: no access_token in the answer)" in str(caught.value)
+    assert "1//0gRotatedSecret" not in str(caught.value)
 
 
 def test_refused_refresh_token_names_source_and_variables_never_the_secrets(

@@ -266,7 +266,10 @@ def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal
 
         started = time.monotonic()
         serving.send_signal(stop_with)
-        serving.wait(timeout=60)
+        try:
+            serving.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not stop within 60 s:\n{log.read_text()}{errors.read_text()}")
     finally:
         if serving.poll() is None:
             serving.kill()

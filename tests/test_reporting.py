@@ -9,18 +9,23 @@ import pandas as pd
 import pytest
 
 from tasks import charts, store
-from tasks.labels import labels, pain_title
+from tasks.alerts import Alert
+from tasks.errors import ConfigError
+from tasks.hypotheses import load_hypothesis
+from tasks.labels import alert_text, labels, pain_title, reason_text
 from tasks.metrics import CxData
 from tasks.reporting import (
     build_digest,
     digest_month,
     effect,
+    experiment_verbatims,
     print_pdf,
     record_report,
     render,
     write_index,
     write_report,
 )
+from tests.conftest import REPO
 from tests.test_reports_html import Demo, demo_company, render_both
 
 
@@ -140,3 +145,59 @@ def test_own_labels_override_single_words_also_inside_groups(tmp_path: Path) -> 
     assert words["topic_names"]["delivery"] == "доставка"
     assert pain_title("ticket_topic", "ticket:login", {}, words) == "Обращения: авторизация"
     assert labels("ru")["topic_names"]["login"] == "вход"
+
+
+def test_names_with_colons_stay_whole_in_pain_point_titles() -> None:
+    words = labels("en")
+    region = pain_title("region", "region:Nizhny Novgorod: Volga", {}, words)
+    assert region == "Customers in Nizhny Novgorod: Volga"
+    step = pain_title("funnel_step", "funnel:Step 2: Checkout:desktop", {}, words)
+    assert step == "Step 2: Checkout on desktop"
+    segment = pain_title("comment_topic", "comment:delivery:B2B:SMB", {}, words)
+    assert segment == "Comments about delivery (B2B:SMB customers)"
+
+
+def test_a_broken_label_override_names_the_entry_and_the_fields_it_may_use(tmp_path) -> None:
+    own = (
+        "ru: {reasons: {srm: 'p = {pvalue:.2g}'}, alert_texts: {complaint_growth: 'рост {growth'}}"
+    )
+    (tmp_path / "labels.yaml").write_text(own, "utf-8")
+    words = labels("ru", tmp_path)
+    with pytest.raises(ConfigError, match=r"ru\.reasons\.srm .*KeyError.* it may use .*\{p\}"):
+        reason_text({"rule": "srm", "p": 0.001}, words)
+    evidence = {"topic": "returns", "period_before": "2026-09", "before": 3, "after": 9}
+    with pytest.raises(ConfigError, match=r"ru\.alert_texts\.complaint_growth .*ValueError"):
+        alert_text(
+            "complaint_growth", "2026-10", evidence | {"growth": 2.0, "p_value": 0.01}, words
+        )
+
+
+def test_an_alert_stored_by_an_older_cxloop_shows_its_stored_text(small: Demo) -> None:
+    old = Alert(
+        "complaint_growth",
+        "complaint_growth:topic=returns",
+        "2026-10",
+        {"topic": "returns", "before": 308, "after": 685, "p_value": 1e-9},  # no period_before
+        "tickets about returns grew +115% per day",
+    )
+    digest = build_digest(small.data, small.pain, small.results, small.hypotheses, [old], "ru")
+    assert "tickets about returns grew +115% per day" in digest.html and "рост жалоб" in digest.html
+
+
+def test_pilot_verbatims_quote_the_pilots_topic_first_then_the_rest() -> None:
+    pilot = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")  # ticket:delivery
+    said = [
+        "The prices could be a little lower this year",
+        "The courier never came and the delivery was two days late",
+        "The app keeps logging me out of my account",
+        "Support answered politely but slowly",
+    ]
+    customers = [f"C{i}" for i in range(len(said))]
+    responses = pd.DataFrame(
+        {"customer_id": customers, "comment": said, "submitted_at": pd.Timestamp("2026-09-10")}
+    )
+    arms = pd.DataFrame({"customer_id": customers, "arm": "pilot"})
+
+    quoted = experiment_verbatims(responses, arms, pilot)["pilot"]["before"]
+
+    assert quoted[0] == said[1] and len(quoted) == 3
