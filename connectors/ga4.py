@@ -78,13 +78,9 @@ GA4 = FieldMap(
 
 
 def _message(body: Any) -> str:
+    """Google's `STATUS: message` from its `{"error": {...}}` body."""
     problem = body["error"]
     return f"{problem['status']}: {problem['message']}"
-
-
-def error_message(response: httpx.Response, auth_fix: str) -> str:
-    """Google's `STATUS: message` from `{"error": {...}}`, with `auth_fix` for auth errors."""
-    return json_error(response, _message, auth_fix)
 
 
 @dataclass(frozen=True)
@@ -286,7 +282,7 @@ class GA4Source(DailyReportOptions):
             self,
             self.base_url,
             auth,
-            error_message=partial(error_message, auth_fix=auth_fix),
+            error_message=partial(json_error, read=_message, auth_fix=auth_fix),
         )
         fields = GA4.override(self.field_map, self.value_map)
         self._streams = [
