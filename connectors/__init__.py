@@ -10,17 +10,20 @@ from tasks.errors import ConfigError
 
 # kind → "module:class", imported only when a source of that kind is used.
 SOURCE_KINDS = {
+    "amocrm": "connectors.amocrm:AmoCrmSource",
     "bitrix24": "connectors.bitrix24:Bitrix24Source",
     "demo": "connectors.demo:DemoSource",
     "files": "connectors.files:FilesSource",
     "ga4": "connectors.ga4:GA4Source",
     "hubspot": "connectors.hubspot:HubSpotSource",
     "matomo": "connectors.matomo:MatomoSource",
+    "omnidesk": "connectors.omnidesk:OmnideskSource",
     "qualtrics": "connectors.qualtrics:QualtricsSource",
     "salesforce": "connectors.salesforce:SalesforceSource",
     "sql": "connectors.sql:SqlSource",
     "surveymonkey": "connectors.surveymonkey:SurveyMonkeySource",
     "typeform": "connectors.typeform:TypeformSource",
+    "usedesk": "connectors.usedesk:UsedeskSource",
     "yandex_metrica": "connectors.yandex_metrica:YandexMetricaSource",
 }
 

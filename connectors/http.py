@@ -390,6 +390,8 @@ class HttpClient:
         limiter.acquire()
 
     def _decode(self, response: httpx.Response, where: str) -> Any:
+        if response.status_code == 204:  # No Content: e.g. amoCRM's empty list
+            return {}
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

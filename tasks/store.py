@@ -73,6 +73,8 @@ class Ticket(Record, table=True):
     reopened: bool = False
     escalated: bool | None = None
     text: str | None = None
+    agent: str | None = None
+    team: str | None = None
 
 
 class SurveyResponse(Record, table=True):
@@ -80,6 +82,7 @@ class SurveyResponse(Record, table=True):
     __table_args__ = (UniqueConstraint("source", "source_id"),)
     customer_id: str | None = Field(default=None, index=True)
     email_hash: str | None = None
+    ticket_id: str | None = None  # the ticket's source_id, for a post-contact survey
     survey: str
     kind: str
     score: float

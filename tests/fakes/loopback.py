@@ -1,11 +1,15 @@
 """What every fake vendor API shares: a request log with answers scripted for chosen requests
 (`PlannedAnswers`, served by pytest-httpserver), or its own threaded server on 127.0.0.1 with
-scripted faults (`LoopbackServer`)."""
+scripted faults (`LoopbackServer`), and a child-process sync to kill mid-way (`kill_mid_sync`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -13,12 +17,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
 from pytest_httpserver import HTTPServer
+from sqlalchemy.engine import Engine
 from werkzeug import Request, Response
 
+from tasks import store
+
 Logged = TypeVar("Logged")
+REPO = Path(__file__).resolve().parents[2]
 Answer = tuple[int, dict[str, str], str]
 """Status, headers and JSON text of a `LoopbackServer`'s answer."""
 
@@ -159,3 +168,32 @@ def _handler(fake: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def kill_mid_sync(
+    engine: Engine, url: str, kind: str, options: dict[str, Any], table: str, rows: int
+) -> int:
+    """Rows committed when a child process syncing source `src` of `kind` into store `url`
+    was killed with SIGKILL, once it had committed at least `rows` rows to `table`."""
+    script = (
+        "import json, sys\n"
+        "from connectors import open_source\n"
+        "from tasks import store\n"
+        "from tasks.sync import sync_source\n"
+        "sync_source(store.open_store(sys.argv[1]), open_source('src', sys.argv[2], "
+        "json.loads(sys.argv[3])))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, url, kind, json.dumps(options)], cwd=REPO, env=os.environ
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while store.row_counts(engine).get(table, 0) < rows:
+            assert child.poll() is None, f"the sync ended (exit {child.returncode}) before the kill"
+            assert time.monotonic() < deadline, "the sync committed too little in 60 s"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return store.row_counts(engine)[table]
