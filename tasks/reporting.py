@@ -44,7 +44,7 @@ from tasks.metrics import (
     post_stratified_nps,
     response_rates,
 )
-from tasks.text import Taxonomy, redact_pii, tag_topics, verbatims
+from tasks.text import Taxonomy, neutralise_bidi, redact_pii, tag_topics, verbatims
 
 KPIS = ("nps", "csat", "ces", "frt_hours", "fcr", "churn")
 HIGHER_IS_BETTER = {
@@ -136,11 +136,13 @@ def markdown_cell(value: object) -> str:
 
 
 def environment(template_dir: Path | None = None) -> Environment:
-    """Jinja2 with autoescaping on for every template, user templates first if given."""
+    """Jinja2 with autoescaping on for every template, user templates first if given; every
+    printed value loses its bidirectional controls, so customer text cannot reorder a report."""
     search = [str(template_dir)] if template_dir else []
     env = Environment(
         loader=FileSystemLoader([*search, str(TEMPLATES)]),
         autoescape=True,
+        finalize=neutralise_bidi,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

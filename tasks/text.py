@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from itertools import chain, combinations
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,17 +24,39 @@ from tasks.errors import ConfigError
 
 LEXICONS = Path(__file__).with_name("lexicons")
 LANGUAGES = ("ru", "en")
+T = TypeVar("T")
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
-# A phone starts with +, with a Russian trunk 8, or is a separated Russian mobile number or a
-# bracketed area code, so order numbers, dates and scores are left alone.
+# Bidirectional embeddings, overrides, isolates and marks: customer text carrying them could
+# reorder what a reader sees around it.
+_BIDI_CONTROLS = dict.fromkeys(
+    map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+)
+_EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.(?:xn--[\w-]+|[^\W\d_]{2,})")
+# Between the digit groups of a phone number people and word processors put up to three spaces
+# (also no-break, thin, figure) and hyphens or dashes (also non-breaking hyphen, figure and en
+# dash, minus), or one dot: never a dot and a space, which ends a sentence.
+_SPACE_DASH = r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000\-\u2010-\u2015\u2212]"
+_SEP = rf"(?:{_SPACE_DASH}{{0,3}}|\.)"
+_GAP = rf"(?:{_SPACE_DASH}{{1,3}}|\.)"
+_DASH = r"[\-\u2010-\u2015\u2212]"
+# A phone is: +7 or 007, 8 (before 3xx, 4xx, 8xx, 9xx) or 7 (before 9xx), then a Russian
+# ten-digit number; ten digits starting with 9, a Russian mobile (so a ten-digit INN of regions
+# 90-99 is redacted too; other INNs stay); a North American number with separators or +1; any
+# +/00 number of 9 to 15 digits; a bracketed area code of 3 to 5 digits, after +7 or 8 or
+# alone; 3 and 3 digits before -xx-xx.
+# It is not: part of a word, of a longer number or of an id (after #, №, a letter and hyphen),
+# the decimals of an amount, a number followed by a currency or %.
 _PHONE = re.compile(
-    r"(?<![\w+])(?:"
-    r"(?:\+7|8)[\s-]*\(?\d{3}\)?[\s-]*\d{3}[\s-]*\d{2}[\s-]*\d{2}"
-    r"|\+(?=(?:[\s.()-]*\d){7})\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){1,4}[\s.-]?\d{2,4}"
-    r"|9\d{2}[\s-]\d{3}[\s-]\d{2}[\s-]\d{2}"
-    r"|\(\d{3,5}\)\s?\d{1,3}[\s-]?\d{2}[\s-]?\d{2}"
-    r")(?!\d)"
+    r"(?<![\w+])(?<!\w[-/\u2010-\u2015])(?<![#№])(?<![#№]\s)(?<!\d[.,])(?:"
+    rf"(?:\+|00){_SEP}7{_SEP}\(?\d{{3}}\)?{_SEP}\d{{3}}{_SEP}\d{{2}}{_SEP}\d{{2}}"
+    rf"|(?:8{_SEP}\(?[3489]|7{_SEP}\(?9)\d{{2}}\)?{_SEP}\d{{3}}{_SEP}\d{{2}}{_SEP}\d{{2}}"
+    rf"|(?:(?:\+|00){_SEP}1{_SEP}|1{_GAP})?(?:\([2-9]\d{{2}}\){_SEP}|[2-9]\d{{2}}{_GAP})"
+    rf"[2-9]\d{{2}}{_GAP}\d{{4}}"
+    rf"|(?:\+|00){_SEP}\(?[1-9](?:\)?{_SEP}\(?\d){{8,14}}"
+    rf"|\(?9\d{{2}}\)?{_SEP}\d{{3}}{_SEP}\d{{2}}{_SEP}\d{{2}}"
+    rf"|(?:(?:(?:\+|00){_SEP}7|8){_SEP})?\(\d{{3,5}}\){_SEP}\d{{1,3}}{_SEP}\d{{2}}{_SEP}\d{{2}}"
+    rf"|\d{{3}}{_GAP}\d{{3}}{_DASH}\d{{2}}{_DASH}\d{{2}}"
+    r")(?!\w|[-.,/\u2010-\u2015]\d|\s?(?i:[%₽$€£]|руб|rub|usd|eur))"
 )
 _TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*|[.,;:!?()]")
 _KEYWORD = re.compile(r"[^\W\d_]+(?:[\s-]+[^\W\d_]+)*")
@@ -67,16 +90,32 @@ _EN_NEEDS_E = re.compile(
 )
 
 
+def neutralise_bidi(value: T) -> T:
+    """`value` without bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F,
+    U+061C) if it is text, a `Markup` staying `Markup`; anything else as it is.
+
+    Letters keep their own direction; only what embeds, overrides, isolates or marks one goes.
+    """
+    return value.translate(_BIDI_CONTROLS) if isinstance(value, str) else value
+
+
 def redact_pii(text: str | None) -> str | None:
-    """`text` with e-mail addresses replaced by "[email]" and phone numbers by "[phone]"."""
+    """`text` with e-mail addresses replaced by "[email]" and phone numbers by "[phone]".
+
+    Bidirectional controls are removed first: one inside a number would hide it from the
+    patterns, and the number would show whole once reports drop the control.
+    """
     if text is None:
         return None
-    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", neutralise_bidi(text)))
 
 
 def redact_pii_series(s: pd.Series) -> pd.Series:
     """`s` with e-mail addresses and phone numbers redacted as in `redact_pii`; NA stays NA."""
-    return s.str.replace(_EMAIL, "[email]", regex=True).str.replace(_PHONE, "[phone]", regex=True)
+    text = s.str.translate(_BIDI_CONTROLS)
+    return text.str.replace(_EMAIL, "[email]", regex=True).str.replace(
+        _PHONE, "[phone]", regex=True
+    )
 
 
 def detect_language(s: pd.Series) -> pd.Series:

@@ -30,6 +30,11 @@ PII = [
     ("call 912 345-67-89 please", "call [phone] please"),
     ("пишите на ivan.petrov@mail.ru или +79123456789", "пишите на [email] или [phone]"),
     ("Contact: jane_doe+cx@example.co.uk", "Contact: [email]"),
+    ("мобильный 9123456789, жду", "мобильный [phone], жду"),
+    ("from abroad: 0044 20 7946 0958", "from abroad: [phone]"),
+    ("US cell 415-555-2671.", "US cell [phone]."),
+    ("тел. 8\u2011912\u2011345\u201167\u201189", "тел. [phone]"),
+    ("ПОЧТА@ПРИМЕР.РФ или +7\u00a0912\u00a0345\u00a067\u00a089", "[email] или [phone]"),
 ]
 NOT_PII = [
     "order 12345 still not here",
@@ -49,6 +54,12 @@ def test_redact_pii_replaces_emails_and_phones(text: str, expected: str) -> None
 @pytest.mark.parametrize("text", NOT_PII)
 def test_redact_pii_leaves_order_numbers_dates_and_scores(text: str) -> None:
     assert redact_pii(text) == text
+
+
+def test_a_bare_ten_digit_number_is_a_phone_only_when_it_starts_with_9() -> None:
+    # Nothing else tells a Russian mobile from a ten-digit INN: INNs of regions 90-99 go too.
+    assert redact_pii("ИНН 9102012345") == "ИНН [phone]"
+    assert redact_pii("ИНН 7707083893, id 1234567890") == "ИНН 7707083893, id 1234567890"
 
 
 def test_redact_pii_series_matches_scalar_and_keeps_missing() -> None:
