@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 from tasks.labels import alert_text, labels
-from tasks.metrics import Z95, CxData, metric_table
+from tasks.metrics import CxData, metric_table
 
 ALPHA = 0.01
 MIN_GROWTH = 1.3  # complaint volume must grow by at least 30% (per day) to alert
@@ -55,7 +55,7 @@ def metric_shifts(table: pd.DataFrame, by: str | None, alpha: float = ALPHA) -> 
     """Alerts where a metric got significantly worse from the previous period to the last.
 
     `table` comes from `metric_table` with a period; the test is a two-sample z-test on the
-    cell means, standard errors recovered from their 95% CIs.
+    cell means with their standard errors (`se`; a share's Wilson CI is not symmetric).
     """
     alerts = []
     periods = sorted(table["period"].unique())
@@ -74,9 +74,7 @@ def metric_shifts(table: pd.DataFrame, by: str | None, alpha: float = ALPHA) -> 
             except KeyError:
                 continue
             change = new["value"] - old["value"]
-            se = np.hypot(
-                (old["ci_high"] - old["value"]) / Z95, (new["ci_high"] - new["value"]) / Z95
-            )
+            se = np.hypot(old["se"], new["se"])
             p = 2 * stats.norm.sf(abs(change) / se) if se > 0 else 1.0
             if change * worse >= minimum and p < alpha:
                 where = f"{by}={group}" if by else "all customers"

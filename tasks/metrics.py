@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import ArrayLike
 from sqlalchemy.engine import Engine
 
 from tasks import store
@@ -163,10 +164,16 @@ def customers_from_store(engine: Engine) -> pd.DataFrame:
 
 
 def nps_points(scores: pd.Series) -> pd.Series:
-    """Each 0–10 score as NPS points: +100 promoter (9–10), −100 detractor (0–6), else 0."""
-    return pd.Series(
-        np.select([scores >= 9, scores <= 6], [100.0, -100.0], 0.0), index=scores.index
-    )
+    """Each 0–10 score as NPS points: +100 promoter (9–10), −100 detractor (0–6), else 0;
+    NaN where there is no score (an unanswered question is no passive)."""
+    points = np.select([scores >= 9, scores <= 6], [100.0, -100.0], 0.0)
+    return pd.Series(points, index=scores.index).mask(scores.isna())
+
+
+def csat_top2(scores: pd.Series, csat_scale: int = 5) -> pd.Series:
+    """Each CSAT score as 100 in the top two boxes of `csat_scale` (4–5 of 5), else 0; NaN
+    where there is no score."""
+    return ((scores >= csat_scale - 1) * 100.0).mask(scores.isna())
 
 
 @dataclass(frozen=True)
@@ -198,44 +205,67 @@ class BusinessHours:
         return pd.Series(np.where(known, clock, np.nan), index=at.index)
 
 
+def ticket_clock(tickets: pd.DataFrame) -> pd.Timestamp:
+    """The newest ticket event (created, first response, resolved): how far the ticket data
+    reaches, the "now" of every ticket measure (NaT without tickets)."""
+    return tickets[["created_at", "first_response_at", "resolved_at"]].max().max()
+
+
 def with_ticket_measures(
     tickets: pd.DataFrame, business_hours: BusinessHours = BusinessHours()
 ) -> pd.DataFrame:
-    """Tickets plus `frt_hours`, `frt_business_hours` (working hours only), `art_hours`,
-    `repeat` (same customer again within 7 days), `fcr` (resolved, not reopened, no repeat),
-    `sla_breach` (0/100: FRT over `SLA_HOURS`, or no reply `SLA_HOURS` after the ticket as
-    of the newest ticket event; NaN while a ticket waits within the SLA) and `escalation`
-    (0/100: escalated; NaN where unknown)."""
+    """Tickets plus their measures as of `ticket_clock`; shares are 0/100, NaN while pending.
+
+    `frt_hours`, `frt_business_hours` (working hours only) and `art_hours`, NaN while
+    unanswered or unresolved; `frt_waited_hours` and `frt_business_waited_hours`: how long an
+    unanswered ticket has waited by the clock (NaN once answered), where FRT medians censor
+    it. `repeat`: the same customer again within `REPEAT_WINDOW` of the ticket, pending until
+    that window has passed. `fcr`: resolved, not reopened, no repeat; pending until
+    `REPEAT_WINDOW` after its resolution (after its creation while unresolved, which then
+    counts as no FCR). `sla_breach`: FRT over `SLA_HOURS`, or no reply `SLA_HOURS` after the
+    ticket; pending while a ticket waits within the SLA. `escalation`: escalated; NaN where
+    unknown.
+    """
     tickets = tickets.sort_values(["customer_id", "created_at"], kind="stable")
     hours = pd.Timedelta(hours=1)
+    created, resolved = tickets["created_at"], tickets["resolved_at"]
     next_contact = tickets.groupby("customer_id", sort=False)["created_at"].shift(-1)
-    repeat = (next_contact - tickets["created_at"]) <= REPEAT_WINDOW
-    frt = (tickets["first_response_at"] - tickets["created_at"]) / hours
+    again = (next_contact - created) <= REPEAT_WINDOW
+    fcr = resolved.notna() & ~tickets["reopened"].astype(bool) & ~again
+    frt = (tickets["first_response_at"] - created) / hours
     escalated = tickets["escalated"] if "escalated" in tickets else pd.Series(np.nan, tickets.index)
-    now = tickets[["created_at", "first_response_at", "resolved_at"]].max().max()
-    waited = (now - tickets["created_at"]) / hours
+    now = ticket_clock(tickets)
     unanswered = tickets["first_response_at"].isna()
-    breach = (frt > SLA_HOURS) | (unanswered & (waited > SLA_HOURS))
+    waited = ((now - created) / hours).where(unanswered)
+    breach = (frt > SLA_HOURS) | (waited > SLA_HOURS)
+    waiting = created[unanswered]
     return tickets.assign(
         frt_hours=frt,
-        frt_business_hours=business_hours.elapsed(
-            tickets["created_at"], tickets["first_response_at"]
-        ),
-        art_hours=(tickets["resolved_at"] - tickets["created_at"]) / hours,
-        repeat=repeat,
-        fcr=tickets["resolved_at"].notna() & ~tickets["reopened"].astype(bool) & ~repeat,
+        frt_business_hours=business_hours.elapsed(created, tickets["first_response_at"]),
+        frt_waited_hours=waited,
+        frt_business_waited_hours=business_hours.elapsed(
+            waiting, pd.Series(now, index=waiting.index)
+        ).reindex(tickets.index),
+        art_hours=(resolved - created) / hours,
+        repeat=(again * 100.0).mask(created + REPEAT_WINDOW > now),
+        fcr=(fcr * 100.0).mask(resolved.fillna(created) + REPEAT_WINDOW > now),
         sla_breach=(breach * 100.0).mask(unanswered & ~breach),
         escalation=escalated.astype(float) * 100,
     ).sort_index()
 
 
-def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame:
+def observations(
+    metric: str, data: CxData, csat_scale: int = 5, pending: bool = False
+) -> pd.DataFrame:
     """Unit-level values of `metric`: `customer_id`, `at`, `value` and the unit's own dimensions.
 
-    Survey metrics give one row per response (NPS in points −100/0/+100, CSAT and CES as
-    scored, `csat_top2` as 0/100) with `survey` and `channel`; comment metrics one row per
+    Survey metrics give one row per scored response (NPS in points −100/0/+100, CSAT and CES
+    as scored, `csat_top2` as 0/100) with `survey` and `channel`; comment metrics one row per
     comment (0/100: its sentiment is negative, or positive); ticket metrics one row per
-    ticket (hours, or 0/100 for FCR, repeat contact and SLA breach) with `channel`, `topic`.
+    ticket (hours, or 0/100 for FCR, repeat contact, SLA breach, escalation) with `channel`,
+    `topic`. Tickets whose outcome is still open are left out, unless `pending` keeps them
+    with `value` NaN (the `PENDING_METRICS`); FRT's then carry, as `waited`, the hours they
+    have waited unanswered.
     """
     if metric in COMMENT_METRICS:
         said = data.responses[data.responses["comment"].notna()]
@@ -252,12 +282,13 @@ def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame
     if metric in SURVEY_METRICS:
         kind = metric.removesuffix("_top2")
         used = ["customer_id", "submitted_at", "score", "survey", "channel"]
-        answers = data.responses.loc[data.responses["kind"] == kind, used]
+        responses = data.responses
+        answers = responses.loc[(responses["kind"] == kind) & responses["score"].notna(), used]
         score = answers["score"]
         if metric == "nps":
             value = nps_points(score)
         elif metric == "csat_top2":
-            value = (score >= csat_scale - 1) * 100.0
+            value = csat_top2(score, csat_scale)
         else:
             value = score
         return pd.DataFrame(
@@ -270,18 +301,21 @@ def observations(metric: str, data: CxData, csat_scale: int = 5) -> pd.DataFrame
             }
         )
     if metric in TICKET_METRICS:
-        value = data.tickets[metric]
-        if value.dtype == bool:
-            value = value.astype(float) * 100
-        return pd.DataFrame(
+        tickets = data.tickets
+        rows = pd.DataFrame(
             {
-                "customer_id": data.tickets["customer_id"],
-                "at": data.tickets["created_at"],
-                "value": value,
-                "channel": data.tickets["channel"],
-                "topic": data.tickets["topic"],
+                "customer_id": tickets["customer_id"],
+                "at": tickets["created_at"],
+                "value": tickets[metric],
+                "channel": tickets["channel"],
+                "topic": tickets["topic"],
             }
-        ).dropna(subset=["value"])
+        )
+        if not (pending and metric in PENDING_METRICS):
+            return rows.dropna(subset=["value"])
+        if metric in WAITED:
+            rows["waited"] = tickets[WAITED[metric]]
+        return rows
     raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
 
 
@@ -296,6 +330,12 @@ SOURCES = dict.fromkeys(SURVEY_METRICS + COMMENT_METRICS, "responses") | dict.fr
     TICKET_METRICS, "tickets"
 )
 MEDIAN_METRICS = ("frt_hours", "frt_business_hours", "art_hours")
+# 0/100 per unit: a share in %, with a Wilson CI.
+SHARE_METRICS = ("csat_top2", *COMMENT_METRICS, "fcr", "repeat", "sla_breach", "escalation")
+# Ticket metrics whose outcome a recent ticket may not have yet (see `with_ticket_measures`).
+PENDING_METRICS = ("frt_hours", "frt_business_hours", "fcr", "repeat", "sla_breach")
+# FRT's censoring time: how long a still unanswered ticket has waited.
+WAITED = {"frt_hours": "frt_waited_hours", "frt_business_hours": "frt_business_waited_hours"}
 CUSTOMER_DIMENSIONS = {"segment": "segment", "region": "region", "acquisition": "channel"}
 DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "stage", "hour", "weekday")
 PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
@@ -312,10 +352,14 @@ def metric_table(
     """Each metric per cell of `by` (see `DIMENSIONS`) and `period`, with `n` and 95% CI.
 
     Long format: the `by` columns, `period` (`all` without one), `metric`, `value`, `n`,
-    `ci_low`, `ci_high`. FRT and ART give their median (no CI) and, as `mean`, their mean;
-    the rest their mean (a share in % for 0/100 metrics) with a normal CI. Dimensions a
-    metric does not have (e.g. `topic` for NPS) leave that metric out. `stage` is the journey
-    stage `stages` maps a ticket's topic or a response's survey to.
+    `pending`, `se`, `ci_low`, `ci_high`. Shares (`SHARE_METRICS`, in %) have a Wilson CI,
+    other means a normal one; `se` is the mean's standard error. `pending` counts the
+    tickets whose outcome is still open at `ticket_clock`: FCR, repeat and SLA breach leave
+    them out of `n` and `value`. FRT's `value` is the Kaplan–Meier median (`km_median_by`),
+    unanswered tickets censored at the clock and counted in `n` and `pending`; its `mean` is
+    over answered tickets only. ART gives its median and mean of resolved tickets. Medians
+    have no CI. Dimensions a metric does not have (e.g. `topic` for NPS) leave that metric
+    out. `stage` is the journey stage `stages` maps a ticket's topic or a response's survey to.
     """
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
@@ -324,7 +368,7 @@ def metric_table(
         raise KeyError(f"unknown period {period!r}; known: {', '.join(PERIODS)}")
     frames = []
     for metric in metrics:
-        obs = observations(metric, data, csat_scale)
+        obs = observations(metric, data, csat_scale, pending=True)
         for dim, column in CUSTOMER_DIMENSIONS.items():
             if dim in by:
                 obs[dim] = data.customer_column(SOURCES[metric], column).reindex(obs.index)
@@ -339,16 +383,33 @@ def metric_table(
             continue
         obs["period"] = period_labels(obs["at"], PERIODS[period]) if period else "all"
         keys = [*by, "period"]
-        cells = obs[[*keys, "value"]].dropna(subset=list(by))
-        table = mean_ci_by(cells, keys)
-        if metric in MEDIAN_METRICS:
-            grouped = cells.groupby(keys, observed=True)["value"]
-            table = table.rename(columns={"value": "mean"}).assign(value=grouped.median())
-            table[["ci_low", "ci_high"]] = np.nan
-        frames.append(table.assign(metric=metric).reset_index())
+        measured = ["value", "waited"] if "waited" in obs else ["value"]
+        cells = obs[[*keys, *measured]].dropna(subset=list(by))
+        frames.append(_cells(metric, cells, keys).assign(metric=metric).reset_index())
     if not frames:
-        return pd.DataFrame(columns=[*by, "period", "metric", "value", "n", "ci_low", "ci_high"])
+        return pd.DataFrame(columns=[*by, "period", "metric", *TABLE_COLUMNS])
     return pd.concat(frames, ignore_index=True)
+
+
+TABLE_COLUMNS = ("value", "n", "pending", "se", "ci_low", "ci_high")
+
+
+def _cells(metric: str, cells: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`metric_table`'s columns for `metric` per group of `keys` of its observations (whose
+    NaN values are the pending tickets)."""
+    moments = _moments(cells, keys)
+    table = _normal_ci(moments)
+    if metric in SHARE_METRICS:
+        table = _wilson_ci(table)
+    table["pending"] = moments["size"] - moments["count"]
+    if metric not in MEDIAN_METRICS:
+        return table
+    table = table.rename(columns={"value": "mean"}).assign(se=np.nan, ci_low=np.nan, ci_high=np.nan)
+    if metric not in WAITED:
+        return table.assign(value=cells.groupby(keys, observed=True)["value"].median())
+    answered = cells["value"].notna()
+    spells = cells[keys].assign(time=cells["value"].fillna(cells["waited"]), observed=answered)
+    return table.assign(value=km_median_by(spells, keys), n=table["n"] + table["pending"])
 
 
 def period_labels(at: pd.Series, freq: str) -> pd.Series:
@@ -358,17 +419,106 @@ def period_labels(at: pd.Series, freq: str) -> pd.Series:
 
 
 def mean_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    """Mean of `value` per group with `n` and a normal 95% CI (`ci_low`, `ci_high`)."""
-    stats = frame.groupby(by, observed=True)[value].agg(["mean", "std", "count"])
-    half = Z95 * stats["std"] / np.sqrt(stats["count"])
+    """Mean of `value` per group with `n`, its standard error `se` and a normal 95% CI
+    (`ci_low`, `ci_high`); NaN values are left out of all of them."""
+    return _normal_ci(_moments(frame, by, value))
+
+
+def share_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
+    """`mean_ci_by` for a 0/100 `value`: the share in % per group, its CI the 95% Wilson
+    interval, which stays inside 0–100 (a normal one leaves it near 0%, 100% or small n)."""
+    return _wilson_ci(mean_ci_by(frame, by, value))
+
+
+def _moments(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
+    """Per group: `mean`, `std` and `count` of the non-NaN `value`s, and `size`, all rows."""
+    return frame.groupby(by, observed=True)[value].agg(["mean", "std", "count", "size"])
+
+
+def _normal_ci(moments: pd.DataFrame) -> pd.DataFrame:
+    se = moments["std"] / np.sqrt(moments["count"])
     return pd.DataFrame(
         {
-            "value": stats["mean"],
-            "n": stats["count"].astype(int),
-            "ci_low": stats["mean"] - half,
-            "ci_high": stats["mean"] + half,
+            "value": moments["mean"],
+            "n": moments["count"].astype(int),
+            "se": se,
+            "ci_low": moments["mean"] - Z95 * se,
+            "ci_high": moments["mean"] + Z95 * se,
         }
     )
+
+
+def _wilson_ci(table: pd.DataFrame) -> pd.DataFrame:
+    low, high = wilson_interval(table["value"] / 100, table["n"])
+    return table.assign(ci_low=100 * low, ci_high=100 * high)
+
+
+def wilson_interval(share: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval (low, high) of proportions `share` (0–1) of `n` trials,
+    as statsmodels' `proportion_confint(method="wilson")`; NaN where `n` is 0 or `share`
+    is not a proportion."""
+    p, n = np.asarray(share, dtype=float), np.asarray(n, dtype=float)
+    valid = (n > 0) & (p >= 0) & (p <= 1)
+    p, n = np.where(valid, p, np.nan), np.where(valid, n, np.nan)
+    z2 = Z95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n**2)) / (1 + z2 / n)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def difference_ci(now: pd.DataFrame, before: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """95% CI (low, high) of `now.value − before.value` from each side's own 95% CI
+    (`ci_low`, `ci_high`) by the square-and-add rule (MOVER, independent samples).
+
+    With symmetric normal CIs it is the usual normal interval of a difference; with Wilson
+    CIs it is Newcombe's hybrid score interval (statsmodels' `confint_proportions_2indep`,
+    `method="newcomb"`), which stays right where a share sits at 0% or 100%.
+    """
+    change = now["value"] - before["value"]
+    low = np.hypot(now["value"] - now["ci_low"], before["ci_high"] - before["value"])
+    high = np.hypot(now["ci_high"] - now["value"], before["value"] - before["ci_low"])
+    return change - low, change + high
+
+
+# Survival within this of 1/2 counts as exactly 1/2 (the product's rounding error is far less).
+HALF_TOLERANCE = 1e-9
+
+
+def km_median_by(spells: pd.DataFrame, by: list[str]) -> pd.Series:
+    """Kaplan–Meier median of `time` per group of `by`, where `observed` is False for a time
+    that is censored (the event has not happened by then); NaN where survival stays above 1/2.
+
+    The median is the first time the survival curve falls to 1/2 or below, or the midpoint
+    to the next event where it rests at exactly 1/2, so without censoring it is the ordinary
+    median. Off that tie it equals statsmodels' `SurvfuncRight(...).quantile(0.5)`.
+    """
+    spells = spells.dropna(subset=["time", *by])
+    grouped = spells.groupby(by, observed=True)
+    index = grouped.size().index
+    if spells.empty:
+        return pd.Series(np.nan, index=index, dtype=float)
+    group = grouped.ngroup().to_numpy()
+    time, observed = spells["time"].to_numpy(float), spells["observed"].to_numpy(bool)
+    order = np.lexsort((~observed, time, group))  # at a tie, events before censorings
+    group, time, observed = group[order], time[order], observed[order]
+    # Row by row with ties split, the factors 1 − 1/at-risk telescope to the tie's (n − d)/n.
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    size = np.diff(np.r_[first, len(group)])
+    at_risk = np.repeat(size, size) - (np.arange(len(group)) - np.repeat(first, size))
+    factor = np.where(observed, 1 - 1 / at_risk, 1.0)
+    survival = pd.Series(factor).groupby(group).cumprod().to_numpy()
+    tie = np.flatnonzero(np.r_[True, (group[1:] != group[:-1]) | (time[1:] != time[:-1])])
+    last_of_tie = np.r_[tie[1:], len(group)] - 1
+    survival = np.repeat(survival[last_of_tie], np.diff(np.r_[tie, len(group)]))
+    reached = _first_time(time, survival <= 0.5 + HALF_TOLERANCE, first)
+    below = _first_time(time, survival < 0.5 - HALF_TOLERANCE, first)
+    return pd.Series((reached + np.where(np.isnan(below), reached, below)) / 2, index=index)
+
+
+def _first_time(time: np.ndarray, where: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The smallest `time` with `where` in each run of rows starting at `first`, NaN if none."""
+    smallest = np.minimum.reduceat(np.where(where, time, np.inf), first)
+    return np.where(np.isinf(smallest), np.nan, smallest)
 
 
 KPIS = ("nps", "csat_top2", "ces", "frt_hours", "fcr")
@@ -391,7 +541,8 @@ def csi(
     mean of its components, each rescaled so 0 is its worst and 100 its best value.
 
     Same columns as `table`, `metric` = `csi`, `n` the smallest component's; cells missing a
-    component are left out. The CI treats the components' errors as independent.
+    component are left out. The CI is normal, from the components' standard errors (`se`)
+    taken as independent.
     """
     ranges = CSI_RANGES | {"csat": (1.0, float(csat_scale)), "ces": (1.0, float(ces_scale))}
     parts = table[table["metric"].isin(list(weights))]
@@ -399,10 +550,8 @@ def csi(
     span = parts["metric"].map({m: high - low for m, (low, high) in ranges.items()})
     weight = parts["metric"].map(weights)
     score = 100 * (parts["value"] - worst) / span
-    error = 100 * (parts["ci_high"] - parts["value"]) / Z95 / span.abs()
-    keys = [
-        c for c in table.columns if c not in ("metric", "value", "mean", "n", "ci_low", "ci_high")
-    ]
+    error = 100 * parts["se"] / span.abs()
+    keys = [c for c in table.columns if c not in ("metric", "mean", *TABLE_COLUMNS)]
     cells = (
         parts.assign(ws=weight * score, wse2=(weight * error) ** 2, w=weight)
         .groupby(keys, observed=True)
@@ -412,28 +561,32 @@ def csi(
     )
     cells = cells[cells["k"] == len(weights)]
     value = cells["ws"] / cells["w"]
-    half = Z95 * np.sqrt(cells["wse2"]) / cells["w"]
+    se = np.sqrt(cells["wse2"]) / cells["w"]
     return pd.DataFrame(
         {
             "metric": "csi",
             "value": value,
             "n": cells["n"],
-            "ci_low": value - half,
-            "ci_high": value + half,
+            "se": se,
+            "ci_low": value - Z95 * se,
+            "ci_high": value + Z95 * se,
         }
     ).reset_index()
 
 
-def kpis_by(data: CxData, by: str, csat_scale: int = 5) -> pd.DataFrame:
-    """Headline KPIs per value of `by` plus an `all` row: `by`, `metric`, `value`, `n`, CI.
+def kpis_by(
+    data: CxData, by: str, csat_scale: int = 5, metrics: Sequence[str] = KPIS
+) -> pd.DataFrame:
+    """Headline KPIs per value of `by` plus an `all` row: `by`, `metric`, `value`, `n`,
+    `pending`, `ci_low`, `ci_high` (see `metric_table`).
 
-    Stored as snapshots under the names the reports use: `csat` is the top-2-box share in %.
+    Named as the reports name them: `csat` is the top-2-box share in %.
     """
-    cells = metric_table(data, KPIS, [by], csat_scale=csat_scale)
-    overall = metric_table(data, KPIS, csat_scale=csat_scale).assign(**{by: "all"})
+    cells = metric_table(data, metrics, [by], csat_scale=csat_scale)
+    overall = metric_table(data, metrics, csat_scale=csat_scale).assign(**{by: "all"})
     table = pd.concat([cells, overall], ignore_index=True)
     table["metric"] = table["metric"].replace({"csat_top2": "csat"})
-    return table[[by, "metric", "value", "n", "ci_low", "ci_high"]]
+    return table[[by, "metric", "value", "n", "pending", "ci_low", "ci_high"]]
 
 
 def retention(
@@ -456,18 +609,13 @@ def churn(
 ) -> pd.DataFrame:
     """Churn in % of customers active at `start` no longer active at `end` (see `retention`).
 
-    One row: `value`, `n` (active at start), `ci_low`, `ci_high` (normal approximation).
+    One row: `value`, `n` (active at start), `ci_low`, `ci_high` (95% Wilson interval).
     """
     active, kept = retention(orders, start, end, window_days)
     share = 1 - kept / active if active else np.nan
-    half = Z95 * np.sqrt(share * (1 - share) / active) if active else np.nan
+    low, high = wilson_interval([share], [active])
     return pd.DataFrame(
-        {
-            "value": [100 * share],
-            "n": [active],
-            "ci_low": [100 * (share - half)],
-            "ci_high": [100 * (share + half)],
-        }
+        {"value": [100 * share], "n": [active], "ci_low": 100 * low, "ci_high": 100 * high}
     )
 
 
@@ -510,7 +658,9 @@ def customer_value(orders: pd.DataFrame, customers: pd.DataFrame, by: str) -> pd
 
 
 def funnel(web: pd.DataFrame, steps: Sequence[str], by: Sequence[str] = ()) -> pd.DataFrame:
-    """Sessions per funnel step (in `steps` order) with step conversion and drop-off in %."""
+    """Sessions per funnel step (in `steps` order) with step conversion in % and its 95%
+    Wilson interval (`conversion_ci_low`, `conversion_ci_high`; NaN where a step has more
+    sessions than the one before), and drop-off in %."""
     order = {step: i for i, step in enumerate(steps)}
     inside = web[web["step"].isin(steps)]
     table = inside.groupby([*by, "step"], observed=True)["value"].sum().rename("sessions")
@@ -518,6 +668,8 @@ def funnel(web: pd.DataFrame, steps: Sequence[str], by: Sequence[str] = ()) -> p
     table = table.sort_values([*by, "order"], ignore_index=True).drop(columns="order")
     previous = table.groupby(list(by))["sessions"].shift(1) if by else table["sessions"].shift(1)
     table["conversion"] = 100 * table["sessions"] / previous
+    low, high = wilson_interval(table["sessions"] / previous, previous.fillna(0))
+    table["conversion_ci_low"], table["conversion_ci_high"] = 100 * low, 100 * high
     table["drop_off"] = 100 - table["conversion"]
     return table
 
@@ -535,13 +687,15 @@ def response_rates(data: CxData, by: str = "segment") -> pd.DataFrame:
 
 
 def post_stratified_nps(data: CxData, by: str = "segment") -> dict[str, float]:
-    """NPS of each respondent's latest answer, raw and weighted to the base's mix of `by`.
+    """NPS of each respondent's latest scored answer, raw and weighted to the base's mix of
+    `by`.
 
     Each stratum's NPS is weighted by its share of all customers rather than of respondents;
     the CI is the stratified one, Σ W²·s²/n over strata (NaN if a stratum has one respondent).
     """
-    answers = data.responses[data.responses["kind"] == "nps"].sort_values("submitted_at")
-    latest = answers.groupby("customer_id").tail(1)
+    responses = data.responses
+    answers = responses[(responses["kind"] == "nps") & responses["score"].notna()]
+    latest = answers.sort_values("submitted_at").groupby("customer_id").tail(1)
     strata = latest["customer_id"].map(data.customers.set_index("customer_id")[by])
     points = pd.DataFrame({"stratum": strata, "value": nps_points(latest["score"])}).dropna()
     cells = points.groupby("stratum")["value"].agg(["mean", "var", "size"])

@@ -47,10 +47,11 @@ def confidence(impact: pd.Series, half_width: pd.Series, respondents: pd.Series)
 
 
 def latest_nps(data: CxData) -> pd.DataFrame:
-    """Each respondent's most recent NPS response: relationship NPS counts a customer once."""
+    """Each respondent's most recent scored NPS response: relationship NPS counts a customer
+    once."""
     columns = ["customer_id", "score", "comment", "submitted_at"]
     answers = data.responses.loc[data.responses["kind"] == "nps", columns].dropna(
-        subset=["customer_id"]
+        subset=["customer_id", "score"]
     )
     ordered = answers.sort_values("submitted_at", kind="stable")
     return ordered.drop_duplicates("customer_id", keep="last")

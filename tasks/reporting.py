@@ -34,10 +34,10 @@ from tasks.experiments import SRM_ALPHA, observed_arms
 from tasks.hypotheses import Hypothesis
 from tasks.labels import TEMPLATES, alert_text, labels, reason_text, titled
 from tasks.metrics import (
-    Z95,
     CxData,
     churn,
     customer_value,
+    difference_ci,
     kpis_by,
     mean_ci_by,
     observations,
@@ -224,26 +224,26 @@ def within(data: CxData, month: Month) -> CxData:
 def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
     """The headline KPIs for `month` against the month before, one row per metric.
 
-    Columns: `metric`, `value`, `n`, `ci_low`, `ci_high`, `previous`, `change`, `change_low`,
-    `change_high` (95% CI of the change, independent samples), `verdict` (`better`, `worse`
-    or `not_significant`). FRT is a median and has no CI, so its change has no verdict.
+    Columns: `metric`, `value`, `n`, `pending` (tickets whose outcome is still open, see
+    `metric_table`), `ci_low`, `ci_high`, `previous`, `change`, `change_low`, `change_high`
+    (95% CI of the change from both months' CIs, `difference_ci`: Newcombe's for the shares'
+    Wilson CIs), `verdict` (`better`, `worse` or `not_significant`). FRT is a median and has
+    no CI, so its change has no verdict.
     """
     frames = []
     for label, period in (("now", month), ("before", month.previous())):
         overall = kpis_by(within(data, period), "segment", csat_scale)
         overall = overall[overall["segment"] == "all"].drop(columns="segment")
-        lost = churn(data.orders, period.start, period.end).assign(metric="churn")
+        lost = churn(data.orders, period.start, period.end).assign(metric="churn", pending=0)
         frames.append(pd.concat([overall, lost], ignore_index=True).assign(when=label))
     both = pd.concat(frames, ignore_index=True).pivot(index="metric", columns="when")
     now, before = both.xs("now", axis=1, level=1), both.xs("before", axis=1, level=1)
-    se_now = (now["ci_high"] - now["ci_low"]) / (2 * Z95)
-    se_before = (before["ci_high"] - before["ci_low"]) / (2 * Z95)
     change = now["value"] - before["value"]
-    half = Z95 * np.sqrt(se_now**2 + se_before**2)
+    low, high = difference_ci(now, before)
     direction = pd.Series(HIGHER_IS_BETTER).reindex(now.index).map({True: 1, False: -1})
-    significant = (change - half > 0) | (change + half < 0)
+    significant = (low > 0) | (high < 0)
     verdict = np.where(
-        ~significant | half.isna(),
+        ~significant | low.isna() | high.isna(),
         "not_significant",
         np.where(np.sign(change) == direction, "better", "worse"),
     )
@@ -251,12 +251,13 @@ def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
         {
             "value": now["value"],
             "n": now["n"],
+            "pending": now["pending"],
             "ci_low": now["ci_low"],
             "ci_high": now["ci_high"],
             "previous": before["value"],
             "change": change,
-            "change_low": change - half,
-            "change_high": change + half,
+            "change_low": low,
+            "change_high": high,
             "verdict": verdict,
         }
     )
@@ -268,20 +269,10 @@ def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
 def kpis_by_contact_channel(data: CxData, csat_scale: int) -> pd.DataFrame:
     """CSAT, CES, FRT and FCR per support channel (of the ticket or survey), plus `all`.
 
-    Long format like `kpis_by`: `channel`, `metric`, `value`, `n`, `ci_low`, `ci_high`.
+    `kpis_by` on the contact channel, so the same definitions: `channel`, `metric`,
+    `value`, `n`, `pending`, `ci_low`, `ci_high`.
     """
-    answers = pd.concat([data.responses, data.responses.assign(channel="all")])
-    tickets = pd.concat([data.tickets, data.tickets.assign(channel="all")])
-    frames = []
-    for metric in ("csat", "ces"):
-        rows = answers[answers["kind"] == metric]
-        value = (rows["score"] >= csat_scale - 1) * 100.0 if metric == "csat" else rows["score"]
-        frames.append(mean_ci_by(rows.assign(value=value), ["channel"]).assign(metric=metric))
-    frt = tickets.dropna(subset=["frt_hours"]).groupby("channel")["frt_hours"]
-    frames.append(pd.DataFrame({"value": frt.median(), "n": frt.size(), "metric": "frt_hours"}))
-    fcr = tickets.assign(value=tickets["fcr"].astype(float) * 100)
-    frames.append(mean_ci_by(fcr, ["channel"]).assign(metric="fcr"))
-    return pd.concat(frames).rename_axis("channel").reset_index()
+    return kpis_by(data, "channel", csat_scale, ("csat_top2", "ces", "frt_hours", "fcr"))
 
 
 def breakdown(long: pd.DataFrame, by: str, key_metric: str) -> list[dict[str, Any]]:

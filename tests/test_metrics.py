@@ -6,16 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.duration.survfunc import SurvfuncRight
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from tasks.metrics import (
+    SHARE_METRICS,
     Z95,
     BusinessHours,
     CxData,
     churn,
     csi,
     customer_value,
+    difference_ci,
     funnel,
     identify,
+    km_median_by,
     kpis_by,
     lifetime_value,
     mean_ci_by,
@@ -24,6 +29,7 @@ from tasks.metrics import (
     post_stratified_nps,
     response_rates,
     retention,
+    wilson_interval,
     with_ticket_measures,
 )
 
@@ -57,8 +63,10 @@ def test_repeat_contact_and_fcr_follow_their_definitions() -> None:
         }
     )
     measured = with_ticket_measures(tickets)
-    assert measured["repeat"].tolist() == [True, False, False, False, False]
-    assert measured["fcr"].tolist() == [False, True, True, False, False]
+    # The clock is A's last resolution (day 20, 14:00): that ticket's follow-up is still open.
+    nan = np.nan
+    np.testing.assert_array_equal(measured["repeat"], [100.0, 0.0, nan, 0.0, 0.0])
+    np.testing.assert_array_equal(measured["fcr"], [0.0, 100.0, nan, 0.0, 0.0])
     assert measured["frt_hours"].tolist() == [2.0] * 5
 
 
@@ -292,6 +300,7 @@ def test_csi_is_the_weighted_mean_of_rescaled_components_with_an_independent_ci(
             "metric": ["nps", "csat_top2", "ces", "nps"],
             "value": [40.0, 80.0, 5.5, 10.0],
             "n": [400, 300, 200, 100],
+            "se": np.array([10.0, 5.0, 0.2, 10.0]) / Z95,
             "ci_low": [30.0, 75.0, 5.3, 0.0],
             "ci_high": [50.0, 85.0, 5.7, 20.0],
         }
@@ -356,7 +365,7 @@ def test_metrics_by_journey_stage_follow_the_topics_and_surveys_of_each_stage(
 def test_csi_rescales_mean_csat_on_the_configured_scale() -> None:
     table = pd.DataFrame(
         {"period": "all", "metric": ["nps", "csat"], "value": [20.0, 8.0], "n": [100, 100],
-         "ci_low": [10.0, 7.5], "ci_high": [30.0, 8.5]}
+         "se": [5.0, 0.25], "ci_low": [10.0, 7.5], "ci_high": [30.0, 8.5]}
     )  # fmt: skip
     index = csi(table, {"nps": 0.5, "csat": 0.5}, csat_scale=10).iloc[0]
     # NPS 20 → 60, CSAT 8 on 1–10 → 77.8: the index stays on 0–100.
@@ -416,3 +425,221 @@ def test_times_are_read_on_the_company_clock_for_hours_days_and_working_time(
     assert moscow["created_at"].dt.hour.tolist() == [9, 0]
     assert moscow["created_at"].dt.to_period("M").astype(str).tolist() == ["2026-10", "2026-11"]
     assert moscow["frt_hours"].tolist() == utc["frt_hours"].tolist() == [1.0, 1.0]
+
+
+def _tickets(created: list[str], answered: list[str | None], resolved: list[str | None]) -> CxData:
+    """A one-customer-per-ticket `CxData` of these tickets, measured, with no surveys."""
+    ids = [f"c{i}" for i in range(len(created))]
+    tickets = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "channel": "chat",
+            "topic": "payment",
+            "created_at": pd.to_datetime(created, format="ISO8601"),
+            "first_response_at": pd.to_datetime(answered, format="ISO8601"),
+            "resolved_at": pd.to_datetime(resolved, format="ISO8601"),
+            "reopened": False,
+        }
+    )
+    customers = pd.DataFrame(
+        {"customer_id": ids, "segment": "new", "region": "x", "channel": "web"}
+    )
+    empty = pd.DataFrame(columns=["customer_id", "kind", "score", "submitted_at"])
+    return CxData(customers, with_ticket_measures(tickets), empty, pd.DataFrame(), pd.DataFrame())
+
+
+def test_fcr_and_repeat_count_only_tickets_whose_follow_up_window_has_closed() -> None:
+    # The clock is the newest event, 20 Oct 12:00. The first two tickets are resolved well
+    # before it; the third, opened on 1 Oct, was resolved an hour before the clock and may
+    # still be reopened; the fourth, opened two days before, may still be followed by another.
+    data = _tickets(
+        ["2026-10-01", "2026-10-02", "2026-10-01", "2026-10-18"],
+        ["2026-10-01 01:00", "2026-10-02 01:00", "2026-10-01 01:00", "2026-10-18 01:00"],
+        ["2026-10-01 05:00", "2026-10-02 05:00", "2026-10-20 11:00", "2026-10-20 12:00"],
+    )
+    table = metric_table(data, ["fcr", "repeat"]).set_index("metric")
+    assert table.loc["fcr", ["value", "n", "pending"]].tolist() == [100.0, 2, 2]
+    assert table.loc["repeat", ["value", "n", "pending"]].tolist() == [0.0, 3, 1]
+
+
+def test_an_unanswered_ticket_is_censored_in_the_frt_median_at_the_clock() -> None:
+    # Answers after 1, 2, 3 and 4 h; a fifth ticket has waited 2.5 h by the clock (04:00).
+    # Kaplan–Meier by hand: S(1) = 4/5, S(2) = 4/5 · 3/4 = 0.6, censored at 2.5,
+    # S(3) = 0.6 · 1/2 = 0.3, so the median is 3 h, not the 2.5 h of the answered four.
+    day = "2026-10-01"
+    data = _tickets(
+        [day, day, day, day, f"{day} 01:30"],
+        [f"{day} 01:00", f"{day} 02:00", f"{day} 03:00", f"{day} 04:00", None],
+        [None] * 5,
+    )
+    row = metric_table(data, ["frt_hours"]).iloc[0]
+    assert row["value"] == pytest.approx(3.0)
+    assert (row["n"], row["pending"], row["mean"]) == (5, 1, pytest.approx(2.5))
+
+
+def test_km_median_is_the_ordinary_median_without_censoring_and_nan_past_half_censored() -> None:
+    times = [5.0, 1.0, 4.0, 2.0, 3.0, 6.0, 2.0, 7.0, 9.0]
+    spells = pd.DataFrame({"g": ["even"] * 4 + ["odd"] * 5, "time": times, "observed": True})
+    expected = spells.groupby("g")["time"].median()
+    pd.testing.assert_series_equal(km_median_by(spells, ["g"]), expected, check_names=False)
+    # Three of five still waiting: survival never reaches 1/2, so no median yet.
+    waiting = pd.DataFrame({"g": "a", "time": [1.0, 2.0, 3.0, 3.0, 3.0],
+                            "observed": [True, True, False, False, False]})  # fmt: skip
+    assert np.isnan(km_median_by(waiting, ["g"]).iloc[0])
+
+
+def test_km_median_equals_statsmodels_survfunc_right() -> None:
+    rng = np.random.default_rng(11)
+    groups = np.repeat([f"g{i}" for i in range(60)], rng.integers(3, 80, 60))
+    event = rng.exponential(2.0, len(groups)).round(1)  # rounded: ties, some with censorings
+    censor = rng.exponential(4.0, len(groups)).round(1)
+    spells = pd.DataFrame(
+        {"g": groups, "time": np.minimum(event, censor), "observed": event <= censor}
+    )
+    ours = km_median_by(spells, ["g"])
+    compared = 0
+    for group, cell in spells.groupby("g"):
+        fit = SurvfuncRight(cell["time"].to_numpy(), cell["observed"].to_numpy(int))
+        if np.isclose(fit.surv_prob, 0.5, atol=1e-9).any():
+            continue  # resting at exactly 1/2: ours takes the midpoint, statsmodels the end
+        compared += 1
+        expected = fit.quantile(0.5)
+        if np.isnan(expected):
+            assert np.isnan(ours[group]), group
+        else:
+            assert ours[group] == pytest.approx(expected, abs=1e-9), group
+    assert compared >= 50 and ours.notna().sum() >= 40
+
+
+def test_nan_scores_are_left_out_of_n_not_counted_as_passives_or_low_scores() -> None:
+    customers = pd.DataFrame({"customer_id": ["a", "b"], "segment": ["new", "b2b"],
+                              "region": "x", "channel": "web"})  # fmt: skip
+    responses = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "a", "b", "a", "b"],
+            "kind": ["nps", "nps", "nps", "csat", "csat", "csat"],
+            "score": [10.0, np.nan, 9.0, 5.0, np.nan, 2.0],
+            "survey": "s",
+            "channel": "email",
+            "submitted_at": pd.to_datetime(["2026-10-01", "2026-10-02", "2026-10-03"] * 2),
+        }
+    )
+    empty = pd.DataFrame()
+    data = CxData(customers, empty, responses, empty, empty)
+    table = metric_table(data, ["nps", "csat_top2", "csat"]).set_index("metric")
+    assert table.loc["nps", ["value", "n"]].tolist() == [100.0, 2]
+    assert table.loc["csat_top2", ["value", "n"]].tolist() == [50.0, 2]
+    assert table.loc["csat", ["value", "n"]].tolist() == [3.5, 2]
+    # b's latest NPS answer has no score: the weighted NPS hears only from a.
+    assert post_stratified_nps(data)["n"] == 1
+    assert nps_points(pd.Series([np.nan, 7.0])).iloc[0] != 0.0
+
+
+def test_wilson_intervals_equal_statsmodels_and_stay_inside_0_to_1() -> None:
+    n = np.repeat([1, 2, 5, 24, 100, 2_000], 7)
+    k = np.round(n * np.tile([0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0], 6))
+    low, high = wilson_interval(k / n, n)
+    expected = proportion_confint(k, n, alpha=0.05, method="wilson")
+    np.testing.assert_allclose(low, expected[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(high, expected[1], rtol=0, atol=1e-12)
+    assert (low >= 0).all() and (high <= 1).all() and (low < high).all()
+    assert np.isnan(wilson_interval([0.5], [0])).all()
+
+
+def test_every_share_metric_has_the_statsmodels_wilson_interval_inside_0_100(
+    demo_data: CxData,
+) -> None:
+    table = metric_table(demo_data, list(SHARE_METRICS), ["region"], "month")
+    assert set(table["metric"]) == set(SHARE_METRICS)
+    successes = np.round(table["value"] * table["n"] / 100)
+    low, high = proportion_confint(successes, table["n"], alpha=0.05, method="wilson")
+    np.testing.assert_allclose(table["ci_low"], 100 * low, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(table["ci_high"], 100 * high, rtol=0, atol=1e-10)
+    assert (table["ci_low"] >= 0).all() and (table["ci_high"] <= 100).all()
+    lost = churn(demo_data.orders, pd.Timestamp("2026-09-01"), pd.Timestamp("2026-10-01"))
+    row = lost.iloc[0]
+    gone = round(row["value"] * row["n"] / 100)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        tuple(100 * b for b in proportion_confint(gone, row["n"], method="wilson")), abs=1e-10
+    )
+
+
+def test_a_full_score_at_small_n_gets_an_interval_below_100_not_100_to_100() -> None:
+    day = pd.Timestamp("2026-10-01")
+    created = [str(day + pd.Timedelta(hours=i)) for i in range(24)]
+    answered = [str(day + pd.Timedelta(hours=i, minutes=30)) for i in range(24)]
+    data = _tickets([*created, "2026-11-30"], [*answered, None], [*answered, None])
+    row = metric_table(data, ["fcr"]).iloc[0]
+    low, high = proportion_confint(24, 24, method="wilson")
+    assert (row["value"], row["n"]) == (100.0, 24)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((100 * low, 100 * high), abs=1e-12)
+    assert row["ci_low"] < 90
+
+
+def test_funnel_conversion_has_the_wilson_interval_of_its_step(demo_data: CxData) -> None:
+    steps = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
+    table = funnel(demo_data.web, steps, ["device"]).dropna(subset=["conversion"])
+    previous = table["sessions"] / (table["conversion"] / 100)
+    low, high = proportion_confint(table["sessions"], previous, method="wilson")
+    np.testing.assert_allclose(table["conversion_ci_low"], 100 * low, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table["conversion_ci_high"], 100 * high, rtol=0, atol=1e-9)
+
+
+def test_change_ci_is_newcombes_for_wilson_shares_and_normal_for_means() -> None:
+    k1, n1 = np.array([24, 30, 5, 0]), np.array([24, 200, 40, 30])
+    k2, n2 = np.full(4, 180), np.full(4, 200)
+    sides = []
+    for k, n in ((k1, n1), (k2, n2)):
+        low, high = wilson_interval(k / n, n)
+        sides.append(pd.DataFrame({"value": k / n, "ci_low": low, "ci_high": high}))
+    low, high = difference_ci(*sides)
+    expected = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff")
+    np.testing.assert_allclose(low, expected[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(high, expected[1], rtol=0, atol=1e-12)
+    a = pd.DataFrame({"value": [10.0], "ci_low": [10 - Z95 * 3], "ci_high": [10 + Z95 * 3]})
+    b = pd.DataFrame({"value": [4.0], "ci_low": [4 - Z95 * 4], "ci_high": [4 + Z95 * 4]})
+    assert [x.iloc[0] for x in difference_ci(a, b)] == pytest.approx([6 - Z95 * 5, 6 + Z95 * 5])
+
+
+def test_kpi_tiles_take_the_change_ci_from_the_metric_cis_and_show_pending(
+    demo_data: CxData,
+) -> None:
+    from tasks.reporting import Month, kpi_tiles, within
+
+    october = Month.containing(pd.Timestamp("2026-10-15"))
+    tiles = kpi_tiles(demo_data, october, 5).set_index("metric")
+    now = kpis_by(within(demo_data, october), "segment").query("segment == 'all'")
+    before = kpis_by(within(demo_data, october.previous()), "segment").query("segment == 'all'")
+    now, before = now.set_index("metric"), before.set_index("metric")
+    fcr = tiles.loc["fcr"]
+    # Tickets of the last week of October are still inside their follow-up window.
+    assert fcr["pending"] == now.loc["fcr", "pending"] > 0
+    k = [round(t.loc["fcr", "value"] * t.loc["fcr", "n"] / 100) for t in (now, before)]
+    low, high = confint_proportions_2indep(
+        k[0], now.loc["fcr", "n"], k[1], before.loc["fcr", "n"], method="newcomb"
+    )
+    assert (fcr["change_low"], fcr["change_high"]) == pytest.approx((100 * low, 100 * high))
+    nps = tiles.loc["nps"]
+    half = np.hypot(*(t.loc["nps", "ci_high"] - t.loc["nps", "value"] for t in (now, before)))
+    assert nps["change_high"] - nps["change"] == pytest.approx(half)
+
+
+def test_support_channel_kpis_use_the_metric_definitions(demo_data: CxData) -> None:
+    from tasks.reporting import kpis_by_contact_channel
+
+    responses = demo_data.responses.copy()
+    responses.loc[responses.index[responses["kind"] == "csat"][:50], "score"] = np.nan
+    data = CxData(
+        demo_data.customers, demo_data.tickets, responses, demo_data.orders, demo_data.web
+    )
+    channels = kpis_by_contact_channel(data, 5).set_index(["channel", "metric"])
+    scored = responses[(responses["kind"] == "csat") & responses["score"].notna()]
+    assert channels.loc[("all", "csat"), "n"] == len(scored)
+    assert channels.loc[("all", "csat"), "value"] == pytest.approx(
+        100 * (scored["score"] >= 4).mean()
+    )
+    direct = metric_table(data, ["frt_hours", "fcr"], ["channel"]).set_index(["channel", "metric"])
+    for key, row in direct.iterrows():
+        assert channels.loc[key, ["value", "n", "pending"]].tolist() == pytest.approx(
+            row[["value", "n", "pending"]].tolist(), nan_ok=True
+        )
