@@ -3,25 +3,41 @@
 For a single machine without a Prefect worker: the deployments are registered with the
 Prefect API (ephemeral, or `PREFECT_API_URL`) and their scheduled runs execute as
 subprocesses of this one, in the directory it was started in (where `cxloop.yaml` is).
-SIGINT or SIGTERM stops it cleanly: no new runs start, the schedules are paused, exit code 0.
+
+SIGINT or SIGTERM stops it within 10 s at any point after the command starts (a `Shutdown`
+is installed before Prefect loads): before any deployment is registered it exits at once;
+after, the registered schedules are paused first, then no new runs start and runs in
+flight are cancelled; exit code 0 either way. A clean stop that overruns `STOP_SECONDS`,
+or a second signal, ends the process without finishing it: exit code 1. A signal while
+Python is still loading the CLI has its default effect.
 """
 
 from __future__ import annotations
 
-import warnings
+import asyncio
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import yaml
-from prefect import Flow, serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig
-from prefect.deployments.runner import EntrypointType, RunnerDeployment
-from prefect.schedules import Cron
 
 from tasks.errors import ConfigError
 
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner import Runner
+
 DEFAULT_PREFECT_YAML = Path("prefect.yaml")
+STOP_SECONDS = 8.0  # a clean stop's budget: the process is gone within 10 s of the signal
+POLL_SECONDS = 0.1
 
 
 def deployments(prefect_yaml: Path = DEFAULT_PREFECT_YAML) -> list[RunnerDeployment]:
@@ -40,6 +56,10 @@ def deployments(prefect_yaml: Path = DEFAULT_PREFECT_YAML) -> list[RunnerDeploym
 
 
 def _deployment(prefect_yaml: Path, entry: dict[str, Any]) -> RunnerDeployment:
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
     name = entry.get("name", "?")
     where = f"{prefect_yaml}: deployment {name!r}"
     flow = _flow(entry.get("entrypoint", ""), where)
@@ -71,6 +91,8 @@ def _deployment(prefect_yaml: Path, entry: dict[str, Any]) -> RunnerDeployment:
 
 def _flow(entrypoint: str, where: str) -> Flow:
     """The flow object an entrypoint such as `flows/cycle.py:improvement_cycle` names."""
+    from prefect import Flow
+
     path, _, function = entrypoint.partition(":")
     module = path.removesuffix(".py").replace("/", ".")
     try:
@@ -85,13 +107,130 @@ def _flow(entrypoint: str, where: str) -> Flow:
     return flow
 
 
-def serve_all(prefect_yaml: Path = DEFAULT_PREFECT_YAML) -> None:
+class Shutdown:
+    """SIGINT and SIGTERM for `serve_all`, taken in the main thread from its creation on.
+
+    A signal only sets `requested` and starts the watchdog that ends the process after
+    `STOP_SECONDS`; the serving thread stops at its next safe point. Raising from the
+    handler instead (Python's and Prefect's way) could land anywhere in Prefect's start-up
+    or shutdown, and could be swallowed there.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.stopped = threading.Event()  # set once the schedules are paused and runs stopped
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number: int, _frame: FrameType | None) -> None:
+        if self.requested.is_set():
+            _exit(1, f"{signal.Signals(number).name} again: stopped without a clean stop.")
+        self.requested.set()
+        watchdog = threading.Timer(STOP_SECONDS, self._overdue)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _overdue(self) -> None:
+        """End the process: the stop took too long, or only Prefect's exit hooks remain
+        (stopping the ephemeral server waits up to 5 s)."""
+        if self.stopped.is_set():
+            _exit(0, "stopped; Prefect's exit hooks were cut short.")
+        _exit(1, f"no clean stop within {STOP_SECONDS:g} s: stopped without it.")
+
+
+@dataclass
+class _Progress:
+    """How far the serving thread got, read by the main thread once a signal came."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    registering: bool = False
+    error: BaseException | None = None
+
+
+def serve_all(prefect_yaml: Path = DEFAULT_PREFECT_YAML, shutdown: Shutdown | None = None) -> None:
     """Serve the deployments until SIGINT or SIGTERM; returns once they stopped cleanly.
 
-    On shutdown Prefect pauses the served schedules, so no runs pile up while nothing
-    serves them; the next `serve_all` resumes them.
+    Prefect loads and serves in a thread, so that this one only waits and takes the
+    signals (pass a `Shutdown` made earlier to take them from then on). On shutdown the
+    runner pauses the served schedules, so no runs pile up while nothing serves them; the
+    next `serve_all` resumes them.
     """
-    # Prefect's SIGTERM handler calls the async `Runner.stop` without awaiting it; the
-    # shutdown still completes (the runner's exit pauses the schedules), only the warning is noise.
-    warnings.filterwarnings("ignore", "coroutine 'Runner.astop' was never awaited")
-    serve(*deployments(prefect_yaml), pause_on_shutdown=True)
+    shutdown = shutdown or Shutdown()
+    progress = _Progress()
+    serving = threading.Thread(
+        target=_serve, args=(prefect_yaml, shutdown, progress), name="cxloop-serve", daemon=True
+    )
+    serving.start()
+    while serving.is_alive():
+        if shutdown.requested.is_set():
+            with progress.lock:
+                if not progress.registering:  # nothing registered, so nothing to pause
+                    _exit(0, "stopped before serving anything.")
+        serving.join(POLL_SECONDS)
+    if progress.error is not None:
+        raise progress.error
+    shutdown.stopped.set()
+
+
+def _serve(prefect_yaml: Path, shutdown: Shutdown, progress: _Progress) -> None:
+    """In the serving thread: register the deployments, then run them until `shutdown`."""
+    try:
+        from prefect.runner import Runner
+
+        served = deployments(prefect_yaml)
+        runner = Runner(pause_on_shutdown=False)  # `_stop_when` pauses, before cancelling runs
+        with progress.lock:
+            if shutdown.requested.is_set():
+                return
+            progress.registering = True
+        registered = []
+        for deployment in served:
+            registered.append(runner.add_deployment(deployment))
+            if shutdown.requested.is_set():
+                asyncio.run(_pause(registered))
+                return
+        names = ", ".join(d.name for d in served)
+        print(f"Serving {len(served)} deployments ({names}); Ctrl-C or SIGTERM stops.")
+        asyncio.run(_run(runner, registered, shutdown.requested))
+    except BaseException as exc:  # handed to the main thread, which raises it
+        progress.error = exc
+
+
+async def _run(runner: Runner, registered: list[UUID], requested: threading.Event) -> None:
+    """Run `runner` until `requested` (or until it stops by itself)."""
+    import anyio
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_when, runner, registered, requested)
+        await runner.start()
+        group.cancel_scope.cancel()
+
+
+async def _stop_when(runner: Runner, registered: list[UUID], requested: threading.Event) -> None:
+    """Once `requested`, pause the served schedules first (what must survive a stop cut
+    short), then stop `runner` as Prefect's own stop does: it cancels the runs in flight."""
+    import anyio
+
+    while not requested.is_set():
+        await anyio.sleep(POLL_SECONDS)
+    await _pause(registered)
+    while not runner.started:
+        await anyio.sleep(POLL_SECONDS)
+    await runner.astop()
+
+
+async def _pause(deployments: list[UUID]) -> None:
+    """Pause the schedules of `deployments`, so no runs pile up while nothing serves them."""
+    from prefect import get_client
+
+    async with get_client() as client:
+        await asyncio.gather(*(client.pause_deployment(d) for d in deployments))
+    if deployments:
+        print(f"Paused the schedules of {len(deployments)} deployments.", flush=True)
+
+
+def _exit(code: int, message: str) -> None:
+    """End the process now with `code`, after saying why on stderr."""
+    print(f"cxloop serve: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)

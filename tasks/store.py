@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
@@ -39,6 +41,15 @@ from tasks.errors import StoreError
 
 DEFAULT_URL = "sqlite:///.cxloop/cxloop.db"
 BATCH_ROWS = 5_000
+# C0 and C1 control characters (and DEL) but tab, newline and carriage return: PostgreSQL
+# refuses NUL in text and SQLite readers cut at it, so both stores get text without them.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The same characters as `json.dumps` escapes them (\b, \f, \u00XX); an escaped backslash
+# is matched whole, so a literal backslash before "u0000" is not taken for an escape.
+JSON_CONTROL = re.compile(r"\\\\|\\[bf]|\\u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
+TEXTUAL = ("string", "mixed", "mixed-integer")  # inferred dtypes whose values may be strings
+WAL_WAIT_SECONDS = 30
+SCHEMA_LOCK = 0x63786C6F6F70  # "cxloop": the advisory lock key schema changes take
 
 
 class Record(SQLModel):
@@ -253,8 +264,8 @@ def open_store(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        SQLModel.metadata.create_all(engine)
-        _add_new_columns(engine)
+        with engine.begin() as conn:
+            _create_schema(conn)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise StoreError(
@@ -264,28 +275,58 @@ def open_store(url: str) -> Engine:
     return engine
 
 
-def _add_new_columns(engine: Engine) -> None:
+def _create_schema(conn: Connection) -> None:
+    """Create the missing tables and columns, in `conn`'s transaction.
+
+    Concurrent first runs take turns under a lock held to the end of the transaction (a
+    PostgreSQL advisory lock, SQLite's write lock): without it both see no table and the
+    second's `CREATE TABLE` fails ("already exists", or on `pg_type` in PostgreSQL). The
+    one that waited then finds the tables made and creates nothing.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+    else:  # the driver would begin only at the first write, after the tables were looked at
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    SQLModel.metadata.create_all(conn)
+    _add_new_columns(conn)
+
+
+def _add_new_columns(conn: Connection) -> None:
     """Add columns a newer cxloop defines to tables an older one created (all are nullable).
 
     The schema only ever grows by nullable columns, so this is the whole migration story.
     """
-    existing = inspect(engine)
-    with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            have = {c["name"] for c in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(
-                        text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                    )
+    existing = inspect(conn)
+    for table in SQLModel.metadata.sorted_tables:
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _write_ahead_log(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _write_ahead_log(cursor: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode, waiting up to `WAL_WAIT_SECONDS` for another writer.
+
+    SQLite answers a mode switch that meets a lock (a concurrent first run creating the
+    tables) with "database is locked" at once, without its busy timeout.
+    """
+    deadline = time.monotonic() + WAL_WAIT_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def upsert(
@@ -377,12 +418,14 @@ def _copy_upsert(
 
 
 def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
-    """A column as the database driver takes it: None for missing, JSON as text, timestamps
-    in microseconds, and on SQLite timestamps in SQLAlchemy's text format and booleans as
-    integers."""
+    """A column as the database driver takes it: None for missing, text and JSON without
+    control characters (see `CONTROL`), JSON as text, timestamps in microseconds, and on
+    SQLite timestamps in SQLAlchemy's text format and booleans as integers."""
     kind = dict if isinstance(spec.type, JSON) else spec.type.python_type
     if kind is dict:
-        out = column.map(json.dumps, na_action="ignore")
+        out = _replaced(column.map(json.dumps, na_action="ignore"), JSON_CONTROL, _kept_backslash)
+    elif _is_text(spec):
+        out = _replaced(column, CONTROL, "")
     elif kind is datetime or (kind is date and dialect == "sqlite"):
         # Whole microseconds, as both stores keep them: finer digits are cut, as the driver's
         # binary dumper cuts them (COPY's text would round them instead).
@@ -400,6 +443,24 @@ def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
         return out.where(out.notna(), None).tolist()
     # Typed columns through Arrow: one pass, and missing values come out as None.
     return pa.array(out, from_pandas=True).to_pylist()
+
+
+def _replaced(column: pd.Series, pattern: re.Pattern, by: str | Callable) -> pd.Series:
+    """`column` with `pattern` replaced `by` in its strings; its other values as they were.
+
+    Only the strings that match are rewritten, so a clean column costs one regex scan.
+    """
+    if pd.api.types.infer_dtype(column, skipna=True) not in TEXTUAL:
+        return column
+    hit = column.str.contains(pattern, na=False).astype(bool)
+    if not hit.any():
+        return column
+    return column.mask(hit, column[hit].str.replace(pattern, by, regex=True))
+
+
+def _kept_backslash(match: re.Match) -> str:
+    """An escaped backslash as it was; a control character's escape dropped."""
+    return match[0] if match[0] == "\\\\" else ""
 
 
 def load_page(
@@ -458,6 +519,7 @@ def delete(conn: Connection, model: type[SQLModel], rows: pd.DataFrame) -> int:
     """Rows deleted from `model`'s table: those matching a row of `rows` on all its columns."""
     if rows.empty:
         return 0
+    rows = rows.apply(_replaced, args=(CONTROL, ""))  # ids as `upsert` stored them
     table, quote = model.__table__.name, conn.dialect.identifier_preparer.quote
     match = " AND ".join(f"{quote(c)} = {_marker(conn.dialect)}" for c in rows.columns)
     result = conn.exec_driver_sql(
@@ -522,9 +584,19 @@ ARROW_TYPES = {
 READ_BATCH_ROWS = 100_000
 
 
+def _sql_type(column: Column) -> Any:
+    """`column`'s SQL type, under any decorator (SQLModel's `AutoString` is a `String`)."""
+    return column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+
+
+def _is_text(column: Column) -> bool:
+    """Whether `column` holds text."""
+    return isinstance(_sql_type(column), String)
+
+
 def _arrow_type(column: Column) -> pa.DataType:
     """The Arrow type `column`'s values are read as."""
-    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    kind = _sql_type(column)
     return pa.large_string() if isinstance(kind, String) else ARROW_TYPES[kind.python_type]
 
 
@@ -591,3 +663,45 @@ class Delivery(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = None
     updated_at: NaiveDatetime
+
+
+class Inbox(SQLModel, table=True):
+    """A webhook event as it arrived, kept before it is acknowledged: once per source and
+    vendor event id, so a vendor's retry adds nothing. `mapped_at` is set once its rows are
+    in the store; `error` says why mapping it failed, until a later pass maps it."""
+
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    event_id: str
+    received_at: NaiveDatetime
+    payload: str
+    mapped_at: NaiveDatetime | None = None
+    error: str | None = None
+
+
+def receive_event(engine: Engine, source: str, event_id: str, payload: str) -> None:
+    """Stores one raw event, committed on return; a retry of a stored event changes nothing."""
+    row = {"source": source, "event_id": event_id, "received_at": now_utc(), "payload": payload}
+    save_rows(engine, Inbox, pd.DataFrame([row]), ("source", "event_id"), update=False)
+
+
+def pending_events(engine: Engine, failed_too: bool) -> pd.DataFrame:
+    """Unmapped events (`id`, `source`, `event_id`, `payload`) in the order they arrived;
+    with `failed_too`, those whose mapping failed before as well."""
+    table = Inbox.__table__
+    query = select(table.c.id, table.c.source, table.c.event_id, table.c.payload).where(
+        table.c.mapped_at.is_(None)
+    )
+    if not failed_too:
+        query = query.where(table.c.error.is_(None))
+    with engine.connect() as conn:
+        return pd.read_sql(query.order_by(table.c.id), conn)
+
+
+def settle_event(conn: Connection, event: int, error: str | None = None) -> None:
+    """Marks inbox row `event` mapped (no `error`) or failed with `error`, in `conn`'s
+    transaction."""
+    table = Inbox.__table__
+    done = {"mapped_at": now_utc(), "error": None} if error is None else {"error": error}
+    conn.execute(table.update().where(table.c.id == event).values(**done))

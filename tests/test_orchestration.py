@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
@@ -224,62 +225,124 @@ def test_cycle_deployed_from_prefect_yaml_completes_on_a_process_worker_with_art
     assert (deployed / "reports" / "index.html").exists()
 
 
-@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal(
-    prefect_env: dict, project: Path, stop_with: signal.Signals
-) -> None:
+STOP_WITHIN = 10  # seconds from the signal to the exit, at any point of `cxloop serve`
+# A bound for start-up, not a pause: the tests go on as soon as Prefect says it is ready.
+START_WITHIN = 300
+SIGNALS = pytest.mark.parametrize(
+    "stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
+)
+
+
+@pytest.fixture
+def serve_env(prefect_env: dict) -> dict:
+    """`prefect_env` with no deployment registered and the served runner's health endpoint
+    on (Prefect's readiness signal: 200 once the runner polls for scheduled runs; before
+    the first poll it fails with a traceback, which its quiet log level keeps out of
+    serve's stderr)."""
     with _client() as client:
         for deployment in client.read_deployments():
             client.delete_deployment(deployment.id)
-    log, errors = project / "serve.out", project / "serve.err"
-    with log.open("w") as out, errors.open("w") as err:
-        serving = subprocess.Popen(
+    return {
+        **prefect_env,
+        "PREFECT_RUNNER_SERVER_ENABLE": "true",
+        "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1",
+        "PREFECT_RUNNER_SERVER_PORT": str(_free_port()),
+        "PREFECT_RUNNER_SERVER_LOG_LEVEL": "critical",
+    }
+
+
+@contextmanager
+def _serving(project: Path, env: dict) -> Iterator[subprocess.Popen]:
+    """`cxloop serve` started in `project`, its output in serve.out and serve.err; killed if
+    a test leaves it running."""
+    with (project / "serve.out").open("w") as out, (project / "serve.err").open("w") as err:
+        process = subprocess.Popen(
             [str(Path(sys.executable).parent / "cxloop"), "serve"],
             cwd=project,
-            env=prefect_env,
+            env=env,
             stdout=out,
             stderr=err,
-            text=True,
         )
     try:
-        expected = {_full_name(e): _expected_schedules(e) for e in SPEC["deployments"]}
-        deadline = time.monotonic() + 60
-        while True:
-            assert serving.poll() is None, errors.read_text()
-            with _client() as client:
-                found = {
-                    f"{client.read_flow(d.flow_id).name}/{d.name}": d
-                    for d in client.read_deployments()
-                }
-            served = {name: _schedules(d) for name, d in found.items() if not d.paused}
-            if served == expected:
-                break
-            assert time.monotonic() < deadline, f"serving {served}, expected {expected}"
-            time.sleep(1)
-        assert all(d.work_pool_name is None for d in found.values())
-        # Prefect registers the deployments, says they are served, then starts its runner,
-        # which installs the signal handlers; a signal before would meet the default handler.
-        while "being served" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
-        time.sleep(2)
-
-        started = time.monotonic()
-        serving.send_signal(stop_with)
-        try:
-            serving.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"serve did not stop within 60 s:\n{log.read_text()}{errors.read_text()}")
+        yield process
     finally:
-        if serving.poll() is None:
-            serving.kill()
-            serving.wait()
-    out, err = log.read_text(), errors.read_text()
-    assert serving.returncode == 0, out + err
-    assert time.monotonic() - started < 30
-    assert "Traceback" not in err and "never awaited" not in err, err
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _output(project: Path) -> str:
+    return (project / "serve.out").read_text() + (project / "serve.err").read_text()
+
+
+def _wait_for(ready, process: subprocess.Popen, project: Path, what: str) -> None:
+    """Return once `ready()` is true; fail if serve exits or `START_WITHIN` passes first."""
+    deadline = time.monotonic() + START_WITHIN
+    while not ready():
+        assert process.poll() is None, f"serve exited before {what}:\n{_output(project)}"
+        assert time.monotonic() < deadline, f"no {what} in {START_WITHIN} s:\n{_output(project)}"
+        time.sleep(0.1)
+
+
+def _healthy(env: dict) -> bool:
+    url = f"http://127.0.0.1:{env['PREFECT_RUNNER_SERVER_PORT']}/health"
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _served() -> dict[str, object]:
     with _client() as client:
-        assert all(d.paused for d in client.read_deployments())  # no runs pile up unserved
+        return {
+            f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
+        }
+
+
+def _signal_stops(serving: subprocess.Popen, stop_with: signal.Signals, project: Path) -> None:
+    """Send `stop_with`; fail unless serve exits cleanly within `STOP_WITHIN` seconds with
+    every registered schedule paused."""
+    serving.send_signal(stop_with)
+    try:
+        serving.wait(timeout=STOP_WITHIN)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve did not stop within {STOP_WITHIN} s:\n{_output(project)}")
+    err = (project / "serve.err").read_text()
+    assert serving.returncode == 0, _output(project)
+    assert "Traceback" not in err and "never awaited" not in err, err
+    assert all(d.paused for d in _served().values())  # no runs pile up unserved
+
+
+@SIGNALS
+def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal(
+    serve_env: dict, project: Path, stop_with: signal.Signals
+) -> None:
+    with _serving(project, serve_env) as serving:
+        _wait_for(lambda: _healthy(serve_env), serving, project, "healthy runner")
+        found = _served()
+        expected = {_full_name(e): _expected_schedules(e) for e in SPEC["deployments"]}
+        assert {name: _schedules(d) for name, d in found.items() if not d.paused} == expected
+        assert all(d.work_pool_name is None for d in found.values())
+
+        _signal_stops(serving, stop_with, project)
+
+
+@SIGNALS
+@pytest.mark.parametrize("moment", ["command started", "deployments registered"])
+def test_serve_stops_within_ten_seconds_of_a_signal_during_start_up(
+    serve_env: dict, project: Path, stop_with: signal.Signals, moment: str
+) -> None:
+    """Early: while Prefect still loads (the CLI's first line is out), or once a deployment
+    is registered but before the runner is ready; what was registered ends paused."""
+    started = lambda: "Starting Prefect" in (project / "serve.out").read_text()  # noqa: E731
+    ready = started if moment == "command started" else lambda: bool(_served())
+    with _serving(project, serve_env) as serving:
+        _wait_for(ready, serving, project, moment)
+        assert not _healthy(serve_env), "the runner was ready before the signal"
+
+        _signal_stops(serving, stop_with, project)
+        if moment == "deployments registered":
+            assert _served()
 
 
 def _logs(flow_run: UUID, until: str) -> list[str]:

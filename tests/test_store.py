@@ -190,6 +190,8 @@ def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
         reopened=[True, False, True],
         escalated=[None, False, True],
         text=["ÿ 1", None, ""],
+        agent=["ann", None, "bob"],
+        team=[None, "tier 2", "tier 1"],
     )
     store.load_page(engine, store.Ticket, tickets, "crm", "tickets", {})
     with engine.connect() as conn:
