@@ -130,7 +130,9 @@ def run_cycle(config_path: Path, data_dir: Path, with_report: bool = True) -> di
     result = improvement_cycle(config_path)
     out = {name: CALLS[name] for name in ("ingest", "rank", "evaluate_pilots", "report")
            if name in CALLS}  # fmt: skip
-    out["ingest"].extra["rows"] = sum(n for s in result.ingested.values() for n in s.values())
+    out["ingest"].extra["rows"] = sum(
+        n.written for s in result.ingested.values() for n in s.values()
+    )
     ranking = CALLS["save_pain_points"]
     stages = {
         "ingest": out["ingest"],

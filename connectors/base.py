@@ -3,7 +3,9 @@
 `Stream.read(cursor)` yields `Page`s, each carrying its raw records, the vendor ids of records
 deleted at the vendor, and the cursor to save once they are committed; the loader commits all
 three in one transaction, so a crash resumes at the last committed page with no gap and no
-duplicate.
+duplicate. A page also names the records it left out (`rejected`); the loader asks for the next
+page only after committing one, so a stream reports a page's rejections when it is asked for
+the next: once, however often a crash makes it read the file again.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """A record left out of the store: where it was (line, row number, response id) and why."""
+
+    where: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Page:
     """Raw records of one page, the vendor ids (`source_id`) of the stream's records deleted at
-    the vendor, and the stream cursor to save after committing them.
+    the vendor, the stream cursor to save after committing them, and the records of the page
+    left out as invalid (`rejected`, counted in the run summary once the page commits).
 
     HTTP connectors give a list of vendor records (dicts); file and generated sources may
     give a DataFrame. `number` counts pages from 1 within one read, for error messages.
@@ -26,6 +37,7 @@ class Page:
     cursor: dict = field(default_factory=dict)
     number: int = 1
     deleted: Sequence[str] = ()
+    rejected: Sequence[Rejection] = ()
 
 
 class Stream(Protocol):

@@ -1,32 +1,54 @@
 """Files as a source: CSV, Parquet and Excel tables mapped to canonical rows, page by page.
 
 Each configured file is one stream into one canonical table, its `columns` option mapping file
-columns to canonical ones. CSV encoding (UTF-8 with or without BOM, else cp1251) and delimiter
-(`;`, `,`, tab) are detected unless given. The cursor is the file's fingerprint (size, mtime,
-SHA-1 of its first KB) plus the rows done, so an unchanged file is not read again and a crash
-resumes at the last committed page; a changed file is read from the top (rows upsert on their
-`source_id`). Rows with a value that does not parse, a required value missing or a score
-outside its scale are rejected with their row number and reason; the rest load.
+columns to canonical ones. The cursor is the file's fingerprint (size, mtime, SHA-1 of its
+first KB) plus the records done, so an unchanged file is not read again and a crash resumes at
+the last committed page; a changed file is read from the top (rows upsert on their
+`source_id`). Nothing is guessed silently; a record that cannot be read right is rejected with
+its line (CSV) or row (Parquet, Excel) and the reason, the rest load, and the rejections of a
+page are counted when it commits:
+
+- CSV encoding: UTF-16 by its BOM; UTF-8 (BOM or not) when the file decodes as UTF-8 or at
+  least as many of its non-ASCII lines are UTF-8 as are not; else cp1251. Each line is decoded
+  alone: a line that does not decode, or a UTF-8 line in a cp1251 file (which cp1251 would
+  garble), is rejected with its number. The delimiter (`;`, `,`, tab) is sniffed unless given.
+- CSV records: a record with another number of fields than the header, text after a closing
+  quote, or a quote that never closes (only that line is rejected; the next line is read as
+  a record again) is rejected. Blank lines are skipped.
+- Control characters but tab, newline and carriage return (NUL included) are removed from
+  every value, as the store removes them from every source's text.
+- Dates: each date column is read with one convention, inferred from all its values (ISO 8601,
+  DD.MM.YYYY, DD/MM/YYYY, MM/DD/YYYY, DD-MM-YYYY, MM-DD-YYYY, YYYY/MM/DD, each with an
+  optional HH:MM[:SS]) or declared in `date_format`. ISO stays ISO; `dayfirst` only chooses
+  between DD/MM and MM/DD when every value fits both. A column that fits two conventions with
+  nothing to choose, or mixes conventions, stops the read with a `ConfigError` naming the rows.
+- Ids: rows sharing a mapped `source_id` within one file are all rejected, naming the lines.
+- Scores: whole numbers on their kind's scale (NPS 0–10); CSAT and CES may be halves where
+  `half_scores` says so; scientific notation (1e1) is never a score.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import hashlib
+import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from connectors.base import Page
-from tasks.errors import ConfigError, SourceError
-from tasks.store import INGESTED
+from connectors.base import Page, Rejection
+from tasks.errors import ConfigError
+from tasks.store import CONTROL, INGESTED
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +66,81 @@ SNIFF_CHARS = 64 * 1024
 FINGERPRINT_BYTES = 1024
 PAGE_ROWS = 10_000
 SHOWN_REJECTIONS = 5
+SHOWN_EXAMPLES = 3
 # Row numbers count the header as row 1, as a spreadsheet or a text editor shows them.
 FIRST_DATA_ROW = 2
-FILE_KEYS = frozenset(
-    {"name", "path", "table", "columns", "constants", "format", "encoding", "delimiter", "sheet",
-     "dayfirst"}
-)  # fmt: skip
 TRUE_WORDS = frozenset({"true", "1", "yes", "y", "да"})
+HALF_KINDS = ("csat", "ces")
+# What each option type is called in messages.
+TYPE_NAMES = {str: "text", dict: "a mapping", bool: "true or false", int: "a whole number"}
+# Options of a column map, shared by the files and sql sources: name → accepted types.
+MAP_OPTIONS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "table": (str,),
+    "columns": (dict,),
+    "constants": (dict,),
+    "dayfirst": (bool,),
+    "date_format": (str, dict),
+}
+FILE_OPTIONS = MAP_OPTIONS | {
+    "path": (str,),
+    "format": (str,),
+    "encoding": (str,),
+    "delimiter": (str,),
+    "sheet": (str, int),
+}
+ISO = "ISO8601"
+
+
+def check_options(
+    where: str, entry: Any, accepted: Mapping[str, tuple[type, ...]], required: Sequence[str]
+) -> dict[str, Any]:
+    """`entry` as a dict once its keys are known, present where `required` and of their types;
+    `ConfigError` naming `where`, the option and the fix (with the closest known name)."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: write a mapping of options, not {entry!r}.")
+    for key in entry:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), list(accepted), n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise ConfigError(
+                f"{where}: unknown option `{key}`; {hint}the options are {', '.join(accepted)}."
+            )
+    missing = [key for key in required if key not in entry]
+    if missing:
+        raise ConfigError(f"{where}: set {', '.join(f'`{k}`' for k in missing)}.")
+    for key, value in entry.items():
+        kinds = accepted[key]
+        fits = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not fits:
+            wanted = " or ".join(TYPE_NAMES[k] for k in kinds)
+            raise ConfigError(f"{where}.{key}: got {value!r}; write {wanted}.")
+    return dict(entry)
 
 
 @dataclass(frozen=True)
 class SurveyScales:
-    """Valid score ranges per survey kind: NPS 0–10, CSAT 1–`csat`, CES 1–`ces`."""
+    """Valid score ranges per survey kind: NPS 0–10, CSAT 1–`csat`, CES 1–`ces`; whole
+    numbers, or halves for the kinds in `halves`."""
 
     csat: int = 5
     ces: int = 7
+    halves: frozenset[str] = frozenset()
 
     def ranges(self) -> dict[str, tuple[int, int]]:
         """(lowest, highest) valid score per kind."""
         return {"nps": (0, 10), "csat": (1, self.csat), "ces": (1, self.ces)}
 
-    def problems(self, kinds: pd.Series, scores: pd.Series) -> pd.Series:
-        """Why each score is invalid for its kind, `""` where it is valid."""
+    def problems(
+        self, kinds: pd.Series, scores: pd.Series, written: pd.Series | None = None
+    ) -> pd.Series:
+        """Why each score is invalid for its kind, `""` where it is valid; `written` is the
+        scores' text as the source gave it (scientific notation is no score)."""
         ranges = self.ranges()
-        low = kinds.map(lambda k: ranges.get(k, (None, None))[0])
-        high = kinds.map(lambda k: ranges.get(k, (None, None))[1])
+        low = kinds.map({k: lo for k, (lo, _) in ranges.items()})
+        high = kinds.map({k: hi for k, (_, hi) in ranges.items()})
+        steps = kinds.map({k: 0.5 for k in self.halves}).fillna(1.0)
+        shown = written if written is not None else scores.map("{:g}".format)
         unknown = "kind " + kinds.astype(str) + f" is not one of {', '.join(ranges)}"
         outside = (
             kinds.astype(str)
@@ -79,19 +151,21 @@ class SurveyScales:
             + "–"
             + high.astype(str).str.removesuffix(".0")
         )
+        unit = steps.map({1.0: "a whole number", 0.5: "a whole or half number"})
+        uneven = kinds.astype(str) + " score '" + shown.astype(str) + "' is not " + unit
         bad = scores.notna() & ((scores < low.astype(float)) | (scores > high.astype(float)))
-        return pd.Series("", index=kinds.index).mask(bad, outside).mask(low.isna(), unknown)
+        fractional = scores.notna() & ((scores / steps) % 1 != 0)
+        if written is not None:
+            fractional |= written.str.contains("[eE]", regex=True)
+        return (
+            pd.Series("", index=kinds.index)
+            .mask(bad, outside)
+            .mask(fractional, uneven)
+            .mask(low.isna(), unknown)
+        )
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """A record left out of the store: where it was (row number, response id) and why."""
-
-    where: str
-    reason: str
-
-
-def log_rejections(rejected: list[Rejection], where: str, what: str) -> None:
+def log_rejections(rejected: Sequence[Rejection], where: str, what: str) -> None:
     """A warning naming `where`, how many `what` were rejected and the first reasons."""
     if not rejected:
         return
@@ -115,8 +189,15 @@ def fingerprint(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{hashlib.sha1(head).hexdigest()}"
 
 
-def csv_encoding(path: Path) -> str:
-    """`utf-8-sig` if the whole file decodes as UTF-8 (with or without BOM), else `cp1251`."""
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _whole_file_is_utf8(path: Path) -> bool:
     decoder = codecs.getincrementaldecoder("utf-8")()
     with path.open("rb") as handle:
         try:
@@ -124,14 +205,31 @@ def csv_encoding(path: Path) -> str:
                 decoder.decode(chunk)
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            return "cp1251"
-    return "utf-8-sig"
+            return False
+    return True
+
+
+def csv_encoding(path: Path) -> str:
+    """`utf-16` for a UTF-16 BOM; `utf-8-sig` if the file is UTF-8 (with or without BOM) or at
+    least as many of its non-ASCII lines are UTF-8 as are not; else `cp1251`."""
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return "utf-16"
+    if _whole_file_is_utf8(path):
+        return "utf-8-sig"
+    utf8 = other = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.isascii():
+                utf8, other = (utf8 + 1, other) if _is_utf8(raw) else (utf8, other + 1)
+    return "utf-8-sig" if utf8 >= other else "cp1251"
 
 
 def csv_delimiter(path: Path, encoding: str) -> str:
     """The delimiter among `;`, `,` and tab that `csv.Sniffer` finds in the file's start; failing
     that, the one the header line holds most of."""
-    with path.open(encoding=encoding, newline="") as handle:
+    with path.open(encoding=encoding, errors="replace", newline="") as handle:
         sample = handle.read(SNIFF_CHARS)
     lines = sample.splitlines()
     complete = "\n".join(lines[:-1] if len(sample) == SNIFF_CHARS and len(lines) > 1 else lines)
@@ -142,27 +240,210 @@ def csv_delimiter(path: Path, encoding: str) -> str:
         return max(DELIMITERS, key=header.count)
 
 
+def _decoded_lines(handle: BinaryIO, encoding: str) -> Iterator[tuple[str, str]]:
+    """Each line of `handle` decoded alone, with why it cannot be trusted (`""` if it can)."""
+    if codecs.lookup(encoding).name.startswith("utf-16"):
+        # Lines cannot be split before decoding UTF-16; its undecodable bytes are U+FFFD.
+        text = io.TextIOWrapper(handle, encoding=encoding, errors="replace", newline="")
+        for line in text:
+            yield line, ("bytes that are not UTF-16" if "\ufffd" in line else "")
+        return
+    single_byte = not codecs.lookup(encoding).name.startswith("utf-8")
+    for raw in handle:
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            # Replacing keeps the line's delimiters and quotes, so the records after it parse.
+            problem = f"bytes that are not {encoding} at character {exc.start + 1}"
+            yield raw.decode(encoding, errors="replace"), problem
+            continue
+        if single_byte and not raw.isascii() and _is_utf8(raw):
+            yield line, f"UTF-8 text in a file read as {encoding}"
+        else:
+            yield line, ""
+
+
+class _Lines:
+    """Decoded lines numbered from 1, for `csv.reader`; the lines taken since `start` can be
+    given back to be read again."""
+
+    def __init__(self, lines: Iterator[tuple[str, str]]) -> None:
+        self._lines, self._back = lines, deque[tuple[str, str]]()
+        self.number, self.taken = 0, list[tuple[str, str]]()
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._back.popleft() if self._back else next(self._lines)
+        self.number += 1
+        self.taken.append(line)
+        return line[0]
+
+    def start(self) -> None:
+        self.taken = []
+
+    def give_back(self, lines: list[tuple[str, str]]) -> None:
+        self._back.extendleft(reversed(lines))
+        self.number -= len(lines)
+
+
+@dataclass(frozen=True)
+class CsvRecord:
+    """One CSV record: its fields (none if rejected), its first line and why it is rejected."""
+
+    fields: list[str]
+    line: int
+    problem: str = ""
+
+
+def csv_records(lines: Iterable[tuple[str, str]], delimiter: str) -> Iterator[CsvRecord]:
+    """The header, then every record after it; blank lines are skipped.
+
+    A record that spans lines but has the wrong field count or bad quoting is a quote opened
+    and never closed: only its first line is rejected and the lines after it are read again.
+    """
+    numbered = _Lines(iter(lines))
+    reader = csv.reader(numbered, delimiter=delimiter, strict=True)
+    width = None
+    while True:
+        numbered.start()
+        try:
+            fields, problem = next(reader), ""
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            fields, problem = [], f"bad quoting ({exc})"
+        taken = numbered.taken
+        first = numbered.number - len(taken) + 1
+        if not problem and not "".join(fields).strip():
+            continue
+        if width is None:
+            width = len(fields)
+            yield CsvRecord(fields, first, problem)
+            continue
+        if problem or len(fields) != width:
+            if len(taken) > 1:
+                numbered.give_back(taken[1:])
+                yield CsvRecord([], first, "a quote opened on this line is never closed")
+                continue
+            problem = problem or f"{len(fields)} fields where the header has {width}"
+        problem = problem or next((p for _, p in taken if p), "")
+        if problem.startswith(("bytes", "UTF-8")):
+            problem += "; the file mixes encodings: save it again in one (UTF-8)"
+        yield CsvRecord([] if problem else fields, first, problem)
+
+
+@dataclass(frozen=True)
+class DateConvention:
+    """How one date column is written: its name for messages and the formats tried in order
+    (a date alone, then with hours and minutes, then with seconds)."""
+
+    name: str
+    formats: tuple[str, ...]
+
+    @classmethod
+    def dated(cls, name: str, day: str) -> DateConvention:
+        return cls(name, (day, f"{day} %H:%M", f"{day} %H:%M:%S"))
+
+
+CONVENTIONS = (
+    DateConvention("ISO 8601", (ISO,)),
+    DateConvention.dated("DD.MM.YYYY", "%d.%m.%Y"),
+    DateConvention.dated("DD/MM/YYYY", "%d/%m/%Y"),
+    DateConvention.dated("MM/DD/YYYY", "%m/%d/%Y"),
+    DateConvention.dated("DD-MM-YYYY", "%d-%m-%Y"),
+    DateConvention.dated("MM-DD-YYYY", "%m-%d-%Y"),
+    DateConvention.dated("YYYY/MM/DD", "%Y/%m/%d"),
+)
+# Day-first and month-first conventions that `dayfirst` chooses between: (day first, month first).
+TIES = {("DD/MM/YYYY", "MM/DD/YYYY"), ("DD-MM-YYYY", "MM-DD-YYYY")}
+
+
+def parse_dates(raw: pd.Series, formats: Sequence[str]) -> pd.Series:
+    """Timestamps (naive, UTC) of text values, each read with the first of `formats` that
+    fits it; NaT where none does. Offsets are converted to UTC; values without one are UTC."""
+    parsed = pd.to_datetime(raw, format=formats[0], errors="coerce", utc=True)
+    for fmt in formats[1:]:
+        todo = parsed.isna() & raw.ne("")
+        if todo.any():
+            again = pd.to_datetime(raw.where(todo, ""), format=fmt, errors="coerce", utc=True)
+            parsed = parsed.where(~todo, again)
+    return parsed.dt.tz_localize(None)
+
+
+def _examples(values: pd.Series, labels: pd.Series) -> str:
+    shown = [f"{labels[i]} '{v}'" for i, v in values.head(SHOWN_EXAMPLES).items()]
+    more = len(values) - SHOWN_EXAMPLES
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def date_convention(
+    values: pd.Series, labels: pd.Series, dayfirst: bool | None, where: str
+) -> tuple[str, ...]:
+    """The formats of the one convention all parseable `values` fit (values that fit none are
+    rejected later as not dates); `ConfigError` naming `where`, example rows and the fix when
+    two fit and `dayfirst` does not choose, or when no one convention fits them all."""
+    written = values[values.ne("")].drop_duplicates()
+    fits = pd.DataFrame(
+        {c.name: parse_dates(written, c.formats).notna() for c in CONVENTIONS}, index=written.index
+    )
+    readable = fits.any(axis=1)
+    whole = [c for c in CONVENTIONS if fits.loc[readable, c.name].all()]
+    fix = "set `date_format` for it in the file's options (e.g. date_format: '{}')"
+    if not readable.any():
+        return CONVENTIONS[0].formats  # no value is a date: each is rejected as such
+    if len(whole) == 1:
+        return whole[0].formats
+    if whole:
+        pair = (whole[0].name, whole[1].name)
+        if len(whole) == 2 and pair in TIES and dayfirst is not None:
+            return whole[0 if dayfirst else 1].formats
+        raise ConfigError(
+            f"{where}: its dates fit both {pair[0]} and {pair[1]} "
+            f"({_examples(written[readable], labels)}); {fix.format(whole[0].formats[0])}, "
+            "or `dayfirst: true` "
+            "(or false) if they are all one convention."
+        )
+    kinds = fits.loc[readable].idxmax(axis=1)
+    groups = "; ".join(
+        f"{name}: {_examples(written[kinds.index[kinds.eq(name)]], labels)}"
+        for name in kinds.drop_duplicates()
+    )
+    raise ConfigError(
+        f"{where}: its dates mix conventions ({groups}); one column is read with one "
+        f"convention: {fix.format('%d.%m.%Y')}; rows written otherwise are then rejected."
+    )
+
+
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as stripped text, `""` where missing, whatever types the file carried."""
-    cells = frame.astype(object).where(frame.notna(), "")
-    return cells.map(lambda v: str(v).strip())
+    """Every cell as stripped text without control characters (see `CONTROL`), `""` where
+    missing, whatever types the file carried."""
+    cells = frame.astype(object).where(frame.notna(), "").astype(str)
+    return cells.apply(lambda column: column.str.replace(CONTROL, "", regex=True).str.strip())
 
 
-def _parsed(raw: pd.Series, kind: type, dayfirst: bool) -> tuple[pd.Series, pd.Series, str]:
+def _parsed(raw: pd.Series, kind: type, formats: Sequence[str]) -> tuple[pd.Series, pd.Series, str]:
     """Values of one column typed as `kind`, which non-empty cells failed, and what was expected."""
     present = raw.ne("")
     if kind is float:
         values = pd.to_numeric(raw.str.replace(",", ".", regex=False), errors="coerce")
         return values, present & values.isna(), "a number"
     if kind in (datetime, date):
-        values = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
-        values = values.dt.tz_localize(None)
+        values = parse_dates(raw, formats)
         if kind is date:
             values = values.dt.normalize()
-        return values, present & values.isna(), "a date" if kind is date else "a timestamp"
+        expected = "a date" if kind is date else "a timestamp"
+        if len(formats) == 1 and formats[0] != ISO:  # declared in `date_format`
+            expected += f" written {formats[0]}"
+        return values, present & values.isna(), expected
     if kind is bool:
         return raw.str.lower().isin(TRUE_WORDS), pd.Series(False, index=raw.index), ""
     return raw.where(present, None).astype(object), pd.Series(False, index=raw.index), ""
+
+
+def _column_types(table: str) -> dict[str, type]:
+    return {c.name: c.type.python_type for c in INGESTED[table].__table__.columns}
 
 
 @dataclass(frozen=True)
@@ -171,31 +452,40 @@ class ColumnMap:
 
     `columns` maps a source column to a canonical one; `constants` gives a canonical column one
     value in every row (e.g. `{survey: q3, kind: nps}`). Cells are read as text and parsed by
-    the canonical column's type (`dayfirst` for dates like 05.01.2026); survey scores must lie
-    on `scales`.
+    the canonical column's type; dates by `date_format` (source column → strptime format)
+    where given, else by the convention their column fits (`dayfirst` breaking a DD/MM–MM/DD
+    tie); survey scores must lie on `scales`.
     """
 
     table: str
     columns: Mapping[str, str]
     constants: Mapping[str, Any]
-    dayfirst: bool = False
+    dayfirst: bool | None = None
+    date_format: Mapping[str, str] = field(default_factory=dict)
     scales: SurveyScales = SurveyScales()
 
     @classmethod
     def checked(
         cls, where: str, entry: Mapping[str, Any], scales: SurveyScales, *, ids_given: bool
     ) -> ColumnMap:
-        """The map an options entry describes (`table`, `columns`, optional `constants` and
-        `dayfirst`); `ConfigError` naming `where` on an unknown table or column, or a required
-        column left unset (`source_id` may be, when the caller gives ids: `ids_given`)."""
+        """The map an options entry describes (`table`, `columns`, optional `constants`,
+        `dayfirst` and `date_format`); `ConfigError` naming `where` on an unknown table or
+        column, a required column left unset (`source_id` may be, when the caller gives ids:
+        `ids_given`) or a `date_format` that is not one."""
         table = entry.get("table")
         if table not in INGESTED:
             raise ConfigError(f"{where}: table {table!r} is not one of {', '.join(INGESTED)}.")
-        columns, constants = dict(entry["columns"]), dict(entry.get("constants") or {})
+        columns = {str(k): v for k, v in entry["columns"].items()}
+        constants = dict(entry.get("constants") or {})
+        if not columns or not all(isinstance(v, str) for v in columns.values()):
+            raise ConfigError(
+                f"{where}.columns: map each source column to a canonical column name, "
+                "e.g. {Дата: submitted_at}."
+            )
         wrong = sorted((set(columns.values()) | set(constants)) - _targets(table))
         if wrong:
             raise ConfigError(
-                f"{where}: {', '.join(wrong)} not columns of {table}; use "
+                f"{where}: {', '.join(map(str, wrong))} not columns of {table}; use "
                 f"{', '.join(sorted(_targets(table)))}."
             )
         given = set(columns.values()) | set(constants) | ({"source_id"} if ids_given else set())
@@ -205,7 +495,8 @@ class ColumnMap:
                 f"{where}: {table} needs {', '.join(lacking)}; map a column to it in `columns` "
                 "or give a value in `constants`."
             )
-        return cls(table, columns, constants, bool(entry.get("dayfirst", False)), scales)
+        formats = _date_formats(where, table, columns, entry.get("date_format"))
+        return cls(table, columns, constants, entry.get("dayfirst"), formats, scales)
 
     def text(self, frame: pd.DataFrame, where: str, what: str) -> pd.DataFrame:
         """The mapped columns of `frame` as stripped text, `""` where missing; `ConfigError`
@@ -218,18 +509,39 @@ class ColumnMap:
             )
         return _as_text(frame[list(self.columns)])
 
+    def date_formats(
+        self, text: pd.DataFrame, labels: pd.Series, where: str, what: str
+    ) -> dict[str, tuple[str, ...]]:
+        """The formats each mapped date column is read with: declared, else inferred from all
+        of `text` (see `date_convention`)."""
+        types = _column_types(self.table)
+        return {
+            name: (self.date_format[name],)
+            if name in self.date_format
+            else date_convention(
+                text[name], labels, self.dayfirst, f"{where}: column {name} of {what}"
+            )
+            for name, column in self.columns.items()
+            if types.get(column) in (datetime, date)
+        }
+
     def canonical(
-        self, text: pd.DataFrame, where: str, labels: pd.Series, ids: pd.Series | None = None
+        self,
+        text: pd.DataFrame,
+        labels: pd.Series,
+        formats: Mapping[str, Sequence[str]],
+        ids: pd.Series | None = None,
+        problems: pd.Series | None = None,
     ) -> tuple[pd.DataFrame, list[Rejection]]:
         """Valid rows of a text frame in canonical columns, and the invalid ones as rejections
-        (logged, named by `labels`); `ids` are the rows' `source_id` where no column maps to it.
-        """
-        model = INGESTED[self.table]
-        types = {c.name: c.type.python_type for c in model.__table__.columns}
+        named by `labels`. `formats` are the date columns' (`date_formats`); `ids` the rows'
+        `source_id` where no column maps to it; `problems` why rows are already rejected."""
+        types = _column_types(self.table)
         rows = pd.DataFrame(index=text.index)
-        problem = pd.Series("", index=text.index)
+        problem = problems if problems is not None else pd.Series("", index=text.index)
         for name, column in self.columns.items():
-            values, bad, expected = _parsed(text[name], types.get(column, str), self.dayfirst)
+            kind = types.get(column, str)
+            values, bad, expected = _parsed(text[name], kind, formats.get(name, ()))
             rows[column] = values
             shown = f"column {name} = '" + text[name] + f"' is not {expected}"
             problem = problem.mask(bad & problem.eq(""), shown)
@@ -241,17 +553,43 @@ class ColumnMap:
             empty = f"{column} is empty"
             problem = problem.mask(rows[column].isna() & problem.eq(""), empty)
         if self.table == "survey_response":
-            scale = self.scales.problems(rows["kind"], rows["score"])
+            score = next((n for n, c in self.columns.items() if c == "score"), None)
+            written = text[score] if score is not None else None
+            scale = self.scales.problems(rows["kind"], rows["score"], written)
             problem = problem.mask(problem.eq(""), scale)
         bad = problem.ne("")
         rejected = [Rejection(labels[i], reason) for i, reason in problem[bad].items()]
-        log_rejections(rejected, where, "rows")
         return rows[~bad], rejected
+
+
+def _date_formats(
+    where: str, table: str, columns: Mapping[str, str], declared: str | Mapping | None
+) -> dict[str, str]:
+    """`date_format` as source column → format: one string applies to every date column."""
+    types = _column_types(table)
+    dated = [name for name, column in columns.items() if types.get(column) in (datetime, date)]
+    if declared is None:
+        return {}
+    given = {name: declared for name in dated} if isinstance(declared, str) else dict(declared)
+    stray = sorted(set(map(str, given)) - set(dated))
+    if stray:
+        raise ConfigError(
+            f"{where}.date_format: {', '.join(stray)} not mapped to a date column; the date "
+            f"columns are {', '.join(dated) or 'none'}."
+        )
+    for name, fmt in given.items():
+        if not isinstance(fmt, str) or (fmt != ISO and "%" not in fmt):
+            raise ConfigError(
+                f"{where}.date_format: {name}: {fmt!r} is no date format; write it as "
+                "strptime does, e.g. '%d.%m.%Y %H:%M', or ISO8601."
+            )
+    return {str(name): fmt for name, fmt in given.items()}
 
 
 @dataclass(kw_only=True)
 class MappedStream:
-    """A stream whose rows `mapping` makes canonical; `rejected` collects the rows left out."""
+    """A stream whose rows `mapping` makes canonical; `rejected` collects the rows left out of
+    pages that committed."""
 
     source: str
     name: str
@@ -262,6 +600,29 @@ class MappedStream:
     @property
     def table(self) -> str:
         return self.mapping.table
+
+    def committed(self, page: Page, where: str) -> None:
+        """Log and keep `page`'s rejections, once the loader asked for the page after it (it
+        has committed `page` by then)."""
+        log_rejections(page.rejected, where, "rows")
+        self.rejected.extend(page.rejected)
+
+
+@dataclass(frozen=True)
+class FileRows:
+    """A whole file's mapped columns as text, one row per record (`""` in rejected ones), what
+    names each record in messages and why a record is already rejected (`""` if it is not)."""
+
+    text: pd.DataFrame
+    labels: pd.Series
+    problems: pd.Series
+
+    @classmethod
+    def spreadsheet(cls, text: pd.DataFrame) -> FileRows:
+        """Rows of a Parquet file or Excel sheet, named by spreadsheet row number."""
+        text.index = pd.RangeIndex(len(text))
+        numbers = pd.Series(text.index + FIRST_DATA_ROW, index=text.index).astype(str)
+        return cls(text, "row " + numbers, pd.Series("", index=text.index))
 
 
 @dataclass(kw_only=True)
@@ -276,84 +637,101 @@ class FileStream(MappedStream):
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages of canonical rows (DataFrames) after `cursor`; none if the file is unchanged
-        since it was read to its end."""
+        since it was read to its end. Dates, ids and records are checked over the whole file
+        before the first page, so a resumed read judges every row as the first read did."""
         where = f"source {self.source}, stream {self.name}"
         if not self.path.is_file():
-            raise SourceError(f"{where}: no file at {self.path}; fix `path` in the source options.")
+            raise ConfigError(f"{where}: no file at {self.path}; fix `path` in the source options.")
         stamp = fingerprint(self.path)
         start = 0
         if cursor.get("fingerprint") == stamp:
             if cursor.get("complete"):
                 return
             start = int(cursor["offset"])
-        pages = (chunk for chunk in self._chunks(start, where) if len(chunk))
-        pending, number = next(pages, None), 0
-        while pending is not None:
-            following = next(pages, None)
-            number += 1
-            yield self._page(pending, stamp, number, complete=following is None)
-            pending = following
-        if number == 0:
+        rows = self._rows(where)
+        if rows is None or rows.text.empty:
+            empty = "is empty" if rows is None else "has a header but no rows"
+            log.warning("%s: %s %s; nothing to load.", where, self.path.name, empty)
             yield Page([], {"fingerprint": stamp, "offset": start, "complete": True}, 1)
+            return
+        formats = self.mapping.date_formats(rows.text, rows.labels, where, self.path.name)
+        problems = rows.problems.mask(rows.problems.eq(""), self._duplicates(rows))
+        total = len(rows.text)
+        for number, first in enumerate(range(start, total, self.page_rows), start=1):
+            last = min(first + self.page_rows, total)
+            page_where = f"{where}, page {number}"
+            part = slice(first, last)
+            numbers = pd.Series(rows.text.index[part] + FIRST_DATA_ROW, index=rows.text.index[part])
+            records, rejected = self.mapping.canonical(
+                rows.text.iloc[part],
+                rows.labels.iloc[part],
+                formats,
+                ids=f"{self.name}:" + numbers.astype(str),
+                problems=problems.iloc[part],
+            )
+            cursor = {"fingerprint": stamp, "offset": last, "complete": last == total}
+            page = Page(records, cursor, number, rejected=tuple(rejected))
+            yield page
+            self.committed(page, page_where)
 
-    def _page(self, text: pd.DataFrame, stamp: str, number: int, *, complete: bool) -> Page:
-        where = f"source {self.source}, stream {self.name}, page {number}"
-        cursor = {"fingerprint": stamp, "offset": int(text.index[-1]) + 1, "complete": complete}
-        return Page(self.canonical(text, where), cursor, number)
+    def _duplicates(self, rows: FileRows) -> pd.Series:
+        """Why each row whose mapped `source_id` another row of the file shares is rejected:
+        all of them, as nothing says which is right."""
+        key = next((n for n, c in self.mapping.columns.items() if c == "source_id"), None)
+        reasons = pd.Series("", index=rows.text.index)
+        if key is None:
+            return reasons
+        ids = rows.text[key]
+        shared = ids.ne("") & rows.problems.eq("") & ids.duplicated(keep=False)
+        if not shared.any():
+            return reasons
+        together = rows.labels[shared].groupby(ids[shared]).transform(", ".join)
+        shown = f"{key} '" + ids[shared] + "' repeats (" + together + "); rows sharing an id"
+        return reasons.mask(shared, shown + " are all left out: fix the file")
 
-    def _chunks(self, start: int, where: str) -> Iterator[pd.DataFrame]:
-        """The file's rows from data row `start` (0-based) as text frames indexed by that row."""
+    def _rows(self, where: str) -> FileRows | None:
+        """The whole file's mapped columns; None for a CSV file without even a header."""
         if self.format == "csv":
-            encoding = self.encoding or csv_encoding(self.path)
-            delimiter = self.delimiter or csv_delimiter(self.path, encoding)
-            try:
-                with pd.read_csv(
-                    self.path,
-                    sep=delimiter,
-                    encoding=encoding,
-                    dtype=str,
-                    keep_default_na=False,
-                    skiprows=range(1, start + 1),
-                    chunksize=self.page_rows,
-                ) as reader:
-                    position = start
-                    for frame in reader:
-                        yield self._checked(frame, position, where)
-                        position += len(frame)
-            except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-                raise SourceError(
-                    f"{where}: cannot read {self.path} as CSV (encoding {encoding}, delimiter "
-                    f"{delimiter!r}): {exc}. Set `encoding` or `delimiter` in its options."
-                ) from None
-            return
+            return self._csv_rows(where)
         if self.format == "parquet":
-            position = 0
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.page_rows):
-                frame = batch.to_pandas()
-                skip = max(0, min(len(frame), start - position))
-                if skip < len(frame):
-                    yield self._checked(frame.iloc[skip:], position + skip, where)
-                position += len(frame)
-            return
+            names = pq.ParquetFile(self.path).schema_arrow.names
+            self.mapping.text(pd.DataFrame(columns=names), where, self.path.name)
+            table = pq.read_table(self.path, columns=list(self.mapping.columns))
+            return FileRows.spreadsheet(self.mapping.text(table.to_pandas(), where, self.path.name))
         sheet = pd.read_excel(
             self.path, sheet_name=self.sheet, dtype=str, keep_default_na=False, engine="openpyxl"
         )
-        for first in range(start, len(sheet), self.page_rows):
-            yield self._checked(sheet.iloc[first : first + self.page_rows], first, where)
+        return FileRows.spreadsheet(self.mapping.text(sheet, where, self.path.name))
 
-    def _checked(self, frame: pd.DataFrame, first: int, where: str) -> pd.DataFrame:
-        text = self.mapping.text(frame, where, self.path.name)
-        text.index = pd.RangeIndex(first, first + len(text))
-        return text
-
-    def canonical(self, text: pd.DataFrame, where: str) -> pd.DataFrame:
-        """Valid rows of a text frame in canonical columns; invalid ones go to `rejected`."""
-        numbers = pd.Series(text.index + FIRST_DATA_ROW, index=text.index).astype(str)
-        rows, rejected = self.mapping.canonical(
-            text, where, labels="row " + numbers, ids=f"{self.name}:" + numbers
-        )
-        self.rejected.extend(rejected)
-        return rows
+    def _csv_rows(self, where: str) -> FileRows | None:
+        encoding = self.encoding or csv_encoding(self.path)
+        delimiter = self.delimiter or csv_delimiter(self.path, encoding)
+        with self.path.open("rb") as handle:
+            if encoding.replace("_", "-").lower() in ("utf-8-sig", "utf8-sig"):
+                head = handle.read(len(codecs.BOM_UTF8))
+                handle.seek(len(head) if head == codecs.BOM_UTF8 else 0)
+            records = csv_records(_decoded_lines(handle, encoding), delimiter)
+            header = next(records, None)
+            if header is None:
+                return None
+            if header.problem:
+                raise ConfigError(
+                    f"{where}: the header of {self.path.name} (line {header.line}) cannot be "
+                    f"read: {header.problem}. Fix the file, or set `encoding` or `delimiter`."
+                )
+            names = [CONTROL.sub("", name) for name in header.fields]
+            self.mapping.text(pd.DataFrame(columns=names), where, self.path.name)
+            positions = [names.index(name) for name in self.mapping.columns]
+            pick = itemgetter(*positions) if len(positions) > 1 else lambda f: (f[positions[0]],)
+            blank = ("",) * len(positions)
+            cells, lines, problems = [], [], []
+            for record in records:
+                cells.append(blank if record.problem else pick(record.fields))
+                lines.append(record.line)
+                problems.append(record.problem)
+        text = _as_text(pd.DataFrame(cells, columns=list(self.mapping.columns), dtype=object))
+        labels = "line " + pd.Series(lines, index=text.index, dtype=int).astype(str)
+        return FileRows(text, labels, pd.Series(problems, index=text.index, dtype=object))
 
 
 def _required(table: str) -> list[str]:
@@ -366,16 +744,39 @@ def _targets(table: str) -> set[str]:
     return columns | ({"email"} if "email_hash" in columns else set())
 
 
+def survey_scales(where: str, csat: Any, ces: Any, halves: Any) -> SurveyScales:
+    """The scales the options give; `ConfigError` naming the option and the fix."""
+    for option, value in (("csat_scale", csat), ("ces_scale", ces)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 3 <= value <= 10:
+            raise ConfigError(f"{where}.{option}: got {value!r}; write a whole number 3–10.")
+    if not isinstance(halves, list | tuple) or not set(halves) <= set(HALF_KINDS):
+        raise ConfigError(
+            f"{where}.half_scores: got {halves!r}; list the kinds whose scores may be halves "
+            f"(4.5), among {', '.join(HALF_KINDS)} (NPS scores are always whole)."
+        )
+    return SurveyScales(csat, ces, frozenset(halves))
+
+
+def page_size(where: str, value: Any) -> int:
+    """`page_rows` once it is a whole number of at least 1; `ConfigError` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where}.page_rows: got {value!r}; write a whole number of at least 1.")
+    return value
+
+
 @dataclass
 class FilesSource:
     """Local files, one stream each. `files` entries: `path`, `table` (customer, ticket,
     survey_response, web_metric, orders), `columns` (file column → canonical column), and
     optionally `name` (default: the file's stem), `constants` (canonical column → value for
     every row, e.g. `{survey: q3, kind: nps}`), `format` (csv, parquet, excel; default from the
-    suffix), `encoding`, `delimiter`, `sheet`, `dayfirst` (for dates like 05.01.2026).
+    suffix), `encoding`, `delimiter`, `sheet`, `date_format` (a strptime format for every date
+    column of the file, or file column → format) and `dayfirst` (DD/MM rather than MM/DD where
+    a column fits both). `half_scores` lists the kinds (csat, ces) whose scores may be halves.
 
-    Without a column mapped to `source_id` a row's id is `<stream>:<row number>`, which stays
-    stable while the file only grows at the end. Relative paths are under `base_dir`.
+    Without a column mapped to `source_id` a row's id is `<stream>:<record number + 1>`, which
+    stays stable while the file only grows at the end. Relative paths are under `base_dir`.
+    Every option is checked here, without opening a file.
     """
 
     name: str
@@ -384,31 +785,28 @@ class FilesSource:
     page_rows: int = PAGE_ROWS
     csat_scale: int = 5
     ces_scale: int = 7
+    half_scores: list[str] = field(default_factory=list)
     kind: str = field(default="files", init=False)
 
     def __post_init__(self) -> None:
-        if not self.files:
-            raise ConfigError(f"sources.{self.name}.options: list at least one file in `files`.")
-        if self.page_rows < 1:
-            raise ConfigError(f"sources.{self.name}.options: page_rows must be at least 1.")
-        self._streams = [self._stream(i, dict(entry)) for i, entry in enumerate(self.files)]
+        where = f"sources.{self.name}.options"
+        if not isinstance(self.files, list) or not self.files:
+            raise ConfigError(f"{where}: list at least one file in `files`.")
+        if not isinstance(self.base_dir, str):
+            raise ConfigError(f"{where}.base_dir: got {self.base_dir!r}; write a directory path.")
+        page_size(where, self.page_rows)
+        scales = survey_scales(where, self.csat_scale, self.ces_scale, self.half_scores)
+        self._streams = [self._stream(i, entry, scales) for i, entry in enumerate(self.files)]
         names = [s.name for s in self._streams]
         if len(set(names)) < len(names):
             raise ConfigError(
-                f"sources.{self.name}.options.files: stream names {names} repeat; give each "
-                "file a distinct `name`."
+                f"{where}.files: stream names {names} repeat; give each file a distinct `name`."
             )
 
-    def _stream(self, index: int, entry: dict[str, Any]) -> FileStream:
+    def _stream(self, index: int, given: Any, scales: SurveyScales) -> FileStream:
         where = f"sources.{self.name}.options.files[{index}]"
-        unknown = sorted(set(entry) - FILE_KEYS)
-        if unknown or not {"path", "table", "columns"} <= set(entry):
-            raise ConfigError(
-                f"{where}: needs `path`, `table` and `columns`, and takes only "
-                f"{', '.join(sorted(FILE_KEYS))}; unknown keys: {unknown}."
-            )
+        entry = check_options(where, given, FILE_OPTIONS, ("path", "table", "columns"))
         path = Path(self.base_dir) / entry["path"]
-        scales = SurveyScales(self.csat_scale, self.ces_scale)
         mapping = ColumnMap.checked(where, entry, scales, ids_given=True)
         fmt = entry.get("format") or FORMATS.get(path.suffix.lower())
         if fmt not in set(FORMATS.values()):
@@ -416,14 +814,29 @@ class FilesSource:
                 f"{where}: cannot tell the format of {path.name}; set `format` to csv, "
                 "parquet or excel."
             )
+        encoding = entry.get("encoding")
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ConfigError(
+                    f"{where}.encoding: {encoding!r} is no encoding Python knows; write e.g. "
+                    "utf-8 or cp1251, or leave it out to detect it."
+                ) from None
+        delimiter = entry.get("delimiter")
+        if delimiter is not None and len(delimiter) != 1:
+            raise ConfigError(
+                f"{where}.delimiter: {delimiter!r} is not one character; write ';', ',' or "
+                "'\\t', or leave it out to detect it."
+            )
         return FileStream(
             source=self.name,
             name=entry.get("name") or path.stem,
             path=path,
             mapping=mapping,
             format=fmt,
-            encoding=entry.get("encoding"),
-            delimiter=entry.get("delimiter"),
+            encoding=encoding,
+            delimiter=delimiter,
             sheet=entry.get("sheet", 0),
             page_rows=self.page_rows,
         )

@@ -2,7 +2,9 @@
 
 The URL comes from an environment variable (`url_env`), or from `url` with its password in
 `password_env`, and is only ever shown with the password hidden. A stream's rows are mapped by
-the `files` source's column map (`columns`, `constants`). With a `cursor_column`, the query is
+the `files` source's column map (`columns`, `constants`, `date_format`, `dayfirst`); text dates
+are read with one convention per page, inferred from the page's values unless declared. With a
+`cursor_column`, the query (without its trailing `;` and comments) is
 wrapped as a subquery filtered `> :cursor` and ordered by that column, and read in chunks of
 about `page_rows` rows; each chunk is a page whose cursor is its last value, so a crash resumes
 after the last committed chunk and the next sync reads only newer rows. Rows sharing a cursor
@@ -26,13 +28,19 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from connectors.base import Page
-from connectors.files import ColumnMap, MappedStream, SurveyScales
+from connectors.files import (
+    MAP_OPTIONS,
+    ColumnMap,
+    MappedStream,
+    SurveyScales,
+    check_options,
+    page_size,
+    survey_scales,
+)
 from tasks.errors import ConfigError, SourceError
 
 PAGE_ROWS = 10_000
-QUERY_KEYS = frozenset(
-    {"name", "query", "table", "columns", "constants", "cursor_column", "dayfirst"}
-)
+QUERY_OPTIONS = MAP_OPTIONS | {"query": (str,), "cursor_column": (str,)}
 ALIAS = "cxloop_rows"
 # How each cursor value type is written into the JSON cursor and read back for binding.
 CURSOR_TYPES: dict[str, tuple[type, Any]] = {
@@ -58,6 +66,30 @@ def encode_cursor(value: Any) -> dict:
 def decode_cursor(cursor: Mapping[str, Any]) -> Any:
     """The saved cursor value as the Python type it was read as, to bind in the filter."""
     return CURSOR_TYPES[cursor["type"]][1](cursor["after"])
+
+
+def _comment_at(line: str) -> int | None:
+    """Where a `--` comment starts in `line`, outside quoted text; None if it has none."""
+    quote = None
+    for position, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif line.startswith("--", position):
+            return position
+    return None
+
+
+def bare_query(query: str) -> str:
+    """`query` without the `;` and `--` comments that end it, so it can be a subquery."""
+    while True:
+        query = query.strip().rstrip(";").rstrip()
+        head, newline, last = query.rpartition("\n")
+        cut = _comment_at(last)
+        if cut is None:
+            return query
+        query = head + newline + last[:cut]
 
 
 @dataclass(frozen=True)
@@ -88,7 +120,7 @@ class QueryStream(MappedStream):
 
         Colons in the configured query are escaped, so only `:cursor` is a bind parameter.
         """
-        query = self.query.strip().rstrip(";").replace(":", r"\:")
+        query = bare_query(self.query).replace(":", r"\:")
         if self.cursor_column is None:
             return text(query), {}
         quote = self.database.engine.dialect.identifier_preparer.quote
@@ -96,7 +128,8 @@ class QueryStream(MappedStream):
         condition, params = f"{column} IS NOT NULL", {}
         if "after" in cursor:
             condition, params = f"{column} > :cursor", {"cursor": decode_cursor(cursor)}
-        sql = f"SELECT * FROM ({query}) {ALIAS} WHERE {condition} ORDER BY {column}"
+        # On its own lines, so a comment the query keeps (inside a block) cannot swallow ours.
+        sql = f"SELECT * FROM (\n{query}\n) {ALIAS} WHERE {condition} ORDER BY {column}"
         return text(sql), params
 
     def read(self, cursor: dict) -> Iterator[Page]:
@@ -126,7 +159,9 @@ class QueryStream(MappedStream):
             self.mapping.text(pd.DataFrame(columns=columns), where, "its query")
             position = self._position(columns)
             for number, rows in enumerate(self._chunks(result, position, where), start=1):
-                yield self._page(rows, columns, position, number, cursor)
+                page = self._page(rows, columns, position, number, cursor)
+                yield page
+                self.committed(page, f"{where}, page {number}")
 
     def _position(self, columns: list[str]) -> int | None:
         """Where the cursor column sits among the query's columns, matched ignoring case as
@@ -178,10 +213,10 @@ class QueryStream(MappedStream):
         text_ = self.mapping.text(frame, where, "its query")
         key = next(name for name, column in self.mapping.columns.items() if column == "source_id")
         labels = f"{key} " + text_[key]
-        records, rejected = self.mapping.canonical(text_, where, labels)
-        self.rejected.extend(rejected)
+        formats = self.mapping.date_formats(text_, labels, where, "its query")
+        records, rejected = self.mapping.canonical(text_, labels, formats)
         after = encode_cursor(rows[-1][position]) if position is not None else dict(cursor)
-        return Page(records, after, number)
+        return Page(records, after, number, rejected=tuple(rejected))
 
 
 def _url(source: str, url: str | None, url_env: str | None, password_env: str | None) -> URL:
@@ -226,8 +261,9 @@ class SqlSource:
 
     Each entry: `name`, `query` (one SELECT), `table` (customer, ticket, survey_response,
     web_metric, orders), `columns` (query column → canonical column; one must map to
-    `source_id`), and optionally `constants`, `dayfirst` (as for `files`) and `cursor_column`
-    (a column that grows with new and changed rows, e.g. `updated_at` or an id).
+    `source_id`), and optionally `constants`, `date_format`, `dayfirst` (as for `files`) and
+    `cursor_column` (a column that grows with new and changed rows, e.g. `updated_at` or an id).
+    `half_scores` lists the kinds (csat, ces) whose scores may be halves.
     """
 
     name: str
@@ -238,14 +274,15 @@ class SqlSource:
     page_rows: int = PAGE_ROWS
     csat_scale: int = 5
     ces_scale: int = 7
+    half_scores: list[str] = field(default_factory=list)
     kind: str = field(default="sql", init=False)
 
     def __post_init__(self) -> None:
         where = f"sources.{self.name}.options"
-        if not self.queries:
+        if not isinstance(self.queries, list) or not self.queries:
             raise ConfigError(f"{where}: list at least one query in `queries`.")
-        if self.page_rows < 1:
-            raise ConfigError(f"{where}: page_rows must be at least 1.")
+        page_size(where, self.page_rows)
+        scales = survey_scales(where, self.csat_scale, self.ces_scale, self.half_scores)
         url = _url(self.name, self.url, self.url_env, self.password_env)
         shown = url.render_as_string(hide_password=True)
         try:
@@ -261,24 +298,18 @@ class SqlSource:
                 "install it into cxloop's environment with pip."
             ) from None
         database = Database(engine, shown, url.password)
-        scales = SurveyScales(self.csat_scale, self.ces_scale)
         self._streams = [
-            self._stream(i, dict(entry), database, scales) for i, entry in enumerate(self.queries)
+            self._stream(i, entry, database, scales) for i, entry in enumerate(self.queries)
         ]
         names = [s.name for s in self._streams]
         if len(set(names)) < len(names):
             raise ConfigError(f"{where}.queries: stream names {names} repeat; make each distinct.")
 
     def _stream(
-        self, index: int, entry: dict[str, Any], database: Database, scales: SurveyScales
+        self, index: int, given: Any, database: Database, scales: SurveyScales
     ) -> QueryStream:
         where = f"sources.{self.name}.options.queries[{index}]"
-        unknown = sorted(set(entry) - QUERY_KEYS)
-        if unknown or not {"name", "query", "table", "columns"} <= set(entry):
-            raise ConfigError(
-                f"{where}: needs `name`, `query`, `table` and `columns`, and takes only "
-                f"{', '.join(sorted(QUERY_KEYS))}; unknown keys: {unknown}."
-            )
+        entry = check_options(where, given, QUERY_OPTIONS, ("name", "query", "table", "columns"))
         mapping = ColumnMap.checked(where, entry, scales, ids_given=False)
         return QueryStream(
             source=self.name,

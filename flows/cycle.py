@@ -9,7 +9,7 @@ from prefect import flow
 
 from flows.config import DEFAULT_CONFIG, load_config
 from flows.experiments import PilotSummary, evaluate_pilots
-from flows.ingest import ingest
+from flows.ingest import Synced, ingest
 from flows.rank import configured
 from flows.report import report
 
@@ -18,7 +18,7 @@ from flows.report import report
 class CycleResult:
     """What one turn of the loop produced, for the CLI summary."""
 
-    ingested: dict[str, dict[str, int]]
+    ingested: dict[str, dict[str, Synced]]
     pain_points: list[dict]
     pilots: list[PilotSummary]
     report_path: str

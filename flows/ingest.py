@@ -6,9 +6,11 @@ limit on that tag caps how many streams hit one vendor at once across all flow r
 (`prefect concurrency-limit create source:hubspot 1`; see docs/orchestration.md).
 
 A crash loses at most the page in flight: `sync_stream` commits each page's rows with the
-cursor after them, and the next run resumes from the saved cursors. On cancellation (SIGTERM
-from the worker or `serve`) the streams stop at the next page boundary, so the run ends within
-a page instead of finishing every stream while the process is already being stopped.
+cursor after them, and the next run resumes from the saved cursors. Rows a page rejects count
+once that page has committed, so a rerun after a crash counts each rejection once. On
+cancellation (SIGTERM from the worker or `serve`) the streams stop at the next page boundary,
+so the run ends within a page instead of finishing every stream while the process is already
+being stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, tags, task
@@ -51,12 +54,22 @@ def open_streams(source: SourceConfig) -> list[Stream]:
     return open_source(source.name, source.kind, source.options).streams()
 
 
+@dataclass(frozen=True)
+class Synced:
+    """One stream's sync: records written and rows rejected, in the pages that committed."""
+
+    written: int
+    rejected: int
+
+
 class UntilStopped:
-    """`stream`, ending at the next page boundary once `stop` is set."""
+    """`stream`, ending at the next page boundary once `stop` is set, counting the rows rejected
+    in the pages that committed (the loader asks for the next page only after committing one)."""
 
     def __init__(self, stream: Stream, stop: threading.Event) -> None:
         self.name, self.table = stream.name, stream.table
         self.stream, self.stop, self.stopped = stream, stop, False
+        self.rejected = 0
 
     def read(self, cursor: dict) -> Iterator[Page]:
         for page in self.stream.read(cursor):
@@ -64,6 +77,7 @@ class UntilStopped:
                 self.stopped = True
                 return
             yield page
+            self.rejected += len(page.rejected)
 
 
 @io_task(
@@ -73,8 +87,9 @@ class UntilStopped:
     retry_condition_fn=_worth_retrying,
     tags=["ingest"],
 )
-def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> int:
-    """Records written; a retry resumes from the cursor the failed attempt committed last."""
+def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> Synced:
+    """Records written and rows rejected; a retry resumes from the cursor the failed attempt
+    committed last (and counts from there)."""
     logger = get_run_logger()
     engine = open_store(url)
     before = read_cursor(engine, source, stream.name)
@@ -82,17 +97,18 @@ def sync_one(url: str, source: str, stream: Stream, stop: threading.Event) -> in
     stoppable = UntilStopped(stream, stop)
     written = sync_stream(engine, source, stoppable)
     (logger.warning if stoppable.stopped else logger.info)(
-        "%s/%s → %s: %s new or changed records in %.1f s (cursor %s → %s)%s",
+        "%s/%s → %s: %s new or changed records, %s rows rejected in %.1f s (cursor %s → %s)%s",
         source,
         stream.name,
         stream.table,
         f"{written:,}",
+        f"{stoppable.rejected:,}",
         time.monotonic() - started,
         _shown(before) if before else "start",
         _shown(read_cursor(engine, source, stream.name)),
         "; stopped early, the flow run is ending" if stoppable.stopped else "",
     )
-    return written
+    return Synced(written, stoppable.rejected)
 
 
 def _shown(cursor: dict, chars: int = 160) -> str:
@@ -102,8 +118,8 @@ def _shown(cursor: dict, chars: int = 160) -> str:
 
 
 @flow(name="ingest", flow_run_name="ingest {config_path}")
-def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, int]]:
-    """Records written per source and stream.
+def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, Synced]]:
+    """Records written and rows rejected per source and stream.
 
     A source or stream that fails does not stop the others: they all finish, then the run
     fails with the error (one), or with every error (several).
@@ -131,15 +147,17 @@ def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, int]]:
         # theirs, so tell them to stop after the page they are committing.
         stop.set()
         raise
-    written: dict[str, dict[str, int]] = {name: {} for name in opened if name not in failed}
+    written: dict[str, dict[str, Synced]] = {name: {} for name in opened if name not in failed}
     for (name, stream), future in futures.items():
         try:
             written[name][stream] = future.result()
         except Exception as exc:
             failed[f"{name}/{stream}"] = exc
+    synced = [one for streams in written.values() for one in streams.values()]
     logger.info(
-        "ingested %s records: %d streams of %d source(s)",
-        f"{sum(sum(s.values()) for s in written.values()):,}",
+        "ingested %s records, rejected %s rows: %d streams of %d source(s)",
+        f"{sum(s.written for s in synced):,}",
+        f"{sum(s.rejected for s in synced):,}",
         len(futures),
         len(opened),
     )

@@ -6,6 +6,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,14 +115,14 @@ def test_rows_with_bad_scores_are_rejected_with_row_number_and_reason(
     assert sync_source(engine, source) == {"nps": 4}
 
     assert source.streams()[0].rejected == [
-        Rejection("row 4", "column Оценка = 'десять' is not a number"),
-        Rejection("row 5", "nps score 11 is outside 0–10"),
-        Rejection("row 6", "column Дата = '32.01.2026 09:17' is not a timestamp"),
-        Rejection("row 7", "score is empty"),
+        Rejection("line 4", "column Оценка = 'десять' is not a number"),
+        Rejection("line 5", "nps score 11 is outside 0–10"),
+        Rejection("line 6", "column Дата = '32.01.2026 09:17' is not a timestamp"),
+        Rejection("line 7", "score is empty"),
     ]
     assert sorted(stored(engine).index) == ["c1", "c2", "c4", "c5"]
     assert "source drop, stream nps, page 1: rejected 4 rows, the rest loaded" in caplog.text
-    assert "row 4: column Оценка = 'десять' is not a number" in caplog.text
+    assert "line 4: column Оценка = 'десять' is not a number" in caplog.text
 
 
 def test_unchanged_file_is_not_read_again_and_an_appended_one_is(
@@ -243,11 +249,157 @@ def test_config_errors_name_the_entry_and_the_fix(tmp_path: Path) -> None:
         FilesSource("drop", files=[entry])
 
 
-def test_empty_file_saves_its_fingerprint(tmp_path: Path, caplog) -> None:
+def test_header_only_file_saves_its_fingerprint_and_says_so(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.WARNING)
     path = write_csv(tmp_path / "nps.csv", SURVEY_HEADER, [], "utf-8", ",")
     pages = list(survey_source(path).streams()[0].read({}))
     assert [(len(p.records), p.cursor["complete"], p.cursor["offset"]) for p in pages] == [
         (0, True, 0)
     ]
-    assert os.path.getsize(path) > 0 and not caplog.text
+    assert os.path.getsize(path) > 0
+    assert "stream nps: nps.csv has a header but no rows; nothing to load" in caplog.text
+
+
+KILLED_CHILD = """
+import logging, sys, time
+from pathlib import Path
+logging.basicConfig(filename=sys.argv[3], level=logging.WARNING, format="%(message)s")
+from tasks import store
+from tasks.sync import sync_stream
+from tests.test_files import bad_rows_source
+
+class HangAtThirdPage:
+    def __init__(self, stream):
+        self.stream, self.name, self.table = stream, stream.name, stream.table
+    def read(self, cursor):
+        for page in self.stream.read(cursor):
+            if page.number == 3:  # pages 1 and 2 have committed and reported
+                Path(sys.argv[4]).write_text("ready")
+                time.sleep(600)
+            yield page
+
+engine = store.open_store(sys.argv[2])
+sync_stream(engine, "drop", HangAtThirdPage(bad_rows_source(Path(sys.argv[1])).streams()[0]))
+"""
+BAD_ROWS = (
+    "id;Дата;Клиент;Оценка;Комментарий\n"
+    "k1;01.02.2026;c1;9;same id as line 12\n"
+    "k2;02.02.2026;c2;8;\n"
+    "k3;03.02.2026;c3;7;;extra field\n"
+    "k4;04.02.2026;c4;6;\n"
+    "k5;05.02.2026;c5;7.5;\n"
+    "k6;06.02.2026;c6;5;\n"
+    "k7;07.02.2026;c7;4;\n"
+    'k8;08.02.2026;c8;3;"never closed\n'
+    "k9;09.02.2026;c9;2;\n"
+    "k10;10.02.2026;c10;1;\n"
+    "k1;11.02.2026;c11;0;same id as line 2\n"
+    "k12;12.02.2026;c12;10;\n"
+)
+
+
+def bad_rows_source(path: Path) -> FilesSource:
+    """NPS answers in pages of 3 records, bad rows in each page (see BAD_ROWS)."""
+    columns = {"id": "source_id"} | SURVEY_COLUMNS
+    entry = {"name": "nps", "path": str(path), "table": "survey_response", "columns": columns,
+             "constants": {"survey": "q1-nps", "kind": "nps"}}  # fmt: skip
+    return FilesSource("drop", files=[entry], page_rows=3)
+
+
+def test_kill_9_mid_file_with_bad_rows_reruns_clean_and_reports_each_rejection_once(
+    store_url: str, tmp_path: Path
+) -> None:
+    from flows.ingest import UntilStopped
+
+    path = tmp_path / "nps.csv"
+    path.write_text(BAD_ROWS, encoding="utf-8")
+    engine = store.open_store(store_url)
+    ready, logged = tmp_path / "ready", tmp_path / "child.log"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, str(path), store_url, str(logged), str(ready)],
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "child never got to page 3"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert store.read_cursor(engine, "drop", "nps")["offset"] == 6
+    before = re.findall(r"line (\d+): ", logged.read_text(encoding="utf-8"))
+
+    stream = bad_rows_source(path).streams()[0]
+    counted = UntilStopped(stream, threading.Event())
+    sync_stream(engine, "drop", counted)
+
+    after = [r.where.removeprefix("line ") for r in stream.rejected]
+    assert (before, after) == (["2", "4", "6"], ["9", "12"])
+    assert counted.rejected == 2  # what this run's summary shows: only its own pages
+    assert sorted(store.read_frame(engine, store.SurveyResponse)["source_id"]) == sorted(
+        ["k2", "k4", "k6", "k7", "k9", "k10", "k12"]
+    )
+    clean = pd.concat([p.records for p in bad_rows_source(path).streams()[0].read({})])
+    rows = store.read_frame(engine, store.SurveyResponse)[clean.columns].sort_values("source_id")
+    pd.testing.assert_frame_equal(
+        rows.reset_index(drop=True),
+        clean.sort_values("source_id").reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"delimeter": ";"}, r"files\[0\]: unknown option `delimeter`; did you mean `delimiter`"),
+        ({"dayfirst": "yes"}, r"files\[0\]\.dayfirst: got 'yes'; write true or false"),
+        ({"encoding": "cp-1251x"}, r"files\[0\]\.encoding: 'cp-1251x' is no encoding"),
+        ({"delimiter": ";;"}, r"files\[0\]\.delimiter: ';;' is not one character"),
+        ({"date_format": "dd.mm.yyyy"}, r"date_format: Дата: 'dd.mm.yyyy' is no date format"),
+        ({"date_format": {"Клиент": "%d.%m.%Y"}}, r"Клиент not mapped to a date column"),
+        ({"columns": ["Дата"]}, r"files\[0\]\.columns: got \['Дата'\]; write a mapping"),
+    ],
+)
+def test_bad_file_options_are_config_errors_before_any_file_is_opened(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    entry = {
+        "path": "absent.csv",
+        "table": "survey_response",
+        "columns": SURVEY_COLUMNS,
+        "constants": {"survey": "q", "kind": "nps"},
+    }
+    with pytest.raises(ConfigError, match=message):
+        FilesSource("drop", files=[entry | change], base_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"page_rows": "lots"}, r"options\.page_rows: got 'lots'; write a whole number"),
+        ({"csat_scale": 5.5}, r"options\.csat_scale: got 5\.5; write a whole number 3–10"),
+        ({"half_scores": ["nps"]}, r"options\.half_scores: got \['nps'\].*NPS scores are always"),
+        ({"files": {"path": "x.csv"}}, r"options: list at least one file in `files`"),
+    ],
+)
+def test_bad_source_options_are_config_errors(options: dict, message: str) -> None:
+    entry = {"path": "x.csv", "table": "survey_response", "columns": SURVEY_COLUMNS,
+             "constants": {"survey": "q", "kind": "nps"}}  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        FilesSource("drop", **({"files": [entry]} | options))
+
+
+def test_run_and_ingest_summaries_show_rejected_rows_per_stream() -> None:
+    from rich.console import Console
+
+    from flows.cli import _ingested_table
+    from flows.ingest import Synced
+
+    console = Console(width=120, record=True)
+    console.print(_ingested_table({"drop": {"nps": Synced(24_999, 1), "crm": Synced(3, 0)}}))
+    text = console.export_text()
+    rows = [line.replace("│", " ").split() for line in text.splitlines()]
+    assert ["drop", "nps", "24,999", "1"] in rows and ["drop", "crm", "3", "0"] in rows
+    assert "rows rejected" in text

@@ -345,5 +345,30 @@ def test_config_errors_never_echo_the_url(monkeypatch: pytest.MonkeyPatch) -> No
         tickets_source(None, url_env="WAREHOUSE_DSN")
     with pytest.raises(ConfigError, match=r"queries\[0\]: ticket needs source_id"):
         tickets_source("sqlite://", entry={"columns": {"opened": "created_at"}})
-    with pytest.raises(ConfigError, match=r"queries\[0\]: .*unknown keys: \['sql'\]"):
+    with pytest.raises(ConfigError, match=r"queries\[0\]: unknown option `sql`; .*query"):
         tickets_source("sqlite://", entry={"sql": "SELECT 1"})
+
+
+@pytest.mark.parametrize(
+    "ending",
+    ["\n-- only open tickets", " -- kanal <> 'x'", "; -- done", ";\n-- a; b\n  -- c\n", " ;"],
+)
+def test_query_ending_in_a_comment_or_semicolon_reads_incrementally(
+    database: str, ending: str
+) -> None:
+    seeded(database, [ticket(i) for i in range(1, 6)])
+    source = tickets_source(database, page_rows=2, entry={"query": TICKETS_QUERY + ending})
+
+    pages = list(source.streams()[0].read({}))
+
+    assert [i for p in pages for i in p.records["source_id"]] == ["1", "2", "3", "4", "5"]
+    after = list(source.streams()[0].read(pages[0].cursor))
+    assert [i for p in after for i in p.records["source_id"]] == ["2", "3", "4", "5"]
+
+
+def test_comment_marks_inside_quoted_text_stay_in_the_query(sqlite_db: str) -> None:
+    seeded(sqlite_db, [ticket(1), ticket(2) | {"kanal": "a--b"}])
+    query = TICKETS_QUERY.replace("'fax :b'", "'a--b'") + " -- not 'a--b'"
+    source = tickets_source(sqlite_db, entry={"query": query})
+
+    assert [p.records["source_id"].tolist() for p in source.streams()[0].read({})] == [["1"]]
