@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from importlib import import_module
 from typing import Any
 
@@ -16,6 +19,7 @@ SOURCE_KINDS = {
     "files": "connectors.files:FilesSource",
     "ga4": "connectors.ga4:GA4Source",
     "hubspot": "connectors.hubspot:HubSpotSource",
+    "jivo": "connectors.jivo:JivoSource",
     "matomo": "connectors.matomo:MatomoSource",
     "omnidesk": "connectors.omnidesk:OmnideskSource",
     "qualtrics": "connectors.qualtrics:QualtricsSource",
@@ -28,17 +32,91 @@ SOURCE_KINDS = {
 }
 
 
+# Kinds whose constructor reads no file, secret or network: building one checks every option.
+OFFLINE_KINDS = ("demo", "files")
+NUMBERS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+@dataclass(frozen=True)
+class OptionProblem:
+    """An option a source would refuse: its name (None: the options as a whole) and a message
+    naming the source, the option and the fix."""
+
+    option: str | None
+    message: str
+
+
 def open_source(name: str, kind: str, options: dict[str, Any]) -> Source:
     """The connector for a configured source; `ConfigError` on options it does not take."""
+    connector = _connector(name, kind)
+    try:
+        return connector(name=name, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"sources.{name}.options: {exc}; see the README for {kind} options."
+        ) from None
+
+
+def option_problems(name: str, kind: str, options: dict[str, Any]) -> list[OptionProblem]:
+    """What a source of `kind` would refuse in `options`, found without opening anything.
+
+    Every kind is checked for option names it does not take and for numbers that are not
+    numbers. The offline kinds are then built, so all their own checks run; the others need
+    secrets from the environment and open an HTTP client or database engine, so the rest of
+    their checks run when the flow opens them.
+    """
+    connector = _connector(name, kind)
+    problems = _signature_problems(connector, name, kind, options)
+    if not problems and kind in OFFLINE_KINDS:
+        try:
+            open_source(name, kind, options)
+        except ConfigError as exc:
+            problems.append(OptionProblem(None, str(exc)))
+    return problems
+
+
+def _connector(name: str, kind: str) -> type:
     if kind not in SOURCE_KINDS:
         raise ConfigError(
             f"sources.{name}: unknown kind {kind!r}; known: {', '.join(SOURCE_KINDS)}"
         )
     module, cls = SOURCE_KINDS[kind].split(":")
-    connector = getattr(import_module(module), cls)
-    try:
-        return connector(name=name, **options)
-    except TypeError as exc:
-        raise ConfigError(
-            f"sources.{name}.options: {exc}; see the README for {kind} options."
-        ) from None
+    return getattr(import_module(module), cls)
+
+
+def _signature_problems(
+    connector: type, name: str, kind: str, options: dict[str, Any]
+) -> list[OptionProblem]:
+    """Options the connector's constructor does not take, and numeric ones of the wrong type."""
+    accepted = [p for p in inspect.signature(connector).parameters if p != "name"]
+    # A dataclass's field types are strings here (postponed annotations): "int", "float", ….
+    typed = (
+        {f.name: f for f in fields(connector) if f.type in NUMBERS}
+        if is_dataclass(connector)
+        else {}
+    )
+    problems = []
+    for option, value in options.items():
+        where = f"sources.{name}.options.{option}"
+        if option not in accepted:
+            close = difflib.get_close_matches(option, accepted, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            problems.append(OptionProblem(option, (
+                f"{where}: {kind} sources take no option `{option}`; {hint}"
+                f"the options are {', '.join(accepted)}."
+            )))  # fmt: skip
+        elif option in typed and not _is_a(value, typed[option].type):
+            default = typed[option].default
+            example = "" if default is MISSING else f", e.g. {option}: {default}"
+            problems.append(OptionProblem(
+                option, f"{where}: got {value!r}; write {NUMBERS[typed[option].type]}{example}."
+            ))  # fmt: skip
+    return problems
+
+
+def _is_a(value: Any, type_name: str) -> bool:
+    """Whether a YAML value fits a field typed `int`, `float` or `bool` (true is no number)."""
+    if type_name == "bool":
+        return isinstance(value, bool)
+    allowed = int if type_name == "int" else int | float
+    return isinstance(value, allowed) and not isinstance(value, bool)

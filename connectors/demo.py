@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 
 from connectors.base import Page
+from tasks.errors import ConfigError
 from tasks.experiments import assign_arms
 
 START = pd.Timestamp("2026-05-01")
 END = pd.Timestamp("2026-11-01")
 MONTH_DAYS = 30.44
 PAGE_ROWS = 10_000
+MIN_CUSTOMERS = 100  # one customer breaks the generator; a few dozen leave little to rank
 
 SEGMENTS = {"new": 0.30, "loyal": 0.40, "premium": 0.15, "b2b": 0.15}
 REGIONS = {
@@ -542,6 +544,15 @@ class DemoSource:
     customers: int = 20_000
     seed: int = 7
     kind: str = field(default="demo", init=False)
+
+    def __post_init__(self) -> None:
+        for option, least in (("customers", MIN_CUSTOMERS), ("seed", 0)):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(
+                    f"sources.{self.name}.options.{option}: got {value!r}; write a whole "
+                    f"number of at least {least:,}, e.g. {option}: {getattr(DemoSource, option)}."
+                )
 
     @cached_property
     def company(self) -> DemoCompany:

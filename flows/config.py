@@ -8,10 +8,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tasks.errors import ConfigError
-from tasks.validation import load_yaml_model
+from tasks.validation import YamlDocument, read_yaml
 
 if TYPE_CHECKING:
     from tasks.metrics import BusinessHours
@@ -113,9 +113,20 @@ class BusinessHoursConfig(Strict):
     """Working time for FRT in business hours: `start`–`end` o'clock on `weekdays`."""
 
     start: float = Field(default=9.0, ge=0, lt=24)
-    end: float = Field(default=18.0, gt=0, le=24)
+    end: float = Field(default=18.0, gt=0, le=24, validate_default=True)
     weekdays: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
     holidays: list[date] = []
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: float, info: ValidationInfo) -> float:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError(
+                f"the working day ends at {end:g}, not after it starts at {start:g}; make "
+                "`end` later than `start` (hours of the day, 0–24)"
+            )
+        return end
 
     def calendar(self) -> BusinessHours:
         from tasks.metrics import BusinessHours
@@ -241,10 +252,15 @@ def example_text() -> str:
 
 
 def load_config(path: Path = DEFAULT_CONFIG) -> Config:
-    """The configuration in `path` with environment overrides applied."""
+    """The configuration in `path` with environment overrides applied.
+
+    Every source's options are checked too (without opening the source), so a misspelt
+    option stops a command before the store is touched.
+    """
     if not path.exists():
         raise ConfigError(f"{path}: no such file; run `cxloop init` to write a commented example.")
-    config = load_yaml_model(path, Config, ConfigError)
+    document = read_yaml(path, ConfigError)
+    config = document.validate(Config, ConfigError)
     data = config.model_dump()
     for variable, keys in ENV_OVERRIDES.items():
         if os.environ.get(variable):
@@ -252,4 +268,20 @@ def load_config(path: Path = DEFAULT_CONFIG) -> Config:
             for key in keys[:-1]:
                 target = target[key]
             target[keys[-1]] = os.environ[variable]
-    return Config.model_validate(data)
+    config = Config.model_validate(data)
+    _check_sources(document, config)
+    return config
+
+
+def _check_sources(document: YamlDocument, config: Config) -> None:
+    """`ConfigError` listing every source option its connector would refuse, at its line."""
+    from connectors import option_problems
+
+    problems = [
+        f"{document.where(('sources', i, 'options', *([p.option] if p.option else [])))}: "
+        f"{p.message}"
+        for i, source in enumerate(config.sources)
+        for p in option_problems(source.name, source.kind, source.options)
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))

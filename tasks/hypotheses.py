@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from tasks.errors import HypothesisError
-from tasks.validation import load_yaml_model
+from tasks.errors import HypothesisError, StoreError
+from tasks.validation import YamlDocument, read_yaml
 
 MetricName = Literal["nps", "csat", "ces", "frt_hours", "art_hours", "fcr", "repeat"]
-# A relative effect is estimated on the log scale: only metrics whose every value is positive.
+# A relative effect (a ratio of means) is asked only of metrics whose values are all positive:
+# of a share or an NPS that can be 0 or negative, a percentage change means little.
 RELATIVE_METRICS = ("csat", "ces", "frt_hours", "art_hours")
 
 
@@ -50,9 +54,16 @@ class MetricTarget(Strict):
     expected_effect: Annotated[
         Effect, BeforeValidator(_parse_effect, json_schema_input_type=str | float)
     ]
+    log_scale: bool = Field(
+        default=False,
+        description="Estimate a relative effect as a ratio of geometric means (log scale) "
+        "instead of a ratio of means; every value must then be positive.",
+    )
 
     @model_validator(mode="after")
     def _effect_matches_direction(self) -> MetricTarget:
+        if self.log_scale and not self.expected_effect.relative:
+            raise ValueError("log_scale applies to a relative expected_effect (e.g. -40%)")
         if self.expected_effect.relative and self.name not in RELATIVE_METRICS:
             raise ValueError(
                 f"expected_effect {self.expected_effect} is relative, but {self.name} is a "
@@ -67,21 +78,51 @@ class MetricTarget(Strict):
         return self
 
 
+# Guardrail metrics where a rise is the harm; for the others a drop is.
+HARM_IS_INCREASE = ("frt_hours", "art_hours", "repeat")
+
+
 class Guardrail(Strict):
+    """A metric the pilot may worsen by at most a margin, in the metric's units
+    (non-inferiority): it holds only when the worse end of the metric's CI is within it."""
+
     metric: MetricName
-    max_drop: float | None = Field(default=None, gt=0)
-    max_increase: float | None = Field(default=None, gt=0)
+    margin: float | None = Field(
+        default=None,
+        gt=0,
+        description="Largest tolerated harm in the metric's units; harm is a rise for "
+        "frt_hours, art_hours and repeat, a drop for the others.",
+    )
+    max_drop: float | None = Field(
+        default=None, gt=0, description="The margin, with a drop as the harm."
+    )
+    max_increase: float | None = Field(
+        default=None, gt=0, description="The margin, with a rise as the harm."
+    )
+
+    @property
+    def limit(self) -> float:
+        """The margin, whichever key gave it."""
+        return next(v for v in (self.margin, self.max_drop, self.max_increase) if v is not None)
+
+    @property
+    def harm(self) -> int:
+        """+1 when a rise of the metric is the harm, −1 when a drop is."""
+        if self.margin is not None:
+            return 1 if self.metric in HARM_IS_INCREASE else -1
+        return 1 if self.max_increase is not None else -1
 
     def breached(self, value: float, ci_low: float, ci_high: float) -> bool:
-        """Whether an estimated change crosses the limit and is significantly the wrong way."""
-        if self.max_drop is not None:
-            return value < -self.max_drop and ci_high < 0
-        return self.max_increase is not None and value > self.max_increase and ci_low > 0
+        """Whether an estimated change is harm beyond the margin and significantly harmful."""
+        if self.harm > 0:
+            return value > self.limit and ci_low > 0
+        return value < -self.limit and ci_high < 0
 
     @model_validator(mode="after")
     def _one_limit(self) -> Guardrail:
-        if (self.max_drop is None) == (self.max_increase is None):
-            raise ValueError("give exactly one of max_drop or max_increase")
+        given = [v for v in (self.margin, self.max_drop, self.max_increase) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of margin, max_drop or max_increase")
         return self
 
 
@@ -164,9 +205,10 @@ class Schedule(Strict):
 class Decision(Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     min_per_arm: int = Field(default=200, ge=1)
-    analysis: Literal["did", "cuped"] = Field(
-        default="did",
-        description="did: difference-in-differences; cuped: pilot period adjusted by baseline.",
+    analysis: Literal["did", "cuped"] | None = Field(
+        default=None,
+        description="did: difference-in-differences; cuped: pilot period adjusted by baseline. "
+        "Default: cuped for a hash split, did for a segment split.",
     )
     sequential: bool = True
     adjust_for: list[Literal["channel", "topic", "survey"]] = Field(
@@ -181,6 +223,10 @@ class Hypothesis(Strict):
     title: str
     owner: str
     pain_point: str
+    new: bool = Field(
+        default=False,
+        description="The pain point is not in the ranking (yet): one seen outside the data.",
+    )
     change: str
     metric: MetricTarget
     secondary_metrics: list[MetricTarget] = []
@@ -225,47 +271,140 @@ assignment: {{method: hash, pilot_share: 0.5, salt: {hypothesis_id}}}
 schedule:
   baseline: {{start: {baseline_start}, end: {start - timedelta(days=1)}}}
   pilot: {{start: {start}, end: {pilot_end}}}
-decision: {{alpha: 0.05, min_per_arm: 200, analysis: did}}
+decision: {{alpha: 0.05, min_per_arm: 200}}
 status: draft
 """
 
 
 def load_hypothesis(path: Path) -> Hypothesis:
     """One hypothesis file, validated; `HypothesisError` names file, line, field and fix."""
-    hypothesis = load_yaml_model(path, Hypothesis, HypothesisError)
+    return _load(path)[0]
+
+
+def _load(path: Path) -> tuple[Hypothesis, YamlDocument]:
+    document = read_yaml(path, HypothesisError)
+    hypothesis = document.validate(Hypothesis, HypothesisError)
     if hypothesis.id != path.stem:
         raise HypothesisError(
             f"{path}:1: `id` is {hypothesis.id!r} but the file is {path.name}; "
             f"rename the file to {hypothesis.id}.yaml or change the id."
         )
-    return hypothesis
+    return hypothesis, document
 
 
-def read_hypotheses(directory: Path) -> tuple[list[Hypothesis], list[str]]:
-    """The valid hypotheses under `directory`, sorted by file, and a problem per broken one.
+@dataclass(frozen=True)
+class Ranking:
+    """The pain-point keys a store has ranked: in its latest period, and in any period."""
 
-    Both hypotheses of a clashing pair (see `clashes`) count as broken: neither runs.
+    period: str
+    latest: frozenset[str]
+    ever: frozenset[str]
+
+    def problem(self, hypothesis: Hypothesis, document: YamlDocument) -> str | None:
+        """Why `hypothesis.pain_point` names no ranked pain point, or None if it does.
+
+        Drafts and approved pilots must target the latest ranking; a running or concluded one
+        may name any ranked key, since a working pilot can push its pain point out of it.
+        """
+        started = hypothesis.status in ("running", "concluded")
+        if hypothesis.new or hypothesis.pain_point in (self.ever if started else self.latest):
+            return None
+        ranking = "any ranking in the store" if started else f"the latest ranking ({self.period})"
+        close = difflib.get_close_matches(hypothesis.pain_point, sorted(self.latest), n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        return (
+            f"{document.where(('pain_point',))}: `pain_point` {hypothesis.pain_point!r} is not "
+            f"a pain point of {ranking}; {hint}`cxloop backlog` lists the ranked ones. For a "
+            "pain point the ranking does not show, add `new: true`."
+        )
+
+
+def stored_ranking(url: str) -> Ranking | None:
+    """The pain points the store at `url` has ranked; None before its first ranking.
+
+    Reads without creating anything: a SQLite file that does not exist stays absent.
     """
-    found, problems = [], []
-    for path in sorted(directory.glob("*.yaml")):
+    from sqlalchemy import create_engine, inspect, select
+    from sqlalchemy.exc import OperationalError
+
+    from tasks.store import PainPoint, redact_url
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(PainPoint.__tablename__):
+                return None
+            rows = connection.execute(select(PainPoint.period, PainPoint.key)).all()
+    except OperationalError as exc:
+        raise StoreError(
+            f"cannot read the ranking from the store at {redact_url(url)} "
+            f"({str(exc.orig or exc).strip().splitlines()[0]}); check CXLOOP_DATABASE_URL "
+            "(or database_url in cxloop.yaml) and that the server runs."
+        ) from None
+    finally:
+        engine.dispose()
+    if not rows:
+        return None
+    period = max(row.period for row in rows)
+    latest = frozenset(row.key for row in rows if row.period == period)
+    return Ranking(period, latest, frozenset(row.key for row in rows))
+
+
+def read_hypotheses(
+    directory: Path, ranking: Ranking | None = None
+) -> tuple[list[Hypothesis], list[str]]:
+    """The valid hypotheses under `directory` (`*.yaml` and `*.yml`), sorted by file, and a
+    problem per broken one.
+
+    With a `ranking`, a hypothesis whose `pain_point` is not ranked is broken (see
+    `Ranking.problem`). Both hypotheses of a clashing pair (see `clashes`) or of one id in
+    two files count as broken: neither runs.
+    """
+    if not directory.is_dir():
+        return [], [
+            f"{directory}: no such directory of hypotheses; create it (`cxloop hypotheses new` "
+            "writes a first one), or point `hypotheses_dir` in cxloop.yaml (or "
+            "CXLOOP_HYPOTHESES_DIR) at yours."
+        ]
+    loaded, problems = [], []
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         try:
-            found.append(load_hypothesis(path))
+            hypothesis, document = _load(path)
         except HypothesisError as exc:
             problems.append(str(exc))
+            continue
+        unranked = ranking.problem(hypothesis, document) if ranking else None
+        if unranked:
+            problems.append(unranked)
+        else:
+            loaded.append((hypothesis, path))
+    files: dict[str, list[Path]] = defaultdict(list)
+    for hypothesis, path in loaded:
+        files[hypothesis.id].append(path)
+    twins = {id_ for id_, paths in files.items() if len(paths) > 1}
+    problems.extend(
+        f"{files[id_][1]}: id {id_} is also the id of {files[id_][0]}; keep one of the two files."
+        for id_ in sorted(twins)
+    )
+    found = [h for h, _ in loaded if h.id not in twins]
     pairs = clashes(found)
     for a, b in pairs:
         problems.append(
-            f"{directory / (b.id + '.yaml')}: `metric.name` {b.metric.name} is also the "
-            f"primary metric of {a.id} for the same customers and days; give them "
-            "disjoint populations or pilot periods, or set `assignment.overlap: true`."
+            f"{files[b.id][0]}: `metric.name` {b.metric.name} is also the primary metric of "
+            f"{a.id} for the same customers and days; give them disjoint populations or pilot "
+            "periods, or set `assignment.overlap: true`."
         )
     broken = {h.id for pair in pairs for h in pair}
     return [h for h in found if h.id not in broken], problems
 
 
-def load_hypotheses(directory: Path) -> list[Hypothesis]:
-    """Every `*.yaml` under `directory`, sorted by file; one error listing all problems."""
-    valid, problems = read_hypotheses(directory)
+def load_hypotheses(directory: Path, ranking: Ranking | None = None) -> list[Hypothesis]:
+    """Every hypothesis under `directory`, sorted by file; one error listing all problems.
+
+    With a `ranking`, each `pain_point` must be ranked (or the hypothesis `new`)."""
+    valid, problems = read_hypotheses(directory, ranking)
     if problems:
         raise HypothesisError("\n".join(problems))
     return valid

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from tasks.errors import ConfigError
+from tasks.validation import read_yaml
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "reports" / "templates"
 
 
 @cache
 def _shipped() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load((TEMPLATES / "labels.yaml").read_text(encoding="utf-8"))
+    return read_yaml(TEMPLATES / "labels.yaml", ConfigError).data
 
 
 def labels(language: str, template_dir: Path | None = None) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def labels(language: str, template_dir: Path | None = None) -> dict[str, Any]:
     words = dict(_shipped()[language])
     own = template_dir / "labels.yaml" if template_dir else None
     if own and own.exists():
-        mine = (yaml.safe_load(own.read_text(encoding="utf-8")) or {}).get(language, {})
+        mine = (read_yaml(own, ConfigError).data or {}).get(language, {})
         for key, value in mine.items():
             group = isinstance(value, dict) and isinstance(words.get(key), dict)
             words[key] = {**words[key], **value} if group else value

@@ -413,9 +413,13 @@ def backlog(ranked: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
 
     `links` has `key` (pain point), `hypothesis`, `status` and `decision` (latest, or None).
     `state` is `addressed` once a pilot on it was adopted, `piloting` while one is approved
-    or running, `learned` when pilots concluded without adoption, else `open`.
+    or running, `learned` when pilots concluded without adoption, `planned` while a hypothesis
+    on it is a draft, else `open`. A pain point
+    only hypotheses name (`new: true`, not ranked) comes last, with no rank or score.
     """
-    merged = ranked[["rank", "key", "title", "score"]].merge(links, on="key", how="left")
+    merged = ranked[["rank", "key", "title", "score"]].merge(links, on="key", how="outer")
+    merged["rank"] = merged["rank"].astype("Int64")
+    merged["title"] = merged["title"].fillna(merged["key"])
 
     def keys_with(mask: pd.Series) -> pd.Series:
         return merged["key"].isin(merged.loc[mask, "key"])
@@ -424,9 +428,10 @@ def backlog(ranked: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
         [
             keys_with(merged["decision"] == "adopt"),
             keys_with(merged["status"].isin(["approved", "running"])),
+            keys_with(merged["status"] == "concluded"),
             keys_with(merged["hypothesis"].notna()),
         ],
-        ["addressed", "piloting", "learned"],
+        ["addressed", "piloting", "learned", "planned"],
         "open",
     )
     return merged.sort_values(["rank", "hypothesis"], na_position="last", ignore_index=True)

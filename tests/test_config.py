@@ -46,7 +46,9 @@ def test_configured_topics_extend_the_shipped_taxonomy_and_bad_ones_name_the_fix
 def test_an_unknown_time_zone_names_the_field_and_an_example(tmp_path: Path) -> None:
     assert load_config(_write(tmp_path, example_text())).timezone == "UTC"
     with pytest.raises(ConfigError, match=r"`timezone`.*Europe/Moscow"):
-        load_config(_write(tmp_path, example_text() + "timezone: Europe/Moskow\n"))
+        load_config(
+            _write(tmp_path, example_text().replace("timezone: UTC", "timezone: Europe/Moskow"))
+        )
 
 
 def test_unknown_top_level_key_suggests_the_right_one(tmp_path: Path) -> None:
@@ -66,3 +68,84 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     config = load_config(_write(tmp_path, example_text()))
     assert config.database_url == "postgresql://cx@db/cx"
     assert config.reports.out_dir == tmp_path / "out"
+
+
+def _line(text: str, fragment: str) -> int:
+    return next(i for i, row in enumerate(text.splitlines(), 1) if fragment in row)
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
+    text = example_text().replace("csat_scale: 5", "csat_scale: 5\ncsat_scale: 7")
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    first, second = _line(text, "csat_scale: 5"), _line(text, "csat_scale: 7")
+    assert f"{path}:{second}: `csat_scale` is given twice, on lines {first} and {second}" in str(
+        caught.value
+    )
+
+
+def test_a_holiday_that_does_not_exist_names_line_field_and_fix(tmp_path: Path) -> None:
+    text = example_text() + "business_hours:\n  holidays: [2026-01-07, 2026-02-30]\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}:{_line(text, '2026-02-30')}: `business_hours.holidays.1`: 2026-02-30" in str(
+        caught.value
+    )
+    assert "not a calendar date" in str(caught.value) and "YYYY-MM-DD" in str(caught.value)
+
+
+@pytest.mark.parametrize("hours", ["{start: 19, end: 9}", "\n  start: 20  # ends at 18\n"])
+def test_business_hours_ending_before_they_start_are_refused(tmp_path: Path, hours: str) -> None:
+    text = example_text() + f"business_hours: {hours}\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"`business_hours.end`.*later than `start`") as caught:
+        load_config(path)
+    assert f"{path}:{_line(text, 'business_hours:')}:" in str(caught.value)
+
+
+DEMO = "options: {customers: 20000, seed: 7}"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("options: {customers: lots, seed: 7}", "customers: got 'lots'; write a whole number"),
+        ("options: {customer: 500}", "take no option `customer`; did you mean `customers`?"),
+        ("options: {customers: 20}", "customers: got 20; write a whole number of at least 100"),
+    ],
+)
+def test_demo_options_are_checked_at_their_line(tmp_path: Path, options: str, expected: str):
+    text = example_text().replace(DEMO, options)
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}:{_line(text, options)}: sources.demo.options." in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_a_misspelt_file_option_names_the_entry_and_the_right_keys(tmp_path: Path) -> None:
+    text = example_text().replace(
+        f"name: demo\n    kind: demo\n    {DEMO}",
+        "name: crm\n    kind: files\n    options:\n      files:\n"
+        "        - {path: t.csv, table: ticket, columns: {id: source_id}, delimeter: ';'}",
+    )
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"{path}:{_line(text, 'options:')}: sources.crm.options.files[0]" in message
+    assert "delimeter" in message and "delimiter" in message
+
+
+def test_http_source_options_are_checked_without_their_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HUBSPOT_TOKEN", raising=False)
+    hubspot = "kind: hubspot\n    options: {page_size: lots, objects: [contacts]}"
+    text = example_text().replace(f"kind: demo\n    {DEMO}", hubspot)
+    with pytest.raises(ConfigError, match=r"page_size: got 'lots'; write a whole number"):
+        load_config(_write(tmp_path, text))
+    valid = example_text().replace(f"kind: demo\n    {DEMO}", "kind: hubspot")
+    assert load_config(_write(tmp_path, valid)).sources[0].kind == "hubspot"  # token: at open

@@ -9,6 +9,7 @@ import pytest
 
 from tasks.errors import HypothesisError
 from tasks.hypotheses import (
+    Ranking,
     load_hypotheses,
     load_hypothesis,
     read_hypotheses,
@@ -61,12 +62,31 @@ def test_unknown_nested_key_suggests_within_its_section(tmp_path: Path) -> None:
         ("expected_effect: -40%", "expected_effect: +40%", "metric", "flip one"),
         ("expected_effect: -40%", "expected_effect: forty", "metric.expected_effect", "-40%"),
         ("expected_effect: +8}", "expected_effect: +10%}", "secondary_metrics.0", "in points"),
+        (
+            "expected_effect: +8}",
+            "expected_effect: +8, log_scale: true}",
+            "secondary_metrics.0",
+            "relative",
+        ),
     ],
 )
 def test_invalid_values_name_the_field_and_the_fix(tmp_path, old, new, field, hint) -> None:
     message = _error(_write(tmp_path, GOOD.replace(old, new)))
     assert f"`{field}`" in message and hint in message
     assert str(tmp_path / "auto-route-tickets.yaml") in message
+
+
+def test_a_relative_effect_is_a_ratio_of_means_unless_the_file_asks_for_the_log_scale(
+    tmp_path: Path,
+) -> None:
+    from tasks.experiments import estimand_of
+
+    assert estimand_of(load_hypothesis(_write(tmp_path, GOOD)).metric) == "ratio"
+    logged = GOOD.replace("expected_effect: -40%}", "expected_effect: -40%, log_scale: true}")
+    assert estimand_of(load_hypothesis(_write(tmp_path, logged)).metric) == "log_ratio"
+    assert estimand_of(load_hypothesis(_write(tmp_path, GOOD)).secondary_metrics[0]) == (
+        "difference"
+    )
 
 
 def test_missing_field_and_broken_yaml_are_reported_with_the_file(tmp_path: Path) -> None:
@@ -136,3 +156,89 @@ def test_scheduled_runs_keep_the_valid_hypotheses_and_report_the_broken(tmp_path
     valid, problems = read_hypotheses(tmp_path)
     assert [h.id for h in valid] == ["auto-route-tickets"]
     assert len(problems) == 1 and "typo.yaml" in problems[0]
+
+
+def _line(text: str, start: str) -> int:
+    return next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith(start))
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
+    text = GOOD.replace("owner: cx-lead@example.com", "status: draft\nowner: cx-lead@example.com")
+    message = _error(_write(tmp_path, text))
+    first, second = _line(text, "status: draft"), _line(text, "status: running")
+    assert f"auto-route-tickets.yaml:{second}: `status` is given twice" in message
+    assert f"on lines {first} and {second}; keep one of them" in message
+
+
+def test_a_key_given_twice_within_a_flow_mapping_is_found_too(tmp_path: Path) -> None:
+    text = GOOD.replace("pilot_share: 0.5,", "pilot_share: 0.5, pilot_share: 0.9,")
+    message = _error(_write(tmp_path, text))
+    assert "`assignment.pilot_share` is given twice, on line" in message
+
+
+def test_a_date_that_does_not_exist_names_line_and_field(tmp_path: Path) -> None:
+    text = GOOD.replace("end: 2026-09-30", "end: 2026-09-31")
+    message = _error(_write(tmp_path, text))
+    line = _line(text, "  baseline:")
+    assert (
+        f"auto-route-tickets.yaml:{line}: `schedule.baseline.end`: 2026-09-31 is not a" in message
+    )
+    assert "YYYY-MM-DD" in message
+
+
+def test_yml_files_are_read_besides_yaml(tmp_path: Path) -> None:
+    _write(tmp_path, GOOD, "auto-route-tickets.yml")
+    assert [h.id for h in load_hypotheses(tmp_path)] == ["auto-route-tickets"]
+
+
+def test_one_id_in_a_yaml_and_a_yml_file_is_refused_naming_both(tmp_path: Path) -> None:
+    yaml_file, yml_file = _write(tmp_path, GOOD), _write(tmp_path, GOOD, "auto-route-tickets.yml")
+    valid, problems = read_hypotheses(tmp_path)
+    assert valid == [] and len(problems) == 1
+    assert str(yml_file) in problems[0] and str(yaml_file) in problems[0]
+
+
+def test_a_missing_directory_says_so_and_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(HypothesisError, match=r"no such directory of hypotheses.*hypotheses_dir"):
+        load_hypotheses(tmp_path / "nowhere")
+
+
+RANKING = Ranking(
+    "2026-10",
+    latest=frozenset({"ticket:delivery", "ticket:payment"}),
+    ever=frozenset({"ticket:delivery", "ticket:payment", "ticket:returns"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "pain_point", "extra", "valid"),
+    [
+        ("draft", "ticket:delivery", "", True),
+        ("draft", "ticket:delivery", "new: true\n", True),
+        ("draft", "ticket:delivry", "", False),
+        ("draft", "ticket:delivry", "new: true\n", True),
+        ("approved", "ticket:returns", "", False),  # ranked once, not any more: plan anew
+        ("running", "ticket:returns", "", True),  # a working pilot may push it out
+        ("concluded", "ticket:returns", "", True),
+        ("running", "ticket:refunds", "", False),
+    ],
+)
+def test_pain_point_must_be_ranked_or_declared_new(
+    tmp_path: Path, status: str, pain_point: str, extra: str, valid: bool
+) -> None:
+    text = GOOD.replace("status: running", f"status: {status}\n{extra}").replace(
+        "pain_point: ticket:delivery", f"pain_point: {pain_point}"
+    )
+    _write(tmp_path, text)
+    found, problems = read_hypotheses(tmp_path, RANKING)
+    assert (len(found), len(problems)) == ((1, 0) if valid else (0, 1))
+    if not valid:
+        where = f"auto-route-tickets.yaml:{_line(text, 'pain_point:')}: `pain_point`"
+        assert where in problems[0] and "new: true" in problems[0]
+
+
+def test_an_unranked_pain_point_suggests_the_closest_ranked_one(tmp_path: Path) -> None:
+    text = GOOD.replace("pain_point: ticket:delivery", "pain_point: ticket:delivry")
+    _write(tmp_path, text.replace("status: running", "status: draft"))
+    (problem,) = read_hypotheses(tmp_path, RANKING)[1]
+    assert "did you mean `ticket:delivery`?" in problem and "latest ranking (2026-10)" in problem

@@ -70,16 +70,20 @@ def test_backlog_marks_each_pain_point_by_where_its_hypotheses_stand() -> None:
     )
     links = pd.DataFrame(
         {
-            "key": ["a", "a", "b", "c"],
-            "hypothesis": ["h1", "h2", "h3", "h4"],
-            "status": ["concluded", "running", "running", "concluded"],
-            "decision": ["adopt", None, "inconclusive", "reject"],
+            "key": ["a", "a", "b", "c", "seen-in-calls"],
+            "hypothesis": ["h1", "h2", "h3", "h4", "h5"],
+            "status": ["concluded", "running", "running", "concluded", "draft"],
+            "decision": ["adopt", None, "inconclusive", "reject", None],
         }
     )
     plan = backlog(ranked, links)
     state = plan.drop_duplicates("key").set_index("key")["state"]
-    assert state.to_dict() == {"a": "addressed", "b": "piloting", "c": "learned", "d": "open"}
-    assert list(plan["key"]) == ["a", "a", "b", "c", "d"]
+    assert state.to_dict() == {
+        "a": "addressed", "b": "piloting", "c": "learned", "d": "open", "seen-in-calls": "planned"
+    }  # fmt: skip
+    assert list(plan["key"]) == ["a", "a", "b", "c", "d", "seen-in-calls"]
+    new = plan.iloc[-1]
+    assert pd.isna(new["rank"]) and pd.isna(new["score"]) and new["title"] == "seen-in-calls"
 
 
 def test_reach_of_every_planted_pain_point_matches_the_planted_rate(company, demo_data) -> None:

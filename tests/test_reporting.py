@@ -147,6 +147,14 @@ def test_own_labels_override_single_words_also_inside_groups(tmp_path: Path) -> 
     assert labels("ru")["topic_names"]["login"] == "вход"
 
 
+def test_a_label_given_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    (tmp_path / "labels.yaml").write_text("ru:\n  digest: Сводка\n  digest: Дайджест\n", "utf-8")
+    with pytest.raises(
+        ConfigError, match=r"labels\.yaml:3: `ru\.digest` is given twice, on lines 2 and 3"
+    ):
+        labels("ru", tmp_path)
+
+
 def test_names_with_colons_stay_whole_in_pain_point_titles() -> None:
     words = labels("en")
     region = pain_title("region", "region:Nizhny Novgorod: Volga", {}, words)
