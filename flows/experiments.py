@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from flows.rank import load_data, publish_alerts
 from tasks import store
 from tasks.alerts import Alert, last_complete_month
 from tasks.errors import HypothesisError
-from tasks.experiments import Estimate, Evaluation, RolloutWatch, evaluate, rollout_watch
+from tasks.experiments import (
+    Estimate,
+    Evaluation,
+    ResponseCheck,
+    RolloutWatch,
+    evaluate,
+    rollout_watch,
+)
 from tasks.hypotheses import Hypothesis, read_hypotheses
 from tasks.metrics import CxData, is_in
 
@@ -30,29 +38,63 @@ class PilotSummary:
     reason: str
     warnings: list[str]
     estimates: list[Estimate]  # the primary metric first, then the secondary ones
+    plan: str  # `Plan.text()`: what the pilot can detect, as every output quotes it
 
 
 def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
-    """One `experiment_result` row per estimated metric; the decision sits on the primary."""
+    """One `experiment_result` row per estimated metric; the decision sits on the primary,
+    with the plan, quantile effects and the response-rate check in its `cells`."""
     h = evaluation.hypothesis
-    roles = [("primary", evaluation.primary)]
-    roles += [("secondary", e) for e in evaluation.secondary]
-    roles += [("guardrail", e) for e, _ in evaluation.guardrails]
-    rows = [_row(role, e) for role, e in roles]
+    roles = [("primary", evaluation.primary, {})]
+    roles += [("secondary", e, {}) for e in evaluation.secondary]
+    roles += [
+        ("guardrail", g.estimate, {"status": g.status, "noninferiority_p": g.p_value})
+        for g in evaluation.guardrails
+    ]
+    rows = [_row(role, e) | {"extra": extra} for role, e, extra in roles]
+    for row in rows:
+        row["cells"] |= row.pop("extra")
     rows[0]["cells"] |= {
-        "planned_mde": evaluation.planned_mde,
+        "plan": vars(evaluation.plan) if evaluation.plan else None,
         "warnings": evaluation.warnings,
         "why": evaluation.why,
+        "quantiles": [vars(q) for q in evaluation.quantiles],
+        "response": _response(evaluation.response),
     }
+    for row in rows:
+        row["cells"] = _json_safe(row["cells"])
     frame = pd.DataFrame(rows).assign(
         hypothesis_id=h.id,
         as_of=as_of.date(),
         srm_p=evaluation.srm_p,
         evaluated_at=store.now_utc(),
     )
-    frame["decision"] = [evaluation.decision if role == "primary" else None for role, _ in roles]
-    frame["reason"] = [evaluation.reason if role == "primary" else None for role, _ in roles]
+    frame["decision"] = [evaluation.decision if role == "primary" else None for role, *_ in roles]
+    frame["reason"] = [evaluation.reason if role == "primary" else None for role, *_ in roles]
     return frame.drop_duplicates(subset=["metric"])
+
+
+def _json_safe(value: object) -> object:
+    """`value` with every non-finite float as None: PostgreSQL's JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _response(check: ResponseCheck | None) -> dict | None:
+    if check is None:
+        return None
+    return {
+        "answered": check.answered,
+        "assigned": check.assigned,
+        "p": check.p_value,
+        "mismatch": check.mismatch,
+        "reweighted": [_row("reweighted", e) for e in check.reweighted],
+    }
 
 
 def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, period: pd.Period) -> Alert:
@@ -83,7 +125,13 @@ def _row(role: str, e: Estimate) -> dict:
         "sequential": e.sequential,
         "n_pilot": e.n_pilot,
         "n_control": e.n_control,
-        "cells": {"rows": e.cells.to_dict("records")},
+        "cells": {
+            "rows": e.cells.to_dict("records"),
+            "analysis": e.analysis,
+            "estimand": e.estimand,
+            "se": e.se,
+            "tau2": e.tau2,
+        },
     }
 
 
@@ -146,6 +194,7 @@ def evaluate_and_store(
         evaluation.reason,
         evaluation.warnings,
         [evaluation.primary, *evaluation.secondary],
+        evaluation.plan.text() if evaluation.plan else "",
     )
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 from tasks.labels import alert_text, labels
-from tasks.metrics import CxData, metric_table
+from tasks.metrics import CxData, csat_top2, metric_table
 
 ALPHA = 0.01
 MIN_GROWTH = 1.3  # complaint volume must grow by at least 30% (per day) to alert
@@ -208,10 +208,12 @@ def new_channel_csat(
 ) -> list[Alert]:
     """Alerts for channels first seen in the last `new_months` months whose CSAT top-2 share
     in the last month is significantly below their share in the months before (z-test)."""
-    answers = responses[(responses["kind"] == "csat") & responses["channel"].notna()]
+    answers = responses[
+        (responses["kind"] == "csat") & responses["channel"].notna() & responses["score"].notna()
+    ]
     answers = answers[answers["submitted_at"].dt.to_period("M") <= last]
     months = answers["submitted_at"].dt.to_period("M")
-    top = (answers["score"] >= csat_scale - 1) * 100.0
+    top = csat_top2(answers["score"], csat_scale)
     born = months.groupby(answers["channel"]).min()
     alerts = []
     for channel in born[born > last - new_months].index:

@@ -1,28 +1,50 @@
-"""Pilot experiments: deterministic assignment, difference-in-differences, SRM, decision.
+"""Pilot experiments: assignment, effect estimates, the always-valid test, guardrails, checks.
 
-The effect of a pilot is the difference-in-differences of the metric between pilot and
-control, baseline versus pilot period, by OLS with standard errors clustered by customer.
-Relative effects (`-40%`) are estimated on the log scale, so they read as a percentage
-change of each unit's value; absolute effects in the metric's own units.
+Estimators: CUPED (each customer's pilot-period mean adjusted by their baseline mean, the
+default for hash splits), difference-in-differences by OLS with customer-clustered errors
+(the default for segment splits), and the plain post-period difference both fall back to
+when no baseline data exists. A relative effect (`-40%`) is a ratio of means minus one with
+a delta-method standard error, valid when values are 0; the ratio of geometric means (log
+scale) only when asked for. The primary metric is judged on a mixture-SPRT interval tuned to
+the planned sample; power and the detectable effect are those of that test. Guardrails are
+non-inferiority margins, Holm-adjusted across guardrails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from tasks.errors import HypothesisError
-from tasks.hypotheses import ACTIVE, Hypothesis, MetricTarget, Period
+from tasks.hypotheses import ACTIVE, Guardrail, Hypothesis, MetricTarget, Period
 from tasks.labels import labels, reason_text
-from tasks.metrics import CxData, is_in, observations
+from tasks.metrics import SURVEY_METRICS, CxData, is_in, observations
 
 Z80 = 0.8416212335729143
 SRM_ALPHA = 0.001
+RESPONSE_ALPHA = 0.01
+QUANTILE_METRICS = ("frt_hours", "art_hours")
+QUANTILES = (0.5, 0.9)
+BOOTSTRAP_DRAWS = 400
+BOOTSTRAP_SEED = 2026
+
+Analysis = Literal["cuped", "did"]
+# difference: in the metric's units; ratio: ratio of means − 1; log_ratio: of geometric means.
+Estimand = Literal["difference", "ratio", "log_ratio"]
+
+
+def estimand_of(target: MetricTarget) -> Estimand:
+    """The estimand a metric target asks for: a relative effect is a ratio of means unless
+    its file asks for the log scale (`log_scale: true`)."""
+    if not target.expected_effect.relative:
+        return "difference"
+    return "log_ratio" if target.log_scale else "ratio"
 
 
 def assign_arms(customer_ids: pd.Series, salt: str, pilot_share: float) -> np.ndarray:
@@ -89,37 +111,103 @@ def _days(period: Period) -> int:
     return (period.end - period.start).days + 1
 
 
-def planned_mde(hypothesis: Hypothesis, arms: pd.DataFrame, data: CxData) -> float:
-    """Smallest effect on the primary metric the pilot can detect (80% power), before it runs.
+def _window(at: pd.Series, period: Period) -> pd.Series:
+    end = pd.Timestamp(period.end) + pd.Timedelta(days=1)
+    return (at >= pd.Timestamp(period.start)) & (at < end)
 
-    From the baseline period: the metric's spread and observations per arm, with the pilot
-    period assumed to yield as many per day. Signed in the expected direction, in the expected
-    effect's units (−0.29 is −29% for a relative decrease); ignores clustering by customer,
-    so treat it as optimistic when customers repeat.
+
+@dataclass(frozen=True)
+class Moments:
+    """Sufficient statistics of one arm's customers: n, Σy, Σy², Σx, Σx², Σxy, with y the
+    pilot-period mean and x the baseline mean. Fields may be arrays (one entry per
+    simulated run): every computation on them broadcasts."""
+
+    n: Any
+    sy: Any
+    syy: Any
+    sx: Any
+    sxx: Any
+    sxy: Any
+
+    @classmethod
+    def of(cls, y: np.ndarray, x: np.ndarray) -> Moments:
+        """Moments over the last axis of `y` and `x` (customers)."""
+        return cls(y.shape[-1] * np.ones(y.shape[:-1]), y.sum(-1), (y * y).sum(-1),
+                   x.sum(-1), (x * x).sum(-1), (x * y).sum(-1))  # fmt: skip
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(*(getattr(self, f) + getattr(other, f) for f in _MOMENTS))
+
+    def covariances(self) -> tuple[Any, Any, Any]:
+        """(var y, var x, cov(x, y)), each with n − 1 in the denominator."""
+        n = self.n
+        var_y = (self.syy - self.sy**2 / n) / (n - 1)
+        var_x = (self.sxx - self.sx**2 / n) / (n - 1)
+        return var_y, var_x, (self.sxy - self.sx * self.sy / n) / (n - 1)
+
+
+_MOMENTS = ("n", "sy", "syy", "sx", "sxx", "sxy")
+
+
+def regression_adjusted(pilot: Moments, control: Moments, relative: bool) -> tuple[Any, Any]:
+    """(effect, standard error) of the pilot against control, adjusted by the baseline.
+
+    θ = cov(x, y) / var(x) over both arms (0 when x does not vary: the plain post-period
+    difference); each arm's mean is ȳ − θ·x̄ with variance var y + θ² var x − 2θ cov. With
+    `relative`, the effect is the adjusted difference over the control's unadjusted mean,
+    with the delta-method variance: gbstats' `RegressionAdjustedStatistic` and `TTest`.
     """
-    target, schedule = hypothesis.metric, hypothesis.schedule
-    obs = observations(target.name, data).merge(arms, on="customer_id")
-    obs = obs[_window(obs["at"], schedule.baseline)]
-    values = (
-        np.log(obs["value"].clip(lower=1e-6)) if target.expected_effect.relative else obs["value"]
-    )
-    counts = obs["arm"].value_counts()
-    if len(counts) < 2 or len(values) < 3:
-        return float("nan")
-    scale = _days(schedule.pilot) / _days(schedule.baseline)
-    inverse = sum(1 / counts[arm] + 1 / (scale * counts[arm]) for arm in ("pilot", "control"))
-    z = stats.norm.ppf(1 - hypothesis.decision.alpha / 2) + Z80
-    units = (1 if target.direction == "increase" else -1) * z * values.std() * np.sqrt(inverse)
-    return float(np.expm1(units)) if target.expected_effect.relative else float(units)
+    var_y, var_x, cov = (pilot + control).covariances()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = np.where((var_x > 0) & (var_y > 0), cov / var_x, 0.0)
+        arms = []
+        for arm in (pilot, control):
+            vy, vx, c = arm.covariances()
+            arms.append((arm.sy / arm.n, arm.sx / arm.n, vy + theta**2 * vx - 2 * theta * c))
+        (yp, xp, vp), (yc, xc, vc) = arms
+        diff = (yp - theta * xp) - (yc - theta * xc)
+        if relative:
+            var = vp / (yc**2 * pilot.n) + vc * yp**2 / (yc**4 * control.n)
+            return diff / yc, np.sqrt(var)
+        return diff, np.sqrt(vp / pilot.n + vc / control.n)
+
+
+def sequential_ratio(alpha: float) -> float:
+    """τ² / V at which the mixture-SPRT interval is narrowest when the variance of the
+    estimate is V: −2 log α + log(1 − 2 log α) (gbstats' ρ², Waudby-Smith et al. eq. 161)."""
+    return -2 * np.log(alpha) + np.log(1 - 2 * np.log(alpha))
+
+
+def tuned_tau2(se: Any, fraction: float, alpha: float) -> Any:
+    """Mixture variance for the planned sample: the estimate's variance at the pilot's end
+    (now `se`² after `fraction` of the pilot, shrinking as 1 / days) times
+    `sequential_ratio`."""
+    return sequential_ratio(alpha) * se**2 * fraction
+
+
+def critical_multiple(se: Any, tau2: Any, alpha: float) -> Any:
+    """Half-width of the always-valid (1 − α) interval in standard errors."""
+    v = se**2
+    return np.sqrt((v + tau2) / tau2 * (np.log((v + tau2) / v) - 2 * np.log(alpha)))
+
+
+def always_valid_p(distance: Any, se: Any, tau2: Any) -> Any:
+    """Always-valid p-value of an estimate `distance` away from the null, normal mixture."""
+    v = se**2
+    log_lr = 0.5 * np.log(v / (v + tau2)) + distance**2 * tau2 / (2 * v * (v + tau2))
+    return np.minimum(1.0, np.exp(-log_lr))
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A difference-in-differences estimate and the table it came from.
+    """One metric's effect, how it was estimated, and the table it came from.
 
-    `coef`, `low`, `high` and `se` are on the model's scale (log for relative metrics);
-    `value`, `ci_low`, `ci_high` on the reader's (−0.4 is −40% for relative metrics).
-    `sequential` marks an always-valid interval and p-value, safe under daily peeking.
+    `coef`, `low`, `high` and `se` are on the model's scale: the effect itself for the
+    `difference` and `ratio` estimands (−0.1 is −10% of the control's mean), the log ratio
+    for `log_ratio`; `value`, `ci_low`, `ci_high` on the reader's. `analysis` is `cuped`,
+    `did`, `post_only` (no baseline data: the pilot-period difference) or `reweighted`.
+    `n_pilot`, `n_control` count customers observed in the pilot period. `sequential`
+    marks an always-valid interval and p-value with mixture variance `tau2`.
     """
 
     metric: str
@@ -133,9 +221,12 @@ class Estimate:
     n_pilot: int
     n_control: int
     sequential: bool = False
+    analysis: str = "did"
+    estimand: Estimand = "difference"
+    tau2: float = float("nan")
 
     def _effect(self, coef: float) -> float:
-        return float(np.expm1(coef)) if self.relative else float(coef)
+        return float(np.expm1(coef)) if self.estimand == "log_ratio" else float(coef)
 
     @property
     def value(self) -> float:
@@ -149,38 +240,74 @@ class Estimate:
     def ci_high(self) -> float:
         return self._effect(self.high)
 
+    def critical(self, alpha: float) -> float:
+        """Half-width of this estimate's interval in standard errors, for its test."""
+        if self.sequential:
+            return float(critical_multiple(self.se, self.tau2, alpha))
+        return float(stats.norm.ppf(1 - alpha / 2))
+
     def mde(self, alpha: float, sign: int = 1) -> float:
-        """Smallest effect in direction `sign` (±1) this design detects with 80% power."""
-        return self._effect(sign * (stats.norm.ppf(1 - alpha / 2) + Z80) * self.se)
+        """Smallest effect in direction `sign` (±1) the test that decides detects with 80%
+        power at this standard error."""
+        return self._effect(sign * (self.critical(alpha) + Z80) * self.se)
 
 
-def always_valid(estimate: Estimate, alpha: float, tau: float) -> Estimate:
-    """`estimate` with a mixture-SPRT always-valid CI and p-value (normal mixture N(0, tau²)).
+def _normal(metric: str, coef: float, se: float, alpha: float, cells: pd.DataFrame,
+            n: pd.Series, **how: Any) -> Estimate:  # fmt: skip
+    z = stats.norm.ppf(1 - alpha / 2)
+    return Estimate(
+        metric=metric,
+        relative=how.get("estimand", "difference") != "difference",
+        coef=float(coef),
+        se=float(se),
+        low=float(coef - z * se),
+        high=float(coef + z * se),
+        p_value=float(2 * stats.norm.sf(abs(coef) / se)) if se > 0 else float("nan"),
+        cells=cells,
+        n_pilot=int(n.get("pilot", 0)),
+        n_control=int(n.get("control", 0)),
+        **how,
+    )
+
+
+def _missing(metric: str, cells: pd.DataFrame, n: pd.Series, **how: Any) -> Estimate:
+    nan = float("nan")
+    return _normal(metric, nan, nan, 0.05, cells, n, **how)
+
+
+def always_valid(estimate: Estimate, alpha: float, tau2: float) -> Estimate:
+    """`estimate` with a mixture-SPRT always-valid CI and p-value (mixture N(0, `tau2`)).
 
     Valid at every look, so evaluating a running pilot daily does not inflate false
-    positives. `tau` is the effect size on the model's scale the test is tuned for.
+    positives; `tuned_tau2` gives the mixture variance for the planned sample.
     """
-    v, t2 = estimate.se**2, tau**2
-    half = np.sqrt(v * (v + t2) / t2 * (np.log((v + t2) / v) - 2 * np.log(alpha)))
-    log_lr = 0.5 * np.log(v / (v + t2)) + estimate.coef**2 * t2 / (2 * v * (v + t2))
+    half = critical_multiple(estimate.se, tau2, alpha) * estimate.se
     return replace(
         estimate,
         low=estimate.coef - half,
         high=estimate.coef + half,
-        p_value=float(min(1.0, np.exp(-log_lr))),
+        p_value=float(always_valid_p(estimate.coef, estimate.se, tau2)),
         sequential=True,
+        tau2=float(tau2),
     )
 
 
-def _window(at: pd.Series, period: Period) -> pd.Series:
-    end = pd.Timestamp(period.end) + pd.Timedelta(days=1)
-    return (at >= pd.Timestamp(period.start)) & (at < end)
+def _values(frame: pd.DataFrame, metric: str, estimand: Estimand) -> pd.Series:
+    if estimand != "log_ratio":
+        return frame["value"]
+    if (frame["value"] <= 0).any():
+        raise HypothesisError(
+            f"{metric}: the log-scale estimand needs positive values, but "
+            f"{int((frame['value'] <= 0).sum()):,} are 0 or less; use the ratio of means."
+        )
+    return np.log(frame["value"])
 
 
 def _framed(
     obs: pd.DataFrame, arms: pd.DataFrame, baseline: Period, pilot: Period
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Observations of both periods with their arm, `post` and `treated`; the arm × period means."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Observations of both periods with their arm, `post` and `treated`; the arm × period
+    means; customers per arm observed in the pilot period."""
     frame = obs.merge(arms, on="customer_id", how="inner")
     pre, post = _window(frame["at"], baseline), _window(frame["at"], pilot)
     frame = frame[pre | post].assign(post=post[pre | post].astype(float))
@@ -191,7 +318,8 @@ def _framed(
         .agg(mean="mean", n="size")
         .reset_index()
     )
-    return frame, cells
+    customers = frame.loc[frame["post"] == 1].groupby("arm")["customer_id"].nunique()
+    return frame, cells, customers
 
 
 def cuped(
@@ -200,43 +328,32 @@ def cuped(
     arms: pd.DataFrame,
     baseline: Period,
     pilot: Period,
-    relative: bool,
+    estimand: Estimand = "difference",
     alpha: float = 0.05,
 ) -> Estimate:
-    """Pilot-period difference of customer means, variance-reduced by their baseline (CUPED).
+    """Pilot-period difference of customer means, regression-adjusted by their baseline means.
 
-    Each customer's pilot-period mean y is adjusted by θ·(x − x̄), with x their baseline mean
-    (customers without one take x̄) and θ = cov(y, x) / var(x); the effect is the difference
-    of adjusted means between arms with a Welch standard error. Counts are customers.
+    Customers without a baseline take the mean baseline of those with one; with no baseline
+    at all the estimate is the plain post-period difference (`analysis` `post_only`).
+    Standard errors are Welch's; `regression_adjusted` holds the formulas.
     """
-    frame, cells = _framed(obs, arms, baseline, pilot)
-    frame["value"] = np.log(frame["value"].clip(lower=1e-6)) if relative else frame["value"]
+    frame, cells, customers = _framed(obs, arms, baseline, pilot)
+    frame["value"] = _values(frame, metric, estimand)
     means = frame.groupby(["customer_id", "post"])["value"].mean().unstack("post")
     means = means.rename(columns={0.0: "x", 1.0: "y"}).reindex(columns=["x", "y"])
     means = means.dropna(subset=["y"]).join(arms.set_index("customer_id")["arm"])
-    x = means["x"].fillna(means["x"].mean())
-    theta = np.cov(means["y"], x)[0, 1] / x.var() if x.var() > 0 else 0.0
-    adjusted = means["y"] - theta * (x - x.mean())
-    groups = adjusted.groupby(means["arm"])
-    mean, var, n = groups.mean(), groups.var(), groups.size()
+    has_baseline = means["x"].notna().any()
+    x = means["x"].fillna(means["x"].mean() if has_baseline else 0.0)
+    how = {"analysis": "cuped" if has_baseline else "post_only", "estimand": estimand}
+    n = means.groupby("arm").size()
     if not {"pilot", "control"} <= set(n.index) or n.min() < 2:
-        nan = float("nan")
-        return Estimate(metric, relative, nan, nan, nan, nan, nan, cells, 0, 0)
-    coef = float(mean["pilot"] - mean["control"])
-    se = float(np.sqrt(var["pilot"] / n["pilot"] + var["control"] / n["control"]))
-    z = stats.norm.ppf(1 - alpha / 2)
-    return Estimate(
-        metric=metric,
-        relative=relative,
-        coef=coef,
-        se=se,
-        low=coef - z * se,
-        high=coef + z * se,
-        p_value=float(2 * stats.norm.sf(abs(coef) / se)),
-        cells=cells,
-        n_pilot=int(n["pilot"]),
-        n_control=int(n["control"]),
-    )
+        return _missing(metric, cells, customers, **how)
+    moments = {
+        arm: Moments.of(means.loc[rows, "y"].to_numpy(), x[rows].to_numpy())
+        for arm, rows in means.groupby("arm").groups.items()
+    }
+    coef, se = regression_adjusted(moments["pilot"], moments["control"], estimand == "ratio")
+    return _normal(metric, coef, se, alpha, cells, customers, **how)
 
 
 def did(
@@ -245,57 +362,61 @@ def did(
     arms: pd.DataFrame,
     baseline: Period,
     pilot: Period,
-    relative: bool,
+    estimand: Estimand = "difference",
     alpha: float = 0.05,
     adjust_for: Sequence[str] = (),
 ) -> Estimate:
     """Difference-in-differences of `obs` (`customer_id`, `at`, `value`) between the arms.
 
     Fits value ~ pilot + post + pilot·post by OLS with customer-clustered errors (statsmodels);
-    with `relative`, on log(value) and reported as exp(coefficient) − 1. `adjust_for` names
-    columns of `obs` (e.g. contact channel) added as fixed effects: they soak up variance the
-    arms share, narrowing the interval, as long as the pilot does not change them.
+    without baseline observations, value ~ pilot on the pilot period (`post_only`). The
+    `ratio` estimand divides the effect by the pilot arm's counterfactual mean (its fitted
+    pilot-period mean without the effect), delta method on the clustered covariance.
+    `adjust_for` names columns of `obs` (e.g. contact channel) added as fixed effects: they
+    soak up variance the arms share, narrowing the interval, as long as the pilot does not
+    change them.
     """
+    frame, cells, customers = _framed(obs, arms, baseline, pilot)
+    both_periods = frame.groupby("arm")["post"].nunique()
+    has_baseline = len(both_periods) == 2 and (both_periods == 2).all()
+    how = {"analysis": "did" if has_baseline else "post_only", "estimand": estimand}
+    if not has_baseline:
+        frame = frame[frame["post"] == 1]
+    if frame["arm"].nunique() < 2 or len(frame) < 8:
+        return _missing(metric, cells, customers, **how)
+    columns = [np.ones(len(frame)), frame["treated"]]
+    if has_baseline:
+        columns += [frame["post"], frame["treated"] * frame["post"]]
+    covariates = [c for c in adjust_for if c in frame.columns]
+    if covariates:
+        columns.append(pd.get_dummies(frame[covariates], drop_first=True, dtype=float))
+    design = np.column_stack(columns)
+    y = _values(frame, metric, estimand).to_numpy()
+    effect, treated_post = (3 if has_baseline else 1), (frame["treated"] * frame["post"]) == 1
+    return _clustered(metric, y, design, effect, treated_post.to_numpy(), frame, alpha,
+                      cells, customers, how)  # fmt: skip
+
+
+def _clustered(metric: str, y: np.ndarray, design: np.ndarray, k: int, treated_post: np.ndarray,
+               frame: pd.DataFrame, alpha: float, cells: pd.DataFrame, customers: pd.Series,
+               how: dict[str, Any]) -> Estimate:  # fmt: skip
     import statsmodels.api as sm
 
-    frame, cells = _framed(obs, arms, baseline, pilot)
-    in_post = frame[frame["post"] == 1]
-    n_pilot = int((in_post["arm"] == "pilot").sum())
-    n_control = int((in_post["arm"] == "control").sum())
-    y = np.log(frame["value"].clip(lower=1e-6)) if relative else frame["value"]
-    covariates = [c for c in adjust_for if c in frame.columns]
-    fixed_effects = (
-        pd.get_dummies(frame[covariates], drop_first=True, dtype=float).to_numpy()
-        if covariates
-        else np.empty((len(frame), 0))
-    )
-    design = np.column_stack(
-        [
-            np.ones(len(frame)),
-            frame["treated"],
-            frame["post"],
-            frame["treated"] * frame["post"],
-            fixed_effects,
-        ]
-    )
-    if len(frame) < 8 or cells.shape[0] < 4:
-        nan = float("nan")
-        return Estimate(metric, relative, nan, nan, nan, nan, nan, cells, n_pilot, n_control)
     groups = pd.factorize(frame["customer_id"])[0]
-    fit = sm.OLS(y.to_numpy(), design).fit(cov_type="cluster", cov_kwds={"groups": groups})
-    low, high = fit.conf_int(alpha)[3]
-    return Estimate(
-        metric=metric,
-        relative=relative,
-        coef=float(fit.params[3]),
-        se=float(fit.bse[3]),
-        low=float(low),
-        high=float(high),
-        p_value=float(fit.pvalues[3]),
-        cells=cells,
-        n_pilot=n_pilot,
-        n_control=n_control,
-    )
+    fit = sm.OLS(y, design).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    if how["estimand"] != "ratio":
+        low, high = fit.conf_int(alpha)[k]
+        return Estimate(metric, how["estimand"] != "difference", float(fit.params[k]),
+                        float(fit.bse[k]), float(low), float(high), float(fit.pvalues[k]), cells,
+                        int(customers.get("pilot", 0)), int(customers.get("control", 0)),
+                        **how)  # fmt: skip
+    b, cov = fit.params, fit.cov_params()
+    unit = np.eye(len(b))[k]
+    counterfactual_row = design[treated_post].mean(axis=0) - unit
+    base = counterfactual_row @ b
+    gradient = unit / base - b[k] * counterfactual_row / base**2
+    se = float(np.sqrt(gradient @ cov @ gradient))
+    return _normal(metric, b[k] / base, se, alpha, cells, customers, **how)
 
 
 def observed_arms(metric: str, data: CxData, arms: pd.DataFrame, pilot: Period) -> pd.DataFrame:
@@ -316,66 +437,380 @@ def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
     return float(stats.chisquare([n_pilot, total - n_pilot], expected).pvalue)
 
 
+def analysis_of(hypothesis: Hypothesis) -> Analysis:
+    """`decision.analysis` when the file sets it, else CUPED for a hash split (randomised:
+    the baseline only reduces variance) and DiD for a segment split (groups that need not
+    start equal)."""
+    if hypothesis.decision.analysis:
+        return hypothesis.decision.analysis
+    return "cuped" if hypothesis.assignment.method == "hash" else "did"
+
+
+def _estimate(
+    metric: str,
+    estimand: Estimand,
+    data: CxData,
+    arms: pd.DataFrame,
+    hypothesis: Hypothesis,
+    periods: tuple[Period, Period] | None = None,
+) -> Estimate:
+    baseline, pilot = periods or (hypothesis.schedule.baseline, hypothesis.schedule.pilot)
+    rules, obs = hypothesis.decision, observations(metric, data)
+    if analysis_of(hypothesis) == "cuped":
+        return cuped(metric, obs, arms, baseline, pilot, estimand, rules.alpha)
+    return did(metric, obs, arms, baseline, pilot, estimand, rules.alpha, rules.adjust_for)
+
+
+def _target(target: MetricTarget, data: CxData, arms: pd.DataFrame, h: Hypothesis) -> Estimate:
+    return _estimate(target.name, estimand_of(target), data, arms, h)
+
+
+def elapsed_share(hypothesis: Hypothesis, data: CxData) -> float:
+    """Share of the pilot's days the data covers (1 once the pilot has ended)."""
+    pilot, newest = hypothesis.schedule.pilot, data.newest()
+    if pd.isna(newest):
+        return 1.0
+    days = (min(newest.date(), pilot.end) - pilot.start).days + 1
+    return float(np.clip(days / _days(pilot), 1 / _days(pilot), 1.0))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a pilot can detect, before it runs, for the test that will decide it.
+
+    `se` is the primary estimate's standard error expected at the pilot's end, from a
+    placebo pilot on the baseline (its second half against its first, the real arms, the
+    real analysis), scaled as 1 / √days. `mde` (80% power, signed, in the expected effect's
+    units) and `power` (at the expected effect) use `critical` standard errors: the
+    always-valid interval's when `sequential`. `days` is how long the pilot must run to
+    reach 80% power at the expected effect. All NaN with `note` when nothing plans it.
+    """
+
+    mde: float
+    power: float
+    days: float
+    se: float
+    critical: float
+    sequential: bool
+    analysis: str
+    relative: bool
+    note: str = ""
+
+    def text(self) -> str:
+        """The plan in one English line, as the CLI and the warnings quote it."""
+        if np.isnan(self.mde):
+            return f"no power estimate: {self.note}"
+        mde = f"{self.mde:+.1%}" if self.relative else f"{self.mde:+.2f}"
+        test = "always-valid test" if self.sequential else "fixed-horizon test"
+        return (
+            f"detects {mde} with 80% power ({self.analysis}, {test}); the expected effect has "
+            f"{self.power:.0%} power; 80% power needs about {np.ceil(self.days):.0f} days"
+        )
+
+
+def stored_plan(cells: Mapping[str, Any] | None) -> str:
+    """`Plan.text()` of the plan a primary result stored in its `cells` ("" without one)."""
+    plan = (cells or {}).get("plan")
+    if not plan:
+        return ""
+    return Plan(**{k: float("nan") if v is None else v for k, v in plan.items()}).text()
+
+
+def planned(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> Plan:
+    """The pilot's `Plan` from its baseline period."""
+    target, schedule, rules = hypothesis.metric, hypothesis.schedule, hypothesis.decision
+    analysis = analysis_of(hypothesis)
+    relative = target.expected_effect.relative
+    critical = (
+        float(np.sqrt((1 + 1 / sequential_ratio(rules.alpha))
+                      * (np.log1p(sequential_ratio(rules.alpha)) - 2 * np.log(rules.alpha))))
+        if rules.sequential
+        else float(stats.norm.ppf(1 - rules.alpha / 2))
+    )  # fmt: skip
+    nan = float("nan")
+    unknown = Plan(nan, nan, nan, nan, critical, rules.sequential, analysis, relative)
+    base = schedule.baseline
+    if _days(base) < 2:
+        return replace(unknown, note="the baseline is shorter than two days")
+    middle = base.start + timedelta(days=_days(base) // 2)
+    halves = (Period(start=base.start, end=middle - timedelta(days=1)),
+              Period(start=middle, end=base.end))  # fmt: skip
+    placebo = _estimate(target.name, estimand_of(target), data, arms, hypothesis, halves)
+    if not np.isfinite(placebo.se) or placebo.analysis == "post_only":
+        return replace(unknown, note="no baseline data to plan from")
+    se = placebo.se * np.sqrt(_days(halves[1]) / _days(schedule.pilot))
+    sign = 1 if target.direction == "increase" else -1
+    expected = abs(target.expected_effect.value)
+    return Plan(
+        mde=float(sign * (critical + Z80) * se),
+        power=float(stats.norm.cdf(expected / se - critical)),
+        days=float(_days(schedule.pilot) * ((critical + Z80) * se / expected) ** 2),
+        se=float(se),
+        critical=critical,
+        sequential=rules.sequential,
+        analysis=analysis,
+        relative=relative,
+    )
+
+
+def holm(estimates: list[Estimate]) -> list[Estimate]:
+    """`estimates` with Holm-adjusted p-values (family-wise error across secondary metrics)."""
+    p = holm_adjusted([e.p_value for e in estimates])
+    return [replace(e, p_value=float(q)) for e, q in zip(estimates, p, strict=True)]
+
+
+def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN stays NaN and out of the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    adjusted, valid = p.copy(), ~np.isnan(p)
+    if valid.any():
+        adjusted[valid] = multipletests(p[valid], method="holm")[1]
+    return adjusted
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    """A guardrail evaluated: `status` is `holds` (the worse end of the metric's CI is within
+    the margin, Holm-adjusted across guardrails), `breached` (harm beyond the margin and
+    significant), `unproven` (neither) or `unknown` (no data); `p_value` is the adjusted
+    non-inferiority p-value."""
+
+    guardrail: Guardrail
+    estimate: Estimate
+    p_value: float
+    status: str
+
+
+def noninferiority_p(guard: Guardrail, estimate: Estimate) -> float:
+    """p-value against harm of exactly the margin: below α exactly when the worse end of the
+    shown (1 − α) CI is within the margin (two-sided convention). NaN without an estimate."""
+    if not np.isfinite(estimate.se) or estimate.se <= 0:
+        return float("nan")
+    tau2 = estimate.tau2 if estimate.sequential else None
+    return float(noninferiority(estimate.coef, estimate.se, guard.harm * guard.limit, tau2))
+
+
+def noninferiority(coef: Any, se: Any, limit: Any, tau2: Any = None) -> Any:
+    """`noninferiority_p` on arrays: `limit` is the signed margin (+ when a rise is harm);
+    always-valid with mixture variance `tau2`, fixed-horizon without."""
+    distance = coef - limit
+    if tau2 is None:
+        p = 2 * stats.norm.sf(np.abs(distance) / se)
+    else:
+        p = always_valid_p(distance, se, tau2)
+    return np.where(np.sign(limit) * distance >= 0, 1.0, p)
+
+
+def check_guardrails(
+    hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame, share: float
+) -> list[GuardrailCheck]:
+    """Every guardrail of `hypothesis`, always-valid when the decision is sequential."""
+    rules = hypothesis.decision
+    estimates = []
+    for guard in hypothesis.guardrails:
+        estimate = _estimate(guard.metric, "difference", data, arms, hypothesis)
+        if rules.sequential and np.isfinite(estimate.se) and estimate.se > 0:
+            tau2 = tuned_tau2(estimate.se, share, rules.alpha)
+            estimate = always_valid(estimate, rules.alpha, tau2)
+        estimates.append(estimate)
+    pairs = zip(hypothesis.guardrails, estimates, strict=True)
+    p = holm_adjusted([noninferiority_p(g, e) for g, e in pairs])
+    checks = []
+    for guard, estimate, q in zip(hypothesis.guardrails, estimates, p, strict=True):
+        if np.isnan(q):
+            status = "unknown"
+        elif q < rules.alpha:
+            status = "holds"
+        elif guard.breached(estimate.value, estimate.ci_low, estimate.ci_high):
+            status = "breached"
+        else:
+            status = "unproven"
+        checks.append(GuardrailCheck(guard, estimate, float(q), status))
+    return checks
+
+
+@dataclass(frozen=True)
+class QuantileEffect:
+    """The pilot-period change in a quantile of `metric`: `lift` is the pilot's quantile over
+    the control's minus one, with a 95% percentile CI from a Poisson bootstrap by customer."""
+
+    metric: str
+    quantile: float
+    pilot: float
+    control: float
+    lift: float
+    low: float
+    high: float
+
+
+def _bootstrap_quantile(values: np.ndarray, customers: np.ndarray, q: float,
+                        rng: np.random.Generator, draws: int) -> np.ndarray:  # fmt: skip
+    """`draws` quantiles of `values` with every customer's rows weighted by one Poisson(1)."""
+    order = np.argsort(values, kind="stable")
+    values, customers = values[order], pd.factorize(customers[order])[0]
+    weights = rng.poisson(1.0, size=(draws, customers.max() + 1)).astype(np.float32)
+    found = np.empty(draws)
+    block = max(1, 4_000_000 // len(values))  # rows of draws × values held at once
+    for start in range(0, draws, block):
+        cum = weights[start : start + block, customers].cumsum(axis=1)
+        below = (cum < q * cum[:, -1:]).sum(axis=1)
+        found[start : start + block] = values[np.minimum(below, len(values) - 1)]
+    return found
+
+
+def quantile_effects(
+    metric: str,
+    obs: pd.DataFrame,
+    arms: pd.DataFrame,
+    pilot: Period,
+    quantiles: Sequence[float] = QUANTILES,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = BOOTSTRAP_SEED,
+) -> list[QuantileEffect]:
+    """Median and p90 effects (by default) of the pilot period; seeded, so reruns agree."""
+    frame = obs.merge(arms, on="customer_id")
+    frame = frame[_window(frame["at"], pilot)]
+    if frame["arm"].nunique() < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    by_arm = {arm: rows for arm, rows in frame.groupby("arm")}
+    effects = []
+    for q in quantiles:
+        point, boot = {}, {}
+        for arm in ("pilot", "control"):
+            values = by_arm[arm]["value"].to_numpy(dtype=float)
+            point[arm] = float(np.quantile(values, q, method="inverted_cdf"))
+            boot[arm] = _bootstrap_quantile(
+                values, by_arm[arm]["customer_id"].to_numpy(), q, rng, draws
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lifts = boot["pilot"] / boot["control"] - 1
+        low, high = np.nanquantile(lifts, [0.025, 0.975]) if np.isfinite(lifts).any() else (
+            np.nan, np.nan)  # fmt: skip
+        lift = point["pilot"] / point["control"] - 1 if point["control"] else float("nan")
+        effects.append(QuantileEffect(metric, q, point["pilot"], point["control"], float(lift),
+                                      float(low), float(high)))  # fmt: skip
+    return effects
+
+
+@dataclass(frozen=True)
+class ResponseCheck:
+    """Whether the arms answer surveys alike: customers per arm who answered in the pilot
+    period, the chi-square p-value, and, when it is below `RESPONSE_ALPHA`, each survey
+    metric's pilot-period difference re-weighted to the assigned customers' segment mix."""
+
+    answered: dict[str, int]
+    assigned: dict[str, int]
+    p_value: float
+    reweighted: list[Estimate]
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return {arm: self.answered[arm] / self.assigned[arm] for arm in self.assigned}
+
+    @property
+    def mismatch(self) -> bool:
+        return bool(self.p_value < RESPONSE_ALPHA)
+
+
+def reweighted(
+    metric: str,
+    obs: pd.DataFrame,
+    arms: pd.DataFrame,
+    segments: pd.Series,
+    pilot: Period,
+    estimand: Estimand = "difference",
+    alpha: float = 0.05,
+) -> Estimate:
+    """Pilot-period difference of respondents' customer means, both arms' segments weighted by
+    their share of the customers assigned (post-stratification to the population the arms
+    were drawn from, so the arms' chance imbalance of segments adds no bias); `segments` maps
+    customer id to segment. Segments an arm has no respondent in drop out of that arm and its
+    other weights are rescaled."""
+    frame = obs.merge(arms, on="customer_id")
+    frame = frame[_window(frame["at"], pilot)]
+    means = frame.groupby(["arm", "customer_id"])["value"].mean().reset_index()
+    means["segment"] = means["customer_id"].map(segments)
+    weights = arms["customer_id"].map(segments).value_counts(normalize=True).rename("weight")
+    cells = means.groupby(["arm", "segment"])["value"].agg(mean="mean", var="var", n="size")
+    cells = cells.join(weights, on="segment", how="inner")
+    cells["weight"] /= cells.groupby("arm")["weight"].transform("sum")
+    cells["var"] = cells["var"].fillna(0.0)
+    arm_mean = (cells["weight"] * cells["mean"]).groupby("arm").sum()
+    arm_var = (cells["weight"] ** 2 * cells["var"] / cells["n"]).groupby("arm").sum()
+    customers = means.groupby("arm").size()
+    how = {"analysis": "reweighted", "estimand": estimand}
+    if not {"pilot", "control"} <= set(arm_mean.index) or customers.min() < 2:
+        return _missing(metric, cells.reset_index(), customers, **how)
+    mp, mc, vp, vc = arm_mean["pilot"], arm_mean["control"], arm_var["pilot"], arm_var["control"]
+    if estimand == "ratio":
+        coef, var = mp / mc - 1, vp / mc**2 + vc * mp**2 / mc**4
+    else:
+        coef, var = mp - mc, vp + vc
+    return _normal(metric, coef, np.sqrt(var), alpha, cells.reset_index(), customers, **how)
+
+
+def response_check(
+    hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame
+) -> ResponseCheck | None:
+    """The `ResponseCheck` of `hypothesis`, None when none of its metrics is a survey metric."""
+    targets = [t for t in (hypothesis.metric, *hypothesis.secondary_metrics)
+               if t.name in SURVEY_METRICS]  # fmt: skip
+    if not targets:
+        return None
+    pilot = hypothesis.schedule.pilot
+    kinds = {t.name.removesuffix("_top2") for t in targets}
+    answers = data.responses[data.responses["kind"].isin(kinds)]
+    answers = answers[_window(answers["submitted_at"], pilot)]
+    answered_ids = is_in(arms["customer_id"], answers["customer_id"])
+    assigned = arms["arm"].value_counts()
+    answered = arms.loc[answered_ids, "arm"].value_counts().reindex(assigned.index, fill_value=0)
+    table = np.array([answered.to_numpy(), (assigned - answered).to_numpy()])
+    p = float(stats.chi2_contingency(table, correction=False).pvalue) if table.min() > 0 else (
+        float("nan"))  # fmt: skip
+    found = []
+    if p < RESPONSE_ALPHA and "segment" in data.customers.columns:
+        segments = data.customers.set_index("customer_id")["segment"]
+        for t in targets:
+            found.append(reweighted(t.name, observations(t.name, data), arms, segments, pilot,
+                                    estimand_of(t),
+                                    hypothesis.decision.alpha))  # fmt: skip
+    return ResponseCheck(
+        {arm: int(answered[arm]) for arm in assigned.index},
+        {arm: int(assigned[arm]) for arm in assigned.index},
+        p,
+        found,
+    )
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """A hypothesis evaluated: primary and secondary estimates, guardrails, SRM and decision;
+    """A hypothesis evaluated: primary and secondary estimates, guardrails, checks, decision;
     `reason` says why in English, `why` holds the rule and numbers behind it."""
 
     hypothesis: Hypothesis
     primary: Estimate
     secondary: list[Estimate]
-    guardrails: list[tuple[Estimate, bool]]
+    guardrails: list[GuardrailCheck]
     srm_p: float
     decision: str
     reason: str
     arms: pd.DataFrame = field(repr=False)
-    planned_mde: float = float("nan")
+    plan: Plan | None = None
     warnings: list[str] = field(default_factory=list)
     why: dict[str, Any] = field(default_factory=dict)
-
-
-def _estimate(
-    metric: str, relative: bool, data: CxData, arms: pd.DataFrame, hypothesis: Hypothesis
-) -> Estimate:
-    schedule, rules = hypothesis.schedule, hypothesis.decision
-    obs = observations(metric, data)
-    if rules.analysis == "cuped":
-        return cuped(metric, obs, arms, schedule.baseline, schedule.pilot, relative, rules.alpha)
-    return did(
-        metric,
-        obs,
-        arms,
-        schedule.baseline,
-        schedule.pilot,
-        relative,
-        rules.alpha,
-        rules.adjust_for,
-    )
-
-
-def _target(target: MetricTarget, data: CxData, arms: pd.DataFrame, h: Hypothesis) -> Estimate:
-    return _estimate(target.name, target.expected_effect.relative, data, arms, h)
-
-
-def holm(estimates: list[Estimate]) -> list[Estimate]:
-    """`estimates` with Holm-adjusted p-values (family-wise error across secondary metrics)."""
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.array([e.p_value for e in estimates])
-    valid = ~np.isnan(p)
-    if not valid.any():
-        return estimates
-    adjusted = p.copy()
-    adjusted[valid] = multipletests(p[valid], method="holm")[1]
-    return [replace(e, p_value=float(q)) for e, q in zip(estimates, adjusted, strict=True)]
+    quantiles: list[QuantileEffect] = field(default_factory=list)
+    response: ResponseCheck | None = None
 
 
 def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] = ()) -> Evaluation:
     """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive.
 
-    With `decision.sequential` (the default) the primary metric's CI and p-value are
-    always-valid, tuned to the expected effect, so daily evaluation of a running pilot keeps
-    its false-positive rate; secondary metrics get Holm-adjusted p-values.
+    With `decision.sequential` (the default) the primary metric's and the guardrails' CIs and
+    p-values are always-valid, tuned to the planned sample, so daily evaluation of a running
+    pilot keeps its false-positive rate; secondary metrics get Holm-adjusted p-values.
     """
     rules = hypothesis.decision
     arms = assignments(hypothesis, data.customers, others)
@@ -385,42 +820,44 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
             f"{len(arms):,} customers and {arms['arm'].nunique()} arm(s) of the "
             f"{len(data.customers):,} known; widen the filters (check their spelling)."
         )
-    mde = planned_mde(hypothesis, arms, data)
-    expected = hypothesis.metric.expected_effect
+    plan = planned(hypothesis, data, arms)
+    share = elapsed_share(hypothesis, data)
+    target = hypothesis.metric
     warnings = []
-    if abs(expected.value) < abs(mde):
-        needed = f"{mde:+.0%}" if expected.relative else f"{mde:+.2f}"
+    if np.isfinite(plan.mde) and abs(target.expected_effect.value) < abs(plan.mde):
         warnings.append(
-            f"expected effect {expected} is smaller than this pilot can detect "
-            f"(about {needed}, from the baseline period)"
+            f"expected effect {target.expected_effect} is smaller than this pilot can detect "
+            f"(it {plan.text()})"
         )
-    primary = _target(hypothesis.metric, data, arms, hypothesis)
-    if rules.sequential and not np.isnan(primary.se):
-        tau = abs(np.log1p(expected.value) if expected.relative else expected.value)
-        primary = always_valid(primary, rules.alpha, tau)
+    primary = _target(target, data, arms, hypothesis)
+    if primary.analysis == "post_only":
+        warnings.append(
+            f"no baseline data for {target.name}: the estimate is the pilot-period difference"
+        )
+    if rules.sequential and np.isfinite(primary.se) and primary.se > 0:
+        primary = always_valid(primary, rules.alpha, tuned_tau2(primary.se, share, rules.alpha))
     secondary = holm([_target(m, data, arms, hypothesis) for m in hypothesis.secondary_metrics])
-    guardrails = []
-    for guard in hypothesis.guardrails:
-        estimate = _estimate(guard.metric, False, data, arms, hypothesis)
-        breached = guard.breached(estimate.value, estimate.ci_low, estimate.ci_high)
-        guardrails.append((estimate, breached))
-    plan = hypothesis.assignment
-    observed = observed_arms(hypothesis.metric.name, data, arms, hypothesis.schedule.pilot)
-    srm = srm_p_value(observed, plan.pilot_share) if plan.method == "hash" else float("nan")
+    guardrails = check_guardrails(hypothesis, data, arms, share)
+    quantiles = (
+        quantile_effects(target.name, observations(target.name, data), arms,
+                         hypothesis.schedule.pilot)
+        if target.name in QUANTILE_METRICS
+        else []
+    )  # fmt: skip
+    response = response_check(hypothesis, data, arms)
+    if response is not None and response.mismatch:
+        rates = ", ".join(f"{arm} {rate:.1%}" for arm, rate in response.rates.items())
+        warnings.append(
+            f"the arms answer surveys at different rates ({rates}; p = {response.p_value:.2g}): "
+            "compare with the estimates re-weighted to each arm's segment mix"
+        )
+    plan_of = hypothesis.assignment
+    observed = observed_arms(target.name, data, arms, hypothesis.schedule.pilot)
+    srm = srm_p_value(observed, plan_of.pilot_share) if plan_of.method == "hash" else float("nan")
     decision, why = decide(hypothesis, primary, guardrails, srm)
-    return Evaluation(
-        hypothesis,
-        primary,
-        secondary,
-        guardrails,
-        srm,
-        decision,
-        reason_text(why, labels("en")),
-        arms,
-        mde,
-        warnings,
-        why,
-    )
+    return Evaluation(hypothesis, primary, secondary, guardrails, srm, decision,
+                      reason_text(why, labels("en")), arms, plan, warnings, why, quantiles,
+                      response)  # fmt: skip
 
 
 def _fmt(estimate: Estimate, value: float) -> str:
@@ -428,10 +865,13 @@ def _fmt(estimate: Estimate, value: float) -> str:
 
 
 def decide(
-    hypothesis: Hypothesis, primary: Estimate, guardrails: list[tuple[Estimate, bool]], srm_p: float
+    hypothesis: Hypothesis, primary: Estimate, guardrails: list[GuardrailCheck], srm_p: float
 ) -> tuple[str, dict[str, Any]]:
     """(`adopt` | `reject` | `inconclusive`, why): `why` names the `rule` that decided and
-    holds the numbers behind it, for `tasks.labels.reason_text` to put in words."""
+    holds the numbers behind it, for `tasks.labels.reason_text` to put in words.
+
+    A guardrail breached rejects; adopting needs every guardrail shown to hold.
+    """
     rules = hypothesis.decision
     target = hypothesis.metric
     if srm_p < SRM_ALPHA:
@@ -443,9 +883,10 @@ def decide(
             "control": primary.n_control,
             "need": rules.min_per_arm,
         }
-    breached = [g.metric for g, hit in guardrails if hit]
-    if breached:
-        return "reject", {"rule": "guardrail", "metrics": breached}
+    by_status = {s: [g.guardrail.metric for g in guardrails if g.status == s]
+                 for s in ("breached", "unproven", "unknown")}  # fmt: skip
+    if by_status["breached"]:
+        return "reject", {"rule": "guardrail", "metrics": by_status["breached"]}
     shown = {
         "metric": target.name,
         "effect": _fmt(primary, primary.value),
@@ -455,10 +896,15 @@ def decide(
         "p": primary.p_value,
     }
     wanted = 1 if target.direction == "increase" else -1
-    if primary.p_value < rules.alpha and np.sign(primary.value) == wanted:
-        return "adopt", {"rule": "as_expected", **shown}
-    if primary.p_value < rules.alpha:
+    significant = primary.p_value < rules.alpha
+    if significant and np.sign(primary.value) != wanted:
         return "reject", {"rule": "wrong_way", **shown}
+    if significant and (by_status["unknown"] or by_status["unproven"]):
+        rule = "guardrail_unknown" if by_status["unknown"] else "guardrail_unproven"
+        return "inconclusive", {"rule": rule, "metrics": by_status["unknown"]
+                                or by_status["unproven"], **shown}  # fmt: skip
+    if significant:
+        return "adopt", {"rule": "as_expected", **shown}
     detectable = _fmt(primary, primary.mde(rules.alpha, wanted))
     return "inconclusive", {
         "rule": "no_change",

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.metrics import CxData, funnel, nps_points
+from tasks.metrics import CxData, csat_top2, funnel, nps_points
 
 
 class Stage(Protocol):
@@ -36,12 +36,12 @@ def journey_map(
     tickets, responses = data.tickets, data.responses
     steps = funnel(data.web, funnel_order)
     sessions = steps.set_index("step")["sessions"] if len(steps) else pd.Series(dtype=float)
-    csat = responses[responses["kind"] == "csat"]
+    csat = responses[(responses["kind"] == "csat") & responses["score"].notna()]
     rows = []
     for name, stage in stages.items():
         on_stage = tickets[tickets["topic"].isin(stage.ticket_topics)]
         rated = csat[csat["customer_id"].isin(on_stage["customer_id"])]
-        top2 = rated["score"] >= csat_scale - 1
+        top2 = csat_top2(rated["score"], csat_scale)
         answers = responses[responses["survey"].isin(stage.surveys)]
         score = answers["score"].where(answers["kind"] != "nps", nps_points(answers["score"]))
         keys = [f"ticket:{t}" for t in stage.ticket_topics]
@@ -51,7 +51,7 @@ def journey_map(
                 "stage": name,
                 "touchpoints": [*stage.ticket_topics, *stage.funnel_steps, *stage.surveys],
                 "tickets": len(on_stage),
-                "csat_top2": 100 * top2.mean() if len(rated) else np.nan,
+                "csat_top2": top2.mean() if len(rated) else np.nan,
                 "frt_median_hours": on_stage["frt_hours"].median() if len(on_stage) else np.nan,
                 "conversion": _conversion(sessions, stage.funnel_steps, funnel_order),
                 "surveys": score.groupby(answers["survey"]).mean().round(2).to_dict(),

@@ -31,7 +31,7 @@ from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
 from tasks.errors import ConfigError
 from tasks.experiments import SRM_ALPHA, observed_arms
-from tasks.hypotheses import Hypothesis
+from tasks.hypotheses import Guardrail, Hypothesis
 from tasks.labels import TEMPLATES, alert_text, labels, reason_text, titled
 from tasks.metrics import (
     CxData,
@@ -567,6 +567,34 @@ def _reason(primary: Mapping[str, Any], t: Mapping[str, Any]) -> str:
     return reason_text(why, t) if why else primary["reason"]
 
 
+def _guardrail(guard: Guardrail, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A guardrail as the report shows it: margin, estimate, the CI's worse end, status
+    (`unknown` without a stored check)."""
+    worse = row.get("ci_high" if guard.harm > 0 else "ci_low") if row else None
+    status = (row.get("cells") or {}).get("status") if row else None
+    return {
+        "metric": guard.metric,
+        "margin": guard.harm * guard.limit,
+        "row": row,
+        "worse_end": worse,
+        "status": status or "unknown",
+    }
+
+
+def _method(primary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How the headline estimate was made: analysis, estimand, test, and the primary row's
+    stored plan, quantile effects and response-rate check."""
+    cells = (primary or {}).get("cells") or {}
+    return {
+        "analysis": cells.get("analysis"),
+        "estimand": cells.get("estimand"),
+        "sequential": bool(primary and primary.get("sequential")),
+        "plan": cells.get("plan"),
+        "quantiles": cells.get("quantiles") or [],
+        "response": cells.get("response"),
+    }
+
+
 def experiment_context(
     hypothesis: Hypothesis,
     results: pd.DataFrame,
@@ -625,20 +653,7 @@ def experiment_context(
                         "difference": after - before,
                     }
                 )
-    guardrails = []
-    for guard in h.guardrails:
-        row = by_metric.get(guard.metric, {})
-        value, low, high = row.get("estimate"), row.get("ci_low"), row.get("ci_high")
-        guardrails.append(
-            {
-                "metric": guard.metric,
-                "limit": ("max_drop", guard.max_drop)
-                if guard.max_drop
-                else ("max_increase", guard.max_increase),
-                "row": row,
-                "breached": None not in (value, low, high) and guard.breached(value, low, high),
-            }
-        )
+    guardrails = [_guardrail(guard, by_metric.get(guard.metric, {})) for guard in h.guardrails]
     ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
     observed = observed_arms(h.metric.name, data, arms, schedule.pilot)
     n_pilot = int((observed["arm"] == "pilot").sum())
@@ -670,6 +685,7 @@ def experiment_context(
             "ok": srm_p is None or srm_p >= SRM_ALPHA,
         },
         "verbatims": experiment_verbatims(data.responses, arms, h, taxonomy),
+        "method": _method(primary),
         "unit": unit,
         "charts": {"target": chart},
         "generated_at": f"{store.now_utc():%Y-%m-%d %H:%M} UTC",

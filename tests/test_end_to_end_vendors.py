@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from pytest_httpserver import HTTPServer
+from statsmodels.duration.survfunc import SurvfuncRight
 
 from tasks import store
 from tests.fakes.ga4 import EVENTS, FakeGA4
@@ -254,32 +255,48 @@ def who(served: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tickets, answers
 
 
+def km_median(hours: pd.Series, answered: pd.Series) -> float:
+    """statsmodels' Kaplan–Meier curve read at 1/2; where it rests at exactly 1/2, the midpoint
+    to the next event time, as the ordinary median does between its two middle values."""
+    curve = SurvfuncRight(hours.to_numpy(), answered.to_numpy(int))
+    times, survival = curve.surv_times, curve.surv_prob
+    at = int(np.argmax(survival <= 0.5 + 1e-12))
+    if np.isclose(survival[at], 0.5) and at + 1 < len(times):
+        return (times[at] + times[at + 1]) / 2
+    return float(times[at])
+
+
 def expected_kpis(served: dict[str, Any]) -> pd.DataFrame:
-    """NPS, CSAT top-2 share and median FRT with n, overall, per segment and per region."""
+    """NPS, CSAT top-2 share and median FRT with n, overall, per segment and per region.
+
+    The FRT median is statsmodels' Kaplan–Meier median, an unanswered ticket censored at the
+    newest ticket time; n counts every ticket."""
     tickets, answers = who(served)
     answers["nps_points"] = np.where(
         answers["nps"] >= 9, 100.0, np.where(answers["nps"] <= 6, -100.0, 0.0)
     )
     csat = answers.dropna(subset=["csat"])
     top2 = (csat["csat"] >= 4) * 100.0
-    answered = tickets.dropna(subset=["replied"])
-    frt = (answered["replied"] - answered["created"]).dt.total_seconds() / 3600
+    clock = tickets[["created", "replied"]].max().max()
+    waited = (tickets["replied"].fillna(clock) - tickets["created"]).dt.total_seconds() / 3600
+    answered = tickets["replied"].notna()
     rows = []
     for dims, by_answers, by_csat, by_tickets in [
-        ("all", [True] * len(answers), [True] * len(csat), [True] * len(answered)),
+        ("all", [True] * len(answers), [True] * len(csat), [True] * len(tickets)),
         *[
-            (f"{cut}={value}", answers[cut] == value, csat[cut] == value, answered[cut] == value)
+            (f"{cut}={value}", answers[cut] == value, csat[cut] == value, tickets[cut] == value)
             for cut, values in (("segment", SEGMENTS), ("region", REGIONS[:3]))
             for value in values
         ],
     ]:
         points = answers.loc[list(by_answers), "nps_points"]
         share = top2[list(by_csat)]
-        hours = frt[list(by_tickets)]
+        mask = list(by_tickets)
+        median = km_median(waited[mask], answered[mask])
         rows += [
             {"dims": dims, "metric": "nps", "value": points.mean(), "n": len(points)},
             {"dims": dims, "metric": "csat_top2", "value": share.mean(), "n": len(share)},
-            {"dims": dims, "metric": "frt_hours", "value": hours.median(), "n": len(hours)},
+            {"dims": dims, "metric": "frt_hours", "value": median, "n": sum(mask)},
         ]
     return pd.DataFrame(rows).set_index(["dims", "metric"]).sort_index()
 
