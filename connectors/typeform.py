@@ -43,8 +43,9 @@ API = "https://api.typeform.com"
 TOKEN_ENV = "TYPEFORM_TOKEN"
 SCOPES = "responses:read"
 PAGE_LIMIT = 1000
-TYPEFORM = survey_fields("hidden")
-"""Typeform's default fields: identity from the form's hidden fields."""
+TYPEFORM = survey_fields("hidden").override({"hidden.ticket_id": "ticket_id"}, None)
+"""Typeform's default fields: identity, and the ticket a post-contact survey is about, from
+the form's hidden fields (`customer_id`, `email`, `channel`, `ticket_id`)."""
 
 
 def _message(body: Any) -> str:
