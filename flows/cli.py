@@ -14,6 +14,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from flows.config import Config
     from flows.cycle import CycleResult
+    from flows.ingest import Synced
     from tasks.metrics import CxData
 
 app = typer.Typer(
@@ -51,15 +52,29 @@ def user_errors() -> Iterator[None]:
 
 
 def _checked(config_path: Path) -> Config:
-    """The configuration, with its hypotheses and store checked before any work starts."""
+    """The configuration, with its sources' options, hypotheses and store checked before any
+    work starts; nothing is written (the store not created) unless all of them pass."""
     from flows.config import load_config
-    from tasks.hypotheses import load_hypotheses
+    from tasks.hypotheses import load_hypotheses, stored_ranking
     from tasks.store import database_url, open_store
 
     config = load_config(config_path)
-    load_hypotheses(config.hypotheses_dir)
-    open_store(database_url(config.database_url))
+    url = database_url(config.database_url)
+    ranking = stored_ranking(url)
+    if load_hypotheses(config.hypotheses_dir, ranking) and ranking is None:
+        _warn(UNRANKED)
+    open_store(url)
     return config
+
+
+UNRANKED = (
+    "the store has no pain-point ranking yet, so each hypothesis's `pain_point` is not checked; "
+    "it is once `cxloop rank` or `cxloop run` has ranked."
+)
+
+
+def _warn(message: str) -> None:
+    errors.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _starting() -> None:
@@ -74,8 +89,24 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Random seed; the same seed gives the same company.")
     ] = 7,
+    webhooks: Annotated[
+        str | None,
+        typer.Option(
+            "--webhooks",
+            metavar="URL",
+            help="Instead, send the demo's post-contact surveys as signed Typeform webhooks "
+            "to a running `cxloop listen` at URL.",
+        ),
+    ] = None,
 ) -> None:
     """Generate the demo company, run the whole improvement cycle on it and summarise."""
+    if webhooks:
+        with user_errors():
+            from flows.listen import send_demo_webhooks
+
+            sent = send_demo_webhooks(webhooks, customers, seed)
+        console.print(f"Sent {sent:,} signed Typeform calls to {webhooks}")
+        return
     import yaml
 
     from flows.config import example_text
@@ -115,12 +146,21 @@ def ingest(config: ConfigOption = DEFAULT) -> None:
         _starting()
         from flows.ingest import ingest as ingest_flow
 
-        written = ingest_flow(config)
-    table = Table("source", "stream", "records written", title="Ingested")
-    for source, streams in written.items():
-        for stream, count in streams.items():
-            table.add_row(source, stream, f"{count:,}")
-    console.print(table)
+        synced = ingest_flow(config)
+    console.print(_ingested_table(synced))
+
+
+def _ingested_table(synced: dict[str, dict[str, Synced]]) -> Table:
+    """Records written and rows rejected per source and stream; see the log for the reasons."""
+    table = Table(
+        "source", "stream", "records written", "rows rejected",
+        title="Ingested (rejected rows: their line and reason are in the log)",
+    )  # fmt: skip
+    for source, streams in synced.items():
+        for stream, one in streams.items():
+            rejected = f"[yellow]{one.rejected:,}[/]" if one.rejected else "0"
+            table.add_row(source, stream, f"{one.written:,}", rejected)
+    return table
 
 
 @app.command()
@@ -220,17 +260,31 @@ def report(
 
 
 @app.command()
+def listen(
+    config: ConfigOption = DEFAULT,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8088,
+    host: Annotated[str, typer.Option(help="Address to bind (put HTTPS in front).")] = "127.0.0.1",
+) -> None:
+    """Receive Typeform, Usedesk, Jivo and amoCRM webhooks into the store, with detractor alerts."""
+    with user_errors():
+        from flows.listen import listen as listen_webhooks
+
+        listen_webhooks(config, host, port)
+
+
+@app.command()
 def serve(
     prefect_yaml: Annotated[
         Path, typer.Option("--prefect-yaml", help="Deployments to serve.")
     ] = Path("prefect.yaml"),
 ) -> None:
     """Serve every deployment in prefect.yaml on its schedule until Ctrl-C or SIGTERM."""
+    from flows.serve import Shutdown, serve_all
+
+    shutdown = Shutdown()  # first, so that a signal at any point of the start-up stops it
     with user_errors():
         _starting()
-        from flows.serve import serve_all
-
-        serve_all(prefect_yaml)
+        serve_all(prefect_yaml, shutdown)
 
 
 @app.command()
@@ -340,13 +394,31 @@ def hypotheses_validate(
     directory: Annotated[Path, typer.Argument(help="Folder of hypothesis YAML files.")] = Path(
         "hypotheses"
     ),
+    config: ConfigOption = DEFAULT,
 ) -> None:
-    """Check every hypothesis file; each problem names file, line, field and fix."""
+    """Check every hypothesis file, and each `pain_point` against the ranking in the store of
+    `--config`; each problem names file, line, field and fix."""
     with user_errors():
-        from tasks.hypotheses import load_hypotheses
+        from flows.config import load_config
+        from tasks.hypotheses import load_hypotheses, stored_ranking
+        from tasks.store import database_url
 
-        found = load_hypotheses(directory)
+        ranking = (
+            stored_ranking(database_url(load_config(config).database_url))
+            if config.exists()
+            else None
+        )
+        found = load_hypotheses(directory, ranking)
     console.print(f"[green]{len(found)} hypotheses valid[/] in {directory}.")
+    if ranking is not None:  # the store exists, so reading its evaluations writes nothing new
+        _print_plans(_latest_evaluations(config))
+    if found and ranking is None:
+        _warn(
+            UNRANKED
+            if config.exists()
+            else f"no {config}, so `pain_point` is not checked; name the configuration "
+            "whose store ranks the pain points with --config."
+        )
 
 
 @hypotheses_app.command("list")
@@ -376,12 +448,21 @@ def hypotheses_list(
             seen.get("arms", ""), seen.get("estimate", ""), seen.get("decision", ""),
         )  # fmt: skip
     console.print(table)
+    _print_plans(latest)
+
+
+def _print_plans(latest: dict[str, dict[str, str]]) -> None:
+    """Each evaluated hypothesis's plan, worded as the run summary and the report word it."""
+    for hypothesis_id, seen in latest.items():
+        if seen.get("plan"):
+            console.print(f"  {hypothesis_id} plan: {seen['plan']}", highlight=False)
 
 
 def _latest_evaluations(config: Path) -> dict[str, dict[str, str]]:
     """Per hypothesis id: arm sizes, latest primary estimate with its CI, and decision."""
     from flows.config import load_config
     from tasks import store
+    from tasks.experiments import stored_plan
     from tasks.reporting import effect
 
     engine = store.open_store(store.database_url(load_config(config).database_url))
@@ -397,6 +478,7 @@ def _latest_evaluations(config: Path) -> dict[str, dict[str, str]]:
             "arms": f"{count.get('pilot', 0):,} / {count.get('control', 0):,}",
             "estimate": f"{effect(row.estimate, row.relative)} ({ci}) as of {row.as_of:%Y-%m-%d}",
             "decision": row.decision or "",
+            "plan": stored_plan(row.cells),
         }
     return latest
 
@@ -557,10 +639,11 @@ def backlog(config: ConfigOption = DEFAULT) -> None:
         plan = roadmap(pain, links)
     table = Table("#", "pain point", "score", "state", "hypothesis", "status", "decision")
     table.title = "Improvement backlog"
-    for row in plan.fillna("").itertuples():
+    for row in plan.itertuples():
         table.add_row(
-            str(row.rank), row.key, f"{row.score:.1f}", row.state,
-            row.hypothesis, row.status, row.decision,
+            "new" if pd.isna(row.rank) else str(row.rank), row.key, _num(row.score, 1),
+            row.state, *(str(v) if pd.notna(v) else "" for v in (row.hypothesis, row.status,
+                                                                  row.decision)),
         )  # fmt: skip
     console.print(table)
 
@@ -605,6 +688,7 @@ def _pain_table(ranked: list[dict], limit: int, hypotheses: list) -> Table:
 def _summary(result: CycleResult, hypotheses: list) -> None:
     from tasks.reporting import effect
 
+    console.print(_ingested_table(result.ingested))
     console.print(_pain_table(result.pain_points, 5, hypotheses))
     pilots = Table("hypothesis", "metric", "effect", "95% CI", "p", "decision", title="Pilots")
     for p in result.pilots:
@@ -620,6 +704,8 @@ def _summary(result: CycleResult, hypotheses: list) -> None:
     console.print(pilots)
     for p in result.pilots:
         console.print(f"  {p.id}: {p.decision} — {p.reason}", highlight=False)
+        if p.plan:
+            console.print(f"    plan: {p.plan}", highlight=False)
         for warning in p.warnings:
             console.print(f"    [yellow]warning:[/] {warning}", highlight=False)
     console.print(f"Report: [bold]{Path(result.report_path).resolve()}[/]")
