@@ -3,9 +3,11 @@
 No Prefect, no ORM, no cxloop imports: what a data engineer would write in an afternoon.
 Arms come from the same hash as cxloop's (`pandas.util.hash_pandas_object` of `salt:id`),
 since a pilot's assignment is an input, not something to reinvent; the pilots are read from
-the same `hypotheses/*.yaml`. Only point estimates are computed (OLS with the pilot's fixed
-effects, solved from cell sums), not cxloop's clustered or always-valid intervals; customers
-in an earlier concurrent pilot are not excluded, as valid hypothesis files cannot overlap.
+the same `hypotheses/*.yaml`. Only point estimates are computed, with the analysis cxloop
+picks (regression adjustment on customer means for a hash split, else DiD solved from cell
+sums; a relative effect as a ratio of means), not cxloop's clustered or always-valid
+intervals; customers in an earlier concurrent pilot are not excluded, as valid hypothesis
+files cannot overlap.
 """
 
 from __future__ import annotations
@@ -101,16 +103,27 @@ SURVEY_METRICS = ("nps", "csat", "ces")
 # normal equations need only each cell's count and sum: X'X = Σ n·x·x', X'y = Σ (Σy)·x.
 DID_CELLS = """
 SELECT a.arm = 'pilot' AS treated, o.at >= $pilot_start AS post{covariates},
-       count(*) AS n, sum(CASE WHEN $relative THEN ln(greatest(o.v, 1e-6)) ELSE o.v END) AS sy
+       count(*) AS n, sum(o.v) AS sy
 FROM ({observations}) o JOIN arms a USING (customer_id)
 WHERE (o.at >= $base_start AND o.at < $base_end) OR (o.at >= $pilot_start AND o.at < $pilot_end)
 GROUP BY ALL
 """
 
+# Each customer's mean in the baseline (x) and in the pilot period (y).
+CUSTOMER_MEANS = """
+SELECT a.arm = 'pilot' AS treated,
+       avg(o.v) FILTER (WHERE o.at >= $base_start AND o.at < $base_end) AS x,
+       avg(o.v) FILTER (WHERE o.at >= $pilot_start AND o.at < $pilot_end) AS y
+FROM ({observations}) o JOIN arms a USING (customer_id)
+GROUP BY o.customer_id, a.arm
+HAVING y IS NOT NULL
+"""
 
-def did(cells: pd.DataFrame, covariates: list[str]) -> float:
+
+def did(cells: pd.DataFrame, covariates: list[str], relative: bool) -> float:
     """The treated × post coefficient of OLS on cell counts and sums, each covariate's levels
-    as fixed effects (first level dropped)."""
+    as fixed effects (first level dropped); `relative`: over the treated pilot-period cells'
+    fitted mean without it."""
     fixed = (
         pd.get_dummies(cells[covariates], drop_first=True, dtype=float).to_numpy()
         if covariates
@@ -119,7 +132,23 @@ def did(cells: pd.DataFrame, covariates: list[str]) -> float:
     treated, post = cells["treated"].to_numpy(float), cells["post"].to_numpy(float)
     x = np.column_stack([np.ones(len(cells)), treated, post, treated * post, fixed])
     n = cells["n"].to_numpy(float)
-    return float(np.linalg.solve((x * n[:, None]).T @ x, x.T @ cells["sy"].to_numpy())[3])
+    b = np.linalg.solve((x * n[:, None]).T @ x, x.T @ cells["sy"].to_numpy())
+    if not relative:
+        return float(b[3])
+    hit = treated * post == 1
+    fitted = (x[hit] * n[hit, None]).sum(axis=0) / n[hit].sum() @ b
+    return float(b[3] / (fitted - b[3]))
+
+
+def adjusted(means: pd.DataFrame, relative: bool) -> float:
+    """Pilot minus control pilot-period mean, each less θ × its baseline mean (θ pooled over
+    both arms; a missing baseline is the mean one); `relative`: over the control's mean."""
+    x = means["x"].fillna(means["x"].mean()).fillna(0.0)
+    theta = np.cov(x, means["y"])[0, 1] / x.var() if x.var() > 0 else 0.0
+    arm = means["treated"].astype(bool)
+    y_pilot, y_control = means.loc[arm, "y"].mean(), means.loc[~arm, "y"].mean()
+    diff = (y_pilot - theta * x[arm].mean()) - (y_control - theta * x[~arm].mean())
+    return float(diff / y_control if relative else diff)
 
 
 def arms(customers: pd.DataFrame, salt: str, share: float) -> pd.DataFrame:
@@ -190,24 +219,31 @@ def _pilots(con: duckdb.DuckDBPyConnection, hypotheses_dir: Path) -> list[dict]:
             "pilot_start": pd.Timestamp(pilot["schedule"]["pilot"]["start"]),
             "pilot_end": pd.Timestamp(pilot["schedule"]["pilot"]["end"]) + pd.Timedelta(days=1),
         }
-        adjust = (pilot.get("decision") or {}).get("adjust_for", [])
+        decision = pilot.get("decision") or {}
+        adjust = decision.get("adjust_for", [])
+        analysis = decision.get("analysis") or ("cuped" if split["method"] == "hash" else "did")
         for metric, relative in pilot_metrics(pilot):
             available = ("survey", "channel") if metric in SURVEY_METRICS else ("channel", "topic")
             covariates = [c for c in adjust if c in available]
-            sql = DID_CELLS.format(
-                observations=OBSERVATIONS[metric],
-                covariates="".join(f", o.{c}" for c in covariates),
-            )
-            cells = con.execute(sql, {**window, "relative": relative}).df()
-            effect = did(cells, covariates)
-            in_post = cells[cells["post"]].groupby("treated")["n"].sum()
+            means = con.execute(
+                CUSTOMER_MEANS.format(observations=OBSERVATIONS[metric]), window
+            ).df()
+            if analysis == "cuped":
+                effect = adjusted(means, relative)
+            else:
+                sql = DID_CELLS.format(
+                    observations=OBSERVATIONS[metric],
+                    covariates="".join(f", o.{c}" for c in covariates),
+                )
+                effect = did(con.execute(sql, window).df(), covariates, relative)
+            observed = means.groupby("treated").size()
             rows.append(
                 {
                     "hypothesis_id": pilot["id"],
                     "metric": metric,
-                    "estimate": float(np.expm1(effect)) if relative else effect,
-                    "n_pilot": int(in_post.get(True, 0)),
-                    "n_control": int(in_post.get(False, 0)),
+                    "estimate": effect,
+                    "n_pilot": int(observed.get(True, 0)),
+                    "n_control": int(observed.get(False, 0)),
                 }
             )
         con.unregister("arms")
