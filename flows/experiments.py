@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -170,6 +170,20 @@ def save_assignments(url: str, hypothesis: Hypothesis, arms: pd.DataFrame) -> in
     )
 
 
+def with_crm_properties(data: CxData, url: str, hypotheses: list[Hypothesis]) -> CxData:
+    """`data` with each customer's CRM properties (`attributes`) when a pilot's arms read an
+    attribute that is no customer column; `data` itself otherwise (they are costly to load)."""
+    read = {name for h in hypotheses for _, name in h.assignment.reads()}
+    if not read - set(data.customers.columns):
+        return data
+    stored = store.read_frame(store.open_store(url), store.Customer, ["source_id", "attributes"])
+    properties = stored.drop_duplicates("source_id", keep="last").set_index("source_id")
+    customers = data.customers.assign(
+        attributes=data.customers["customer_id"].map(properties["attributes"])
+    )
+    return replace(data, customers=customers)
+
+
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_and_store(
     hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
@@ -216,7 +230,7 @@ def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[PilotSummary]:
     if not hypotheses:
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
         return []
-    data = load_data(url, config)
+    data = with_crm_properties(load_data(url, config), url, hypotheses)
     summaries = []
     for h in hypotheses:
         try:

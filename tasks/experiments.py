@@ -2,12 +2,12 @@
 
 Estimators: CUPED (each customer's pilot-period mean adjusted by their baseline mean, the
 default for hash splits), difference-in-differences by OLS with customer-clustered errors
-(the default for segment splits), and the plain post-period difference both fall back to
-when no baseline data exists. A relative effect (`-40%`) is a ratio of means minus one with
-a delta-method standard error, valid when values are 0; the ratio of geometric means (log
-scale) only when asked for. The primary metric is judged on a mixture-SPRT interval tuned to
-the planned sample; power and the detectable effect are those of that test. Guardrails are
-non-inferiority margins, Holm-adjusted across guardrails.
+(the default for arms operations fixed: segment, attribute, list), and the plain post-period
+difference both fall back to when no baseline data exists. A relative effect (`-40%`) is a
+ratio of means minus one with a delta-method standard error, valid when values are 0; the
+ratio of geometric means (log scale) only when asked for. The primary metric is judged on a
+mixture-SPRT interval tuned to the planned sample; power and the detectable effect are those
+of that test. Guardrails are non-inferiority margins, Holm-adjusted across guardrails.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -22,9 +23,18 @@ import pandas as pd
 from scipy import stats
 
 from tasks.errors import HypothesisError
-from tasks.hypotheses import ACTIVE, Guardrail, Hypothesis, MetricTarget, Period
+from tasks.hypotheses import (
+    ACTIVE,
+    REST,
+    Assignment,
+    Guardrail,
+    Hypothesis,
+    MetricTarget,
+    Period,
+    listed_ids,
+)
 from tasks.labels import labels, reason_text
-from tasks.metrics import SURVEY_METRICS, CxData, is_in, observations
+from tasks.metrics import SURVEY_METRICS, TICKET_METRICS, CxData, is_in, observations
 
 Z80 = 0.8416212335729143
 SRM_ALPHA = 0.001
@@ -33,6 +43,7 @@ QUANTILE_METRICS = ("frt_hours", "art_hours")
 QUANTILES = (0.5, 0.9)
 BOOTSTRAP_DRAWS = 400
 BOOTSTRAP_SEED = 2026
+BOOLEANS = ("true", "false")
 
 Analysis = Literal["cuped", "did"]
 # difference: in the metric's units; ratio: ratio of means − 1; log_ratio: of geometric means.
@@ -57,10 +68,33 @@ def assign_arms(customer_ids: pd.Series, salt: str, pilot_share: float) -> np.nd
     return np.where(buckets < np.uint64(pilot_share * 2.0**64), "pilot", "control")
 
 
+def attribute_values(customers: pd.DataFrame, name: str) -> pd.Series:
+    """`name` per customer: their column, else the key of their CRM properties
+    (`attributes`); a value may be a list (a multi-select property). NaN where absent."""
+    if name in customers.columns and name != "attributes":
+        return customers[name]
+    properties = customers.get("attributes", pd.Series(None, index=customers.index, dtype=object))
+    table = pd.DataFrame.from_records(
+        [p if isinstance(p, dict) else {} for p in properties], index=customers.index
+    )
+    if name not in table.columns:
+        known = sorted({*customers.columns, *map(str, table.columns)} - {"attributes"})
+        raise HypothesisError(
+            f"no customer column or CRM property {name!r}; known: {', '.join(known)}. "
+            "Check the spelling in the hypothesis."
+        )
+    return table[name]
+
+
 def _matches(customers: pd.DataFrame, filters: dict[str, list[str]]) -> pd.Series:
     mask = pd.Series(True, index=customers.index)
     for column, values in filters.items():
-        mask &= customers[column].isin(values)
+        found = attribute_values(customers, column).explode()  # a list matches on any element
+        text = found.astype("string")
+        # YAML's `true` against a CRM's boolean True
+        hit = text.isin(values) | text.str.lower().isin([v for v in values if v in BOOLEANS])
+        hit = hit.fillna(False).groupby(level=0).any()
+        mask &= hit.reindex(customers.index, fill_value=False)
     return mask
 
 
@@ -98,13 +132,81 @@ def assignments(
             if _earlier_and_concurrent(other, hypothesis):
                 mask &= ~eligible(other, customers)
     plan = hypothesis.assignment
-    if plan.method == "segment":
-        pilot = mask & _matches(customers, plan.pilot.filters())
-        mask &= pilot | _matches(customers, plan.control.filters())
-        arm = np.where(pilot[mask], "pilot", "control")
-    else:
+    if plan.method == "hash":
         arm = assign_arms(customers.loc[mask, "customer_id"], plan.salt, plan.pilot_share)
+    else:
+        try:
+            pilot, control = _arm_masks(hypothesis, customers)
+        except HypothesisError as exc:
+            raise HypothesisError(f"hypotheses/{hypothesis.id}.yaml: `assignment`: {exc}") from None
+        mask &= pilot | control
+        arm = np.where(pilot[mask], "pilot", "control")
     return pd.DataFrame({"customer_id": customers.loc[mask, "customer_id"].to_numpy(), "arm": arm})
+
+
+def _arm_masks(hypothesis: Hypothesis, customers: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Which customers the arms operations fixed (segment, attribute, list) hold."""
+    plan = hypothesis.assignment
+    if plan.method in ("segment", "attribute"):
+        pilot, control = (_matches(customers, _arm_filters(plan, a)) for a in ("pilot", "control"))
+        return pilot, control
+    ids = customers["customer_id"].astype(str)
+    pilot = pd.Series(is_in(ids, listed_ids(Path(plan.pilot))), index=customers.index)
+    if plan.control == REST:
+        return pilot, ~pilot
+    return pilot, pd.Series(is_in(ids, listed_ids(Path(plan.control))), index=customers.index)
+
+
+def _arm_filters(plan: Assignment, arm: str) -> dict[str, list[str]]:
+    group = getattr(plan, arm)
+    if plan.method == "segment":
+        return group.filters()
+    return {plan.attribute: [group] if isinstance(group, str) else list(group)}
+
+
+def unmatched_ids(hypothesis: Hypothesis, customers: pd.DataFrame) -> dict[str, int]:
+    """Per list file of the assignment, its ids that match no known customer (empty for the
+    other methods)."""
+    plan = hypothesis.assignment
+    if plan.method != "list":
+        return {}
+    known = customers["customer_id"].astype(str)
+    files = {arm: getattr(plan, arm) for arm in ("pilot", "control")}
+    return {
+        arm: int((~is_in(listed_ids(Path(file)), known)).sum())
+        for arm, file in files.items()
+        if file != REST
+    }
+
+
+def pilot_observations(metric: str, data: CxData, hypothesis: Hypothesis) -> pd.DataFrame:
+    """`observations` of `metric` within the hypothesis' `scope`: ticket metrics from the
+    scoped tickets; CSAT, CES and post-contact NPS from the surveys linked to them (by
+    `ticket_id`, the ticket's id at its source); relationship NPS (no ticket) from every
+    answer, unless `surveys: linked`."""
+    obs = observations(metric, data)
+    scope = hypothesis.scope
+    if scope is None or not scope.tickets.filters():
+        return obs
+    tickets = data.tickets
+    inside = _matches(tickets, scope.tickets.filters())
+    if metric in TICKET_METRICS:
+        return obs[inside.reindex(obs.index).to_numpy()]
+    if metric not in SURVEY_METRICS:
+        return obs
+    if "ticket_id" not in tickets.columns or "ticket_id" not in data.responses.columns:
+        raise HypothesisError(
+            f"hypotheses/{hypothesis.id}.yaml: `scope` restricts {metric} to the surveys linked "
+            "to the scoped tickets, but the tickets or the answers carry no `ticket_id` to link "
+            "them by; map the survey's ticket id (e.g. Typeform's hidden field ticket_id), or "
+            "measure a ticket metric only."
+        )
+    ticket_of = data.responses.loc[obs.index, "ticket_id"]
+    linked = ticket_of.notna().to_numpy() & is_in(
+        ticket_of.astype(str), tickets.loc[inside, "ticket_id"].astype(str)
+    )
+    relationship = ticket_of.isna().to_numpy() & (metric == "nps")
+    return obs[linked | (relationship & (scope.surveys == "population"))]
 
 
 def _days(period: Period) -> int:
@@ -419,10 +521,10 @@ def _clustered(metric: str, y: np.ndarray, design: np.ndarray, k: int, treated_p
     return _normal(metric, b[k] / base, se, alpha, cells, customers, **how)
 
 
-def observed_arms(metric: str, data: CxData, arms: pd.DataFrame, pilot: Period) -> pd.DataFrame:
-    """The arms of the customers `metric` observed in the pilot period: the units the analysis
-    compares, whose split a stream losing one arm's data would skew."""
-    obs = observations(metric, data)
+def observed_arms(obs: pd.DataFrame, arms: pd.DataFrame, pilot: Period) -> pd.DataFrame:
+    """The arms of the customers observed (`obs`, a metric's observations) in the pilot
+    period: the units the analysis compares, whose split a stream losing one arm's data
+    would skew."""
     seen = obs.loc[_window(obs["at"], pilot), "customer_id"].unique()
     return arms[is_in(arms["customer_id"], seen)]
 
@@ -439,8 +541,8 @@ def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
 
 def analysis_of(hypothesis: Hypothesis) -> Analysis:
     """`decision.analysis` when the file sets it, else CUPED for a hash split (randomised:
-    the baseline only reduces variance) and DiD for a segment split (groups that need not
-    start equal)."""
+    the baseline only reduces variance) and DiD for arms operations fixed (segment, attribute,
+    list: groups that need not start equal)."""
     if hypothesis.decision.analysis:
         return hypothesis.decision.analysis
     return "cuped" if hypothesis.assignment.method == "hash" else "did"
@@ -455,7 +557,7 @@ def _estimate(
     periods: tuple[Period, Period] | None = None,
 ) -> Estimate:
     baseline, pilot = periods or (hypothesis.schedule.baseline, hypothesis.schedule.pilot)
-    rules, obs = hypothesis.decision, observations(metric, data)
+    rules, obs = hypothesis.decision, pilot_observations(metric, data, hypothesis)
     if analysis_of(hypothesis) == "cuped":
         return cuped(metric, obs, arms, baseline, pilot, estimand, rules.alpha)
     return did(metric, obs, arms, baseline, pilot, estimand, rules.alpha, rules.adjust_for)
@@ -560,13 +662,15 @@ def holm(estimates: list[Estimate]) -> list[Estimate]:
 
 
 def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaN stays NaN and out of the family."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm step-down adjusted p-values; NaN stays NaN and out of the family.
 
+    statsmodels' `multipletests` gives the same numbers but runs the garbage collector on
+    every call, which costs seconds with a large store loaded."""
     p = np.asarray(p_values, dtype=float)
     adjusted, valid = p.copy(), ~np.isnan(p)
-    if valid.any():
-        adjusted[valid] = multipletests(p[valid], method="holm")[1]
+    ranked = np.sort(p[valid])
+    steps = np.maximum.accumulate((len(ranked) - np.arange(len(ranked))) * ranked)
+    adjusted[valid] = np.minimum(steps, 1.0)[np.argsort(np.argsort(p[valid], kind="stable"))]
     return adjusted
 
 
@@ -774,8 +878,8 @@ def response_check(
     if p < RESPONSE_ALPHA and "segment" in data.customers.columns:
         segments = data.customers.set_index("customer_id")["segment"]
         for t in targets:
-            found.append(reweighted(t.name, observations(t.name, data), arms, segments, pilot,
-                                    estimand_of(t),
+            obs = pilot_observations(t.name, data, hypothesis)
+            found.append(reweighted(t.name, obs, arms, segments, pilot, estimand_of(t),
                                     hypothesis.decision.alpha))  # fmt: skip
     return ResponseCheck(
         {arm: int(answered[arm]) for arm in assigned.index},
@@ -803,6 +907,7 @@ class Evaluation:
     why: dict[str, Any] = field(default_factory=dict)
     quantiles: list[QuantileEffect] = field(default_factory=list)
     response: ResponseCheck | None = None
+    unmatched: dict[str, int] = field(default_factory=dict)
 
 
 def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] = ()) -> Evaluation:
@@ -839,7 +944,7 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
     secondary = holm([_target(m, data, arms, hypothesis) for m in hypothesis.secondary_metrics])
     guardrails = check_guardrails(hypothesis, data, arms, share)
     quantiles = (
-        quantile_effects(target.name, observations(target.name, data), arms,
+        quantile_effects(target.name, pilot_observations(target.name, data, hypothesis), arms,
                          hypothesis.schedule.pilot)
         if target.name in QUANTILE_METRICS
         else []
@@ -851,13 +956,20 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
             f"the arms answer surveys at different rates ({rates}; p = {response.p_value:.2g}): "
             "compare with the estimates re-weighted to each arm's segment mix"
         )
-    plan_of = hypothesis.assignment
-    observed = observed_arms(target.name, data, arms, hypothesis.schedule.pilot)
-    srm = srm_p_value(observed, plan_of.pilot_share) if plan_of.method == "hash" else float("nan")
+    split = hypothesis.assignment.split
+    observed = observed_arms(pilot_observations(target.name, data, hypothesis), arms,
+                             hypothesis.schedule.pilot)  # fmt: skip
+    srm = srm_p_value(observed, split) if split is not None else float("nan")
+    unmatched = unmatched_ids(hypothesis, data.customers)
+    warnings.extend(
+        f"{count:,} ids of the {arm} list match no customer"
+        for arm, count in unmatched.items()
+        if count
+    )
     decision, why = decide(hypothesis, primary, guardrails, srm)
     return Evaluation(hypothesis, primary, secondary, guardrails, srm, decision,
                       reason_text(why, labels("en")), arms, plan, warnings, why, quantiles,
-                      response)  # fmt: skip
+                      response, unmatched)  # fmt: skip
 
 
 def _fmt(estimate: Estimate, value: float) -> str:
@@ -942,7 +1054,7 @@ def rollout_watch(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> R
     if hypothesis.rollout is None:
         return None
     target = hypothesis.metric
-    obs = observations(target.name, data).merge(arms, on="customer_id")
+    obs = pilot_observations(target.name, data, hypothesis).merge(arms, on="customer_id")
     if target.expected_effect.relative:
         obs["value"] = np.log(obs["value"].clip(lower=1e-6))
     during = obs[_window(obs["at"], hypothesis.schedule.pilot)]

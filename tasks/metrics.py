@@ -59,7 +59,8 @@ class CxData:
         days, months, hours of day and working hours are the company's; FRT in working hours
         counts `hours` (default Mon–Fri 9–18)."""
         customers = local_times(customers_from_store(engine), timezone)
-        tickets = local_times(store.read_records(engine, store.Ticket, UNREAD_TICKET), timezone)
+        tickets = store.read_records(engine, store.Ticket, UNREAD_TICKET, id_as="ticket_id")
+        tickets = local_times(tickets, timezone)
         responses = local_times(store.read_records(engine, store.SurveyResponse), timezone)
         return cls(
             customers=customers.drop(columns="email_hash"),  # only `identify` needs it

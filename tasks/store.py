@@ -564,13 +564,16 @@ def read_frame(
 
 
 def read_records(
-    engine: Engine, model: type[Record], leave_out: Sequence[str] = ()
+    engine: Engine, model: type[Record], leave_out: Sequence[str] = (), id_as: str | None = None
 ) -> pd.DataFrame:
     """An ingested table as analyses read it: every column but the bookkeeping ones (`id`,
-    `source`, `source_id`, a third of the load at millions of rows) and `leave_out`."""
+    `source`, `source_id`, a third of the load at millions of rows) and `leave_out`; with
+    `id_as`, `source_id` stays under that name (a ticket's id, which answers link to)."""
     skipped = {*BOOKKEEPING, *leave_out}
     columns = [c.name for c in model.__table__.columns if c.name not in skipped]
-    return read_frame(engine, model, columns)
+    if id_as is None:
+        return read_frame(engine, model, columns)
+    return read_frame(engine, model, ["source_id", *columns]).rename(columns={"source_id": id_as})
 
 
 BOOKKEEPING = ("id", "source", "source_id")

@@ -675,3 +675,37 @@ def test_a_response_rate_gap_between_arms_is_flagged_and_reweighting_recovers_th
     ]
     fair = response_check(h, CxData(people, empty, balanced, empty, empty), arms)
     assert not fair.mismatch and fair.reweighted == []
+
+
+def test_holm_adjusted_equals_statsmodels_on_random_families_with_ties_and_nan() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):  # statsmodels collects garbage on every call: slow, hence few
+        p = rng.random(int(rng.integers(1, 9))) ** 3
+        p[-1] = p[0] if rng.random() < 0.3 else p[-1]
+        assert holm_adjusted(p) == pytest.approx(multipletests(p, method="holm")[1], rel=1e-12)
+    assert np.isnan(holm_adjusted([np.nan, 0.01, 0.04])[0])
+    assert holm_adjusted([np.nan, 0.01, 0.04])[1:] == pytest.approx([0.02, 0.04])
+
+
+def test_the_flow_brings_crm_properties_only_when_a_pilots_arms_read_one(store_url: str) -> None:
+    from flows.experiments import with_crm_properties
+
+    engine = store.open_store(store_url)
+    crm = pd.DataFrame({"source": "crm", "source_id": ["C1", "C2"], "segment": "loyal"})
+    crm["attributes"] = [{"ab_autorouting": "pilot"}, {"ab_autorouting": "control"}]
+    store.save_rows(engine, store.Customer, crm, ("source", "source_id"))
+    customers = pd.DataFrame({"customer_id": ["C2", "C1", "C3"], "segment": "loyal"})
+    data = CxData(customers, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
+    assert with_crm_properties(data, store_url, [h]) is data  # a hash split reads none
+    marked = Assignment(method="attribute", attribute="ab_autorouting", pilot="pilot",
+                        control="control")  # fmt: skip
+    routed = h.model_copy(update={"assignment": marked})
+    found = with_crm_properties(data, store_url, [routed]).customers
+    assert found["attributes"].tolist()[:2] == [{"ab_autorouting": "control"},
+                                               {"ab_autorouting": "pilot"}]  # fmt: skip
+    assert pd.isna(found["attributes"].iloc[2])
+    arms = assignments(routed.model_copy(update={"population": Population()}), found)
+    assert arms.set_index("customer_id")["arm"].to_dict() == {"C2": "control", "C1": "pilot"}

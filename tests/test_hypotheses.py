@@ -242,3 +242,112 @@ def test_an_unranked_pain_point_suggests_the_closest_ranked_one(tmp_path: Path) 
     _write(tmp_path, text.replace("status: running", "status: draft"))
     (problem,) = read_hypotheses(tmp_path, RANKING)[1]
     assert "did you mean `ticket:delivery`?" in problem and "latest ranking (2026-10)" in problem
+
+
+ATTRIBUTE = (
+    "assignment: {method: attribute, attribute: ab_autorouting, pilot: pilot, control: control}"
+)
+HASH = "assignment: {method: hash, pilot_share: 0.5, salt: auto-route-2026}"
+
+
+def test_arms_from_a_crm_property_a_list_or_any_segment_dimension_load(tmp_path: Path) -> None:
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "pilot.csv").write_text("customer_id\nC1\nC2\n", encoding="utf-8")
+    listed = "assignment: {method: list, pilot: ops/pilot.csv, control: rest, planned_share: 0.2}"
+    segment = "assignment: {method: segment, pilot: {plan: [pro, 7]}, control: {plan: basic}}"
+    for line in (ATTRIBUTE, listed, segment):
+        h = load_hypothesis(_write(tmp_path, GOOD.replace(HASH, line)))
+    assert h.assignment.pilot.filters() == {"plan": ["pro", "7"]} and h.assignment.split is None
+    h = load_hypothesis(_write(tmp_path, GOOD.replace(HASH, listed)))
+    assert h.assignment.pilot == str(tmp_path / "ops" / "pilot.csv")  # relative to the file
+    assert (h.assignment.control, h.assignment.split) == ("rest", 0.2)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "files", "expected"),
+    [
+        ("{method: list, pilot: ops/pilot.csv, control: ops/missing.csv}",
+         {"ops/pilot.csv": "customer_id\nC1\n"},
+         "`assignment.control` 'ops/missing.csv': no such file"),
+        ("{method: list, pilot: ops/pilot.csv, control: rest}",
+         {"ops/pilot.csv": "id,name\nC1,x\n"}, "has no `customer_id` column"),
+        ("{method: list, pilot: ops/pilot.csv, control: ops/control.csv}",
+         {"ops/pilot.csv": "customer_id\nC1\nC2\n", "ops/control.csv": "customer_id\nC2\nC3\n"},
+         "the arms overlap: 1 ids are in both lists"),
+        ("{method: attribute, attribute: ab, pilot: [a, b], control: b}", {}, "the arms overlap"),
+        ("{method: segment, pilot: {region: [A, B]}, control: {region: B}}", {}, "arms overlap"),
+        ("{method: segment, pilot: {region: A}, control: {segment: x}}", {}, "the arms overlap"),
+        ("{method: attribute, pilot: a, control: b}", {}, "method attribute needs attribute"),
+        ("{method: list, pilot: ops/pilot.csv}", {}, "method list needs pilot and control"),
+    ],
+)  # fmt: skip
+def test_bad_arms_name_file_line_field_and_fix(
+    tmp_path: Path, assignment: str, files: dict[str, str], expected: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    text = GOOD.replace(HASH, f"assignment: {assignment}")
+    message = _error(_write(tmp_path, text))
+    assert f"auto-route-tickets.yaml:{_line(text, 'assignment:')}" in message
+    assert expected in message
+
+
+def test_an_unknown_attribute_is_refused_against_the_stores_customers(tmp_path: Path) -> None:
+    known = frozenset({"segment", "region", "channel", "ab_autorouting"})
+    ranking = Ranking(RANKING.period, RANKING.latest, RANKING.ever, known)
+    _write(tmp_path, GOOD.replace(HASH, ATTRIBUTE.replace("ab_autorouting", "ab_autoruting")))
+    found, (problem,) = read_hypotheses(tmp_path, ranking)
+    assert not found
+    assert f":{_line(GOOD, 'assignment:')}: `assignment.attribute` reads 'ab_autoruting'" in problem
+    assert "did you mean `ab_autorouting`?" in problem
+    _write(tmp_path, GOOD.replace(HASH, ATTRIBUTE))
+    assert read_hypotheses(tmp_path, ranking) == (read_hypotheses(tmp_path)[0], [])
+
+
+def test_a_ticket_scope_loads_and_says_what_it_keeps(tmp_path: Path) -> None:
+    text = GOOD.replace(HASH, f"{HASH}\nscope: {{tickets: {{topic: delivery, channel: [chat]}}}}")
+    h = load_hypothesis(_write(tmp_path, text))
+    assert h.scope.tickets.filters() == {"topic": ["delivery"], "channel": ["chat"]}
+    assert str(h.scope) == "tickets with topic: delivery; channel: chat"
+    bad = text.replace("topic: delivery", "topik: delivery")
+    assert "did you mean `topic`" in _error(_write(tmp_path, bad))
+
+
+def test_validating_with_a_store_refuses_unseen_attributes_and_scope_values(
+    store_url: str, tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    from sqlmodel import Session
+
+    from tasks import store
+    from tasks.hypotheses import stored_ranking
+
+    url = store.database_url(store_url)
+    with Session(store.open_store(url)) as session:
+        session.add(store.Customer(source="crm", source_id="C1",
+                                   attributes={"ab_autorouting": "pilot"}))  # fmt: skip
+        session.add(store.Ticket(source="desk", source_id="T1", created_at=datetime(2026, 9, 1),
+                                 topic="delivery", channel="chat"))  # fmt: skip
+        session.add(store.PainPoint(
+            period="2026-10", key="ticket:delivery", kind="ticket", title="t", rank=1,
+            reach=100, reach_share=0.1, impact=5.0, impact_ci_low=2.0, impact_ci_high=8.0,
+            confidence=0.5, effort=2.0, effort_is_default=True, score=1.0,
+            computed_at=datetime(2026, 11, 1),
+        ))  # fmt: skip
+        session.commit()
+    ranking = stored_ranking(url)
+    assert ranking.attributes is None  # read only when a hypothesis needs them
+    assert "ab_autorouting" in ranking.known_attributes()
+    assert ranking.known_ticket_values()["topic"] == {"delivery"}
+    scoped = GOOD.replace(HASH, f"{ATTRIBUTE}\nscope: {{tickets: {{topic: [delivery]}}}}")
+    _write(tmp_path, scoped)
+    assert read_hypotheses(tmp_path, ranking)[1] == []
+    _write(tmp_path, scoped.replace("topic: [delivery]", "topic: [delivry]"))
+    (problem,) = read_hypotheses(tmp_path, ranking)[1]
+    assert f":{_line(scoped, 'scope:')}: `scope.tickets.topic` 'delivry' is on no ticket" in problem
+    assert "did you mean `delivery`?" in problem
+    _write(tmp_path, scoped.replace("attribute: ab_autorouting", "attribute: ab_routing"))
+    (problem,) = read_hypotheses(tmp_path, ranking)[1]
+    assert "`assignment.attribute` reads 'ab_routing'" in problem

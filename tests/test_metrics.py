@@ -427,6 +427,31 @@ def test_times_are_read_on_the_company_clock_for_hours_days_and_working_time(
     assert moscow["frt_hours"].tolist() == utc["frt_hours"].tolist() == [1.0, 1.0]
 
 
+def test_tickets_keep_the_id_their_post_contact_answers_name(sqlite_url: str) -> None:
+    from tasks import store
+
+    engine = store.open_store(sqlite_url)
+    tickets = pd.DataFrame(
+        {"source_id": ["T1", "T2"], "created_at": pd.to_datetime(["2026-10-05", "2026-10-06"])}
+    )
+    store.load_page(engine, store.Ticket, tickets, "desk", "tickets", {})
+    answers = pd.DataFrame(
+        {
+            "source_id": ["A1", "A2"],
+            "ticket_id": ["T2", None],
+            "survey": "post_ticket_csat",
+            "kind": "csat",
+            "score": [2.0, 5.0],
+            "submitted_at": pd.to_datetime(["2026-10-07", "2026-10-07"]),
+        }
+    )
+    store.load_page(engine, store.SurveyResponse, answers, "forms", "csat", {})
+    data = CxData.from_store(engine)
+    linked = data.responses.merge(data.tickets, on="ticket_id")
+    assert sorted(data.tickets["ticket_id"]) == ["T1", "T2"]
+    assert linked["score"].tolist() == [2.0] and linked["created_at"].dt.day.tolist() == [6]
+
+
 def _tickets(created: list[str], answered: list[str | None], resolved: list[str | None]) -> CxData:
     """A one-customer-per-ticket `CxData` of these tickets, measured, with no surveys."""
     ids = [f"c{i}" for i in range(len(created))]
