@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import date
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tasks.errors import ConfigError
 from tasks.validation import YamlDocument, read_yaml
@@ -77,17 +78,37 @@ class DeliveryConfig(Strict):
     attempts: int = Field(default=3, ge=1)
     backoff_seconds: float = Field(default=2.0, ge=0)
 
+    @model_validator(mode="after")
+    def _warn_unlinked_chat(self) -> DeliveryConfig:
+        # Not an error: chat still says where the report is, it just cannot link it.
+        if self.webhooks and not self.base_url:
+            warnings.warn(
+                "reports.delivery.webhooks: reports.delivery.base_url is not set, so Slack and "
+                "Teams messages name the report's file on this machine instead of linking it; "
+                "set base_url to the address where reports.out_dir is published",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
 
 class ReportConfig(Strict):
     """Where reports land, their language, optional own templates, PDF and delivery."""
 
-    out_dir: Path = Path("reports/out")
-    language: Literal["en", "ru"] = "en"
-    template_dir: Path | None = None
-    pdf: bool = False
-    chromium: str = "chromium"
-    recipients: dict[ReportKind, list[str]] = {}
-    delivery: DeliveryConfig = DeliveryConfig()
+    out_dir: Path = Field(Path("reports/out"), description="Folder the reports are written to.")
+    language: Literal["en", "ru"] = Field("en", description="Language of the reports.")
+    template_dir: Path | None = Field(
+        None, description="Own Jinja2 templates and labels.yaml, used before the shipped ones."
+    )
+    pdf: bool = Field(False, description="Also print each report to PDF (headless Chromium).")
+    paper: Literal["a4", "letter"] = Field("a4", description="PDF paper size.")
+    chromium: str = Field("chromium", description="Chromium executable that prints the PDFs.")
+    recipients: dict[ReportKind, list[str]] = Field(
+        {}, description="E-mail addresses per report kind (digest, experiment)."
+    )
+    delivery: DeliveryConfig = Field(
+        DeliveryConfig(), description="Where reports go besides out_dir: SMTP, Slack, Teams."
+    )
 
 
 class AlertConfig(Strict):
@@ -162,21 +183,49 @@ DEFAULT_JOURNEY = {
 class Config(Strict):
     """The whole configuration of one cxloop installation."""
 
-    database_url: str | None = None
-    sources: list[SourceConfig] = Field(min_length=1)
-    segments: list[str] = ["new", "loyal", "premium", "b2b"]
-    csat_scale: int = Field(default=5, ge=3, le=10)
-    ces_scale: int = Field(default=7, ge=3, le=10)
-    csi: dict[str, float] = {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3}
-    topics: dict[str, dict[str, list[str]]] = {}
-    efforts: dict[str, float] = {"default": 2.0}
-    alerts: AlertConfig = AlertConfig()
-    parallel: ParallelConfig = ParallelConfig()
-    journey: dict[str, Stage] = DEFAULT_JOURNEY
-    business_hours: BusinessHoursConfig = BusinessHoursConfig()
-    timezone: str = "UTC"
-    hypotheses_dir: Path = Path("hypotheses")
-    reports: ReportConfig = ReportConfig()
+    database_url: str | None = Field(
+        None,
+        description="Store URL: sqlite:///.cxloop/cxloop.db by default, postgresql://… for "
+        "teams; CXLOOP_DATABASE_URL wins.",
+    )
+    sources: list[SourceConfig] = Field(
+        min_length=1, description="Where data comes from: {name, kind, options} each."
+    )
+    segments: list[str] = Field(
+        ["new", "loyal", "premium", "b2b"], description="Customer segments to report on."
+    )
+    csat_scale: int = Field(
+        default=5, ge=3, le=10, description="Top of the CSAT scale (5: answers 1–5)."
+    )
+    ces_scale: int = Field(default=7, ge=3, le=10, description="Top of the CES scale.")
+    csi: dict[str, float] = Field(
+        {"nps": 0.4, "csat_top2": 0.3, "ces": 0.3},
+        description="Weights of the KPIs in the CSI index.",
+    )
+    topics: dict[str, dict[str, list[str]]] = Field(
+        {}, description="Own comment topics: name → {en: [keywords], ru: [keywords]}."
+    )
+    efforts: dict[str, float] = Field(
+        {"default": 2.0},
+        description="Person-weeks to fix a pain point, by key or kind; `default` otherwise.",
+    )
+    alerts: AlertConfig = Field(AlertConfig(), description="How sure and large alerts must be.")
+    parallel: ParallelConfig = Field(
+        ParallelConfig(), description="Threads, or a Dask cluster, for the heavy cuts."
+    )
+    journey: dict[str, Stage] = Field(
+        DEFAULT_JOURNEY, description="Journey stages: their ticket topics, funnel steps, surveys."
+    )
+    business_hours: BusinessHoursConfig = Field(
+        BusinessHoursConfig(), description="Working time for FRT in business hours."
+    )
+    timezone: str = Field("UTC", description="The company's IANA time zone, e.g. Europe/Moscow.")
+    hypotheses_dir: Path = Field(
+        Path("hypotheses"), description="Folder of hypothesis files; CXLOOP_HYPOTHESES_DIR wins."
+    )
+    reports: ReportConfig = Field(
+        ReportConfig(), description="Reports: folder, language, PDF, recipients, delivery."
+    )
 
     @property
     def touchpoint_stages(self) -> dict[str, str]:

@@ -3,7 +3,8 @@ the index page, then delivery (new reports, and earlier deliveries that failed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -15,12 +16,14 @@ from flows.config import DEFAULT_CONFIG, Config, load_config
 from tasks import store
 from tasks.alerts import Alert
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
+from tasks.errors import CxloopError
 from tasks.hypotheses import read_hypotheses
 from tasks.metrics import CxData
 from tasks.reporting import (
     Rendered,
     build_digest,
     build_experiment,
+    experiment_name,
     latest_pain_points,
     latest_results,
     print_pdf,
@@ -33,27 +36,38 @@ KINDS = ("digest", "experiment")
 frame_task = task(cache_policy=NO_CACHE, persist_result=False)
 
 
+class ReportsFailed(CxloopError):
+    """Some reports failed; the others were written and delivered."""
+
+
 @frame_task
-def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
-    """The requested reports rendered from the store."""
+def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered], dict[str, str]]:
+    """The requested reports rendered from the store, and the error of each report that
+    failed to render, by report name: one pilot's broken report costs only that report."""
+    logger = get_run_logger()
     engine = store.open_store(store.database_url(config.database_url))
     alerts = latest_alerts(engine)
     settings = config.reports
     data = CxData.latest(engine, config.business_hours.calendar(), config.timezone)
     hypotheses, _ = read_hypotheses(config.hypotheses_dir)
     pain, results = latest_pain_points(engine), latest_results(engine)
-    rendered = []
+    jobs: list[tuple[str, Callable[[], Rendered]]] = []
     if "digest" in kinds:
-        rendered.append(
-            build_digest(
-                data,
-                pain,
-                results,
-                hypotheses,
-                alerts,
-                settings.language,
-                config.csat_scale,
-                settings.template_dir,
+        jobs.append(
+            (
+                "digest",
+                partial(
+                    build_digest,
+                    data,
+                    pain,
+                    results,
+                    hypotheses,
+                    alerts,
+                    settings.language,
+                    config.csat_scale,
+                    settings.template_dir,
+                    paper=settings.paper,
+                ),
             )
         )
     if "experiment" in kinds and len(results):
@@ -61,19 +75,31 @@ def render_reports(config: Config, kinds: Sequence[str]) -> list[Rendered]:
         for h in hypotheses:
             mine = results[results["hypothesis_id"] == h.id]
             if len(mine):
-                rendered.append(
-                    build_experiment(
-                        h,
-                        mine,
-                        arms[arms["hypothesis_id"] == h.id],
-                        data,
-                        pain,
-                        settings.language,
-                        settings.template_dir,
-                        config.taxonomy,
+                jobs.append(
+                    (
+                        experiment_name(h.id),
+                        partial(
+                            build_experiment,
+                            h,
+                            mine,
+                            arms[arms["hypothesis_id"] == h.id],
+                            data,
+                            pain,
+                            settings.language,
+                            settings.template_dir,
+                            config.taxonomy,
+                            settings.paper,
+                        ),
                     )
                 )
-    return rendered
+    rendered, failed = [], {}
+    for name, build in jobs:
+        try:
+            rendered.append(build())
+        except Exception as exc:  # one report's defect must not cost the digest and the rest
+            logger.exception("%s failed to render", name)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return rendered, failed
 
 
 def latest_alerts(engine: Engine) -> list[Alert]:
@@ -113,20 +139,15 @@ def report(
     settings = config.reports
     engine = store.open_store(store.database_url(config.database_url))
     outgoing = []
-    for rendered in render_reports(config, kinds):
-        path = write_report(rendered, settings.out_dir)
-        write_mail(
-            path,
-            email_message(rendered.title, rendered.email_html, rendered.text, rendered.charts),
-        )
-        if settings.pdf:
-            pdf(path, settings.chromium)
-        record_report(engine, rendered.kind, path)
-        publish_artifacts(rendered)
-        outgoing.append(
-            Outgoing(path, rendered.kind, rendered.title, rendered.summary, rendered.news)
-        )
-        logger.info("%s written to %s", rendered.kind, path)
+    all_rendered, failed = render_reports(config, kinds)
+    for rendered in all_rendered:
+        try:
+            outgoing.append(write_outputs(rendered, config, engine))
+        except Exception as exc:  # as in rendering: this report fails, the others go out
+            logger.exception("%s failed to write", rendered.name)
+            failed[rendered.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        logger.info("%s written to %s", rendered.kind, outgoing[-1].report)
     index = write_index(engine, settings.out_dir, settings.language, settings.template_dir)
     tried = deliver(engine, outgoing, settings.recipients, settings.delivery)
     for row in tried.to_dict("records") if len(tried) else []:
@@ -139,4 +160,32 @@ def report(
             row["status"],
             row["last_error"] or "",
         )
+    if failed:
+        raise ReportsFailed(
+            "reports failed (the others were written and delivered): "
+            + "; ".join(f"{name}: {error}" for name, error in sorted(failed.items()))
+            + ". The log of this run has each traceback."
+        )
     return str(index)
+
+
+def write_outputs(rendered: Rendered, config: Config, engine: Engine) -> Outgoing:
+    """`rendered` written as HTML, e-mail and (if configured) PDF, recorded and published;
+    returns what delivery sends."""
+    settings = config.reports
+    path = write_report(rendered, settings.out_dir)
+    smtp = settings.delivery.smtp
+    message = email_message(
+        rendered.title,
+        rendered.email_html,
+        rendered.text,
+        rendered.charts,
+        sender=smtp.sender if smtp else "cxloop@localhost",
+        to=settings.recipients.get(rendered.kind, []),
+    )
+    write_mail(path, message)
+    if settings.pdf:
+        pdf(path, settings.chromium)
+    record_report(engine, rendered.kind, path)
+    publish_artifacts(rendered)
+    return Outgoing(path, rendered.kind, rendered.title, rendered.summary, rendered.news)

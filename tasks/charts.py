@@ -78,6 +78,11 @@ def _draw(name: str, title: str, figure: Figure) -> Chart:
     return Chart(name=name, title=title, svg=svg, png=png_buffer.getvalue())
 
 
+def _numbers(decimal: str) -> FuncFormatter:
+    """Axis numbers written with `decimal` as the decimal mark."""
+    return FuncFormatter(lambda x, _: f"{x:g}".replace(".", decimal))
+
+
 def arms_over_time(
     name: str,
     series: pd.DataFrame,
@@ -138,10 +143,12 @@ def bars(
     ci: tuple[Sequence[float], Sequence[float]] | None = None,
     highlight: Sequence[bool] | None = None,
     reference: tuple[float, str] | None = None,
+    decimal: str = ".",
 ) -> Chart:
     """Horizontal bars, first label on top, optional 95% CI whiskers and a reference line.
 
-    Highlighted bars (for example a region significantly below the overall value) are red.
+    Highlighted bars (for example a region significantly below the overall value) are red;
+    bar values and axis numbers use `decimal` as the decimal mark (`,` in Russian).
     """
     values = np.asarray(values, dtype=float)
     marked = np.asarray(highlight if highlight is not None else [False] * len(values))
@@ -165,7 +172,7 @@ def bars(
         for position, value in zip(y, values, strict=True):
             if not np.isnan(value):
                 ax.annotate(
-                    f"{value:.1f}",
+                    f"{value:.1f}".replace(".", decimal),
                     (0, position),
                     xytext=(4 if value >= 0 else -4, 0),
                     textcoords="offset points",
@@ -185,6 +192,7 @@ def bars(
                 color=REFERENCE_COLOUR,
             )
         ax.set_yticks(y, labels)
+        ax.xaxis.set_major_formatter(_numbers(decimal))
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(x_label)
         ax.set_title(title, loc="left")
@@ -198,8 +206,10 @@ def load_heatmap(
     weekdays: Sequence[str],
     hour_label: str,
     count_label: str,
+    decimal: str = ".",
 ) -> Chart:
-    """Counts per weekday (rows 0–6) × hour (columns 0–23), the busiest cell outlined."""
+    """Counts per weekday (rows 0–6) × hour (columns 0–23), the busiest cell outlined; the
+    colour scale's numbers use `decimal` as the decimal mark."""
     grid = counts.reindex(index=range(7), columns=range(24), fill_value=0).to_numpy()
     with mpl.rc_context({**STYLE, "axes.grid": False}):
         figure = _figure(3.3)
@@ -211,5 +221,6 @@ def load_heatmap(
         ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
         ax.set_xlabel(hour_label)
         ax.set_title(title, loc="left")
-        figure.colorbar(image, ax=ax, label=count_label, pad=0.01)
+        scale = figure.colorbar(image, ax=ax, label=count_label, pad=0.01)
+        scale.ax.yaxis.set_major_formatter(_numbers(decimal))
     return _draw(name, title, figure)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import email.policy
 import os
+import re
 import shutil
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import formatdate, make_msgid
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,21 +57,98 @@ class Outgoing:
     news: str
 
 
-def email_message(title: str, html: str, text: str, charts: Sequence[Chart]) -> EmailMessage:
-    """A multipart/alternative message: `text` and `html`, charts as related inline PNGs.
+# A selector simple enough to apply without a CSS engine: a tag, a class, or a tag.class.
+SIMPLE_SELECTOR = re.compile(r"[a-z][a-z0-9]*|[a-z0-9]*\.[a-z_][\w-]*")
+# Reports are rendered by autoescaped templates, so `<` and `>` never occur inside text or
+# attribute values: every `<name ...>` is a start tag.
+START_TAG = re.compile(r"<([a-z][a-z0-9]*)(\s[^<>]*?)?(/?)>")
+STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.S)
 
-    Sender and recipient are set at send time, so the same message can be kept on disk.
+
+def simple_rules(css: str) -> dict[str, str]:
+    """The declarations of every top-level rule whose selectors are simple (`td`, `.muted`,
+    `span.delta`), by selector; `@media`/`@page` blocks and compound selectors are left out."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    rules: dict[str, str] = {}
+    depth, start, selectors = 0, 0, ""
+    for at, char in enumerate(css):
+        if char == "{":
+            depth += 1
+            if depth == 1:
+                selectors, start = css[start:at].strip(), at + 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                body = css[start:at].strip().rstrip(";")
+                if not selectors.startswith("@"):
+                    for selector in (s.strip() for s in selectors.split(",")):
+                        if SIMPLE_SELECTOR.fullmatch(selector):
+                            rules[selector] = f"{rules.get(selector, '')}{body}; "
+                start = at + 1
+    return rules
+
+
+def inline_styles(html: str) -> str:
+    """`html` with the simple rules of its own `<style>` copied onto each element's `style`
+    (tag rules, then class rules, then the element's own), for mail clients that drop
+    `<style>`; the block itself stays for those that keep it."""
+    rules = simple_rules("".join(STYLE_BLOCK.findall(html)))
+
+    def styled(tag: re.Match[str]) -> str:
+        name, attributes, closing = tag.group(1), tag.group(2) or "", tag.group(3)
+        classes = re.search(r'\sclass="([^"]*)"', attributes)
+        names = classes.group(1).split() if classes else []
+        found = [rules.get(name, "")]
+        found += [rules.get(f".{c}", "") for c in names]
+        found += [rules.get(f"{name}.{c}", "") for c in names]
+        own = re.search(r'\sstyle="([^"]*)"', attributes)
+        style = "".join(found) + (own.group(1) if own else "")
+        if not style.strip():
+            return tag.group(0)
+        attributes = re.sub(r'\sstyle="[^"]*"', "", attributes)
+        return f'<{name}{attributes} style="{escape(style.strip(), quote=True)}"{closing}>'
+
+    head, body = html.split("<body", 1) if "<body" in html else ("", html)
+    return head + START_TAG.sub(styled, "<body" + body if head else body)
+
+
+def email_message(
+    title: str,
+    html: str,
+    text: str,
+    charts: Sequence[Chart],
+    sender: str = "cxloop@localhost",
+    to: Sequence[str] = (),
+) -> EmailMessage:
+    """A multipart/alternative message: `text` and `html` (styles inlined), charts as
+    related PNGs shown inline by Content-ID.
+
+    It carries From, To, Date and Message-ID so the copy on disk opens in any mail client;
+    `send_email` sets sender, recipient, date and id again for each send.
     """
     message = EmailMessage(policy=email.policy.SMTP)
     message["Subject"] = title
+    message["From"] = sender
+    message["To"] = ", ".join(to) if to else "undisclosed-recipients:;"
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=_domain(sender))
     message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    message.add_alternative(inline_styles(html), subtype="html")
     html_part = message.get_payload()[1]
     for chart in charts:
         html_part.add_related(
-            chart.png, "image", "png", cid=f"<{chart.cid}>", filename=f"{chart.name}.png"
+            chart.png,
+            "image",
+            "png",
+            cid=f"<{chart.cid}>",
+            disposition="inline",
+            filename=f"{chart.name}.png",
         )
     return message
+
+
+def _domain(sender: str) -> str | None:
+    return sender.rpartition("@")[2] or None
 
 
 def mail_path(report: Path) -> Path:
@@ -83,11 +163,15 @@ def write_mail(report: Path, message: EmailMessage) -> Path:
     return path
 
 
-def report_link(report: Path, base_url: str | None) -> str:
-    """The report's address for chat: under `base_url` where reports are published, else file://."""
-    if base_url:
-        return base_url.rstrip("/") + "/" + report.name
-    return report.resolve().as_uri()
+def report_link(report: Path, base_url: str | None) -> str | None:
+    """The report's address under `base_url`, where reports are published; None without it."""
+    return base_url.rstrip("/") + "/" + report.name if base_url else None
+
+
+def report_location(report: Path) -> str:
+    """Where an unpublished report lies, for chat: its file on this machine (a file:// link
+    would open nothing on the reader's computer)."""
+    return f"{report.resolve()} on {socket.gethostname()}"
 
 
 def _secret(name: str | None, env: Mapping[str, str], what: str) -> str | None:
@@ -110,10 +194,12 @@ def _redacted(exc: BaseException, secrets: Sequence[str | None]) -> str:
 def send_email(report: Path, to: str, smtp: SmtpConfig, env: Mapping[str, str]) -> None:
     """The saved e-mail of `report` sent to `to` (STARTTLS, SSL or plain, login if configured)."""
     message = BytesParser(policy=email.policy.SMTP).parsebytes(mail_path(report).read_bytes())
+    for header in ("From", "To", "Date", "Message-ID"):
+        del message[header]
     message["From"] = smtp.sender
     message["To"] = to
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=smtp.sender.rpartition("@")[2] or None)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=_domain(smtp.sender))
     user = env.get(smtp.username_env) if smtp.username_env else None
     password = _secret(smtp.password_env, env, "SMTP password") if user else None
     context = ssl.create_default_context()
@@ -132,26 +218,28 @@ def send_email(report: Path, to: str, smtp: SmtpConfig, env: Mapping[str, str]) 
         raise DeliveryError(_redacted(exc, [user, password])) from None
 
 
-def webhook_payload(kind: str, title: str, summary: str, link: str) -> dict:
-    """The JSON body: Slack `text` with mrkdwn, or a Teams message with an Adaptive Card."""
+def webhook_payload(kind: str, title: str, summary: str, link: str | None, where: str) -> dict:
+    """The JSON body: Slack `text` with mrkdwn, or a Teams message with an Adaptive Card.
+
+    With a `link` the message opens the report; without one it says `where` the report is.
+    """
+    found = f"Report file: {where}"
     if kind == "slack":
         escape = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
-        return {"text": f"*{escape(title)}*\n{escape(summary)}\n<{link}|Open the report>"}
+        tail = f"<{link}|Open the report>" if link else escape(found)
+        return {"text": f"*{escape(title)}*\n{escape(summary)}\n{tail}"}
+    body = [
+        {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True},
+        {"type": "TextBlock", "text": summary, "wrap": True},
+    ]
     card = {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": "1.4",
-        "body": [
-            {
-                "type": "TextBlock",
-                "text": title,
-                "weight": "Bolder",
-                "size": "Medium",
-                "wrap": True,
-            },
-            {"type": "TextBlock", "text": summary, "wrap": True},
-        ],
-        "actions": [{"type": "Action.OpenUrl", "title": "Open the report", "url": link}],
+        "body": body if link else [*body, {"type": "TextBlock", "text": found, "wrap": True}],
+        "actions": [{"type": "Action.OpenUrl", "title": "Open the report", "url": link}]
+        if link
+        else [],
     }
     return {
         "type": "message",
@@ -162,11 +250,17 @@ def webhook_payload(kind: str, title: str, summary: str, link: str) -> dict:
 
 
 def send_webhook(
-    hook: WebhookConfig, outgoing: Outgoing, link: str, env: Mapping[str, str], timeout: float = 20
+    hook: WebhookConfig,
+    outgoing: Outgoing,
+    link: str | None,
+    env: Mapping[str, str],
+    timeout: float = 20,
 ) -> None:
-    """The report's title, summary and link posted to the webhook; non-2xx is a failure."""
+    """The report's title, summary and link (or its location) posted to the webhook;
+    non-2xx is a failure."""
     url = _secret(hook.url_env, env, f"{hook.kind} webhook")
-    payload = webhook_payload(hook.kind, outgoing.title, outgoing.summary, link)
+    where = report_location(outgoing.report)
+    payload = webhook_payload(hook.kind, outgoing.title, outgoing.summary, link, where)
     try:
         response = httpx.post(url, json=payload, timeout=timeout)
         response.raise_for_status()

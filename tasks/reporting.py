@@ -23,14 +23,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from babel.numbers import format_decimal
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
 from tasks import charts, store
 from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
 from tasks.errors import ConfigError
-from tasks.experiments import SRM_ALPHA, observed_arms
+from tasks.experiments import SRM_ALPHA, observed_arms, pilot_observations
 from tasks.hypotheses import Guardrail, Hypothesis
 from tasks.labels import TEMPLATES, alert_text, labels, reason_text, titled
 from tasks.metrics import (
@@ -40,7 +43,6 @@ from tasks.metrics import (
     difference_ci,
     kpis_by,
     mean_ci_by,
-    observations,
     post_stratified_nps,
     response_rates,
 )
@@ -66,6 +68,7 @@ OBSERVATION_UNITS = {
 }
 TOP_PAIN_POINTS = 10
 VERBATIMS = 3
+PAPER_SIZES = ("a4", "letter")
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -135,9 +138,45 @@ def markdown_cell(value: object) -> str:
     return re.sub(r"\s+", " ", str(value)).replace("|", "\\|").strip()
 
 
+def css_string(value: object) -> Markup:
+    """`value` as a quoted CSS string for a `<style>` block: every character but letters,
+    digits and spaces as a CSS escape, so no text can close the string or the block."""
+    escaped = "".join(c if c.isalnum() or c == " " else f"\\{ord(c):x} " for c in str(value))
+    return Markup(f'"{escaped}"')
+
+
+def localised(value: float | None, digits: int, language: str, sign: bool = False) -> str:
+    """`value` with `digits` decimals as `language` writes numbers (Russian: decimal comma,
+    no-break-space thousands), signed if `sign`; `n/a` when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    pattern = "#,##0" + ("." + "0" * digits if digits else "")
+    return format_decimal(
+        value, format=f"+{pattern};-{pattern}" if sign else pattern, locale=language
+    )
+
+
+@pass_context
+def _number_filter(context: Context, value: float | None, digits: int = 1) -> str:
+    language = context["t"]["lang"]
+    return number(value, digits) if language == "en" else localised(value, digits, language)
+
+
+@pass_context
+def _effect_filter(context: Context, value: float | None, relative: bool) -> str:
+    language = context["t"]["lang"]
+    if language == "en":
+        return effect(value, relative)
+    if relative:
+        shown = localised(None if value is None else 100 * value, 1, language, sign=True)
+        return shown if shown == "n/a" else f"{shown}%"
+    return localised(value, 2, language, sign=True)
+
+
 def environment(template_dir: Path | None = None) -> Environment:
     """Jinja2 with autoescaping on for every template, user templates first if given; every
-    printed value loses its bidirectional controls, so customer text cannot reorder a report."""
+    printed value loses its bidirectional controls, so customer text cannot reorder a report.
+    `num` and `effect` write numbers in the language of the context's labels `t`."""
     search = [str(template_dir)] if template_dir else []
     env = Environment(
         loader=FileSystemLoader([*search, str(TEMPLATES)]),
@@ -147,7 +186,13 @@ def environment(template_dir: Path | None = None) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(effect=effect, num=number, md=markdown_cell, redact=redact_pii)
+    env.filters.update(
+        effect=_effect_filter,
+        num=_number_filter,
+        md=markdown_cell,
+        redact=redact_pii,
+        css_string=css_string,
+    )
     return env
 
 
@@ -166,10 +211,14 @@ def _render_all(
     chart_list: list[Chart],
     template_dir: Path | None,
     tables: dict[str, list[dict]],
+    paper: str = "a4",
 ) -> Rendered:
     """Every format of one report; `news` is what stakeholders are told again when it
-    changes, `summary` the paragraph for chat."""
+    changes, `summary` the paragraph for chat, `paper` the printed page size (`a4`, `letter`)."""
+    if paper not in PAPER_SIZES:
+        raise ConfigError(f"reports.paper: {paper!r} is not one of {', '.join(PAPER_SIZES)}")
     env = environment(template_dir)
+    env.globals["paper"] = paper
     page, text = env.get_template(f"{kind}.html.j2"), env.get_template(f"{kind}.md.j2")
     return Rendered(
         kind=kind,
@@ -319,6 +368,7 @@ def _breakdown_chart(name: str, rows: list[dict], metric: str, title: str, t: di
         ci=ci,
         highlight=[r["low"] for r in rows],
         reference=(rows[0]["reference"], t["overall"]) if rows else None,
+        decimal=t["decimal_mark"],
     )
 
 
@@ -379,12 +429,18 @@ def digest_context(
             t["weekdays"],
             t["hour_of_day"],
             t["tickets"],
+            t["decimal_mark"],
         ),
     ]
     if len(top):
         chart_list.append(
             charts.bars(
-                "pain", top["title"].tolist(), top["score"].tolist(), t["pain_scores"], t["score"]
+                "pain",
+                top["title"].tolist(),
+                top["score"].tolist(),
+                t["pain_scores"],
+                t["score"],
+                decimal=t["decimal_mark"],
             )
         )
     primary = results[results["role"] == "primary"] if len(results) else results
@@ -396,6 +452,8 @@ def digest_context(
     context = {
         "t": t,
         "title": f"{t['digest']} {month.label}",
+        "running_header": f"{t['digest']} · {t['period']}: {month.start:%Y-%m-%d} … "
+        f"{month.end - pd.Timedelta(days=1):%Y-%m-%d}",
         "month": month,
         "previous": month.previous(),
         "last_day": f"{month.end - pd.Timedelta(days=1):%Y-%m-%d}",
@@ -458,8 +516,10 @@ def build_digest(
     csat_scale: int = 5,
     template_dir: Path | None = None,
     month: Month | None = None,
+    paper: str = "a4",
 ) -> Rendered:
-    """The CX digest for `month` (default: the last complete month in `data`) in every format."""
+    """The CX digest for `month` (default: the last complete month in `data`) in every format,
+    printed on `paper` (`a4` or `letter`)."""
     t = labels(language, template_dir)
     context, chart_list = digest_context(
         data, pain, results, hypotheses, alerts, t, csat_scale, month
@@ -492,6 +552,7 @@ def build_digest(
         chart_list,
         template_dir,
         tables,
+        paper,
     )
 
 
@@ -503,11 +564,10 @@ def experiment_name(hypothesis_id: str) -> str:
     return f"experiment-{hypothesis_id}"
 
 
-def weekly_by_arm(
-    metric: str, data: CxData, arms: pd.DataFrame, start: date, end: date
-) -> pd.DataFrame:
-    """Weekly mean of `metric` per arm with n and 95% CI, weeks starting on Monday."""
-    obs = observations(metric, data).merge(arms[["customer_id", "arm"]], on="customer_id")
+def weekly_by_arm(obs: pd.DataFrame, arms: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """Weekly mean of a metric's observations `obs` per arm with n and 95% CI, weeks starting
+    on Monday."""
+    obs = obs.merge(arms[["customer_id", "arm"]], on="customer_id")
     inside = (obs["at"] >= pd.Timestamp(start)) & (
         obs["at"] < pd.Timestamp(end) + pd.Timedelta(days=1)
     )
@@ -569,9 +629,11 @@ def _reason(primary: Mapping[str, Any], t: Mapping[str, Any]) -> str:
 
 def _guardrail(guard: Guardrail, row: Mapping[str, Any]) -> dict[str, Any]:
     """A guardrail as the report shows it: margin, estimate, the CI's worse end, status
-    (`unknown` without a stored check)."""
+    (`unknown` without a stored check or without an estimate: no data, never `holds`)."""
     worse = row.get("ci_high" if guard.harm > 0 else "ci_low") if row else None
     status = (row.get("cells") or {}).get("status") if row else None
+    if row and not _finite(row.get("estimate")):
+        status = "unknown"
     return {
         "metric": guard.metric,
         "margin": guard.harm * guard.limit,
@@ -579,6 +641,10 @@ def _guardrail(guard: Guardrail, row: Mapping[str, Any]) -> dict[str, Any]:
         "worse_end": worse,
         "status": status or "unknown",
     }
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _method(primary: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -592,6 +658,7 @@ def _method(primary: Mapping[str, Any] | None) -> dict[str, Any]:
         "plan": cells.get("plan"),
         "quantiles": cells.get("quantiles") or [],
         "response": cells.get("response"),
+        "warnings": cells.get("warnings") or [],
     }
 
 
@@ -619,7 +686,8 @@ def experiment_context(
     metric = h.metric.name
     newest = data.newest()
     end = schedule.pilot.end if pd.isna(newest) else min(schedule.pilot.end, newest.date())
-    weekly = weekly_by_arm(metric, data, arms, schedule.baseline.start, end)
+    obs = pilot_observations(metric, data, h)
+    weekly = weekly_by_arm(obs, arms, schedule.baseline.start, end)
     unit = t[OBSERVATION_UNITS[metric]]
     chart = charts.arms_over_time(
         "target",
@@ -655,12 +723,14 @@ def experiment_context(
                 )
     guardrails = [_guardrail(guard, by_metric.get(guard.metric, {})) for guard in h.guardrails]
     ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
-    observed = observed_arms(h.metric.name, data, arms, schedule.pilot)
+    observed = observed_arms(obs, arms, schedule.pilot)
     n_pilot = int((observed["arm"] == "pilot").sum())
     srm_p = primary["srm_p"] if primary else None
     context = {
         "t": t,
         "title": f"{t['experiment_report']}: {h.title}",
+        "running_header": f"{t['experiment_report']}: {h.title} · {t['pilot']}: "
+        f"{schedule.pilot.start} … {schedule.pilot.end}",
         "h": h,
         "primary": primary,
         "results": rows,
@@ -680,10 +750,12 @@ def experiment_context(
             "p": srm_p,
             "pilot": n_pilot,
             "control": len(observed) - n_pilot,
-            "share": h.assignment.pilot_share,
+            "share": h.assignment.split,
             "alpha": SRM_ALPHA,
             "ok": srm_p is None or srm_p >= SRM_ALPHA,
         },
+        "arms": str(h.assignment),
+        "scope": str(h.scope) if h.scope and h.scope.tickets.filters() else None,
         "verbatims": experiment_verbatims(data.responses, arms, h, taxonomy),
         "method": _method(primary),
         "unit": unit,
@@ -702,8 +774,9 @@ def build_experiment(
     language: str = "en",
     template_dir: Path | None = None,
     taxonomy: Taxonomy | None = None,
+    paper: str = "a4",
 ) -> Rendered:
-    """The before-and-after report of `hypothesis` in every format."""
+    """The before-and-after report of `hypothesis` in every format, printed on `paper`."""
     t = labels(language, template_dir)
     context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t, taxonomy)
     primary = context["primary"]
@@ -725,6 +798,7 @@ def build_experiment(
         chart_list,
         template_dir,
         tables,
+        paper,
     )
 
 
@@ -762,7 +836,11 @@ def record_report(engine: Engine, kind: str, path: Path) -> None:
 
 
 def print_pdf(html_path: Path, chromium: str = "chromium", timeout: float = 120) -> Path:
-    """A PDF next to `html_path`, printed by headless Chromium; raises if Chromium fails."""
+    """A PDF next to `html_path`, printed by headless Chromium; raises if Chromium fails.
+
+    Page size, running header and page numbers come from the report's CSS `@page` rule and
+    its margin boxes, so Chromium's own header and footer (date, file URL) are switched off.
+    """
     pdf = html_path.with_suffix(".pdf")
     with tempfile.TemporaryDirectory(prefix="cxloop-chromium-") as profile:
         subprocess.run(

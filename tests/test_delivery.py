@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import json
 import re
 import socket
+import warnings
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from tasks import store
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
 from tasks.labels import labels, reason_text
 from tasks.reporting import Rendered, build_experiment, record_report, write_report
-from tests.test_reports_html import Demo, demo_company, render_both
+from tests.test_reports_html import Browser, Demo, demo_company, render_both
 
 SECRET_HOOK = "/services/T000/B000/very-secret-token"
 AUTO_ROUTE = "auto-route-tickets"
@@ -111,6 +113,10 @@ def test_email_reaches_a_real_smtp_server_with_text_html_and_every_inline_chart(
     assert [e.rcpt_tos for e in inbox.envelopes] == [["cx-team@example.com"]]
     message = BytesParser(policy=email.policy.default).parsebytes(inbox.envelopes[0].content)
     assert message["Subject"] == digest.title and message["From"] == "cxloop@example.com"
+    for header in ("From", "To", "Date", "Message-ID"):
+        assert len(message.get_all(header)) == 1, header
+    assert message["To"] == "cx-team@example.com"
+    assert message["Message-ID"].endswith("@example.com>")
     text = message.get_body(("plain",)).get_content()
     page = message.get_body(("html",)).get_content()
     assert "NPS" in text and "<svg" not in page
@@ -127,6 +133,62 @@ def test_email_reaches_a_real_smtp_server_with_text_html_and_every_inline_chart(
     ]
     # Sent once: the next run does not mail the same report again.
     assert deliver(engine, [outgoing], recipients, config, env).empty
+
+
+def test_saved_email_opens_with_headers_inline_charts_inline_styles_and_key_figures(
+    digest, tmp_path
+) -> None:
+    page = write_report(digest, tmp_path)
+    message = email_message(
+        digest.title,
+        digest.email_html,
+        digest.text,
+        digest.charts,
+        sender="cx@example.com",
+        to=["lead@example.com"],
+    )
+    saved = BytesParser(policy=email.policy.default).parsebytes(
+        write_mail(page, message).read_bytes()
+    )
+    assert saved["From"] == "cx@example.com" and saved["To"] == "lead@example.com"
+    assert saved["Date"].datetime.tzinfo is not None
+    assert re.fullmatch(r"<[^@<>]+@example\.com>", saved["Message-ID"])
+    images = [part for part in saved.walk() if part.get_content_type() == "image/png"]
+    assert len(images) == len(digest.charts)
+    assert {part.get_content_disposition() for part in images} == {"inline"}
+    html = saved.get_body(("html",)).get_content()
+    cids = {part["Content-ID"].strip("<>"): part.get_content() for part in images}
+    assert set(re.findall(r'src="cid:([^"]+)"', html)) == set(cids)
+    text = saved.get_body(("plain",)).get_content()
+    tiles = {row["metric"]: row for row in digest.tables["kpis"]}
+    assert f"{tiles['nps']['value']:.1f}" in text and f"{tiles['csat']['value']:.1f}" in text
+    # As a mail client that drops <style> shows it: cid: images resolved, the block removed.
+    for cid, png in cids.items():
+        html = html.replace(f"cid:{cid}", "data:image/png;base64," + base64.b64encode(png).decode())
+    opened = tmp_path / "opened.html"
+    opened.write_text(re.sub(r"<style>.*?</style>", "", html, flags=re.S), encoding="utf-8")
+    browser = Browser()
+    try:
+        browser.open(opened)
+        view = browser.evaluate(SEEN_IN_MAIL)
+        assert browser.errors() == []
+    finally:
+        browser.close()
+    assert view["styles"] == 0
+    assert len(view["images"]) == len(cids) and all(w > 300 for w in view["images"]), view
+    assert view["collapse"] == "collapse" and view["padding"] == "7px"
+    assert view["muted"] == "rgb(102, 113, 126)"
+    assert f"{tiles['nps']['value']:.1f}" in view["text"]
+
+
+SEEN_IN_MAIL = """({
+  styles: document.querySelectorAll('style').length,
+  images: [...document.images].map(i => i.complete ? i.naturalWidth : 0),
+  collapse: getComputedStyle(document.querySelector('table')).borderCollapse,
+  padding: getComputedStyle(document.querySelector('td')).paddingTop,
+  muted: getComputedStyle(document.querySelector('.muted')).color,
+  text: document.body.innerText,
+})"""
 
 
 def test_slack_and_teams_webhooks_get_summary_and_link(
@@ -157,13 +219,46 @@ def test_slack_and_teams_webhooks_get_summary_and_link(
     assert (tmp_path / "shared" / "digest-2026-10.html").exists()
 
 
+def test_chat_without_base_url_is_warned_about_and_names_the_report_file(
+    digest, tmp_path, httpserver: HTTPServer
+) -> None:
+    hooks = [
+        WebhookConfig(kind="slack", url_env="SLACK_URL"),
+        WebhookConfig(kind="teams", url_env="TEAMS_URL"),
+    ]
+    with pytest.warns(UserWarning, match=r"reports\.delivery\.base_url is not set"):
+        config = DeliveryConfig(webhooks=hooks, attempts=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DeliveryConfig(webhooks=hooks, base_url="https://reports.example.com")
+        DeliveryConfig()
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    httpserver.expect_request("/slack", method="POST").respond_with_data("ok")
+    httpserver.expect_request("/teams", method="POST").respond_with_data("1", status=202)
+    env = {"SLACK_URL": httpserver.url_for("/slack"), "TEAMS_URL": httpserver.url_for("/teams")}
+    outgoing = written(digest, tmp_path / "out", engine)
+    tried = deliver(engine, [outgoing], {}, config, env)
+    assert set(tried["status"]) == {"sent"}, tried["last_error"].tolist()
+    bodies = {request.path: json.loads(request.data) for request, _ in httpserver.log}
+    where = f"Report file: {outgoing.report.resolve()} on {socket.gethostname()}"
+    slack = bodies["/slack"]["text"]
+    assert slack.endswith(where) and "file://" not in slack and "Open the report" not in slack
+    card = bodies["/teams"]["attachments"][0]["content"]
+    assert card["body"][-1]["text"] == where and card["actions"] == []
+    assert "file://" not in json.dumps(bodies)
+
+
 def test_failing_webhook_is_recorded_without_its_url_and_retried_next_run(
     digest, tmp_path, httpserver: HTTPServer
 ) -> None:
     engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
     httpserver.expect_request(SECRET_HOOK).respond_with_data("down", status=503)
     env = {"SLACK_URL": httpserver.url_for(SECRET_HOOK)}
-    config = DeliveryConfig(webhooks=[WebhookConfig(kind="slack", url_env="SLACK_URL")], attempts=2)
+    config = DeliveryConfig(
+        webhooks=[WebhookConfig(kind="slack", url_env="SLACK_URL")],
+        base_url="https://reports.example.com",
+        attempts=2,
+    )
     outgoing = written(digest, tmp_path / "out", engine)
     first = deliver(engine, [outgoing], {}, config, env, sleep=0)
     assert first[["status", "attempts"]].values.tolist() == [["failed", 2]]
@@ -206,6 +301,7 @@ def test_rewritten_report_goes_out_again_only_when_its_decision_changed(
     config = DeliveryConfig(
         smtp=SmtpConfig(host="127.0.0.1", port=port, security="none", sender="cx@example.com"),
         webhooks=[WebhookConfig(kind="slack", url_env="SLACK_URL", reports=["experiment"])],
+        base_url="https://reports.example.com",
         attempts=1,
     )
     env = {"SLACK_URL": httpserver.url_for(SECRET_HOOK)}

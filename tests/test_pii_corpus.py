@@ -274,7 +274,7 @@ def one_line(text: str) -> str:
 
 def quotes(page: str) -> set[str]:
     """The text of each `<blockquote>` of `page`, on one line."""
-    return {one_line(q) for q in re.findall(r"<blockquote>(.*?)</blockquote>", page, re.S)}
+    return {one_line(q) for q in re.findall(r"<blockquote[^>]*>(.*?)</blockquote>", page, re.S)}
 
 
 @pytest.fixture(scope="module")

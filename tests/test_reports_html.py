@@ -328,8 +328,9 @@ def test_digest_shows_kpis_breakdowns_load_pain_points_and_flags_the_low_region(
     assert "KPI tiles are unweighted" in text and "Response rate" in text
     value = customer_value(demo.data.orders, demo.data.customers, "segment")
     premium = value.set_index("segment").loc["premium"]
-    assert f"premium\t{int(premium['customers']):,}\t{premium['aov']:,.0f}" in text
-    assert f"{premium['ltv']:,.0f}" in text and "Customer value by segment" in text
+    # The key figure (LTV) leads, so it stays in view on a phone.
+    row = f"premium\t{premium['ltv']:,.0f}\t{int(premium['customers']):,}\t{premium['aov']:,.0f}"
+    assert row in text and "Customer value by segment" in text
     assert len(view["charts"]) == len(rendered.charts) == 5
     assert all(c["width"] > 300 and c["height"] > 100 for c in view["charts"])
     assert shot.stat().st_size > 50_000
@@ -358,3 +359,31 @@ def test_russian_labels_and_user_templates_override_the_defaults(demo, tmp_path)
     assert "Headline numbers" in mine["digest"].html and "Key metrics" not in mine["digest"].html
     assert "Tickets about sign-in" in mine["digest"].html
     assert mine["experiment"].markdown == "Custom auto-route-tickets"
+
+
+def test_russian_digest_writes_decimal_commas_and_di_as_a_reader_sees_it(
+    demo, browser, tmp_path
+) -> None:
+    digest = render_both(demo, "ru")["digest"]
+    page = write_report(digest, tmp_path)
+    browser.open(page)
+    text = browser.evaluate("document.body.innerText")
+    assert browser.errors() == []
+    tiles = {row["metric"]: row for row in digest.tables["kpis"]}
+    nps = f"{tiles['nps']['value']:.1f}".replace(".", ",")
+    assert re.search(rf"(?m)^{re.escape(nps)}$", text), nps
+    assert "; ДИ " in text
+    assert not re.search(r"\bCI\b", text)
+    tickets = int(within(demo.data, DIGEST_MONTH).tickets.shape[0])
+    assert f"Σ {tickets:,}".replace(",", "\xa0") in text
+    # Tiles and tables; alert sentences and p-values are worded outside the templates.
+    figures = browser.evaluate(
+        "[...document.querySelectorAll('.tiles, #weighting, #response-rates, #customer-value,"
+        " [id^=by-]')].map(e => e.innerText).join('\\n')"
+    )
+    assert nps in figures and re.findall(r".{12}\d\.\d.{6}", figures) == []
+    labels_drawn = browser.evaluate(
+        "[...document.querySelectorAll('svg.chart text')].map(t => t.textContent)"
+    )
+    assert any(re.fullmatch(r"-?\d+,\d", label) for label in labels_drawn)
+    assert [label for label in labels_drawn if re.search(r"\d\.\d", label)] == []
