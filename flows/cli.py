@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,9 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from flows.config import Config
     from flows.cycle import CycleResult
     from flows.ingest import Synced
@@ -36,7 +40,10 @@ console = Console()
 errors = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Configuration file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the rows as JSON records.")]
+CsvOption = Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")]
 DEFAULT = Path("cxloop.yaml")
+WIDE = 120  # columns from which tables show every score component
 
 
 @contextmanager
@@ -61,7 +68,12 @@ def _checked(config_path: Path) -> Config:
     config = load_config(config_path)
     url = database_url(config.database_url)
     ranking = stored_ranking(url)
-    if load_hypotheses(config.hypotheses_dir, ranking) and ranking is None:
+    if not config.hypotheses_dir.is_dir():
+        _warn(
+            f"no folder {config.hypotheses_dir}, so no pilots are evaluated; "
+            "`cxloop hypotheses new` writes a first hypothesis there."
+        )
+    elif load_hypotheses(config.hypotheses_dir, ranking) and ranking is None:
         _warn(UNRANKED)
     open_store(url)
     return config
@@ -71,6 +83,43 @@ UNRANKED = (
     "the store has no pain-point ranking yet, so each hypothesis's `pain_point` is not checked; "
     "it is once `cxloop rank` or `cxloop run` has ranked."
 )
+
+
+def _machine_readable(frame: pd.DataFrame, as_json: bool, as_csv: bool) -> bool:
+    """Whether `frame` went to stdout as JSON records or CSV (then no table is printed).
+
+    JSON keeps lists and mappings as such and missing values as null; CSV writes lists and
+    mappings as JSON text in their cell."""
+    import json
+    import sys
+
+    if as_json and as_csv:
+        errors.print("[bold red]error:[/] give --json or --csv, not both.")
+        raise typer.Exit(2)
+    if as_json:
+        sys.stdout.write(
+            frame.to_json(orient="records", date_format="iso", force_ascii=False, indent=2) + "\n"
+        )
+    elif as_csv:
+        nested = [c for c in frame.columns if frame[c].map(type).isin([list, dict, tuple]).any()]
+        cells = frame.assign(
+            **{c: frame[c].map(lambda v: json.dumps(v, ensure_ascii=False)) for c in nested}
+        )
+        sys.stdout.write(cells.to_csv(index=False))
+    return as_json or as_csv
+
+
+def _known(option: str, given: list[str], known: tuple[str, ...]) -> None:
+    """`ConfigError` for the first of `given` not in `known`, with the closest as a hint."""
+    import difflib
+
+    from tasks.errors import ConfigError
+
+    for value in given:
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise ConfigError(f"{option} {value!r} is unknown; {hint}use {', '.join(known)}.")
 
 
 def _warn(message: str) -> None:
@@ -194,18 +243,22 @@ def metrics(
         ),
     ] = "nps,csat_top2,ces,csi,frt_hours,fcr,sla_breach,escalation",
     config: ConfigOption = DEFAULT,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
 ) -> None:
     """Print CX metrics from the store by any cut and period, with n and 95% CI."""
     with user_errors():
         import pandas as pd
 
         from tasks.errors import ConfigError
-        from tasks.metrics import csi, metric_table
+        from tasks.metrics import DIMENSIONS, METRICS, csi, metric_table
 
-        cfg = _checked(config)
-        data = _data(cfg)
         cuts = [d for d in by.split(",") if d]
         asked = metric.split(",")
+        _known("--by", cuts, DIMENSIONS)
+        _known("--metric", asked, (*METRICS, "csi"))
+        cfg = _checked(config)
+        data = _data(cfg)
         components = list(cfg.csi) if "csi" in asked else []
         needed = list(dict.fromkeys([m for m in asked if m != "csi"] + components))
         try:
@@ -216,9 +269,12 @@ def metrics(
         if components:
             index = csi(table, cfg.csi, cfg.csat_scale, cfg.ces_scale)
             table = pd.concat([table, index], ignore_index=True)
-        table = table[table["metric"].isin(asked)]
+        table = table[table["metric"].isin(asked)].sort_values([*cuts, "period", "metric"])
+    shown = [*cuts, "period", "metric", "value", "ci_low", "ci_high", "n"]
+    if _machine_readable(table[shown], as_json, as_csv):
+        return
     out = Table(*cuts, "period", "metric", "value", "95% CI", "n", title="CX metrics")
-    for row in table.sort_values([*cuts, "period", "metric"]).itertuples(index=False):
+    for row in table.itertuples(index=False):
         cells = row._asdict()
         ci = (
             ""
@@ -289,17 +345,26 @@ def serve(
 
 @app.command()
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the configuration.")] = DEFAULT,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    directory: Annotated[Path, typer.Argument(help="The project directory (made if missing).")] = (
+        Path(".")
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite the project's existing files.")] = False,
 ) -> None:
-    """Write a commented example `cxloop.yaml` to start from."""
-    from flows.config import example_text
+    """Make a project: a commented cxloop.yaml, hypotheses/ with its schema, the config's
+    schema, a prefect.yaml of deployments run from there, and a .gitignore."""
+    from flows.project import existing, write_project
 
-    if path.exists() and not force:
-        errors.print(f"[bold red]error:[/] {path} exists; use --force to overwrite it.")
+    found = existing(directory)
+    if found and not force:
+        names = ", ".join(str(p) for p in found)
+        errors.print(f"[bold red]error:[/] {names} exist; use --force to overwrite them.")
         raise typer.Exit(2)
-    path.write_text(example_text(), encoding="utf-8")
-    console.print(f"Wrote {path}. Edit its sources, then run `cxloop run`.")
+    written = write_project(directory)
+    console.print(f"Wrote {', '.join(str(p) for p in written)}.", highlight=False)
+    console.print(
+        f"Next: edit the sources in {written[0]}, then run `cxloop run` in {directory}.",
+        highlight=False,
+    )
 
 
 @sources_app.command("check")
@@ -348,8 +413,6 @@ def sources_inspect(
         # command helps with) is opened with a stand-in score question.
         options = chosen.options | {"questions": {"nps": "-"} | chosen.options.get("questions", {})}
         surveys = open_source(chosen.name, chosen.kind, options).list_questions()
-    from rich.markup import escape
-
     for listed in surveys:
         title = escape(f"{listed.survey} ({listed.id})")
         table = Table("key", "question", "type", "scale", title=title)
@@ -411,7 +474,7 @@ def hypotheses_validate(
         found = load_hypotheses(directory, ranking)
     console.print(f"[green]{len(found)} hypotheses valid[/] in {directory}.")
     if ranking is not None:  # the store exists, so reading its evaluations writes nothing new
-        _print_plans(_latest_evaluations(config))
+        _print_plans(_worded(_evaluations(config)))
     if found and ranking is None:
         _warn(
             UNRANKED
@@ -427,6 +490,8 @@ def hypotheses_list(
         "hypotheses"
     ),
     config: ConfigOption = DEFAULT,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
 ) -> None:
     """List hypotheses: status, metric, expected effect, pilot period, and (once evaluated,
     from the store of `--config`) arm sizes and the latest estimate and decision."""
@@ -434,7 +499,10 @@ def hypotheses_list(
         from tasks.hypotheses import load_hypotheses
 
         found = load_hypotheses(directory)
-        latest = _latest_evaluations(config) if config.exists() else {}
+        evaluated = _evaluations(config) if config.exists() else None
+    if _machine_readable(_hypothesis_rows(found, evaluated), as_json, as_csv):
+        return
+    latest = _worded(evaluated) if evaluated is not None else {}
     table = Table(
         "id", "status", "metric", "expected", "assignment", "pilot period",
         "arms (pilot/control)", "latest estimate", "decision", title="Hypotheses",
@@ -451,6 +519,27 @@ def hypotheses_list(
     _print_plans(latest)
 
 
+def _hypothesis_rows(found: list, evaluated: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per hypothesis, with its latest evaluation's numbers once there is one."""
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        {
+            "id": [h.id for h in found],
+            "status": [h.status for h in found],
+            "metric": [h.metric.name for h in found],
+            "expected_effect": [h.metric.expected_effect.value for h in found],
+            "relative": [h.metric.expected_effect.relative for h in found],
+            "assignment": [str(h.assignment) for h in found],
+            "pilot_start": [h.schedule.pilot.start.isoformat() for h in found],
+            "pilot_end": [h.schedule.pilot.end.isoformat() for h in found],
+        }
+    )
+    if evaluated is None:
+        return rows
+    return rows.merge(evaluated.drop(columns="relative"), on="id", how="left")
+
+
 def _print_plans(latest: dict[str, dict[str, str]]) -> None:
     """Each evaluated hypothesis's plan, worded as the run summary and the report word it."""
     for hypothesis_id, seen in latest.items():
@@ -458,29 +547,44 @@ def _print_plans(latest: dict[str, dict[str, str]]) -> None:
             console.print(f"  {hypothesis_id} plan: {seen['plan']}", highlight=False)
 
 
-def _latest_evaluations(config: Path) -> dict[str, dict[str, str]]:
-    """Per hypothesis id: arm sizes, latest primary estimate with its CI, and decision."""
+def _evaluations(config: Path) -> pd.DataFrame:
+    """One row per evaluated hypothesis (`id`): customers per arm (`pilot`, `control`), the
+    latest primary `estimate` with `ci_low`, `ci_high`, `relative`, `as_of`, `decision`, `plan`."""
     from flows.config import load_config
     from tasks import store
     from tasks.experiments import stored_plan
-    from tasks.reporting import effect
 
     engine = store.open_store(store.database_url(load_config(config).database_url))
     results = store.read_frame(engine, store.ExperimentResult)
     primary = results[results["role"] == "primary"].sort_values("as_of")
+    latest = primary.groupby("hypothesis_id").tail(1).set_index("hypothesis_id")
     arms = store.read_frame(engine, store.Assignment, ["hypothesis_id", "arm"])
     sizes = arms.groupby(["hypothesis_id", "arm"]).size().unstack(fill_value=0)
-    latest = {}
-    for row in primary.groupby("hypothesis_id").tail(1).itertuples():
+    sizes = sizes.reindex(index=latest.index, columns=["pilot", "control"], fill_value=0)
+    frame = latest[["estimate", "ci_low", "ci_high", "relative", "as_of", "decision"]].assign(
+        pilot=sizes["pilot"],
+        control=sizes["control"],
+        as_of=latest["as_of"].dt.strftime("%Y-%m-%d"),
+        plan=latest["cells"].map(stored_plan),
+    )
+    return frame.rename_axis("id").reset_index()
+
+
+def _worded(evaluated: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Per hypothesis id: arm sizes, latest primary estimate with its CI, decision and plan,
+    worded as the table and the plans show them."""
+    from tasks.reporting import effect
+
+    worded = {}
+    for row in evaluated.itertuples():
         ci = f"{effect(row.ci_low, row.relative)} … {effect(row.ci_high, row.relative)}"
-        count = sizes.loc[row.hypothesis_id] if row.hypothesis_id in sizes.index else {}
-        latest[row.hypothesis_id] = {
-            "arms": f"{count.get('pilot', 0):,} / {count.get('control', 0):,}",
-            "estimate": f"{effect(row.estimate, row.relative)} ({ci}) as of {row.as_of:%Y-%m-%d}",
+        worded[row.id] = {
+            "arms": f"{row.pilot:,} / {row.control:,}",
+            "estimate": f"{effect(row.estimate, row.relative)} ({ci}) as of {row.as_of}",
             "decision": row.decision or "",
-            "plan": stored_plan(row.cells),
+            "plan": row.plan,
         }
-    return latest
+    return worded
 
 
 @hypotheses_app.command("new")
@@ -509,6 +613,7 @@ def hypotheses_new(
                 f"Top ones: {', '.join(latest.sort_values('rank').index[:5])}"
             )
         path = cfg.hypotheses_dir / f"{hypothesis_id}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             raise HypothesisError(f"{path} exists; pick another id.")
         row = latest.loc[pain_point]
@@ -564,7 +669,9 @@ def hypotheses_assign(
 
 
 @app.command()
-def journey(config: ConfigOption = DEFAULT) -> None:
+def journey(
+    config: ConfigOption = DEFAULT, as_json: JsonOption = False, as_csv: CsvOption = False
+) -> None:
     """The customer journey map: each stage's touchpoints, metrics and top barriers."""
     with user_errors():
         from tasks import store
@@ -576,6 +683,8 @@ def journey(config: ConfigOption = DEFAULT) -> None:
         pain = pain[pain["period"] == pain["period"].max()]
         data = _data(cfg)
         stages = journey_map(data, pain, cfg.journey, cfg.funnel_steps, cfg.csat_scale)
+    if _machine_readable(stages, as_json, as_csv):
+        return
     table = Table("stage", "touchpoints", "tickets", "CSAT top-2 %", "FRT median h",
                   "conversion %", "surveys", "top barriers", title="Customer journey")  # fmt: skip
     for row in stages.itertuples():
@@ -591,6 +700,8 @@ def journey(config: ConfigOption = DEFAULT) -> None:
 def themes(
     count: Annotated[int, typer.Option("--count", min=1, help="Themes to look for.")] = 5,
     config: ConfigOption = DEFAULT,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
 ) -> None:
     """Frequent themes in survey comments that no topic tags: candidates for `topics:`."""
     with user_errors():
@@ -602,6 +713,8 @@ def themes(
         data = _data(cfg)
         texts = data.responses["comment"].dropna().drop_duplicates().reset_index(drop=True)
         found = discover_themes(texts, tag_topics(texts, cfg.taxonomy), count)
+    if _machine_readable(found, as_json, as_csv):
+        return
     table = Table("theme", "comments", "keywords", "example", title="Untagged comment themes")
     for row in found.itertuples():
         table.add_row(row.theme, f"{row.n_texts:,}", ", ".join(row.keywords), row.examples[0])
@@ -613,7 +726,9 @@ def themes(
 
 
 @app.command()
-def backlog(config: ConfigOption = DEFAULT) -> None:
+def backlog(
+    config: ConfigOption = DEFAULT, as_json: JsonOption = False, as_csv: CsvOption = False
+) -> None:
     """The improvement roadmap: ranked pain points, their hypotheses and where each stands."""
     with user_errors():
         import pandas as pd
@@ -637,6 +752,8 @@ def backlog(config: ConfigOption = DEFAULT) -> None:
         )
         links["decision"] = links["hypothesis"].map(decisions)
         plan = roadmap(pain, links)
+    if _machine_readable(plan, as_json, as_csv):
+        return
     table = Table("#", "pain point", "score", "state", "hypothesis", "status", "decision")
     table.title = "Improvement backlog"
     for row in plan.itertuples():
@@ -668,21 +785,55 @@ def _hypotheses(config: Config) -> list:
 
 
 def _pain_table(ranked: list[dict], limit: int, hypotheses: list) -> Table:
-    """The ranking with every score component, and the pilots already on each pain point."""
+    """The ranking, each pain point by title with its key below, and the pilots on each.
+
+    Pain points scored 0 are left out (the caption counts them). Cells wrap, never cut;
+    below `WIDE` columns confidence and effort, the other score components, are left out
+    so that the rest reads at 80 columns."""
+    wide = console.width >= WIDE
+    scored = [p for p in ranked if p["score"] > 0]
+    shown, hidden = scored[:limit], len(ranked) - len(scored)
     table = Table(
-        "#", "pain point", "reach", "impact, points (95% CI)", "confidence", "effort", "score",
-        "pilots", title="Top pain points (score = reach % × impact × confidence / effort)",
-    )  # fmt: skip
-    for p in ranked[:limit]:
-        effort = f"{p['effort']:g}" + (" (default)" if p["effort_is_default"] else "")
+        title="Top pain points (score = reach % × impact × confidence / effort)",
+        caption=f"Not shown: {hidden} pain points scored 0." if hidden else None,
+        expand=not wide,  # so that the ratios share out a narrow terminal
+    )
+    table.add_column("#", justify="right")
+    table.add_column("pain point", overflow="fold", ratio=4)
+    table.add_column("reach", justify="right", overflow="fold", ratio=2)
+    table.add_column("impact (95% CI)", justify="right", overflow="fold", ratio=3)
+    if wide:
+        table.add_column("confidence", justify="right")
+        table.add_column("effort", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("pilots", overflow="fold", ratio=3)
+    for p in shown:
         pilots = ", ".join(f"{h.id} ({h.status})" for h in hypotheses if h.pain_point == p["key"])
+        components = [f"{p['confidence']:.2f}", _effort(p)] if wide else []
         table.add_row(
-            str(p["rank"]), p["key"], f"{p['reach']:,} ({p['reach_share']:.1%})",
+            str(p["rank"]), f"{escape(p['title'])}\n[dim]{escape(p['key'])}[/]",
+            f"{p['reach']:,} ({p['reach_share']:.1%})",
             f"{p['impact']:.1f} {(p.get('unit') or 'NPS points').split()[0]} "
             f"[{p['impact_ci_low']:.1f}, {p['impact_ci_high']:.1f}]",
-            f"{p['confidence']:.2f}", effort, f"{p['score']:.1f}", pilots,
+            *components, f"{p['score']:.1f}", escape(pilots),
         )  # fmt: skip
     return table
+
+
+def _effort(pain_point: dict) -> str:
+    default = " (default)" if pain_point["effort_is_default"] else ""
+    return f"{pain_point['effort']:g}{default}"
+
+
+def _next_step(ranked: list[dict], hypotheses: list, report_path: Path) -> str:
+    """One line on what to do next: a hypothesis for the top pain point no pilot addresses,
+    else reading the report."""
+    addressed = {h.pain_point for h in hypotheses}
+    for p in ranked:
+        if p["score"] > 0 and p["key"] not in addressed:
+            slug = re.sub(r"[^a-z0-9]+", "-", p["key"].lower()).strip("-")
+            return f"Next: cxloop hypotheses new fix-{slug} --pain-point {p['key']}"
+    return f"Next: read the report, {report_path} (cxloop report --open)"
 
 
 def _summary(result: CycleResult, hypotheses: list) -> None:
@@ -690,7 +841,9 @@ def _summary(result: CycleResult, hypotheses: list) -> None:
 
     console.print(_ingested_table(result.ingested))
     console.print(_pain_table(result.pain_points, 5, hypotheses))
-    pilots = Table("hypothesis", "metric", "effect", "95% CI", "p", "decision", title="Pilots")
+    pilots = Table(title="Pilots")
+    for header in ("hypothesis", "metric", "effect", "95% CI", "p", "decision"):
+        pilots.add_column(header, overflow="fold")  # wrapped, never cut, at 80 columns
     for p in result.pilots:
         for i, e in enumerate(p.estimates):
             pilots.add_row(
@@ -708,4 +861,8 @@ def _summary(result: CycleResult, hypotheses: list) -> None:
             console.print(f"    plan: {p.plan}", highlight=False)
         for warning in p.warnings:
             console.print(f"    [yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"Report: [bold]{Path(result.report_path).resolve()}[/]")
+    report = Path(result.report_path).resolve()
+    console.print(f"Report: [bold]{report}[/]", soft_wrap=True)
+    console.print(
+        _next_step(result.pain_points, hypotheses, report), highlight=False, soft_wrap=True
+    )

@@ -62,7 +62,7 @@ def _deployment(prefect_yaml: Path, entry: dict[str, Any]) -> RunnerDeployment:
 
     name = entry.get("name", "?")
     where = f"{prefect_yaml}: deployment {name!r}"
-    flow = _flow(entry.get("entrypoint", ""), where)
+    flow = flow_of(entry.get("entrypoint", ""), where)
     schedules = []
     for schedule in entry.get("schedules") or []:
         if "cron" not in schedule:
@@ -89,18 +89,22 @@ def _deployment(prefect_yaml: Path, entry: dict[str, Any]) -> RunnerDeployment:
     )
 
 
-def _flow(entrypoint: str, where: str) -> Flow:
-    """The flow object an entrypoint such as `flows/cycle.py:improvement_cycle` names."""
+def flow_of(entrypoint: str, where: str) -> Flow:
+    """The flow object an entrypoint names: `flows/cycle.py:improvement_cycle` (a file in this
+    checkout) or `flows.cycle.improvement_cycle` (a module, as `cxloop init` writes them)."""
     from prefect import Flow
 
-    path, _, function = entrypoint.partition(":")
-    module = path.removesuffix(".py").replace("/", ".")
+    if ":" in entrypoint:
+        path, _, function = entrypoint.partition(":")
+        module = path.removesuffix(".py").replace("/", ".")
+    else:
+        module, _, function = entrypoint.rpartition(".")
     try:
         flow = getattr(import_module(module), function)
     except (ImportError, AttributeError, ValueError):
         raise ConfigError(
             f"{where}: entrypoint {entrypoint!r} names no importable flow; "
-            "use `path/to/module.py:flow_function`."
+            "use `flows.cycle.improvement_cycle` (module) or `flows/cycle.py:improvement_cycle`."
         ) from None
     if not isinstance(flow, Flow):
         raise ConfigError(f"{where}: {entrypoint!r} is not a Prefect flow.")

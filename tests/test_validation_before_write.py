@@ -136,10 +136,19 @@ def test_a_hypothesis_key_given_twice_or_an_impossible_date_stop_the_command(pro
     refused(cxloop(*command), at)
 
 
-@pytest.mark.parametrize("command", [("run",), ("ingest",), ("hypotheses", "validate")])
-def test_a_missing_hypotheses_directory_is_a_clear_error(project: Path, command: tuple):
+def test_a_missing_hypotheses_directory_is_a_clear_error_to_validate(project: Path) -> None:
     shutil.rmtree(project / "hypotheses")
-    refused(cxloop(*command), "hypotheses: no such directory of hypotheses")
+    refused(cxloop("hypotheses", "validate"), "hypotheses: no such directory of hypotheses")
+
+
+def test_a_cycle_without_hypotheses_directory_warns_and_goes_on(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from flows.cli import _checked
+
+    shutil.rmtree(project / "hypotheses")
+    assert _checked(project / "cxloop.yaml").hypotheses_dir == Path("hypotheses")
+    assert "no folder hypotheses, so no pilots are evaluated" in capsys.readouterr().err
 
 
 def test_yml_hypotheses_are_validated_too(project: Path) -> None:

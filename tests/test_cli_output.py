@@ -1,0 +1,173 @@
+"""`--json` and `--csv` give the numbers the store holds; misspelt cuts get a suggestion."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from flows import cli
+from tasks import store
+from tests.test_cli import cxloop
+
+CUSTOMERS = 600
+CONFIG = f".cxloop/demo-{CUSTOMERS}-7.yaml"
+HYPOTHESES = str(Path(__file__).resolve().parents[1] / "hypotheses")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where the demo company ran once in an 80-column terminal; its summary
+    is in `summary.txt`."""
+    project = tmp_path_factory.mktemp("demo")
+    result = cxloop("demo", "--customers", str(CUSTOMERS), cwd=project, COLUMNS="80")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (project / "summary.txt").write_text(result.stdout, encoding="utf-8")
+    return project
+
+
+def rows(project: Path, *args: str) -> list[dict]:
+    """The JSON records a command prints, after checking its CSV has the same cells."""
+    as_json = cxloop(*args, "--json", "--config", CONFIG, cwd=project)
+    assert as_json.returncode == 0, as_json.stderr
+    records = json.loads(as_json.stdout)
+    as_csv = cxloop(*args, "--csv", "--config", CONFIG, cwd=project)
+    assert as_csv.returncode == 0, as_csv.stderr
+    table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [list(r) for r in table] == [list(r) for r in records]
+    return records
+
+
+def engine(project: Path):
+    return store.open_store(f"sqlite:///{project / '.cxloop' / f'demo-{CUSTOMERS}-7.db'}")
+
+
+@pytest.mark.prefect
+def test_metrics_json_counts_and_nps_equal_the_stores_answers(demo: Path) -> None:
+    found = rows(demo, "metrics", "--by", "segment", "--metric", "nps")
+    db = engine(demo)
+    customers = store.read_frame(db, store.Customer)[["source_id", "segment"]]
+    answers = store.read_frame(db, store.SurveyResponse)
+    nps = answers[answers["kind"] == "nps"].merge(
+        customers, left_on="customer_id", right_on="source_id"
+    )
+    points = np.select([nps["score"] >= 9, nps["score"] <= 6], [100, -100], 0)
+    expected = pd.Series(points, index=nps.index).groupby(nps["segment"]).agg(["mean", "size"])
+    assert {r["segment"] for r in found} == set(expected.index)
+    for record in found:
+        assert record["n"] == expected.loc[record["segment"], "size"], record
+        assert record["value"] == pytest.approx(expected.loc[record["segment"], "mean"]), record
+        assert record["ci_low"] < record["value"] < record["ci_high"], record
+
+
+@pytest.mark.prefect
+def test_backlog_and_hypotheses_json_equal_the_stores_ranking_and_arms(demo: Path) -> None:
+    db = engine(demo)
+    pain = store.read_frame(db, store.PainPoint)
+    latest = pain[pain["period"] == pain["period"].max()].set_index("key")
+    ranked = [r for r in rows(demo, "backlog") if r["rank"] is not None]
+    assert len(ranked) == len(latest)
+    for record in ranked:
+        assert record["score"] == pytest.approx(latest.loc[record["key"], "score"]), record
+        assert record["rank"] == latest.loc[record["key"], "rank"], record
+
+    arms = store.read_frame(db, store.Assignment).groupby(["hypothesis_id", "arm"]).size()
+    results = store.read_frame(db, store.ExperimentResult)
+    primary = results[results["role"] == "primary"].sort_values("as_of")
+    estimates = primary.groupby("hypothesis_id")["estimate"].last()
+    listed = rows(demo, "hypotheses", "list", HYPOTHESES)
+    assert {r["id"] for r in listed} == {"auto-route-tickets", "chat-greeting-script"}
+    for record in listed:
+        assert record["pilot"] == arms[record["id"], "pilot"], record
+        assert record["control"] == arms[record["id"], "control"], record
+        assert record["estimate"] == pytest.approx(estimates[record["id"]]), record
+
+
+@pytest.mark.prefect
+def test_journey_and_themes_json_parse_with_the_stores_ticket_counts(demo: Path) -> None:
+    tickets = store.read_frame(engine(demo), store.Ticket)
+    stages = {r["stage"]: r for r in rows(demo, "journey")}
+    delivery = tickets["topic"].isin(["delivery", "product_quality", "returns"]).sum()
+    assert stages["delivery"]["tickets"] == delivery
+    assert stages["delivery"]["touchpoints"] == ["delivery", "product_quality", "returns"]
+    themes = rows(demo, "themes", "--count", "3")
+    assert all(isinstance(t["keywords"], list) and t["n_texts"] > 0 for t in themes)
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (("--by", "segmnt"), "did you mean `segment`?"),
+        (("--by", "segment,weekdy"), "did you mean `weekday`?"),
+        (("--metric", "csat_top"), "did you mean `csat_top2`?"),
+    ],
+)
+def test_misspelt_cut_or_metric_exits_2_with_a_suggestion(
+    tmp_path: Path, args: tuple[str, ...], hint: str
+) -> None:
+    result = cxloop("metrics", *args, cwd=tmp_path)
+    assert result.returncode == 2 and hint in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_and_csv_together_exit_2(tmp_path: Path) -> None:
+    result = cxloop("hypotheses", "list", HYPOTHESES, "--json", "--csv", cwd=tmp_path)
+    assert result.returncode == 2 and "not both" in result.stderr
+
+
+def pain_point_column(lines: list[str]) -> list[str]:
+    """The pain-point cells of the ranking table, line by line."""
+    start = next(i for i, line in enumerate(lines) if "Top pain points" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("└"))
+    return [line.split("│")[2].strip() for line in lines[start:end] if line.startswith("│")]
+
+
+@pytest.mark.prefect
+def test_summary_at_80_columns_shows_each_title_and_key_whole_and_a_next_step(
+    demo: Path,
+) -> None:
+    lines = (demo / "summary.txt").read_text(encoding="utf-8").splitlines()
+    assert max(map(len, lines)) <= 80
+    cells = pain_point_column(lines)
+    pain = store.read_frame(engine(demo), store.PainPoint)
+    top = pain[(pain["period"] == pain["period"].max()) & (pain["score"] > 0)].nsmallest(5, "rank")
+    for title, key in zip(top["title"], top["key"], strict=True):
+        assert title in " ".join(cells), (title, cells)
+        assert key in "".join(cells), (key, cells)
+    rows = [line for line in lines if line.startswith("│")]
+    assert not [r for r in rows if re.search(r"\S…", r)], "a cell is cut"  # CIs read "a … b"
+    (step,) = [line for line in lines if line.startswith("Next: ")]
+    assert "cxloop" in step
+
+
+def test_ranking_hides_pain_points_scored_0_and_counts_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def pain_point(rank: int, key: str, title: str, score: float) -> dict:
+        return {
+            "rank": rank, "key": key, "title": title, "score": score, "reach": 10,
+            "reach_share": 0.1, "impact": -5.0, "unit": None, "impact_ci_low": -7.0,
+            "impact_ci_high": -3.0, "confidence": 0.5, "effort": 2.0, "effort_is_default": True,
+        }  # fmt: skip
+
+    ranked = [
+        pain_point(1, "ticket:delivery", "Tickets about delivery, late and lost", 12.5),
+        pain_point(2, "ticket:login", "Tickets about logging in", 0.0),
+    ]
+    monkeypatch.setattr(cli, "console", Console(width=80, record=True))
+    cli.console.print(cli._pain_table(ranked, 5, []))
+    lines = cli.console.export_text().splitlines()
+    cells = " ".join(pain_point_column(lines))
+    assert "Tickets about delivery, late and lost" in cells and "ticket:delivery" in cells
+    assert "login" not in "\n".join(lines)
+    assert any("1 pain points scored 0" in line for line in lines)
+    assert cli._next_step(ranked, [], Path("r.html")).startswith(
+        "Next: cxloop hypotheses new fix-ticket-delivery --pain-point ticket:delivery"
+    )
