@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.metrics import CxData, csat_top2, funnel, nps_points
+from tasks.metrics import CxData, csat_top2, funnel, km_median_by, nps_points
 
 
 class Stage(Protocol):
@@ -27,7 +27,8 @@ def journey_map(
     """One row per stage: its touchpoints, how they perform and the top barriers ranked there.
 
     Columns: `stage`, `touchpoints`, `tickets`, `csat_top2` (% of post-ticket CSAT in the top
-    two boxes of `csat_scale` on the stage's topics), `frt_median_hours`, `conversion` (%
+    two boxes of `csat_scale` on the stage's topics), `frt_median_hours` (Kaplan–Meier, as
+    `metrics` gives it: unanswered tickets censored at how long they waited), `conversion` (%
     from the stage's first funnel step to the step after its last), `surveys` (mean score
     per survey; NPS surveys in NPS points), `barriers` (ranked pain-point keys on the stage,
     best score first). CSAT counts the post-ticket answers of customers who raised a ticket
@@ -52,7 +53,7 @@ def journey_map(
                 "touchpoints": [*stage.ticket_topics, *stage.funnel_steps, *stage.surveys],
                 "tickets": len(on_stage),
                 "csat_top2": top2.mean() if len(rated) else np.nan,
-                "frt_median_hours": on_stage["frt_hours"].median() if len(on_stage) else np.nan,
+                "frt_median_hours": _frt_median(on_stage),
                 "conversion": _conversion(sessions, stage.funnel_steps, funnel_order),
                 "surveys": score.groupby(answers["survey"]).mean().round(2).to_dict(),
                 "barriers": barriers["key"].tolist() if len(barriers) else [],
@@ -69,3 +70,17 @@ def _conversion(sessions: pd.Series, steps: list[str], order: Sequence[str]) -> 
     last = list(order).index(inside[-1])
     exit_step = order[last + 1] if last + 1 < len(order) else inside[-1]
     return float(100 * sessions.get(exit_step, np.nan) / sessions[inside[0]])
+
+
+def _frt_median(tickets: pd.DataFrame) -> float:
+    """Kaplan–Meier median FRT of `tickets`, unanswered ones censored; NaN without tickets."""
+    if tickets.empty:
+        return float("nan")
+    spells = pd.DataFrame(
+        {
+            "time": tickets["frt_hours"].fillna(tickets["frt_waited_hours"]),
+            "observed": tickets["frt_hours"].notna(),
+            "all": 0,
+        }
+    )
+    return float(km_median_by(spells, ["all"]).iloc[0])
