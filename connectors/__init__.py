@@ -9,7 +9,7 @@ from importlib import import_module
 from typing import Any
 
 from connectors.base import Source
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 
 # kind → "module:class", imported only when a source of that kind is used.
 SOURCE_KINDS = {

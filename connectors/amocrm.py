@@ -34,7 +34,9 @@ import httpx
 from pydantic import SecretStr
 
 from connectors.base import Page
+from connectors.canonical import FieldMap
 from connectors.crm import CrmOptions
+from connectors.errors import ConfigError
 from connectors.http import (
     HttpClient,
     HttpStream,
@@ -49,8 +51,6 @@ from connectors.http import (
     rate_limiter,
     retry_policy,
 )
-from tasks.errors import ConfigError
-from tasks.mapping import FieldMap
 
 TOKEN_ENV = "AMOCRM_TOKEN"
 OAUTH_ENV = ("AMOCRM_CLIENT_ID", "AMOCRM_CLIENT_SECRET", "AMOCRM_REFRESH_TOKEN")

@@ -37,7 +37,9 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
+from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
     HttpStream,
@@ -49,8 +51,6 @@ from connectors.http import (
     rate_limiter,
     vendor_client,
 )
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap, utc_naive
 
 WEBHOOK_ENV = "BITRIX24_WEBHOOK_URL"
 TOKEN_ENV = "BITRIX24_TOKEN"

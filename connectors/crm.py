@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from connectors.canonical import FieldMap
+from connectors.errors import ConfigError
 from connectors.http import HttpOptions
-from tasks.errors import ConfigError
-from tasks.mapping import FieldMap
 
 
 @dataclass(kw_only=True)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from connectors.base import Page
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 from tasks.experiments import assign_arms
 
 START = pd.Timestamp("2026-05-01")

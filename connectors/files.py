@@ -47,8 +47,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from connectors.base import Page, Rejection
-from tasks.errors import ConfigError
-from tasks.store import CONTROL, INGESTED
+from connectors.canonical import CONTROL, TABLES
+from connectors.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ def _parsed(raw: pd.Series, kind: type, formats: Sequence[str]) -> tuple[pd.Seri
 
 
 def _column_types(table: str) -> dict[str, type]:
-    return {c.name: c.type.python_type for c in INGESTED[table].__table__.columns}
+    return dict(TABLES[table].columns)
 
 
 @dataclass(frozen=True)
@@ -473,8 +473,8 @@ class ColumnMap:
         column, a required column left unset (`source_id` may be, when the caller gives ids:
         `ids_given`) or a `date_format` that is not one."""
         table = entry.get("table")
-        if table not in INGESTED:
-            raise ConfigError(f"{where}: table {table!r} is not one of {', '.join(INGESTED)}.")
+        if table not in TABLES:
+            raise ConfigError(f"{where}: table {table!r} is not one of {', '.join(TABLES)}.")
         columns = {str(k): v for k, v in entry["columns"].items()}
         constants = dict(entry.get("constants") or {})
         if not columns or not all(isinstance(v, str) for v in columns.values()):
@@ -735,13 +735,11 @@ class FileStream(MappedStream):
 
 
 def _required(table: str) -> list[str]:
-    model = INGESTED[table]
-    return [n for n, info in model.model_fields.items() if info.is_required() and n != "source"]
+    return list(TABLES[table].required)
 
 
 def _targets(table: str) -> set[str]:
-    columns = {c.name for c in INGESTED[table].__table__.columns} - {"id", "source", "attributes"}
-    return columns | ({"email"} if "email_hash" in columns else set())
+    return TABLES[table].targets
 
 
 def survey_scales(where: str, csat: Any, ces: Any, halves: Any) -> SurveyScales:

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from connectors.canonical import FieldMap
+from connectors.errors import ConfigError
 from connectors.http import (
     HttpClient,
     HttpOptions,
@@ -32,8 +34,6 @@ from connectors.http import (
     json_error,
     vendor_client,
 )
-from tasks.errors import ConfigError
-from tasks.mapping import FieldMap
 
 API = "https://analyticsdata.googleapis.com/v1beta"
 TOKEN_URL = "https://oauth2.googleapis.com/token"

@@ -26,7 +26,7 @@ import httpx
 from pydantic import SecretStr
 
 from connectors.base import Page
-from tasks.errors import ConfigError, SourceError
+from connectors.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,9 @@ from typing import Any
 import httpx
 
 from connectors.base import Page, with_deletions
+from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
+from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
     HttpStream,
@@ -37,8 +39,6 @@ from connectors.http import (
     rate_limiter,
     vendor_client,
 )
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap, utc_naive
 
 API = "https://api.hubapi.com"
 TOKEN_ENV = "HUBSPOT_TOKEN"

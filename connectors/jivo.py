@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from connectors.base import Stream
+from connectors.canonical import FieldMap
+from connectors.errors import ConfigError, SourceError
 from connectors.webhooks import Call, Mapped, Receiver, known_columns, query_token, unix_iso
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap
 
 JIVO: dict[str, FieldMap] = {
     "chats": FieldMap(

@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 from pydantic import SecretStr
 
+from connectors.canonical import FieldMap
+from connectors.errors import ConfigError, SourceError
 from connectors.ga4 import DailyReport, DailyReportOptions, Window
 from connectors.http import (
     HttpClient,
@@ -37,8 +39,6 @@ from connectors.http import (
     json_body,
     vendor_client,
 )
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap
 
 TOKEN_ENV = "MATOMO_TOKEN"
 PATH = "/index.php"

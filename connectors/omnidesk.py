@@ -30,7 +30,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from connectors.canonical import FieldMap
 from connectors.crm import CrmOptions
+from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
     HttpStream,
@@ -41,8 +43,6 @@ from connectors.http import (
     json_error,
     vendor_client,
 )
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 
 from connectors.base import Page
+from connectors.canonical import FieldMap, utc_naive
+from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
     Request,
@@ -48,8 +50,6 @@ from connectors.surveys import (
     plain,
     survey_fields,
 )
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap, utc_naive
 
 TOKEN_ENV = "QUALTRICS_TOKEN"
 PAGE_ROWS = 1000

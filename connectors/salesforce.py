@@ -39,7 +39,9 @@ from typing import Any
 import httpx
 
 from connectors.base import Page, with_deletions
+from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
+from connectors.errors import ConfigError
 from connectors.http import (
     HttpClient,
     HttpStream,
@@ -52,8 +54,6 @@ from connectors.http import (
     json_body,
     vendor_client,
 )
-from tasks.errors import ConfigError
-from tasks.mapping import FieldMap, utc_naive
 
 log = logging.getLogger(__name__)
 

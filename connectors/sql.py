@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from connectors.base import Page
+from connectors.errors import ConfigError, SourceError
 from connectors.files import (
     MAP_OPTIONS,
     ColumnMap,
@@ -37,7 +38,6 @@ from connectors.files import (
     page_size,
     survey_scales,
 )
-from tasks.errors import ConfigError, SourceError
 
 PAGE_ROWS = 10_000
 QUERY_OPTIONS = MAP_OPTIONS | {"query": (str,), "cursor_column": (str,)}

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 
+from connectors.canonical import FieldMap, utc_naive
+from connectors.errors import ConfigError
 from connectors.files import Rejection, SurveyScales, log_rejections
 from connectors.http import (
     HttpClient,
@@ -21,8 +23,6 @@ from connectors.http import (
     Request,
     Step,
 )
-from tasks.errors import ConfigError
-from tasks.mapping import FieldMap, utc_naive
 
 # Incremental syncs ask again for this much before the latest response seen.
 LATE_ARRIVALS = timedelta(minutes=5)

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
 from connectors.http import (
     HttpClient,
@@ -37,7 +38,6 @@ from connectors.http import (
     json_error,
     vendor_client,
 )
-from tasks.mapping import FieldMap, utc_naive
 
 API = "https://api.usedesk.ru"
 TOKEN_ENV = "USEDESK_API_TOKEN"

@@ -32,11 +32,11 @@ from urllib.parse import parse_qsl
 from pydantic import SecretStr
 
 from connectors.amocrm import AMOCRM, WON
+from connectors.canonical import FieldMap
+from connectors.errors import ConfigError, SourceError
 from connectors.surveys import survey_entry
 from connectors.typeform import PAGE_LIMIT, TYPEFORM, Responses
 from connectors.usedesk import USEDESK
-from tasks.errors import ConfigError, SourceError
-from tasks.mapping import FieldMap
 
 # kind → "module:class", imported only when a source of that kind takes webhooks.
 RECEIVERS = {

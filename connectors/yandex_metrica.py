@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from connectors.canonical import FieldMap
+from connectors.errors import ConfigError
 from connectors.ga4 import DailyReport, DailyReportOptions
 from connectors.http import (
     HttpClient,
@@ -28,8 +30,6 @@ from connectors.http import (
     json_error,
     vendor_client,
 )
-from tasks.errors import ConfigError
-from tasks.mapping import FieldMap
 
 log = logging.getLogger(__name__)
 

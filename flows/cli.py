@@ -49,7 +49,7 @@ WIDE = 120  # columns from which tables show every score component
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Problems the user can fix end the command with their message and exit code 2."""
-    from tasks.errors import CxloopError
+    from connectors.errors import CxloopError
 
     try:
         yield
@@ -113,7 +113,7 @@ def _known(option: str, given: list[str], known: tuple[str, ...]) -> None:
     """`ConfigError` for the first of `given` not in `known`, with the closest as a hint."""
     import difflib
 
-    from tasks.errors import ConfigError
+    from connectors.errors import ConfigError
 
     for value in given:
         if value not in known:
@@ -250,7 +250,7 @@ def metrics(
     with user_errors():
         import pandas as pd
 
-        from tasks.errors import ConfigError
+        from connectors.errors import ConfigError
         from tasks.metrics import DIMENSIONS, METRICS, csi, metric_table
 
         cuts = [d for d in by.split(",") if d]
@@ -298,7 +298,7 @@ def report(
 ) -> None:
     """Render the reports from the store, deliver them and print where they are."""
     with user_errors():
-        from tasks.errors import ConfigError
+        from connectors.errors import ConfigError
 
         if kind not in ("all", "digest", "experiment"):
             raise ConfigError(f"--kind {kind!r}: use digest, experiment or all")
@@ -394,8 +394,8 @@ def sources_inspect(
         from importlib import import_module
 
         from connectors import SOURCE_KINDS, open_source
+        from connectors.errors import ConfigError
         from flows.config import load_config
-        from tasks.errors import ConfigError
 
         sources = {s.name: s for s in load_config(config).sources}
         if name not in sources:
@@ -598,8 +598,8 @@ def hypotheses_new(
     with user_errors():
         from datetime import date, timedelta
 
+        from connectors.errors import HypothesisError
         from tasks import store
-        from tasks.errors import HypothesisError
         from tasks.hypotheses import load_hypothesis, scaffold
 
         cfg = _checked(config)
@@ -647,7 +647,7 @@ def hypotheses_assign(
 ) -> None:
     """Export a pilot's assignment as CSV for operations to apply the change to."""
     with user_errors():
-        from tasks.errors import HypothesisError
+        from connectors.errors import HypothesisError
         from tasks.experiments import assignments
         from tasks.metrics import customers_from_store
         from tasks.store import database_url, open_store

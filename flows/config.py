@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 from tasks.validation import YamlDocument, read_yaml
 
 if TYPE_CHECKING:

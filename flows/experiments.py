@@ -10,11 +10,11 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from connectors.errors import HypothesisError
 from flows.config import DEFAULT_CONFIG, load_config
 from flows.rank import load_data, publish_alerts
 from tasks import store
 from tasks.alerts import Alert, last_complete_month
-from tasks.errors import HypothesisError
 from tasks.experiments import (
     Estimate,
     Evaluation,

@@ -29,8 +29,8 @@ from prefect.tasks import Task
 
 from connectors import open_source
 from connectors.base import Page, Stream
+from connectors.errors import ConfigError, SourceError
 from flows.config import DEFAULT_CONFIG, SourceConfig, load_config
-from tasks.errors import ConfigError, SourceError
 from tasks.store import database_url, open_store, read_cursor
 from tasks.sync import sync_stream
 

@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connectors.errors import ConfigError, CxloopError, SourceError
 from connectors.webhooks import (
     Call,
     Mapped,
@@ -50,7 +51,6 @@ from connectors.webhooks import (
 )
 from flows.config import DEFAULT_CONFIG, load_config
 from tasks import store
-from tasks.errors import ConfigError, CxloopError, SourceError
 from tasks.mapping import to_canonical
 from tasks.metrics import nps_points
 from tasks.text import redact_pii

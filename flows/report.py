@@ -12,11 +12,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import Engine
 
+from connectors.errors import CxloopError
 from flows.config import DEFAULT_CONFIG, Config, load_config
 from tasks import store
 from tasks.alerts import Alert
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
-from tasks.errors import CxloopError
 from tasks.hypotheses import read_hypotheses
 from tasks.metrics import CxData
 from tasks.reporting import (

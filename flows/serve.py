@@ -28,7 +28,7 @@ from uuid import UUID
 
 import yaml
 
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 
 if TYPE_CHECKING:
     from prefect import Flow

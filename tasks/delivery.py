@@ -33,8 +33,8 @@ import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from connectors.errors import CxloopError
 from tasks import store
-from tasks.errors import CxloopError
 
 if TYPE_CHECKING:
     from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tasks.errors import HypothesisError
+from connectors.errors import HypothesisError
 from tasks.hypotheses import (
     ACTIVE,
     REST,

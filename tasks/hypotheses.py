@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from tasks.errors import HypothesisError, StoreError
+from connectors.errors import HypothesisError, StoreError
 from tasks.validation import YamlDocument, read_yaml
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 from tasks.validation import read_yaml
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "reports" / "templates"

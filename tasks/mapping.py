@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from tasks.errors import SourceError
+from connectors.errors import SourceError
 from tasks.store import INGESTED, timestamp_columns
-
-log = logging.getLogger(__name__)
 
 
 def email_hash(emails: pd.Series) -> pd.Series:
@@ -48,79 +43,3 @@ def to_canonical(
         if name in frame.columns:
             frame[name] = pd.to_datetime(frame[name], utc=True).dt.tz_localize(None)
     return frame
-
-
-@dataclass(frozen=True)
-class FieldMap:
-    """How one vendor stream's flat fields become canonical columns.
-
-    `fields` maps a vendor field to a column; `values` maps a column's vendor values to
-    canonical ones (values not listed pass through). Config overrides both (`override`).
-    """
-
-    fields: Mapping[str, str]
-    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-
-    def override(
-        self, fields: Mapping[str, str] | None, values: Mapping[str, Mapping[str, str]] | None
-    ) -> FieldMap:
-        """This map with config overrides; a field mapped to a column replaces that column's
-        default field, and value maps are merged per column."""
-        fields, values = fields or {}, values or {}
-        taken = set(fields.values())
-        kept = {name: column for name, column in self.fields.items() if column not in taken}
-        merged = {column: dict(mapping) for column, mapping in self.values.items()}
-        for column, mapping in values.items():
-            merged.setdefault(column, {}).update(mapping)
-        return FieldMap({**kept, **fields}, merged)
-
-    def apply(self, records: Iterable[Mapping[str, Any]], table: str, where: str) -> list[dict]:
-        """Canonical records for `table`: renamed, value-mapped, typed by the table's columns
-        (timestamps naive UTC, amounts float). Records without a value the table requires are
-        dropped with a warning naming `where`."""
-        types = {c.name: c.type.python_type for c in INGESTED[table].__table__.columns}
-        required = [
-            name for name, info in INGESTED[table].model_fields.items()
-            if info.is_required() and name != "source"
-        ]  # fmt: skip
-        out, dropped = [], 0
-        for record in records:
-            row = {}
-            for name, column in self.fields.items():
-                value = record.get(name)
-                value = self.values.get(column, {}).get(value, value)
-                row[column] = _typed(value, types.get(column, str))
-            if any(row.get(name) is None for name in required):
-                dropped += 1
-                continue
-            out.append(row)
-        if dropped:
-            log.warning(
-                "%s: %d records lack one of %s and were not stored", where, dropped, required
-            )
-        return out
-
-
-def _typed(value: Any, kind: type) -> Any:
-    if value is None or value == "":
-        return None
-    if kind is datetime:
-        return utc_naive(value)
-    if kind is float:
-        return float(value)
-    if kind is bool:
-        return str(value).lower() in ("true", "1", "yes")
-    return value if kind is dict else str(value)
-
-
-def utc_naive(value: str | int | float | datetime) -> datetime:
-    """A naive UTC datetime from ISO 8601 text (any offset, `Z`) or epoch milliseconds."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, int | float) or str(value).isdigit():
-        parsed = datetime.fromtimestamp(int(value) / 1000, UTC)
-    else:
-        parsed = datetime.fromisoformat(str(value))
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed

@@ -29,10 +29,10 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
+from connectors.errors import ConfigError
 from tasks import charts, store
 from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
-from tasks.errors import ConfigError
 from tasks.experiments import SRM_ALPHA, observed_arms, pilot_observations
 from tasks.hypotheses import Guardrail, Hypothesis
 from tasks.labels import TEMPLATES, alert_text, labels, reason_text, titled

@@ -37,13 +37,11 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
-from tasks.errors import StoreError
+from connectors.canonical import CONTROL
+from connectors.errors import StoreError
 
 DEFAULT_URL = "sqlite:///.cxloop/cxloop.db"
 BATCH_ROWS = 5_000
-# C0 and C1 control characters (and DEL) but tab, newline and carriage return: PostgreSQL
-# refuses NUL in text and SQLite readers cut at it, so both stores get text without them.
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # The same characters as `json.dumps` escapes them (\b, \f, \u00XX); an escaped backslash
 # is matched whole, so a literal backslash before "u0000" is not taken for an escape.
 JSON_CONTROL = re.compile(r"\\\\|\\[bf]|\\u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")

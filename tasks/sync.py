@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from connectors import open_source
 from connectors.base import Source, Stream
-from tasks.errors import CxloopError
+from connectors.errors import CxloopError
 from tasks.mapping import to_canonical
 from tasks.store import INGESTED, load_page, read_cursor
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pymorphy3
 import yaml
 
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 
 LEXICONS = Path(__file__).with_name("lexicons")
 LANGUAGES = ("ru", "en")

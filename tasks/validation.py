@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tasks.errors import CxloopError
+from connectors.errors import CxloopError
 
 Model = TypeVar("Model", bound=BaseModel)
 TIMESTAMP = "tag:yaml.org,2002:timestamp"

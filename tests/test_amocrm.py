@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from connectors.amocrm import AmoCrmSource
+from connectors.errors import ConfigError, SourceError
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.amocrm import FakeAmoCrm
 from tests.fakes.loopback import Fault, kill_mid_sync

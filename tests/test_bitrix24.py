@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from connectors.bitrix24 import BITRIX24, Bitrix24Source, php_query
+from connectors.errors import ConfigError, SourceError
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source, sync_stream
 from tests.fakes.bitrix24 import EPOCH, FakeBitrix24, php_params
 from tests.fakes.loopback import Fault

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from connectors.errors import ConfigError
 from flows.config import example_text, load_config
-from tasks.errors import ConfigError
 
 
 def _write(tmp_path: Path, text: str) -> Path:

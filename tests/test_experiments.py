@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from connectors.errors import HypothesisError
 from flows.experiments import fading_alert, save_assignments
 from tasks import store
-from tasks.errors import HypothesisError
 from tasks.experiments import (
     Z80,
     Estimate,

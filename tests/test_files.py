@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from connectors.base import Page
+from connectors.errors import ConfigError
 from connectors.files import FilesSource, Rejection, csv_delimiter, csv_encoding
 from tasks import store
-from tasks.errors import ConfigError
 from tasks.sync import sync_source, sync_stream
 
 SURVEY_HEADER = ["Дата", "Клиент", "Оценка", "Комментарий"]

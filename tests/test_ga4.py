@@ -20,9 +20,9 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Response
 
+from connectors.errors import ConfigError, SourceError
 from connectors.ga4 import GA4Source
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.ga4 import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, FakeGA4, google_error
 

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from connectors import open_source
+from connectors.errors import ConfigError, SourceError
 from connectors.http import RateLimiter
 from connectors.hubspot import HUBSPOT
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import check_source, sync_source, sync_stream
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.loopback import Fault

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import HypothesisError
+from connectors.errors import HypothesisError
 from tasks.hypotheses import (
     Ranking,
     load_hypotheses,

@@ -380,8 +380,8 @@ def test_benchmark_stores_every_event_it_sends(tmp_path: Path) -> None:
 def test_config_without_a_webhook_source_or_secret_names_the_variable(
     tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
+    from connectors.errors import ConfigError
     from flows.listen import open_listener
-    from tasks.errors import ConfigError
 
     monkeypatch.delenv("CXLOOP_WEBHOOK_SECRET_SURVEYS")
     only: list[dict[str, Any]] = [sources()[0]]

@@ -14,9 +14,9 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Response
 
+from connectors.errors import ConfigError, SourceError
 from connectors.matomo import MatomoSource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.metrics import funnel
 from tasks.sync import check_source, sync_source
 from tests.fakes.matomo import STEPS, FakeMatomo, matomo_error

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from connectors.errors import ConfigError
 from connectors.files import FilesSource
 from flows.ingest import UntilStopped
 from tasks import store
-from tasks.errors import ConfigError
 from tasks.sync import sync_stream
 
 MESSY = Path(__file__).parent / "data" / "messy"

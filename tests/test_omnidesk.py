@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
+from connectors.errors import ConfigError, SourceError
 from connectors.omnidesk import OmnideskSource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.loopback import Fault, kill_mid_sync
 from tests.fakes.omnidesk import FakeOmnidesk

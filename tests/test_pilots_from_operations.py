@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from connectors.errors import HypothesisError
 from flows.experiments import result_rows
-from tasks.errors import HypothesisError
 from tasks.experiments import assignments, evaluate, pilot_observations, unmatched_ids
 from tasks.hypotheses import Hypothesis, load_hypothesis
 from tasks.metrics import CxData, with_ticket_measures

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from connectors.errors import ConfigError
 from tasks import charts, store
 from tasks.alerts import Alert
-from tasks.errors import ConfigError
 from tasks.hypotheses import load_hypothesis
 from tasks.labels import alert_text, labels, pain_title, reason_text
 from tasks.metrics import CxData

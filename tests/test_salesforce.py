@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
+from connectors.errors import ConfigError, SourceError
 from connectors.salesforce import SALESFORCE, SalesforceSource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.loopback import Fault
 from tests.fakes.salesforce import (

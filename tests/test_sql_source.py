@@ -16,10 +16,10 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, creat
 from sqlalchemy.engine import Engine
 
 from connectors import open_source
+from connectors.errors import ConfigError, SourceError
 from connectors.files import Rejection
 from connectors.sql import SqlSource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.mapping import email_hash
 from tasks.sync import check_source, sync_source, sync_stream
 from tests.test_files import CrashAfter

@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 
 from connectors.base import Page
 from connectors.demo import DemoSource, DemoStream
+from connectors.errors import StoreError
 from tasks import store
-from tasks.errors import StoreError
 from tasks.mapping import to_canonical
 from tasks.sync import sync_source, sync_stream
 

@@ -16,10 +16,10 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Response
 
+from connectors.errors import ConfigError, SourceError
 from connectors.files import Rejection
 from connectors.surveymonkey import SurveyMonkeySource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.mapping import to_canonical
 from tasks.metrics import CxData
 from tasks.sync import sync_source

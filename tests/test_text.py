@@ -7,7 +7,7 @@ import random
 import pandas as pd
 import pytest
 
-from tasks.errors import ConfigError
+from connectors.errors import ConfigError
 from tasks.text import (
     Taxonomy,
     detect_language,

@@ -14,10 +14,10 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Response
 
+from connectors.errors import ConfigError, SourceError
 from connectors.files import Rejection
 from connectors.typeform import TypeformSource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.mapping import to_canonical
 from tasks.sync import sync_source
 from tests.fakes.typeform import FakeTypeform, answer, error

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
+from connectors.errors import ConfigError, SourceError
 from connectors.usedesk import UsedeskSource
 from tasks import store
-from tasks.errors import ConfigError, SourceError
 from tasks.sync import sync_source
 from tests.fakes.loopback import Fault, kill_mid_sync
 from tests.fakes.usedesk import FakeUsedesk

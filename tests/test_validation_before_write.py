@@ -14,10 +14,10 @@ from sqlmodel import Session
 from typer.testing import CliRunner, Result
 
 from connectors import open_source
+from connectors.errors import ConfigError
 from flows.cli import app
 from flows.config import example_text
 from tasks import store
-from tasks.errors import ConfigError
 from tasks.hypotheses import stored_ranking
 from tests.conftest import REPO
 

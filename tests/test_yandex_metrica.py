@@ -13,9 +13,9 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Response
 
+from connectors.errors import SourceError
 from connectors.yandex_metrica import YandexMetricaSource
 from tasks import store
-from tasks.errors import SourceError
 from tasks.sync import sync_source
 from tests.fakes.yandex_metrica import FakeMetrica, metrica_error
 
