@@ -102,8 +102,8 @@ def use_parquet(data_dir: Path) -> None:
 
 def ingest(data_dir: Path, url: str) -> int:
     """Every stream of the Parquet source into the store at `url`; rows written."""
+    from flows.sync import sync_source
     from tasks import store
-    from tasks.sync import sync_source
 
     return sum(sync_source(store.open_store(url), ParquetSource(data_dir)).values())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from importlib import import_module
 from typing import Any
@@ -48,9 +49,12 @@ class OptionProblem:
 
 def open_source(name: str, kind: str, options: dict[str, Any]) -> Source:
     """The connector for a configured source; `ConfigError` on options it does not take."""
-    connector = _connector(name, kind)
+    return _built(_connector(name, kind), name, kind, options)
+
+
+def _built(build: Callable[..., Source], name: str, kind: str, options: dict[str, Any]) -> Source:
     try:
-        return connector(name=name, **options)
+        return build(name=name, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"sources.{name}.options: {exc}; see the README for {kind} options."
@@ -61,15 +65,17 @@ def option_problems(name: str, kind: str, options: dict[str, Any]) -> list[Optio
     """What a source of `kind` would refuse in `options`, found without opening anything.
 
     Every kind is checked for option names it does not take and for numbers that are not
-    numbers. The offline kinds are then built, so all their own checks run; the others need
-    secrets from the environment and open an HTTP client or database engine, so the rest of
-    their checks run when the flow opens them.
+    numbers. The offline kinds are then built, so all their own checks run, and the HTTP kinds
+    are built `offline` (no secret read, no client made), so all their checks run but those of
+    the environment's secrets; a database source's other checks need its engine, so they run
+    when the flow opens it.
     """
     connector = _connector(name, kind)
     problems = _signature_problems(connector, name, kind, options)
-    if not problems and kind in OFFLINE_KINDS:
+    build = connector if kind in OFFLINE_KINDS else getattr(connector, "offline", None)
+    if not problems and build is not None:
         try:
-            open_source(name, kind, options)
+            _built(build, name, kind, options)
         except ConfigError as exc:
             problems.append(OptionProblem(None, str(exc)))
     return problems

@@ -48,8 +48,7 @@ from connectors.http import (
     env_secret,
     json_body,
     json_error,
-    rate_limiter,
-    retry_policy,
+    vendor_client,
 )
 
 TOKEN_ENV = "AMOCRM_TOKEN"
@@ -235,6 +234,7 @@ class AmoCrmSource(CrmOptions):
     """
 
     VENDOR = "amoCRM"
+    PAGE_LIMIT = LIMIT
     FIELDS = AMOCRM
 
     base_url: str
@@ -249,23 +249,12 @@ class AmoCrmSource(CrmOptions):
     rate_limit: tuple[int, float] = (7, 1.0)
     kind: str = field(default="amocrm", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 1 <= self.page_size <= LIMIT:
-            raise ConfigError(
-                f"sources.{self.name}.options: page_size must be 1–{LIMIT} (amoCRM's maximum)."
-            )
-        base_url = self.base_url.rstrip("/")
-        auth, fix = self._auth(base_url)
-        self._client = HttpClient(
-            "amoCRM",
-            base_url,
-            auth,
-            rate_limiter(self.name, self.rate_limit),
-            timeout=self.timeout,
-            retry=retry_policy(self),
-            error_message=partial(error_message, fix=fix),
-        )
+    def client(self) -> HttpClient:
+        """The client, authorised by the OAuth integration or the long-lived token; a refused
+        request names the fix for the one in use."""
+        auth, fix = self._auth(self.url())
+        hooks = {"error_message": partial(error_message, fix=fix)}
+        return vendor_client(self.VENDOR, self, self.url(), auth, **hooks)
 
     def _auth(self, base_url: str) -> tuple[httpx.Auth, str]:
         """The auth step and the fix a refused request names."""
@@ -312,8 +301,8 @@ class AmoCrmSource(CrmOptions):
         )
         return RotatingRefresh(self.name, client, fix, store), fix
 
-    def streams(self) -> list[AmoStream]:
+    def build_streams(self, client: HttpClient) -> list[AmoStream]:
         return [
-            AmoStream(self.name, self._client, name, self.object_fields(name), self.page_size)
+            AmoStream(self.name, client, name, self.object_fields(name), self.page_size)
             for name in self.objects
         ]

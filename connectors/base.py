@@ -10,9 +10,14 @@ the next: once, however often a crash makes it read the file again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+SHOWN_REJECTIONS = 5
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,22 @@ class Rejection:
 
     where: str
     reason: str
+
+
+def log_rejections(rejected: Sequence[Rejection], where: str, what: str) -> None:
+    """A warning naming `where`, how many `what` were rejected and the first reasons."""
+    if not rejected:
+        return
+    shown = "; ".join(f"{r.where}: {r.reason}" for r in rejected[:SHOWN_REJECTIONS])
+    more = len(rejected) - SHOWN_REJECTIONS
+    log.warning(
+        "%s: rejected %d %s, the rest loaded — %s%s",
+        where,
+        len(rejected),
+        what,
+        shown,
+        f"; and {more} more" if more > 0 else "",
+    )
 
 
 @dataclass(frozen=True)

@@ -442,16 +442,22 @@ class Bitrix24Source(CrmOptions):
     batch_pages: int = MAX_BATCH
     kind: str = field(default="bitrix24", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        where = f"sources.{self.name}.options"
+    def check(self) -> None:
+        super().check()
         if not 1 <= self.batch_pages <= MAX_BATCH:
-            raise ConfigError(f"{where}: batch_pages must be 1–{MAX_BATCH} (Bitrix24's maximum).")
+            raise ConfigError(
+                f"sources.{self.name}.options: batch_pages must be 1–{MAX_BATCH} (Bitrix24's "
+                "maximum)."
+            )
+
+    def client(self) -> HttpClient:
+        """The client, authorised by the webhook or the OAuth token; it redacts the webhook's
+        secret from httpx's request logs."""
         base_url, auth, credential_env = self._auth()
         logging.getLogger("httpx").addFilter(URL_REDACTION)
         drain = 1 / rate_limiter(self.name, self.rate_limit).rate
-        self._client = vendor_client(
-            "Bitrix24",
+        return vendor_client(
+            self.VENDOR,
             self,
             base_url,
             auth,
@@ -487,12 +493,12 @@ class Bitrix24Source(CrmOptions):
             f"{self.token_env} to an OAuth access token with the crm scope plus base_url."
         )
 
-    def streams(self) -> list[Bitrix24Stream]:
+    def build_streams(self, client: HttpClient) -> list[Bitrix24Stream]:
         filters = {"activities": {"PROVIDER_ID": self.ticket_providers, "DIRECTION": INCOMING}}
         return [
             Bitrix24Stream(
                 self.name,
-                self._client,
+                client,
                 name,
                 self.object_fields(name),
                 batch_pages=self.batch_pages,

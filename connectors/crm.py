@@ -9,21 +9,20 @@ from typing import ClassVar
 
 from connectors.canonical import FieldMap
 from connectors.errors import ConfigError
-from connectors.http import HttpOptions
+from connectors.http_source import HttpSource
 
 
 @dataclass(kw_only=True)
-class CrmOptions(HttpOptions):
+class CrmOptions(HttpSource):
     """Options every CRM source takes besides the HTTP ones: the `objects` to read, of those the
     vendor's `FIELDS` gives default fields for, and per-object overrides of those fields."""
 
-    VENDOR: ClassVar[str]
     FIELDS: ClassVar[Mapping[str, FieldMap]]
     objects: list[str]
     field_map: dict[str, dict[str, str]] = field(default_factory=dict)
     value_map: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         named = {*self.objects, *self.field_map, *self.value_map}
         unknown = sorted(named - set(self.FIELDS))
         if unknown:
@@ -31,6 +30,7 @@ class CrmOptions(HttpOptions):
                 f"sources.{self.name}.options: unknown {self.VENDOR} objects {unknown}; use "
                 f"{list(self.FIELDS)}."
             )
+        super().check()
 
     def object_fields(self, name: str) -> FieldMap:
         """Object `name`'s default fields with the source's `field_map` and `value_map` for it."""

@@ -17,9 +17,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from connectors.arms import assign_arms
 from connectors.base import Page
 from connectors.errors import ConfigError
-from tasks.experiments import assign_arms
 
 START = pd.Timestamp("2026-05-01")
 END = pd.Timestamp("2026-11-01")

@@ -12,20 +12,19 @@ before they expire (an hour) or when Google answers 401; else one token is used 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from functools import partial
 from typing import Any
 
 import httpx
 
 from connectors.canonical import FieldMap
+from connectors.daily_report import DailyReport, DailyReportOptions
 from connectors.errors import ConfigError
 from connectors.http import (
     HttpClient,
-    HttpOptions,
-    HttpStream,
     Request,
     SecretHeader,
     Step,
@@ -34,6 +33,7 @@ from connectors.http import (
     json_error,
     vendor_client,
 )
+from connectors.paging import OffsetPaging
 
 API = "https://analyticsdata.googleapis.com/v1beta"
 TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -45,6 +45,7 @@ SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
 PAGE_LIMIT = 250_000
 FUNNEL_EVENTS = ("view_item", "add_to_cart", "begin_checkout", "purchase")
 DIMENSIONS = ("date", "deviceCategory", "sessionDefaultChannelGroup")
+PAGING = OffsetPaging(first=0)
 REPORTS = {"traffic": ("sessions", "activeUsers"), "funnel": ("sessions",)}
 
 GA4 = FieldMap(
@@ -81,61 +82,6 @@ def _message(body: Any) -> str:
     """Google's `STATUS: message` from its `{"error": {...}}` body."""
     problem = body["error"]
     return f"{problem['status']}: {problem['message']}"
-
-
-@dataclass(frozen=True)
-class Window:
-    """The dates one sync of a daily report reads, inclusive; web analytics data arrives late,
-    so later syncs re-read the last days."""
-
-    start: date
-    end: date
-
-    @classmethod
-    def after(cls, cursor: dict, first: date, lookback_days: int) -> Window:
-        """The window a cursor leaves open, else from `first` (first sync) or the last
-        `lookback_days` days before the previous end (later syncs), through today."""
-        if "offset" in cursor:
-            return cls(date.fromisoformat(cursor["start"]), date.fromisoformat(cursor["end"]))
-        start = first
-        if "end" in cursor:
-            start = date.fromisoformat(cursor["end"]) - timedelta(days=lookback_days - 1)
-        return cls(max(first, start), date.today())
-
-    def cursor(self, offset: int | None) -> dict:
-        """The cursor to save: the open window at `offset`, or its end once read through."""
-        if offset is None:
-            return {"end": self.end.isoformat()}
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "offset": offset}
-
-
-class DailyReport(HttpStream):
-    """A web-analytics report read over a date window (see `Window`); its records leave mapped
-    by `fields` as canonical `web_metric` rows."""
-
-    table = "web_metric"
-
-    def __init__(
-        self,
-        source: str,
-        client: HttpClient,
-        fields: FieldMap,
-        first_date: date,
-        lookback_days: int,
-        page_size: int,
-    ) -> None:
-        super().__init__(source, client)
-        self.fields = fields
-        self.first_date = first_date
-        self.lookback_days = lookback_days
-        self.page_size = page_size
-
-    def window(self, cursor: dict) -> Window:
-        """The dates the sync that saved `cursor` (or a new one) reads."""
-        return Window.after(cursor, self.first_date, self.lookback_days)
-
-    def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        return self.fields.apply(records, self.table, where)
 
 
 class Report(DailyReport):
@@ -176,7 +122,7 @@ class Report(DailyReport):
             "metrics": [{"name": name} for name in REPORTS[self.name]],
             "orderBys": [{"dimension": {"dimensionName": name}} for name in self.dimensions],
             "limit": str(self.page_size),
-            "offset": str(cursor.get("offset", 0)),
+            "offset": str(PAGING.offset(self.position(cursor).offset)),
         }
         if self.name == "funnel":
             body["dimensionFilter"] = {
@@ -204,44 +150,9 @@ class Report(DailyReport):
                 value = float(cell["value"])
                 records.append(values | {"metric": metric, "value": value, "id": f"{key}|{metric}"})
         window = self.window(cursor)
-        offset = int(cursor.get("offset", 0)) + len(rows)
-        if not rows or offset >= int(body.get("rowCount", 0)):
-            return Step(records, window.cursor(None), done=True)
-        return Step(records, window.cursor(offset), done=False)
-
-
-@dataclass(kw_only=True)
-class DailyReportOptions(HttpOptions):
-    """Options every daily web-analytics report source takes, besides the HTTP ones.
-
-    `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days,
-    as web data arrives late. `field_map` and `value_map` override the vendor's default fields.
-    Report APIs are slow and quota-bound, so requests may take longer and retries wait longer
-    than for other vendors.
-    """
-
-    start_date: str = ""
-    lookback_days: int = 3
-    page_size: int
-    timeout: float = 60.0
-    backoff_base: float = 2.0
-    max_wait: float = 120.0
-    field_map: dict[str, str] = field(default_factory=dict)
-    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def first_day(self, page_limit: int) -> date:
-        """The first day the source reads; `ConfigError` on bad `start_date`, `lookback_days`
-        or `page_size` (at most the vendor's `page_limit`)."""
-        where = f"sources.{self.name}.options"
-        try:
-            first = date.fromisoformat(self.start_date)
-        except ValueError:
-            raise ConfigError(f"{where}: start_date must be a date like 2026-01-01.") from None
-        if self.lookback_days < 1 or not 1 <= self.page_size <= page_limit:
-            raise ConfigError(
-                f"{where}: lookback_days must be at least 1 and page_size 1–{page_limit:,}."
-            )
-        return first
+        at = self.position(cursor).offset
+        offset = PAGING.after(at, len(rows), int(body.get("rowCount", 0)))
+        return Step(records, window.cursor(offset), done=offset is None)
 
 
 @dataclass(kw_only=True)
@@ -253,6 +164,9 @@ class GA4Source(DailyReportOptions):
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days`
     days. `segment_dimension` (e.g. `newVsReturning` or `customUser:segment`) adds a segment.
     """
+
+    VENDOR = "GA4"
+    PAGE_LIMIT = PAGE_LIMIT
 
     property_id: str = ""
     segment_dimension: str | None = None
@@ -268,31 +182,31 @@ class GA4Source(DailyReportOptions):
     rate_limit: tuple[int, float] = (10, 1.0)
     kind: str = field(default="ga4", init=False)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         where = f"sources.{self.name}.options"
         if not str(self.property_id).isdigit():
             raise ConfigError(f"{where}: property_id must be the GA4 property's number.")
-        first = self.first_day(PAGE_LIMIT)
+        super().check()
         unknown = sorted(set(self.reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")
+
+    def client(self) -> HttpClient:
+        """The client, with renewed tokens or the one given; a refused request names the fix."""
         auth, auth_fix = self._auth()
-        client = vendor_client(
-            "GA4",
-            self,
-            self.base_url,
-            auth,
-            error_message=partial(json_error, read=_message, auth_fix=auth_fix),
-        )
+        hooks = {"error_message": partial(json_error, read=_message, auth_fix=auth_fix)}
+        return vendor_client(self.VENDOR, self, self.base_url, auth, **hooks)
+
+    def build_streams(self, client: HttpClient) -> list[Report]:
         fields = GA4.override(self.field_map, self.value_map)
-        self._streams = [
+        return [
             Report(
                 self.name,
                 client,
                 report,
                 str(self.property_id),
                 fields,
-                first_date=first,
+                first_date=self.first_day(),
                 lookback_days=self.lookback_days,
                 segment_dimension=self.segment_dimension,
                 funnel_events=self.funnel_events,
@@ -332,6 +246,3 @@ class GA4Source(DailyReportOptions):
             f"Access tokens expire within an hour: set {self.client_id_env}, "
             f"{self.client_secret_env} and {self.refresh_token_env} to have them renewed."
         )
-
-    def streams(self) -> list[Report]:
-        return self._streams

@@ -486,10 +486,16 @@ def rate_limiter(source: str, limit: Sequence[float], option: str = "rate_limit"
 
 
 def vendor_client(
-    vendor: str, options: HttpOptions, base_url: str, auth: httpx.Auth, **hooks: Any
+    vendor: str,
+    options: HttpOptions,
+    base_url: str,
+    auth: httpx.Auth,
+    kind: type[HttpClient] = HttpClient,
+    **hooks: Any,
 ) -> HttpClient:
-    """The source's `HttpClient` with its rate limit, timeout and retry options applied."""
-    return HttpClient(
+    """The source's client (an `HttpClient`, or the vendor's `kind` of one) with its rate
+    limit, timeout and retry options applied."""
+    return kind(
         vendor,
         base_url,
         auth,

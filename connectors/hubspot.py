@@ -31,13 +31,10 @@ from connectors.http import (
     HttpStream,
     RateLimiter,
     Request,
-    SecretHeader,
     Step,
-    env_secret,
     json_body,
     json_error,
     rate_limiter,
-    vendor_client,
 )
 
 API = "https://api.hubapi.com"
@@ -363,6 +360,7 @@ class HubSpotSource(CrmOptions):
     """
 
     VENDOR = "HubSpot"
+    TOKEN = "a HubSpot private-app access token (Settings → Integrations → Private apps)"
     FIELDS = HUBSPOT
 
     base_url: str = API
@@ -375,36 +373,32 @@ class HubSpotSource(CrmOptions):
     search_cap: int = SEARCH_CAP
     kind: str = field(default="hubspot", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        where = f"sources.{self.name}.options"
+    def check(self) -> None:
+        super().check()
+        self._search_limiter = rate_limiter(self.name, self.search_rate_limit, "search_rate_limit")
+
+    def check_page_size(self) -> None:
         if not 1 <= self.page_size <= LIST_LIMIT or not 1 <= self.search_page_size <= SEARCH_LIMIT:
             raise ConfigError(
-                f"{where}: page_size must be 1–{LIST_LIMIT} and search_page_size "
-                f"1–{SEARCH_LIMIT} (HubSpot's maxima)."
+                f"sources.{self.name}.options: page_size must be 1–{LIST_LIMIT} and "
+                f"search_page_size 1–{SEARCH_LIMIT} (HubSpot's maxima)."
             )
-        scopes = ", ".join(OBJECTS[o].scope for o in self.objects)
-        token = env_secret(
-            self.name,
-            self.token_env,
-            "a HubSpot private-app access token (Settings → Integrations → Private apps) "
-            f"with the scopes {scopes}",
-        )
-        self._search_limiter = rate_limiter(self.name, self.search_rate_limit, "search_rate_limit")
-        self._client = vendor_client(
-            "HubSpot",
-            self,
-            self.base_url,
-            SecretHeader(token),
-            error_message=partial(error_message, token_env=self.token_env),
-            wait_hint=wait_hint,
-        )
 
-    def streams(self) -> list[HubSpotStream]:
+    def token(self) -> str:
+        scopes = ", ".join(OBJECTS[o].scope for o in self.objects)
+        return f"{self.TOKEN} with the scopes {scopes}"
+
+    def hooks(self) -> dict[str, Any]:
+        return {
+            "error_message": partial(error_message, token_env=self.token_env),
+            "wait_hint": wait_hint,
+        }
+
+    def build_streams(self, client: HttpClient) -> list[HubSpotStream]:
         return [
             HubSpotStream(
                 self.name,
-                self._client,
+                client,
                 name,
                 self.object_fields(name),
                 page_size=self.page_size,

@@ -27,17 +27,15 @@ import httpx
 from pydantic import SecretStr
 
 from connectors.canonical import FieldMap
+from connectors.daily_report import DailyReport, DailyReportOptions, Window
 from connectors.errors import ConfigError, SourceError
-from connectors.ga4 import DailyReport, DailyReportOptions, Window
 from connectors.http import (
     HttpClient,
     Request,
     SecretHeader,
     Step,
     body_text,
-    env_secret,
     json_body,
-    vendor_client,
 )
 
 TOKEN_ENV = "MATOMO_TOKEN"
@@ -178,18 +176,19 @@ class Report(DailyReport):
     def dates(self, cursor: dict) -> tuple[Window, date, date]:
         """The sync's window and the first and last day the page after `cursor` asks for."""
         window = self.window(cursor)
-        start = window.start + timedelta(days=int(cursor.get("offset", 0)))
+        start = window.start + timedelta(days=self.position(cursor).offset or 0)
         end = min(start + timedelta(days=self.days_per_request - 1), window.end)
         return window, start, end
 
     def request(self, cursor: dict) -> Request:
         _, start, end = self.dates(cursor)
         common = {"idSite": self.site_id, "period": "day", "date": f"{start},{end}"}
+        row = self.position(cursor).row or 0
         calls = []
         for call in self.calls:
             params = {**common, **call.params}
             if call.rows:
-                params |= {"filter_limit": self.page_size, "filter_offset": cursor.get("row", 0)}
+                params |= {"filter_limit": self.page_size, "filter_offset": row}
             calls.append(params)
         outer = {"module": "API", "format": "JSON", "format_metrics": 0}
         if len(calls) == 1:
@@ -215,10 +214,10 @@ class Report(DailyReport):
                 rows = value if call.rows else ([value] if value else [])
                 full |= call.rows and len(rows) >= self.page_size
                 records += self._records(call, day, rows)
-        row = int(cursor.get("row", 0))
+        row = self.position(cursor).row or 0
         if full:
             days_done = (start - window.start).days
-            return Step(records, window.cursor(days_done) | {"row": row + self.page_size}, False)
+            return Step(records, window.cursor(days_done, row + self.page_size), False)
         if end >= window.end:
             return Step(records, window.cursor(None), done=True)
         return Step(records, window.cursor((end - window.start).days + 1), done=False)
@@ -268,6 +267,10 @@ class MatomoSource(DailyReportOptions):
     re-read `lookback_days` days.
     """
 
+    VENDOR = "Matomo"
+    PAGE_LIMIT = PAGE_LIMIT
+    AUTH = FormToken
+
     base_url: str = ""
     site_id: str = ""
     goals: dict[str, str] = field(default_factory=dict)
@@ -281,7 +284,7 @@ class MatomoSource(DailyReportOptions):
     rate_limit: tuple[int, float] = (5, 1.0)
     kind: str = field(default="matomo", init=False)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         where = f"sources.{self.name}.options"
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -290,11 +293,10 @@ class MatomoSource(DailyReportOptions):
             )
         if not str(self.site_id).isdigit():
             raise ConfigError(f"{where}: site_id must be the Matomo site's number (idSite).")
-        first = self.first_day(PAGE_LIMIT)
+        super().check()
         if not 1 <= self.days_per_request <= MAX_DAYS_PER_REQUEST:
             raise ConfigError(f"{where}: days_per_request must be 1–{MAX_DAYS_PER_REQUEST}.")
-        default = ["visits", "goals", *(["funnel"] if self.funnel_id is not None else [])]
-        reports = default if self.reports is None else list(self.reports)
+        reports = self.report_names()
         unknown = sorted(set(reports) - set(REPORTS))
         if unknown:
             raise ConfigError(f"{where}: unknown reports {unknown}; use {list(REPORTS)}.")
@@ -305,22 +307,30 @@ class MatomoSource(DailyReportOptions):
             )
         if "funnel" in reports and self.funnel_id is None:
             raise ConfigError(f"{where}: the funnel report needs `funnel_id` (Matomo's idFunnel).")
-        token = env_secret(
-            self.name,
-            self.token_env,
+
+    def report_names(self) -> list[str]:
+        """The reports asked for; by default visits, goals and, with a `funnel_id`, funnel."""
+        default = ["visits", "goals", *(["funnel"] if self.funnel_id is not None else [])]
+        return default if self.reports is None else list(self.reports)
+
+    def token(self) -> str:
+        return (
             "a Matomo auth token (Administration → Personal → Security → Auth tokens) of a user "
-            f"with view access to site {self.site_id}",
+            f"with view access to site {self.site_id}"
         )
-        hint = TOKEN_HINT.format(env=self.token_env, site=self.site_id)
-        client = vendor_client(
-            "Matomo",
-            self,
-            self.base_url.removesuffix("/").removesuffix("/index.php"),
-            FormToken(token),
-            error_message=partial(error_message, hint=hint),
-        )
+
+    def url(self) -> str:
+        return self.base_url.removesuffix("/").removesuffix("/index.php")
+
+    def hooks(self) -> dict[str, Any]:
+        return {"error_message": partial(error_message, hint=self._hint())}
+
+    def _hint(self) -> str:
+        return TOKEN_HINT.format(env=self.token_env, site=self.site_id)
+
+    def build_streams(self, client: HttpClient) -> list[Report]:
         fields = MATOMO.override(self.field_map, self.value_map)
-        self._streams = [
+        return [
             Report(
                 self.name,
                 client,
@@ -328,13 +338,13 @@ class MatomoSource(DailyReportOptions):
                 str(self.site_id),
                 self._calls(report),
                 fields,
-                hint,
-                first_date=first,
+                self._hint(),
+                first_date=self.first_day(),
                 lookback_days=self.lookback_days,
                 days_per_request=self.days_per_request,
                 page_size=self.page_size,
             )
-            for report in reports
+            for report in self.report_names()
         ]
 
     def _calls(self, report: str) -> list[Call]:
@@ -363,6 +373,3 @@ class MatomoSource(DailyReportOptions):
             for call in calls
             for device, segment in segments.items()
         ]
-
-    def streams(self) -> list[Report]:
-        return self._streams

@@ -39,9 +39,7 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    env_secret,
     json_error,
-    vendor_client,
 )
 
 log = logging.getLogger(__name__)
@@ -320,6 +318,7 @@ class OmnideskSource(CrmOptions):
     """
 
     VENDOR = "Omnidesk"
+    SECRET_OPTION = "key_env"
     FIELDS = OMNIDESK
 
     base_url: str
@@ -332,30 +331,31 @@ class OmnideskSource(CrmOptions):
     rate_limit: tuple[int, float] = (50, 60.0)
     kind: str = field(default="omnidesk", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         if "@" not in self.staff_email:
             raise ConfigError(
                 f"sources.{self.name}.options: staff_email must be the e-mail a staff member "
                 "signs in to Omnidesk with."
             )
-        key = env_secret(
-            self.name, self.key_env, f"the Omnidesk API key of {self.staff_email} (Settings → API)"
-        )
-        self._client = vendor_client(
-            "Omnidesk",
-            self,
-            self.base_url.rstrip("/"),
-            StaffKey(self.staff_email, key),
-            error_message=partial(error_message, key_env=self.key_env),
-            wait_hint=wait_hint,
-        )
 
-    def streams(self) -> list[OmnideskStream]:
+    def token(self) -> str:
+        return f"the Omnidesk API key of {self.staff_email} (Settings → API)"
+
+    def auth(self) -> httpx.Auth:
+        return StaffKey(self.staff_email, self.secret())
+
+    def hooks(self) -> dict[str, Any]:
+        return {
+            "error_message": partial(error_message, key_env=self.key_env),
+            "wait_hint": wait_hint,
+        }
+
+    def build_streams(self, client: HttpClient) -> list[OmnideskStream]:
         return [
             OmnideskStream(
                 self.name,
-                self._client,
+                client,
                 name,
                 self.object_fields(name),
                 since_param=self.since_param,

@@ -33,10 +33,8 @@ from connectors.http import (
     HttpClient,
     Request,
     SecretHeader,
-    env_secret,
     json_error,
-    rate_limiter,
-    retry_policy,
+    vendor_client,
 )
 from connectors.surveys import (
     LATE_ARRIVALS,
@@ -251,6 +249,9 @@ class QualtricsSource(SurveyOptions):
     `fra1`) gives the base URL `https://{datacenter}.qualtrics.com` unless `base_url` is set.
     """
 
+    VENDOR = "Qualtrics"
+    TOKEN = PERMISSIONS
+    AUTH = partial(SecretHeader, header="X-API-TOKEN", scheme="")
     LISTED = "surveys"
     QUESTION_KEY = "export key (QID)"
     surveys: list[str | dict[str, Any]] = field(default_factory=list)
@@ -263,9 +264,9 @@ class QualtricsSource(SurveyOptions):
     rate_limit: tuple[int, float] = (100, 60.0)
     kind: str = field(default="qualtrics", init=False)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         where = f"sources.{self.name}.options"
-        surveys = self.entries()
         if not self.base_url and not DATACENTER.match(self.datacenter):
             raise ConfigError(
                 f"{where}: give `datacenter`, the account's datacenter id such as fra1, iad1 or "
@@ -276,19 +277,15 @@ class QualtricsSource(SurveyOptions):
                 f"{where}: page_size must be ≥ 1, poll_interval ≥ 0 and export_timeout > 0 "
                 "(seconds)."
             )
-        token = env_secret(self.name, self.token_env, PERMISSIONS)
-        client = ExportClient(
-            "Qualtrics",
-            self.base_url or f"https://{self.datacenter}.qualtrics.com",
-            SecretHeader(token, "X-API-TOKEN", scheme=""),
-            rate_limiter(self.name, self.rate_limit),
-            timeout=self.timeout,
-            retry=retry_policy(self),
-            error_message=partial(error_message, token_env=self.token_env),
-        )
-        fields = self.fields(QUALTRICS)
-        self._streams = [Responses(self, client, survey, fields) for survey in surveys]
 
-    def streams(self) -> list[Responses]:
-        """One stream per survey; each keeps its `rejected` answer sets across reads."""
-        return self._streams
+    def url(self) -> str:
+        return self.base_url or f"https://{self.datacenter}.qualtrics.com"
+
+    def client(self) -> HttpClient:
+        hooks = {"error_message": partial(error_message, token_env=self.token_env)}
+        return vendor_client(self.VENDOR, self, self.url(), self.auth(), ExportClient, **hooks)
+
+    def build_streams(self, client: HttpClient) -> list[Responses]:
+        """One stream per survey."""
+        fields = self.fields(QUALTRICS)
+        return [Responses(self, client, survey, fields) for survey in self.entries()]

@@ -348,13 +348,17 @@ class SalesforceSource(CrmOptions):
     limit_pause: float = 5.0
     kind: str = field(default="salesforce", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         where = f"sources.{self.name}.options"
         if not VERSION.fullmatch(self.api_version):
             raise ConfigError(f"{where}: api_version looks like {API_VERSION}.")
         if not 0 < self.limit_margin <= 1:
             raise ConfigError(f"{where}: limit_margin is a share of the allowance, 0–1.")
+
+    def client(self) -> HttpClient:
+        """The client of the instance in `base_url` or `instance_env`, with renewed sessions of
+        the connected app or the session in `token_env`."""
         base_url = (self.base_url or os.environ.get(self.instance_env, "")).strip().rstrip("/")
         if not base_url:
             raise ConfigError(
@@ -363,8 +367,8 @@ class SalesforceSource(CrmOptions):
                 "https://mycompany.my.salesforce.com."
             )
         auth, session_fix = self._auth(base_url)
-        self._client = vendor_client(
-            "Salesforce",
+        return vendor_client(
+            self.VENDOR,
             self,
             base_url,
             auth,
@@ -404,11 +408,11 @@ class SalesforceSource(CrmOptions):
             f"(and {self.refresh_token_env} for the refresh-token flow) to have them renewed."
         )
 
-    def streams(self) -> list[SalesforceStream]:
+    def build_streams(self, client: HttpClient) -> list[SalesforceStream]:
         return [
             SalesforceStream(
                 self.name,
-                self._client,
+                client,
                 name,
                 self.object_fields(name),
                 self.api_version,

@@ -28,16 +28,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from connectors.base import Page
+from connectors.columns import MAP_OPTIONS, ColumnMap, MappedStream, check_options, page_size
 from connectors.errors import ConfigError, SourceError
-from connectors.files import (
-    MAP_OPTIONS,
-    ColumnMap,
-    MappedStream,
-    SurveyScales,
-    check_options,
-    page_size,
-    survey_scales,
-)
+from connectors.scales import SurveyScales, survey_scales
 
 PAGE_ROWS = 10_000
 QUERY_OPTIONS = MAP_OPTIONS | {"query": (str,), "cursor_column": (str,)}

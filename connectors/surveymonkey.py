@@ -25,15 +25,13 @@ import httpx
 
 from connectors.base import Page
 from connectors.http import (
+    HttpClient,
     HttpStream,
     Request,
-    SecretHeader,
     Step,
-    env_secret,
     json_error,
-    page_size_within,
-    vendor_client,
 )
+from connectors.paging import NextUrlPaging
 from connectors.surveys import (
     AnswerSet,
     Parsed,
@@ -50,6 +48,7 @@ API = "https://api.surveymonkey.com"
 TOKEN_ENV = "SURVEYMONKEY_TOKEN"
 SCOPES = "surveys_read, responses_read and responses_read_detail"
 PAGE_LIMIT = 100
+PAGING = NextUrlPaging("page")  # `links.next` carries the next page's number
 RATE_HEADERS = "X-Ratelimit-App-Global"
 DAY_SECONDS = 86_400.0
 
@@ -167,8 +166,8 @@ class Responses(SurveyResponses, HttpStream):
             isinstance(r, dict) and r["id"] and isinstance(r.get("pages") or [], list) for r in data
         ):
             raise TypeError("`data` must be a list of responses with `id` and `pages`")
-        following = (body.get("links") or {}).get("next")
-        more = {"page": int(httpx.URL(following).params["page"])} if following else None
+        page = PAGING.after((body.get("links") or {}).get("next"))
+        more = None if page is None else {"page": page}
         times = [r["date_modified"] for r in data]
         return newest_first(data, times, cursor, more, since=modified_since)
 
@@ -214,6 +213,9 @@ class SurveyMonkeySource(SurveyOptions):
     overrides the shared `questions` option. Apps get 120 requests a minute by default.
     """
 
+    VENDOR = "SurveyMonkey"
+    TOKEN = f"the access token of a SurveyMonkey app with the scopes {SCOPES}"
+    PAGE_LIMIT = PAGE_LIMIT
     LISTED = "surveys"
     QUESTION_KEY = "question id"
     surveys: list[str | dict[str, Any]] = field(default_factory=list)
@@ -223,27 +225,16 @@ class SurveyMonkeySource(SurveyOptions):
     rate_limit: tuple[int, float] = (120, 60.0)
     kind: str = field(default="surveymonkey", init=False)
 
-    def __post_init__(self) -> None:
-        surveys = self.entries()
-        page_size_within(self.name, self.page_size, PAGE_LIMIT, "SurveyMonkey")
-        token = env_secret(
-            self.name,
-            self.token_env,
-            f"the access token of a SurveyMonkey app with the scopes {SCOPES}",
-        )
-        client = vendor_client(
-            "SurveyMonkey",
-            self,
-            self.base_url,
-            SecretHeader(token),
-            error_message=partial(error_message, token_env=self.token_env),
-            wait_hint=wait_hint,
-        )
-        fields = self.fields(SURVEYMONKEY)
-        self._streams = [
-            Responses(self.name, client, survey, fields, self.page_size) for survey in surveys
-        ]
+    def hooks(self) -> dict[str, Any]:
+        return {
+            "error_message": partial(error_message, token_env=self.token_env),
+            "wait_hint": wait_hint,
+        }
 
-    def streams(self) -> list[Responses]:
-        """One stream per survey; each keeps its `rejected` answer sets across reads."""
-        return self._streams
+    def build_streams(self, client: HttpClient) -> list[Responses]:
+        """One stream per survey."""
+        fields = self.fields(SURVEYMONKEY)
+        return [
+            Responses(self.name, client, survey, fields, self.page_size)
+            for survey in self.entries()
+        ]

@@ -13,16 +13,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 
+from connectors.base import Rejection, log_rejections
 from connectors.canonical import FieldMap, utc_naive
 from connectors.errors import ConfigError
-from connectors.files import Rejection, SurveyScales, log_rejections
-from connectors.http import (
-    HttpClient,
-    HttpOptions,
-    Parsed,
-    Request,
-    Step,
-)
+from connectors.http import HttpClient, Parsed, Request, Step
+from connectors.http_source import HttpSource
+from connectors.scales import SurveyScales
 
 # Incremental syncs ask again for this much before the latest response seen.
 LATE_ARRIVALS = timedelta(minutes=5)
@@ -261,16 +257,23 @@ class SurveyResponses(ABC):
 
 
 @dataclass(kw_only=True)
-class SurveyOptions(HttpOptions):
+class SurveyOptions(HttpSource):
     """Options every survey source takes besides its list of surveys (the option `LISTED`, its
     questions named by a `QUESTION_KEY`): the shared `questions` mapping and overrides of its
-    default fields and values. Its streams list their questions (`questions_listed`)."""
+    default fields and values. Its streams list their questions (`questions_listed`), and each
+    keeps its `rejected` answer sets across reads."""
 
     LISTED: ClassVar[str]
     QUESTION_KEY: ClassVar[str]
     questions: dict[str, Any] = field(default_factory=dict)
     field_map: dict[str, str] = field(default_factory=dict)
     value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    KEEP_STREAMS = True
+
+    def check(self) -> None:
+        self.entries()
+        super().check()
 
     def entries(self) -> list[SurveyEntry]:
         """Each configured survey; `ConfigError` if none is listed or one is malformed."""

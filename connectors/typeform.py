@@ -19,14 +19,11 @@ from typing import Any
 import httpx
 
 from connectors.http import (
+    HttpClient,
     HttpStream,
     Request,
-    SecretHeader,
     Step,
-    env_secret,
     json_error,
-    page_size_within,
-    vendor_client,
 )
 from connectors.surveys import (
     AnswerSet,
@@ -151,6 +148,9 @@ class TypeformSource(SurveyOptions):
     `questions` option. Typeform allows about 2 requests per second per account.
     """
 
+    VENDOR = "Typeform"
+    TOKEN = f"a Typeform personal access token (Account → Personal tokens) with the scope {SCOPES}"
+    PAGE_LIMIT = PAGE_LIMIT
     LISTED = "forms"
     QUESTION_KEY = "field ref"
     forms: list[str | dict[str, Any]] = field(default_factory=list)
@@ -160,26 +160,12 @@ class TypeformSource(SurveyOptions):
     rate_limit: tuple[int, float] = (2, 1.0)
     kind: str = field(default="typeform", init=False)
 
-    def __post_init__(self) -> None:
-        forms = self.entries()
-        page_size_within(self.name, self.page_size, PAGE_LIMIT, "Typeform")
-        token = env_secret(
-            self.name,
-            self.token_env,
-            f"a Typeform personal access token (Account → Personal tokens) with the scope {SCOPES}",
-        )
-        self._client = vendor_client(
-            "Typeform",
-            self,
-            self.base_url,
-            SecretHeader(token),
-            error_message=partial(error_message, token_env=self.token_env),
-        )
-        fields = self.fields(TYPEFORM)
-        self._streams = [
-            Responses(self.name, self._client, form, fields, self.page_size) for form in forms
-        ]
+    def hooks(self) -> dict[str, Any]:
+        return {"error_message": partial(error_message, token_env=self.token_env)}
 
-    def streams(self) -> list[Responses]:
-        """One stream per form; each keeps its `rejected` answer sets across reads."""
-        return self._streams
+    def build_streams(self, client: HttpClient) -> list[Responses]:
+        """One stream per form."""
+        fields = self.fields(TYPEFORM)
+        return [
+            Responses(self.name, client, form, fields, self.page_size) for form in self.entries()
+        ]

@@ -34,9 +34,7 @@ from connectors.http import (
     Request,
     SecretHeader,
     Step,
-    env_secret,
     json_error,
-    vendor_client,
 )
 
 API = "https://api.usedesk.ru"
@@ -254,6 +252,8 @@ class UsedeskSource(CrmOptions):
     """
 
     VENDOR = "Usedesk"
+    TOKEN = "the token of a Usedesk API channel (Channels → API)"
+    AUTH = BodyToken
     FIELDS = USEDESK
 
     base_url: str = API
@@ -262,21 +262,11 @@ class UsedeskSource(CrmOptions):
     rate_limit: tuple[int, float] = (2, 5.0)
     kind: str = field(default="usedesk", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        token = env_secret(
-            self.name, self.token_env, "the token of a Usedesk API channel (Channels → API)"
-        )
-        self._client = vendor_client(
-            "Usedesk",
-            self,
-            self.base_url.rstrip("/"),
-            BodyToken(token),
-            error_message=partial(error_message, token_env=self.token_env),
-        )
+    def hooks(self) -> dict[str, Any]:
+        return {"error_message": partial(error_message, token_env=self.token_env)}
 
-    def streams(self) -> list[UsedeskStream]:
+    def build_streams(self, client: HttpClient) -> list[UsedeskStream]:
         return [
-            UsedeskStream(self.name, self._client, name, self.object_fields(name))
+            UsedeskStream(self.name, client, name, self.object_fields(name))
             for name in self.objects
         ]

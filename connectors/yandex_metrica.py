@@ -19,23 +19,23 @@ from typing import Any
 import httpx
 
 from connectors.canonical import FieldMap
+from connectors.daily_report import DailyReport, DailyReportOptions
 from connectors.errors import ConfigError
-from connectors.ga4 import DailyReport, DailyReportOptions
 from connectors.http import (
     HttpClient,
     Request,
     SecretHeader,
     Step,
-    env_secret,
     json_error,
-    vendor_client,
 )
+from connectors.paging import OffsetPaging
 
 log = logging.getLogger(__name__)
 
 API = "https://api-metrika.yandex.net"
 TOKEN_ENV = "YANDEX_METRICA_TOKEN"
 PAGE_LIMIT = 100_000
+PAGING = OffsetPaging(first=1)  # Metrica counts rows from 1
 DIMENSIONS = ("ym:s:date", "ym:s:deviceCategory", "ym:s:lastTrafficSource")
 METRICS = {"ym:s:visits": "visits", "ym:s:users": "users"}
 
@@ -118,7 +118,7 @@ class Traffic(DailyReport):
             "date2": window.end.isoformat(),
             "sort": ",".join(DIMENSIONS),
             "limit": self.page_size,
-            "offset": cursor.get("offset", 1),
+            "offset": PAGING.offset(self.position(cursor).offset),
             "accuracy": self.accuracy,
             "lang": "en",
         }
@@ -159,10 +159,8 @@ class Traffic(DailyReport):
             for d in sorted(dates)
         ]
         window = self.window(cursor)
-        offset = int(cursor.get("offset", 1)) + len(data)
-        if not data or offset - 1 >= int(body["total_rows"]):
-            return Step(records, window.cursor(None), done=True)
-        return Step(records, window.cursor(offset), done=False)
+        offset = PAGING.after(self.position(cursor).offset, len(data), int(body["total_rows"]))
+        return Step(records, window.cursor(offset), done=offset is None)
 
 
 @dataclass(kw_only=True)
@@ -173,6 +171,11 @@ class YandexMetricaSource(DailyReportOptions):
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days.
     """
 
+    VENDOR = "Yandex Metrica"
+    TOKEN = "a Yandex OAuth token of an app with the metrika:read permission"
+    PAGE_LIMIT = PAGE_LIMIT
+    AUTH = partial(SecretHeader, scheme="OAuth")
+
     counter: str = ""
     goals: dict[str, str] = field(default_factory=dict)
     accuracy: str = "full"
@@ -182,36 +185,30 @@ class YandexMetricaSource(DailyReportOptions):
     rate_limit: tuple[int, float] = (10, 1.0)
     kind: str = field(default="yandex_metrica", init=False)
 
-    def __post_init__(self) -> None:
-        where = f"sources.{self.name}.options"
+    def check(self) -> None:
         if not str(self.counter).isdigit():
-            raise ConfigError(f"{where}: counter must be the Metrica counter's number.")
-        first = self.first_day(PAGE_LIMIT)
-        token = env_secret(
-            self.name,
-            self.token_env,
-            "a Yandex OAuth token of an app with the metrika:read permission",
-        )
-        client = vendor_client(
-            "Yandex Metrica",
-            self,
-            self.base_url,
-            SecretHeader(token, scheme="OAuth"),
-            error_message=partial(error_message, token_env=self.token_env),
-        )
-        self._streams = [
+            raise ConfigError(
+                f"sources.{self.name}.options: counter must be the Metrica counter's number."
+            )
+        super().check()
+
+    def url(self) -> str:
+        return self.base_url
+
+    def hooks(self) -> dict[str, Any]:
+        return {"error_message": partial(error_message, token_env=self.token_env)}
+
+    def build_streams(self, client: HttpClient) -> list[Traffic]:
+        return [
             Traffic(
                 self.name,
                 client,
                 str(self.counter),
                 {str(goal): step for goal, step in self.goals.items()},
                 YANDEX_METRICA.override(self.field_map, self.value_map),
-                first_date=first,
+                first_date=self.first_day(),
                 lookback_days=self.lookback_days,
                 page_size=self.page_size,
                 accuracy=self.accuracy,
             )
         ]
-
-    def streams(self) -> list[Traffic]:
-        return self._streams

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
-import warnings
 from datetime import date
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator
 
 from connectors.errors import ConfigError
+from tasks.delivery_settings import DeliveryConfig, ReportKind
 from tasks.validation import YamlDocument, read_yaml
 
 if TYPE_CHECKING:
-    from tasks.metrics import BusinessHours
+    from sqlalchemy.engine import Engine
+
+    from tasks.hours import BusinessHours
     from tasks.text import Taxonomy
 
 DEFAULT_CONFIG = Path("cxloop.yaml")
@@ -45,53 +47,6 @@ class SourceConfig(Strict):
         return kind
 
 
-ReportKind = Literal["digest", "experiment"]
-
-
-class SmtpConfig(Strict):
-    """SMTP server; the user name and password come from the named environment variables."""
-
-    host: str
-    port: int = 587
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    sender: str
-    username_env: str | None = "CXLOOP_SMTP_USER"
-    password_env: str | None = "CXLOOP_SMTP_PASSWORD"
-    timeout: float = 30.0
-
-
-class WebhookConfig(Strict):
-    """A Slack or Teams incoming webhook whose URL is in the environment variable `url_env`."""
-
-    kind: Literal["slack", "teams"]
-    url_env: str
-    reports: list[ReportKind] = ["digest", "experiment"]
-
-
-class DeliveryConfig(Strict):
-    """Where reports go besides `out_dir`; e-mail recipients are `reports.recipients`."""
-
-    directory: Path | None = None
-    smtp: SmtpConfig | None = None
-    webhooks: list[WebhookConfig] = []
-    base_url: str | None = None
-    attempts: int = Field(default=3, ge=1)
-    backoff_seconds: float = Field(default=2.0, ge=0)
-
-    @model_validator(mode="after")
-    def _warn_unlinked_chat(self) -> DeliveryConfig:
-        # Not an error: chat still says where the report is, it just cannot link it.
-        if self.webhooks and not self.base_url:
-            warnings.warn(
-                "reports.delivery.webhooks: reports.delivery.base_url is not set, so Slack and "
-                "Teams messages name the report's file on this machine instead of linking it; "
-                "set base_url to the address where reports.out_dir is published",
-                UserWarning,
-                stacklevel=2,
-            )
-        return self
-
-
 class ReportConfig(Strict):
     """Where reports land, their language, optional own templates, PDF and delivery."""
 
@@ -116,6 +71,46 @@ class AlertConfig(Strict):
 
     alpha: float = Field(default=0.01, gt=0, lt=0.5)
     min_growth: float = Field(default=1.3, gt=1, description="Ticket volume growth per day.")
+
+
+class StandardConfig(Strict):
+    """A service standard: `metric` should be `direction` (above/below) `target` within the
+    cut `where` (dimension → value), e.g. FRT in chat below 0.033 h."""
+
+    metric: str = Field(description="The metric, e.g. nps, fcr, frt_hours.")
+    target: float = Field(description="The value the metric should reach, in its own unit.")
+    where: dict[str, str] = Field({}, description="Cut: dimension → value, e.g. {channel: chat}.")
+    direction: Literal["above", "below"] | None = Field(
+        None, description="Better above or below the target; by the metric when left out."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        from tasks.standards import metric_problem
+
+        if problem := metric_problem(metric):
+            raise ValueError(problem)
+        return metric
+
+    @field_validator("where")
+    @classmethod
+    def _known_dimensions(cls, where: dict[str, str]) -> dict[str, str]:
+        from tasks.standards import dimension_problem
+
+        if problems := [p for d in where if (p := dimension_problem(d))]:
+            raise ValueError("; ".join(problems))
+        return where
+
+    @field_validator("target")
+    @classmethod
+    def _in_range(cls, target: float, info: ValidationInfo) -> float:
+        from tasks.standards import target_problem
+
+        metric = info.data.get("metric")
+        if metric is not None and (problem := target_problem(metric, target)):
+            raise ValueError(problem)
+        return target
 
 
 class ParallelConfig(Strict):
@@ -150,7 +145,7 @@ class BusinessHoursConfig(Strict):
         return end
 
     def calendar(self) -> BusinessHours:
-        from tasks.metrics import BusinessHours
+        from tasks.hours import BusinessHours
 
         days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         return BusinessHours(
@@ -159,6 +154,32 @@ class BusinessHoursConfig(Strict):
             weekdays="".join("1" if day in self.weekdays else "0" for day in days),
             holidays=tuple(d.isoformat() for d in self.holidays),
         )
+
+
+class ChurnConfig(Strict):
+    """The at-risk model: churn is no order in `horizon_days`; probabilities at or above
+    `high` band a customer high-risk, at or above `medium` medium."""
+
+    enabled: bool = Field(False, description="Train the churn model in the rank flow.")
+    horizon_days: int = Field(90, ge=7, le=730, description="Days without an order = churned.")
+    high: float = Field(0.5, gt=0, lt=1, description="Probability from which risk is high.")
+    medium: float = Field(
+        0.2, gt=0, lt=1, validate_default=True, description="Probability from which medium."
+    )
+    model: Literal["logistic", "boosting"] = Field(
+        "logistic", description="Regularised logistic regression, or gradient boosting."
+    )
+
+    @field_validator("medium")
+    @classmethod
+    def _below_high(cls, medium: float, info: ValidationInfo) -> float:
+        high = info.data.get("high")
+        if high is not None and medium >= high:
+            raise ValueError(
+                f"the medium cut-off {medium:g} is not below the high one {high:g}; make "
+                "`medium` smaller than `high` (probabilities, 0–1)"
+            )
+        return medium
 
 
 class Stage(Strict):
@@ -226,6 +247,12 @@ class Config(Strict):
     reports: ReportConfig = Field(
         ReportConfig(), description="Reports: folder, language, PDF, recipients, delivery."
     )
+    standards: list[StandardConfig] = Field(
+        [], description="Service standards: {metric, target, where, direction} each."
+    )
+    churn: ChurnConfig = Field(
+        ChurnConfig(), description="At-risk customers: churn horizon, risk cut-offs, model."
+    )
 
     @property
     def touchpoint_stages(self) -> dict[str, str]:
@@ -242,11 +269,31 @@ class Config(Strict):
         return [step for stage in self.journey.values() for step in stage.funnel_steps]
 
     @property
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL (`database_url`, else local SQLite)."""
+        from tasks.store import database_url
+
+        return database_url(self.database_url)
+
+    def store(self) -> Engine:
+        """The opened store, its tables created (one engine per URL and process)."""
+        from tasks.store import open_store
+
+        return open_store(self.store_url)
+
+    @property
     def taxonomy(self) -> Taxonomy:
         """The shipped comment-topic taxonomy with the configured `topics` added."""
         from tasks.text import Taxonomy
 
         return Taxonomy.default(self.topics)
+
+    @field_serializer("database_url", when_used="json")
+    def _redacted(self, url: str | None) -> str | None:
+        # A subflow's parameters are stored by Prefect; the password must not be.
+        from tasks.store import redact_url
+
+        return redact_url(url) if url else url
 
     @field_validator("timezone")
     @classmethod
@@ -300,11 +347,12 @@ def example_text() -> str:
     return files("flows").joinpath("cxloop.example.yaml").read_text(encoding="utf-8")
 
 
-def load_config(path: Path = DEFAULT_CONFIG) -> Config:
+def load_config(path: Path = DEFAULT_CONFIG, *, sources_checked: bool = True) -> Config:
     """The configuration in `path` with environment overrides applied.
 
     Every source's options are checked too (without opening the source), so a misspelt
-    option stops a command before the store is touched.
+    option stops a command before the store is touched; `sources_checked=False` leaves that
+    to the source itself (`sources inspect` opens a source whose questions are not chosen yet).
     """
     if not path.exists():
         raise ConfigError(f"{path}: no such file; run `cxloop init` to write a commented example.")
@@ -318,8 +366,14 @@ def load_config(path: Path = DEFAULT_CONFIG) -> Config:
                 target = target[key]
             target[keys[-1]] = os.environ[variable]
     config = Config.model_validate(data)
-    _check_sources(document, config)
+    if sources_checked:
+        _check_sources(document, config)
     return config
+
+
+def given_or_loaded(config_path: Path, config: Config | None) -> Config:
+    """`config` when a caller already loaded it (a subflow of the cycle), else the file's."""
+    return config if config is not None else load_config(Path(config_path))
 
 
 def _check_sources(document: YamlDocument, config: Config) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.config import DEFAULT_CONFIG, load_config
+from flows.config import DEFAULT_CONFIG, Config, given_or_loaded
 from flows.experiments import PilotSummary, evaluate_pilots
 from flows.ingest import Synced, ingest
 from flows.rank import configured
@@ -25,9 +25,13 @@ class CycleResult:
 
 
 @flow(name="improvement-cycle", flow_run_name="improvement cycle")
-def improvement_cycle(config_path: Path = DEFAULT_CONFIG) -> CycleResult:
-    """One full turn of the loop on the configuration in `config_path`."""
-    ingested = ingest(config_path)
-    ranked = configured(load_config(Path(config_path)))(config_path)
-    pilots = evaluate_pilots(config_path)
-    return CycleResult(ingested, ranked, pilots, report(config_path))
+def improvement_cycle(
+    config_path: Path = DEFAULT_CONFIG, config: Config | None = None
+) -> CycleResult:
+    """One full turn of the loop on `config` if given (the CLI's, already checked), else on
+    the configuration in `config_path`, read once and handed to every subflow."""
+    config = given_or_loaded(config_path, config)
+    ingested = ingest(config_path, config)
+    ranked = configured(config)(config_path, config)
+    pilots = evaluate_pilots(config_path, config)
+    return CycleResult(ingested, ranked, pilots, report(config_path, config=config))

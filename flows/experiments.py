@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -11,20 +10,23 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.errors import HypothesisError
-from flows.config import DEFAULT_CONFIG, load_config
+from flows.config import DEFAULT_CONFIG, Config, given_or_loaded
 from flows.rank import load_data, publish_alerts
-from tasks import store
 from tasks.alerts import Alert, last_complete_month
 from tasks.experiments import (
     Estimate,
-    Evaluation,
-    ResponseCheck,
     RolloutWatch,
     evaluate,
     rollout_watch,
 )
 from tasks.hypotheses import Hypothesis, read_hypotheses
-from tasks.metrics import CxData, is_in
+from tasks.loader import CxData
+from tasks.pilot_store import (
+    record_statuses,
+    save_assignments,
+    save_results,
+    with_crm_properties,
+)
 
 EVALUATED = ("running", "concluded")
 
@@ -39,62 +41,6 @@ class PilotSummary:
     warnings: list[str]
     estimates: list[Estimate]  # the primary metric first, then the secondary ones
     plan: str  # `Plan.text()`: what the pilot can detect, as every output quotes it
-
-
-def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
-    """One `experiment_result` row per estimated metric; the decision sits on the primary,
-    with the plan, quantile effects and the response-rate check in its `cells`."""
-    h = evaluation.hypothesis
-    roles = [("primary", evaluation.primary, {})]
-    roles += [("secondary", e, {}) for e in evaluation.secondary]
-    roles += [
-        ("guardrail", g.estimate, {"status": g.status, "noninferiority_p": g.p_value})
-        for g in evaluation.guardrails
-    ]
-    rows = [_row(role, e) | {"extra": extra} for role, e, extra in roles]
-    for row in rows:
-        row["cells"] |= row.pop("extra")
-    rows[0]["cells"] |= {
-        "plan": vars(evaluation.plan) if evaluation.plan else None,
-        "warnings": evaluation.warnings,
-        "why": evaluation.why,
-        "quantiles": [vars(q) for q in evaluation.quantiles],
-        "response": _response(evaluation.response),
-    }
-    for row in rows:
-        row["cells"] = _json_safe(row["cells"])
-    frame = pd.DataFrame(rows).assign(
-        hypothesis_id=h.id,
-        as_of=as_of.date(),
-        srm_p=evaluation.srm_p,
-        evaluated_at=store.now_utc(),
-    )
-    frame["decision"] = [evaluation.decision if role == "primary" else None for role, *_ in roles]
-    frame["reason"] = [evaluation.reason if role == "primary" else None for role, *_ in roles]
-    return frame.drop_duplicates(subset=["metric"])
-
-
-def _json_safe(value: object) -> object:
-    """`value` with every non-finite float as None: PostgreSQL's JSON has no NaN."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _response(check: ResponseCheck | None) -> dict | None:
-    if check is None:
-        return None
-    return {
-        "answered": check.answered,
-        "assigned": check.assigned,
-        "p": check.p_value,
-        "mismatch": check.mismatch,
-        "reweighted": [_row("reweighted", e) for e in check.reweighted],
-    }
 
 
 def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, period: pd.Period) -> Alert:
@@ -113,95 +59,18 @@ def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, period: pd.Period)
     )
 
 
-def _row(role: str, e: Estimate) -> dict:
-    return {
-        "metric": e.metric,
-        "role": role,
-        "relative": e.relative,
-        "estimate": e.value,
-        "ci_low": e.ci_low,
-        "ci_high": e.ci_high,
-        "p_value": e.p_value,
-        "sequential": e.sequential,
-        "n_pilot": e.n_pilot,
-        "n_control": e.n_control,
-        "cells": {
-            "rows": e.cells.to_dict("records"),
-            "analysis": e.analysis,
-            "estimand": e.estimand,
-            "se": e.se,
-            "tau2": e.tau2,
-        },
-    }
-
-
-def record_statuses(url: str, hypotheses: list[Hypothesis]) -> None:
-    """Store when each hypothesis was first seen in its current lifecycle status."""
-    seen = pd.DataFrame(
-        {
-            "hypothesis_id": [h.id for h in hypotheses],
-            "status": [h.status for h in hypotheses],
-            "first_seen_at": store.now_utc(),
-        }
-    )
-    store.save_rows(
-        store.open_store(url), store.HypothesisStatus, seen, ("hypothesis_id", "status"), False
-    )
-
-
-def save_assignments(url: str, hypothesis: Hypothesis, arms: pd.DataFrame) -> int:
-    """Store `arms` (`customer_id`, `arm`) as the hypothesis' assignments; returns rows written.
-
-    Only rows new or changed (another arm or pilot start) are written, so rerunning a large
-    pilot writes nothing; the stored rows end as upserting every row would leave them. Stored
-    customers no longer in `arms` (the population narrowed, or an earlier pilot claimed them)
-    are deleted.
-    """
-    rows = arms.assign(
-        hypothesis_id=hypothesis.id, assigned_at=pd.Timestamp(hypothesis.schedule.pilot.start)
-    ).drop_duplicates("customer_id", keep="last")  # the row an upsert of them all would keep
-    engine, compared = store.open_store(url), ["customer_id", "arm", "assigned_at"]
-    stored = store.read_frame(engine, store.Assignment, compared, {"hypothesis_id": hypothesis.id})
-    kept = rows.merge(stored, how="left", on=compared, indicator=True)["_merge"] == "left_only"
-    gone = stored.loc[~is_in(stored["customer_id"], rows["customer_id"]), ["customer_id"]]
-    store.delete_rows(engine, store.Assignment, gone.assign(hypothesis_id=hypothesis.id))
-    return store.save_rows(
-        engine, store.Assignment, rows[kept.to_numpy()], ("hypothesis_id", "customer_id")
-    )
-
-
-def with_crm_properties(data: CxData, url: str, hypotheses: list[Hypothesis]) -> CxData:
-    """`data` with each customer's CRM properties (`attributes`) when a pilot's arms read an
-    attribute that is no customer column; `data` itself otherwise (they are costly to load)."""
-    read = {name for h in hypotheses for _, name in h.assignment.reads()}
-    if not read - set(data.customers.columns):
-        return data
-    stored = store.read_frame(store.open_store(url), store.Customer, ["source_id", "attributes"])
-    properties = stored.drop_duplicates("source_id", keep="last").set_index("source_id")
-    customers = data.customers.assign(
-        attributes=data.customers["customer_id"].map(properties["attributes"])
-    )
-    return replace(data, customers=customers)
-
-
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_and_store(
     hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
 ) -> PilotSummary:
     """Assignment and results stored; returns the pilot's summary."""
     evaluation = evaluate(hypothesis, data, others)
-    engine = store.open_store(url)
     as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.newest())
     save_assignments(url, hypothesis, evaluation.arms)
     watch = rollout_watch(hypothesis, data, evaluation.arms)
     if watch is not None and watch.fading:
         publish_alerts(url, [fading_alert(hypothesis, watch, last_complete_month(data))])
-    store.save_rows(
-        engine,
-        store.ExperimentResult,
-        result_rows(evaluation, as_of),
-        ("hypothesis_id", "metric", "as_of"),
-    )
+    save_results(url, evaluation, as_of)
     return PilotSummary(
         hypothesis.id,
         evaluation.decision,
@@ -213,15 +82,18 @@ def evaluate_and_store(
 
 
 @flow(name="experiments", flow_run_name="evaluate pilots")
-def evaluate_pilots(config_path: Path = DEFAULT_CONFIG) -> list[PilotSummary]:
-    """One summary per running or concluded hypothesis.
+def evaluate_pilots(
+    config_path: Path = DEFAULT_CONFIG, config: Config | None = None
+) -> list[PilotSummary]:
+    """One summary per running or concluded hypothesis; from `config` if given (the cycle's,
+    already loaded), else from the file at `config_path`.
 
     A broken hypothesis file is logged and skipped; the others are still evaluated (the CLI
     refuses to start on one, but a scheduled run should not lose every pilot to a typo).
     """
     logger = get_run_logger()
-    config = load_config(Path(config_path))
-    url = store.database_url(config.database_url)
+    config = given_or_loaded(config_path, config)
+    url = config.store_url
     everything, problems = read_hypotheses(config.hypotheses_dir)
     for problem in problems:
         logger.error("skipped: %s", problem)

@@ -30,9 +30,9 @@ from prefect.tasks import Task
 from connectors import open_source
 from connectors.base import Page, Stream
 from connectors.errors import ConfigError, SourceError
-from flows.config import DEFAULT_CONFIG, SourceConfig, load_config
-from tasks.store import database_url, open_store, read_cursor
-from tasks.sync import sync_stream
+from flows.config import DEFAULT_CONFIG, Config, SourceConfig, given_or_loaded
+from flows.sync import sync_stream
+from tasks.store import open_store, read_cursor
 
 # Streams hold live connectors and page through DataFrames: nothing to cache or persist.
 io_task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -118,16 +118,19 @@ def _shown(cursor: dict, chars: int = 160) -> str:
 
 
 @flow(name="ingest", flow_run_name="ingest {config_path}")
-def ingest(config_path: Path = DEFAULT_CONFIG) -> dict[str, dict[str, Synced]]:
-    """Records written and rows rejected per source and stream.
+def ingest(
+    config_path: Path = DEFAULT_CONFIG, config: Config | None = None
+) -> dict[str, dict[str, Synced]]:
+    """Records written and rows rejected per source and stream, from `config` if given (the
+    cycle's, already loaded), else from the file at `config_path`.
 
     A source or stream that fails does not stop the others: they all finish, then the run
     fails with the error (one), or with every error (several).
     """
     logger = get_run_logger()
-    config = load_config(Path(config_path))
-    url = database_url(config.database_url)
-    open_store(url)  # create the tables once, before the stream tasks race to
+    config = given_or_loaded(config_path, config)
+    url = config.store_url
+    config.store()  # create the tables once, before the stream tasks race to
     opened = {source.name: open_streams.submit(source) for source in config.sources}
     futures, failed = {}, {}
     stop = threading.Event()

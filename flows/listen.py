@@ -120,7 +120,7 @@ def open_listener(config_path: Path = DEFAULT_CONFIG) -> Listener:
             f"{config_path}: no source takes webhooks; configure a typeform, usedesk, amocrm or "
             "jivo source and set its CXLOOP_WEBHOOK_SECRET_<SOURCE> variable."
         )
-    return Listener(store.open_store(store.database_url(config.database_url)), receivers)
+    return Listener(config.store(), receivers)
 
 
 def create_app(listener: Listener) -> Starlette:

@@ -10,11 +10,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.config import DEFAULT_CONFIG, AlertConfig, Config, load_config
+from flows.config import DEFAULT_CONFIG, AlertConfig, Config, given_or_loaded
 from tasks import store
 from tasks.alerts import Alert, detect_alerts
-from tasks.metrics import KPIS, CxData, csi, metric_table
+from tasks.loader import CxData
+from tasks.metrics import KPIS, csi, metric_table
 from tasks.pain_points import rank_pain_points
+from tasks.standards import evaluate, newly_missed, snapshot_rows, summary
 
 frame_task = task(cache_policy=NO_CACHE, persist_result=False)
 
@@ -99,6 +101,31 @@ def publish_alerts(url: str, alerts: list[Alert]) -> None:
         )
 
 
+@frame_task
+def judge_standards(url: str, data: CxData, config: Config) -> pd.DataFrame:
+    """Each standard per month, stored; a `cxloop.alert.standard_missed` per newly missed one."""
+    results = evaluate(data, config.standards, "month", config.csat_scale)
+    engine = store.open_store(url)
+    alerts = newly_missed(results, store.read_frame(engine, store.StandardSnapshot))
+    rows = snapshot_rows(results, store.now_utc())
+    store.save_rows(engine, store.StandardSnapshot, rows, ("period", "standard"))
+    publish_alerts(url, alerts)
+    return results
+
+
+@frame_task
+def save_churn_risk(url: str, data: CxData, config: Config) -> str:
+    """Train, validate and store the churn model (`churn.enabled`); what became of it."""
+    from tasks.churn import ChurnError, run_churn, save_churn
+
+    try:
+        run = run_churn(data, config.churn)
+    except ChurnError as exc:
+        return str(exc)
+    save_churn(store.open_store(url), run)
+    return run.reason
+
+
 def configured(config: Config) -> Flow:
     """The rank flow on the task runner `parallel` asks for: threads, or a Dask cluster."""
     settings = config.parallel
@@ -121,11 +148,12 @@ def configured(config: Config) -> Flow:
     flow_run_name="rank pain points",
     task_runner=ThreadPoolTaskRunner(max_workers=CUT_THREADS),
 )
-def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
-    """Ranked pain points (key, title, components, score), best first."""
+def rank(config_path: Path = DEFAULT_CONFIG, config: Config | None = None) -> list[dict]:
+    """Ranked pain points (key, title, components, score), best first; from `config` if
+    given (the cycle's, already loaded), else from the file at `config_path`."""
     logger = get_run_logger()
-    config = load_config(Path(config_path))
-    url = store.database_url(config.database_url)
+    config = given_or_loaded(config_path, config)
+    url = config.store_url
     data = load_data(url, config)
     period = period_of(data)
     unmatched = data.unmatched()
@@ -137,6 +165,11 @@ def rank(config_path: Path = DEFAULT_CONFIG) -> list[dict]:
         )
     save_snapshots(url, data, config, period)
     ranked = save_pain_points(url, data, config, period)
+    if config.churn.enabled:
+        logger.info("churn risk: %s", save_churn_risk(url, data, config))
+    if config.standards:
+        judged = judge_standards(url, data, config)
+        logger.info("standards in their latest month: %s", summary(judged))
     for alert in raise_alerts(url, data, config.csat_scale, config.alerts):
         logger.warning("alert: %s", alert.message)
     for row in ranked.head(3).itertuples():

@@ -13,24 +13,17 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import Engine
 
 from connectors.errors import CxloopError
-from flows.config import DEFAULT_CONFIG, Config, load_config
+from flows.config import DEFAULT_CONFIG, Config, given_or_loaded
 from tasks import store
 from tasks.alerts import Alert
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
+from tasks.digest import build_digest
 from tasks.hypotheses import read_hypotheses
-from tasks.metrics import CxData
-from tasks.reporting import (
-    Rendered,
-    build_digest,
-    build_experiment,
-    experiment_name,
-    latest_pain_points,
-    latest_results,
-    print_pdf,
-    record_report,
-    write_index,
-    write_report,
-)
+from tasks.latest import latest_pain_points, latest_results
+from tasks.loader import CxData
+from tasks.outputs import print_pdf, record_report, write_index, write_report
+from tasks.pilot_report import build_experiment, experiment_name
+from tasks.render import Rendered
 
 KINDS = ("digest", "experiment")
 frame_task = task(cache_policy=NO_CACHE, persist_result=False)
@@ -45,7 +38,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered]
     """The requested reports rendered from the store, and the error of each report that
     failed to render, by report name: one pilot's broken report costs only that report."""
     logger = get_run_logger()
-    engine = store.open_store(store.database_url(config.database_url))
+    engine = config.store()
     alerts = latest_alerts(engine)
     settings = config.reports
     data = CxData.latest(engine, config.business_hours.calendar(), config.timezone)
@@ -67,6 +60,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered]
                     config.csat_scale,
                     settings.template_dir,
                     paper=settings.paper,
+                    standards=store.read_frame(engine, store.StandardSnapshot),
                 ),
             )
         )
@@ -132,12 +126,14 @@ def publish_artifacts(report: Rendered) -> None:
 def report(
     config_path: Path = DEFAULT_CONFIG,
     kinds: Sequence[str] = KINDS,
+    config: Config | None = None,
 ) -> str:
-    """Path of the written `index.html`, after rendering `kinds` of reports and delivering them."""
+    """Path of the written `index.html`, after rendering `kinds` of reports and delivering them;
+    from `config` if given (the cycle's, already loaded), else from the file at `config_path`."""
     logger = get_run_logger()
-    config = load_config(Path(config_path))
+    config = given_or_loaded(config_path, config)
     settings = config.reports
-    engine = store.open_store(store.database_url(config.database_url))
+    engine = config.store()
     outgoing = []
     all_rendered, failed = render_reports(config, kinds)
     for rendered in all_rendered:

@@ -9,7 +9,8 @@ import pandas as pd
 from scipy import stats
 
 from tasks.labels import alert_text, labels
-from tasks.metrics import CxData, csat_top2, metric_table
+from tasks.loader import CxData
+from tasks.metrics import csat_top2, metric_table
 
 ALPHA = 0.01
 MIN_GROWTH = 1.3  # complaint volume must grow by at least 30% (per day) to alert

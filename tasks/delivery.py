@@ -37,8 +37,8 @@ from connectors.errors import CxloopError
 from tasks import store
 
 if TYPE_CHECKING:
-    from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig
     from tasks.charts import Chart
+    from tasks.delivery_settings import DeliveryConfig, SmtpConfig, WebhookConfig
 
 
 class DeliveryError(CxloopError):

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from connectors.arms import assign_arms
 from connectors.errors import HypothesisError
 from tasks.hypotheses import (
     ACTIVE,
@@ -33,8 +34,11 @@ from tasks.hypotheses import (
     Period,
     listed_ids,
 )
+from tasks.identity import is_in
 from tasks.labels import labels, reason_text
-from tasks.metrics import SURVEY_METRICS, TICKET_METRICS, CxData, is_in, observations
+from tasks.loader import CxData
+from tasks.metrics import SURVEY_METRICS, TICKET_METRICS, observations
+from tasks.unit_pilots import UnitEffect, analyse, panel_of, unit_panel
 
 Z80 = 0.8416212335729143
 SRM_ALPHA = 0.001
@@ -45,7 +49,7 @@ BOOTSTRAP_DRAWS = 400
 BOOTSTRAP_SEED = 2026
 BOOLEANS = ("true", "false")
 
-Analysis = Literal["cuped", "did"]
+Analysis = Literal["cuped", "did", "auto"]
 # difference: in the metric's units; ratio: ratio of means − 1; log_ratio: of geometric means.
 Estimand = Literal["difference", "ratio", "log_ratio"]
 
@@ -56,16 +60,6 @@ def estimand_of(target: MetricTarget) -> Estimand:
     if not target.expected_effect.relative:
         return "difference"
     return "log_ratio" if target.log_scale else "ratio"
-
-
-def assign_arms(customer_ids: pd.Series, salt: str, pilot_share: float) -> np.ndarray:
-    """`pilot` or `control` per customer: 64-bit hash of `salt:id` below `pilot_share` of 2⁶⁴.
-
-    Deterministic across runs and machines, so operations can reproduce the split.
-    """
-    keys = salt + ":" + customer_ids.astype(str)
-    buckets = pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
-    return np.where(buckets < np.uint64(pilot_share * 2.0**64), "pilot", "control")
 
 
 def attribute_values(customers: pd.DataFrame, name: str) -> pd.Series:
@@ -213,7 +207,8 @@ def _days(period: Period) -> int:
     return (period.end - period.start).days + 1
 
 
-def _window(at: pd.Series, period: Period) -> pd.Series:
+def in_period(at: pd.Series, period: Period) -> pd.Series:
+    """Which of the timestamps `at` fall on the days of `period`, both ends included."""
     end = pd.Timestamp(period.end) + pd.Timedelta(days=1)
     return (at >= pd.Timestamp(period.start)) & (at < end)
 
@@ -411,7 +406,7 @@ def _framed(
     """Observations of both periods with their arm, `post` and `treated`; the arm × period
     means; customers per arm observed in the pilot period."""
     frame = obs.merge(arms, on="customer_id", how="inner")
-    pre, post = _window(frame["at"], baseline), _window(frame["at"], pilot)
+    pre, post = in_period(frame["at"], baseline), in_period(frame["at"], pilot)
     frame = frame[pre | post].assign(post=post[pre | post].astype(float))
     frame["treated"] = (frame["arm"] == "pilot").astype(float)
     cells = (
@@ -525,7 +520,7 @@ def observed_arms(obs: pd.DataFrame, arms: pd.DataFrame, pilot: Period) -> pd.Da
     """The arms of the customers observed (`obs`, a metric's observations) in the pilot
     period: the units the analysis compares, whose split a stream losing one arm's data
     would skew."""
-    seen = obs.loc[_window(obs["at"], pilot), "customer_id"].unique()
+    seen = obs.loc[in_period(obs["at"], pilot), "customer_id"].unique()
     return arms[is_in(arms["customer_id"], seen)]
 
 
@@ -541,11 +536,55 @@ def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
 
 def analysis_of(hypothesis: Hypothesis) -> Analysis:
     """`decision.analysis` when the file sets it, else CUPED for a hash split (randomised:
-    the baseline only reduces variance) and DiD for arms operations fixed (segment, attribute,
-    list: groups that need not start equal)."""
+    the baseline only reduces variance), `auto` (the unit-level analysis) for arms that are
+    whole units (segment, attribute) and DiD for a list of customers."""
     if hypothesis.decision.analysis:
         return hypothesis.decision.analysis
-    return "cuped" if hypothesis.assignment.method == "hash" else "did"
+    method = hypothesis.assignment.method
+    return {"hash": "cuped", "list": "did"}.get(method, "auto")
+
+
+def unit_column(hypothesis: Hypothesis) -> str:
+    """The customer column whose values are the arms' units: the attribute, or the one
+    dimension the segment's pilot group filters on."""
+    plan = hypothesis.assignment
+    if plan.method == "attribute":
+        return plan.attribute
+    keys = list(plan.pilot.filters())
+    if plan.method != "segment" or len(keys) != 1:
+        raise HypothesisError(
+            f"hypotheses/{hypothesis.id}.yaml: `decision.analysis: auto` needs arms that are "
+            f"whole units of one dimension (assignment.method segment with one filter, or "
+            f"attribute); this pilot has method {plan.method} filtering on {keys}. Set "
+            "`decision.analysis: did` to compare customers instead."
+        )
+    return keys[0]
+
+
+def unit_effect(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> UnitEffect:
+    """The unit-level effect on the primary metric (tasks/unit_pilots.py): weekly unit means
+    from the baseline to the pilot's end, the pilot arm's units treated from the pilot's
+    start. Raises HypothesisError when the panel is unusable (too few units or periods)."""
+    column, schedule = unit_column(hypothesis), hypothesis.schedule
+    obs = pilot_observations(hypothesis.metric.name, data, hypothesis)
+    obs = obs[in_period(obs["at"], Period(start=schedule.baseline.start, end=schedule.pilot.end))]
+    units = attribute_values(data.customers, column).astype(str)
+    unit_of = pd.Series(units.to_numpy(), index=data.customers["customer_id"])
+    in_arms = arms.set_index("customer_id")["arm"]
+    obs = obs[obs["customer_id"].isin(in_arms.index)]
+    obs = obs.assign(unit=obs["customer_id"].map(unit_of).to_numpy())
+    pilot_ids = in_arms.index[in_arms.to_numpy() == "pilot"]
+    treated = sorted(set(unit_of.reindex(pilot_ids).dropna()))
+    panel = panel_of(unit_panel(obs[["unit", "at", "value"]]), treated, schedule.pilot.start)
+    higher = hypothesis.metric.direction == "increase"
+    return analyse(panel, hypothesis.decision.alpha, higher_is_better=higher)
+
+
+def relative(effect: UnitEffect) -> tuple[float, float, float]:
+    """The effect and its interval divided by the counterfactual's mean over the pilot."""
+    series = effect.series
+    base = float(series.loc[series["post"], "counterfactual"].mean())
+    return effect.estimate / base, effect.low / base, effect.high / base
 
 
 def _estimate(
@@ -621,7 +660,8 @@ def stored_plan(cells: Mapping[str, Any] | None) -> str:
 def planned(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> Plan:
     """The pilot's `Plan` from its baseline period."""
     target, schedule, rules = hypothesis.metric, hypothesis.schedule, hypothesis.decision
-    analysis = analysis_of(hypothesis)
+    # a unit pilot's customer-level estimate is the DiD; its plan is that DiD's
+    analysis = "did" if analysis_of(hypothesis) == "auto" else analysis_of(hypothesis)
     relative = target.expected_effect.relative
     critical = (
         float(np.sqrt((1 + 1 / sequential_ratio(rules.alpha))
@@ -775,7 +815,7 @@ def quantile_effects(
 ) -> list[QuantileEffect]:
     """Median and p90 effects (by default) of the pilot period; seeded, so reruns agree."""
     frame = obs.merge(arms, on="customer_id")
-    frame = frame[_window(frame["at"], pilot)]
+    frame = frame[in_period(frame["at"], pilot)]
     if frame["arm"].nunique() < 2:
         return []
     rng = np.random.default_rng(seed)
@@ -834,7 +874,7 @@ def reweighted(
     customer id to segment. Segments an arm has no respondent in drop out of that arm and its
     other weights are rescaled."""
     frame = obs.merge(arms, on="customer_id")
-    frame = frame[_window(frame["at"], pilot)]
+    frame = frame[in_period(frame["at"], pilot)]
     means = frame.groupby(["arm", "customer_id"])["value"].mean().reset_index()
     means["segment"] = means["customer_id"].map(segments)
     weights = arms["customer_id"].map(segments).value_counts(normalize=True).rename("weight")
@@ -867,7 +907,7 @@ def response_check(
     pilot = hypothesis.schedule.pilot
     kinds = {t.name.removesuffix("_top2") for t in targets}
     answers = data.responses[data.responses["kind"].isin(kinds)]
-    answers = answers[_window(answers["submitted_at"], pilot)]
+    answers = answers[in_period(answers["submitted_at"], pilot)]
     answered_ids = is_in(arms["customer_id"], answers["customer_id"])
     assigned = arms["arm"].value_counts()
     answered = arms.loc[answered_ids, "arm"].value_counts().reindex(assigned.index, fill_value=0)
@@ -908,6 +948,7 @@ class Evaluation:
     quantiles: list[QuantileEffect] = field(default_factory=list)
     response: ResponseCheck | None = None
     unmatched: dict[str, int] = field(default_factory=dict)
+    unit: UnitEffect | None = None
 
 
 def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] = ()) -> Evaluation:
@@ -967,9 +1008,31 @@ def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] 
         if count
     )
     decision, why = decide(hypothesis, primary, guardrails, srm)
-    return Evaluation(hypothesis, primary, secondary, guardrails, srm, decision,
-                      reason_text(why, labels("en")), arms, plan, warnings, why, quantiles,
-                      response, unmatched)  # fmt: skip
+    reason, unit = reason_text(why, labels("en")), None
+    if analysis_of(hypothesis) == "auto":
+        decision, reason, why, unit = _unit_verdict(hypothesis, data, arms, decision, why, warnings)
+        reason = reason or reason_text(why, labels("en"))
+    return Evaluation(hypothesis, primary, secondary, guardrails, srm, decision, reason, arms,
+                      plan, warnings, why, quantiles, response, unmatched, unit)  # fmt: skip
+
+
+def _unit_verdict(
+    hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame, decision: str,
+    why: dict[str, Any], warnings: list[str],
+) -> tuple[str, str, dict[str, Any], UnitEffect | None]:  # fmt: skip
+    """(decision, reason, why, effect) of a unit pilot: a customer-level adopt stands only when
+    the unit-level analysis shows the effect (then `reason` is its words, `why` empty); rejects
+    and the sample checks stand as they are. Without a usable panel the customer-level verdict
+    stands, with a warning saying why."""
+    try:
+        unit = unit_effect(hypothesis, data, arms)
+    except HypothesisError as error:
+        warnings.append(f"unit-level analysis not possible, judged per customer: {error}")
+        return decision, "", why, None
+    wanted = 1 if hypothesis.metric.direction == "increase" else -1
+    if decision == "reject" or why.get("rule") in ("srm", "too_few"):
+        return decision, "", why, unit
+    return ("adopt" if unit.shows_effect(wanted) else "inconclusive"), unit.reason, {}, unit
 
 
 def _fmt(estimate: Estimate, value: float) -> str:
@@ -1057,7 +1120,7 @@ def rollout_watch(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> R
     obs = pilot_observations(target.name, data, hypothesis).merge(arms, on="customer_id")
     if target.expected_effect.relative:
         obs["value"] = np.log(obs["value"].clip(lower=1e-6))
-    during = obs[_window(obs["at"], hypothesis.schedule.pilot)]
+    during = obs[in_period(obs["at"], hypothesis.schedule.pilot)]
     after = obs[obs["at"] >= pd.Timestamp(hypothesis.rollout)]
     if after.empty or during["arm"].nunique() < 2:
         return None

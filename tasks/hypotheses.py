@@ -365,10 +365,12 @@ class Decision(Strict):
         ge=1,
         description="Customers each arm needs in the pilot period before a decision is made.",
     )
-    analysis: Literal["did", "cuped"] | None = Field(
+    analysis: Literal["did", "cuped", "auto"] | None = Field(
         default=None,
-        description="did: difference-in-differences; cuped: pilot period adjusted by baseline. "
-        "Default: cuped for a hash split, did for a segment split.",
+        description="did: customer-level difference-in-differences; cuped: pilot period "
+        "adjusted by baseline; auto: unit-level (region, branch, team) DiD or synthetic "
+        "control with identification checks. Default: cuped for a hash split, auto for a "
+        "segment or attribute split, did for a list.",
     )
     sequential: bool = Field(
         default=True,

@@ -8,7 +8,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.metrics import CxData, csat_top2, funnel, km_median_by, nps_points
+from tasks.loader import CxData
+from tasks.metrics import csat_top2, funnel, km_median_by, nps_points
 
 
 class Stage(Protocol):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 
+from connectors.canonical import TABLES
 from connectors.errors import SourceError
-from tasks.store import INGESTED, timestamp_columns
 
 
 def email_hash(emails: pd.Series) -> pd.Series:
@@ -27,19 +28,15 @@ def to_canonical(
     (source/stream/page) names the page in the error if a required column is missing.
     """
     frame = pd.DataFrame(records)
-    model = INGESTED[table]
+    spec = TABLES[table]
     if "email" in frame.columns:
         frame["email_hash"] = email_hash(frame.pop("email"))
-    required = [
-        name for name, info in model.model_fields.items()
-        if info.is_required() and name not in ("source",)
-    ]  # fmt: skip
-    missing = [name for name in required if name not in frame.columns]
+    missing = [name for name in spec.required if name not in frame.columns]
     if missing:
         raise SourceError(
             f"{where}: records lack {', '.join(missing)}; nothing of this page was saved."
         )
-    for name in timestamp_columns(model):
-        if name in frame.columns:
+    for name, kind in spec.columns.items():
+        if kind in (datetime, date) and name in frame.columns:
             frame[name] = pd.to_datetime(frame[name], utc=True).dt.tz_localize(None)
     return frame

@@ -1,167 +1,24 @@
-"""CX metrics from the store (NPS, CSAT, CES, FRT, ART, FCR) by any dimension, with n and CI."""
+"""CX metrics (NPS, CSAT, CES, FRT, ART, FCR) by any dimension, with n and CI."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from numpy.typing import ArrayLike
-from sqlalchemy.engine import Engine
 
-from tasks import store
+from tasks.hours import BusinessHours
+from tasks.identity import is_in, lookup
+from tasks.moments import Z95, Moments, moments_table, normal_ci
 from tasks.text import sentiment
 
-Z95 = 1.959963984540054
+if TYPE_CHECKING:  # `tasks.loader` builds `CxData` with this module's ticket measures
+    from tasks.loader import CxData
+
 REPEAT_WINDOW = pd.Timedelta(days=7)
 SLA_HOURS = 24.0
-
-
-_LOADED: dict = {}  # the last `CxData.latest` load and the store version it was read at
-# Ticket columns no analysis reads (free text, the vendor's status): a third of the frame.
-UNREAD_TICKET = ("text", "status")
-_LOOKUP_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class CxData:
-    """The canonical tables as frames: what every analysis step reads."""
-
-    customers: pd.DataFrame
-    tickets: pd.DataFrame
-    responses: pd.DataFrame
-    orders: pd.DataFrame
-    web: pd.DataFrame
-    _customer_rows: dict[str, np.ndarray] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    @classmethod
-    def latest(
-        cls, engine: Engine, hours: BusinessHours | None = None, timezone: str = "UTC"
-    ) -> CxData:
-        """`from_store`, reused while nothing new was ingested (a cycle's steps share one load)."""
-        key = (str(engine.url), store.ingest_version(engine), hours, timezone)
-        if _LOADED.get("key") != key:
-            _LOADED.clear()
-            _LOADED.update(key=key, data=cls.from_store(engine, hours, timezone))
-        return _LOADED["data"]
-
-    @classmethod
-    def from_store(
-        cls, engine: Engine, hours: BusinessHours | None = None, timezone: str = "UTC"
-    ) -> CxData:
-        """The store's tables with times on the clock of `timezone` (the store keeps UTC), so
-        days, months, hours of day and working hours are the company's; FRT in working hours
-        counts `hours` (default Mon–Fri 9–18)."""
-        customers = local_times(customers_from_store(engine), timezone)
-        tickets = store.read_records(engine, store.Ticket, UNREAD_TICKET, id_as="ticket_id")
-        tickets = local_times(tickets, timezone)
-        responses = local_times(store.read_records(engine, store.SurveyResponse), timezone)
-        return cls(
-            customers=customers.drop(columns="email_hash"),  # only `identify` needs it
-            tickets=with_ticket_measures(identify(tickets, customers), hours or BusinessHours()),
-            responses=identify(responses, customers),
-            orders=local_times(store.read_records(engine, store.Order), timezone),
-            web=store.read_records(engine, store.WebMetric),  # daily, in the site's own zone
-        )
-
-    def customer_column(self, table: str, column: str) -> pd.Series:
-        """`column` of the customer of each row of `table` (`tickets` or `responses`), aligned
-        with it, NaN where the customer is unknown; which row has which customer is looked up
-        once per load, however many cuts ask."""
-        records = getattr(self, table)
-        with _LOOKUP_LOCK:  # concurrent cuts wait for one lookup instead of each doing it
-            if table not in self._customer_rows:
-                known = self.customers["customer_id"]
-                self._customer_rows[table] = _rows_in(records["customer_id"], known)
-        rows = self._customer_rows[table]
-        values = pd.api.extensions.take(self.customers[column].array, rows, allow_fill=True)
-        return pd.Series(values, index=records.index, name=column)
-
-    def newest(self) -> pd.Timestamp:
-        """The time of the newest ticket or survey answer: how far the data reaches (NaT if
-        there is neither)."""
-        return pd.Series(
-            [self.tickets["created_at"].max(), self.responses["submitted_at"].max()]
-        ).max()
-
-    def unmatched(self) -> dict[str, int]:
-        """Tickets and survey responses that match no known customer (kept, but uncut)."""
-        known = self.customers["customer_id"]
-        return {
-            "tickets": int((~is_in(self.tickets["customer_id"], known)).sum()),
-            "responses": int((~is_in(self.responses["customer_id"], known)).sum()),
-        }
-
-
-def identify(records: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
-    """`records` with `customer_id` filled from the customer with the same e-mail hash.
-
-    Sources that carry the CRM id keep it; others (a survey with only an e-mail) are joined
-    by the normalised e-mail's hash; the rest stay without a customer.
-    """
-    if "email_hash" not in records.columns:
-        return records
-    unknown = records["customer_id"].isna() & records["email_hash"].notna()
-    if not unknown.any():
-        return records
-    # `lookup` takes the first customer with the hash, should two share one.
-    by_email = customers.set_index("email_hash")["customer_id"]
-    found = lookup(records.loc[unknown, "email_hash"], by_email)
-    return records.assign(customer_id=records["customer_id"].fillna(found))
-
-
-def _ids(values: pd.Series | pd.Index) -> pa.Array:
-    return pa.array(values, type=pa.large_string(), from_pandas=True)
-
-
-def is_in(values: pd.Series, known: pd.Series | pd.Index) -> np.ndarray:
-    """`values.isin(known)` for string ids as a boolean array; missing values never match.
-
-    Through Arrow: pandas 3 builds a Python object per element of `known` for string
-    columns, seconds per call at a million customers.
-    """
-    return pc.is_in(_ids(values), value_set=_ids(known), skip_nulls=True).to_numpy(
-        zero_copy_only=False
-    )
-
-
-def lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
-    """`keys.map(table)` for string ids: `table`'s value at each key, NaN where none.
-
-    Through Arrow, for the same reason as `is_in`; `table`'s index should be unique (the
-    first match wins).
-    """
-    values = pd.api.extensions.take(table.array, _rows_in(keys, table.index), allow_fill=True)
-    return pd.Series(values, index=keys.index, name=keys.name)
-
-
-def _rows_in(keys: pd.Series, known: pd.Series | pd.Index) -> np.ndarray:
-    """Position of each key in `known`, -1 where absent."""
-    return pc.index_in(_ids(keys), value_set=_ids(known)).fill_null(-1).to_numpy()
-
-
-def local_times(frame: pd.DataFrame, timezone: str) -> pd.DataFrame:
-    """`frame` with its naive-UTC datetime columns as naive wall-clock time in `timezone`."""
-    if timezone == "UTC":
-        return frame
-    moments = frame.select_dtypes("datetime").columns
-    return frame.assign(
-        **{c: frame[c].dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
-           for c in moments}
-    )  # fmt: skip
-
-
-def customers_from_store(engine: Engine) -> pd.DataFrame:
-    """Customers keyed by `customer_id` (their CRM id) with the attributes analyses cut by."""
-    columns = ["source_id", "segment", "region", "channel", "created_at", "email_hash"]
-    customers = store.read_frame(engine, store.Customer, columns)
-    return customers.rename(columns={"source_id": "customer_id"})
 
 
 def nps_points(scores: pd.Series) -> pd.Series:
@@ -175,35 +32,6 @@ def csat_top2(scores: pd.Series, csat_scale: int = 5) -> pd.Series:
     """Each CSAT score as 100 in the top two boxes of `csat_scale` (4–5 of 5), else 0; NaN
     where there is no score."""
     return ((scores >= csat_scale - 1) * 100.0).mask(scores.isna())
-
-
-@dataclass(frozen=True)
-class BusinessHours:
-    """Working time: `start`–`end` o'clock on `weekdays` (numpy weekmask, Monday first), minus
-    `holidays` (ISO dates)."""
-
-    start: float = 9.0
-    end: float = 18.0
-    weekdays: str = "1111100"
-    holidays: tuple[str, ...] = ()
-
-    def elapsed(self, since: pd.Series, until: pd.Series) -> pd.Series:
-        """Working hours between two timestamp columns (NaN where either is missing)."""
-        return self._clock(until) - self._clock(since)
-
-    def _clock(self, at: pd.Series) -> pd.Series:
-        """Working hours from 1970-01-01 to each timestamp."""
-        known = at.notna().to_numpy()
-        day = at.dt.floor("D").to_numpy()
-        days = np.zeros(len(at))
-        open_day = np.zeros(len(at), dtype=bool)
-        calendar = {"weekmask": self.weekdays, "holidays": list(self.holidays)}
-        days[known] = np.busday_count("1970-01-01", day[known].astype("datetime64[D]"), **calendar)
-        open_day[known] = np.is_busday(day[known].astype("datetime64[D]"), **calendar)
-        hour = ((at - at.dt.floor("D")) / pd.Timedelta(hours=1)).to_numpy()
-        today = np.clip(hour - self.start, 0, self.end - self.start) * open_day
-        clock = days * (self.end - self.start) + today
-        return pd.Series(np.where(known, clock, np.nan), index=at.index)
 
 
 def ticket_clock(tickets: pd.DataFrame) -> pd.Timestamp:
@@ -398,11 +226,11 @@ TABLE_COLUMNS = ("value", "n", "pending", "se", "ci_low", "ci_high")
 def _cells(metric: str, cells: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """`metric_table`'s columns for `metric` per group of `keys` of its observations (whose
     NaN values are the pending tickets)."""
-    moments = _moments(cells, keys)
-    table = _normal_ci(moments)
+    sums = moments_table(cells, keys)
+    table = _normal_ci(Moments.from_frame(sums))
     if metric in SHARE_METRICS:
         table = _wilson_ci(table)
-    table["pending"] = moments["size"] - moments["count"]
+    table["pending"] = sums["rows"] - sums["n"]
     if metric not in MEDIAN_METRICS:
         return table
     table = table.rename(columns={"value": "mean"}).assign(se=np.nan, ci_low=np.nan, ci_high=np.nan)
@@ -422,7 +250,7 @@ def period_labels(at: pd.Series, freq: str) -> pd.Series:
 def mean_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
     """Mean of `value` per group with `n`, its standard error `se` and a normal 95% CI
     (`ci_low`, `ci_high`); NaN values are left out of all of them."""
-    return _normal_ci(_moments(frame, by, value))
+    return _normal_ci(Moments.by(frame, by, value))
 
 
 def share_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
@@ -431,21 +259,11 @@ def share_ci_by(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.
     return _wilson_ci(mean_ci_by(frame, by, value))
 
 
-def _moments(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    """Per group: `mean`, `std` and `count` of the non-NaN `value`s, and `size`, all rows."""
-    return frame.groupby(by, observed=True)[value].agg(["mean", "std", "count", "size"])
-
-
-def _normal_ci(moments: pd.DataFrame) -> pd.DataFrame:
-    se = moments["std"] / np.sqrt(moments["count"])
+def _normal_ci(moments: Moments) -> pd.DataFrame:
+    mean, se = moments.mean, moments.se
+    low, high = normal_ci(mean, se)
     return pd.DataFrame(
-        {
-            "value": moments["mean"],
-            "n": moments["count"].astype(int),
-            "se": se,
-            "ci_low": moments["mean"] - Z95 * se,
-            "ci_high": moments["mean"] + Z95 * se,
-        }
+        {"value": mean, "n": moments.n.astype(int), "se": se, "ci_low": low, "ci_high": high}
     )
 
 
@@ -563,15 +381,9 @@ def csi(
     cells = cells[cells["k"] == len(weights)]
     value = cells["ws"] / cells["w"]
     se = np.sqrt(cells["wse2"]) / cells["w"]
+    low, high = normal_ci(value, se)
     return pd.DataFrame(
-        {
-            "metric": "csi",
-            "value": value,
-            "n": cells["n"],
-            "se": se,
-            "ci_low": value - Z95 * se,
-            "ci_high": value + Z95 * se,
-        }
+        {"metric": "csi", "value": value, "n": cells["n"], "se": se, "ci_low": low, "ci_high": high}
     ).reset_index()
 
 
@@ -699,12 +511,13 @@ def post_stratified_nps(data: CxData, by: str = "segment") -> dict[str, float]:
     latest = answers.sort_values("submitted_at").groupby("customer_id").tail(1)
     strata = latest["customer_id"].map(data.customers.set_index("customer_id")[by])
     points = pd.DataFrame({"stratum": strata, "value": nps_points(latest["score"])}).dropna()
-    cells = points.groupby("stratum")["value"].agg(["mean", "var", "size"])
-    share = data.customers[by].value_counts(normalize=True).reindex(cells.index).fillna(0)
+    cells = Moments.by(points, "stratum")
+    share = data.customers[by].value_counts(normalize=True).reindex(cells.n.index).fillna(0)
     share = share / share.sum()
-    weighted = float((share * cells["mean"]).sum())
+    weighted = float((share * cells.mean).sum())
     # A one-respondent stratum has no variance to add: the CI is then unknown, not narrower.
-    half = Z95 * float(np.sqrt((share**2 * cells["var"] / cells["size"]).sum(min_count=len(cells))))
+    spread = (share**2 * cells.variance / cells.n).sum(min_count=len(cells.n))
+    half = Z95 * float(np.sqrt(spread))
     return {
         "raw": float(points["value"].mean()),
         "weighted": weighted,

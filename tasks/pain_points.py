@@ -2,19 +2,30 @@
 
 A candidate is a group of affected customers (or sessions) found in a cell of the data:
 
-- `ticket:<topic>`: customers with a ticket on the topic, against everyone else's NPS;
+- `ticket:<topic>`: customers with a ticket on the topic; impact against comparable customers
+  (same segment and region, contacted support anyway: `tasks.comparable`), or from the
+  post-contact answers about those tickets against answers about other tickets when enough
+  are linked; the raw gap against everyone else stays beside it (`raw_impact`);
 - `comment:<topic>:<segment>`: respondents of a segment whose comments name a topic no ticket
   topic covers, against the segment's other respondents;
 - `region:<region>`: the region's customers, against everyone else;
 - `load:peak_hours`: customers whose tickets came in the busiest hours, against the other
   ticket raisers;
 - `funnel:<step>:<device>`: sessions that reached the step before on the device, against the
-  conversion into the step on the other devices.
+  conversion into the step on the other devices;
+- two-way cells `<one of the above>@<dimension>=<value>` (`tasks.cells`): a ticket topic × a
+  customer dimension (among customers who contacted support) or × a ticket's channel, agent
+  or team (post-contact answers), a region × segment, a funnel step × device × segment. A
+  cell is kept only when it is worse than its halves explain; Benjamini–Hochberg at
+  `Q_FDR` over the whole family (every candidate's p-value) decides, and every row says
+  whether it is `significant`. A marginal the cell explains (no loss left outside the cell)
+  is marked `explained_by` and ranked after the unexplained ones.
 
 Impacts are points of an outcome share: NPS points (promoters minus detractors, in %) or
 conversion points (%). Reach share × impact is then the points at stake for the whole base (or
 all funnel entrants), so candidates of every kind rank on one scale. Confidence shrinks the score
-when the impact's 95% CI is wide; effort comes from `efforts:` in the config.
+when the impact's 95% CI is wide; effort comes from `efforts:` in the config. Revenue at stake
+(`tasks.money`) prices the same loss; `ranking="revenue"` ranks by it.
 """
 
 from __future__ import annotations
@@ -24,9 +35,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from tasks.cells import Q_FDR, CellGrid, funnel_cells, peeled, q_values
+from tasks.comparable import adjusted_impacts, independent_columns
+from tasks.identity import is_in, lookup
 from tasks.labels import labels, titled
-from tasks.metrics import Z95, CxData, funnel, is_in, lookup, nps_points
+from tasks.loader import CxData
+from tasks.metrics import funnel, nps_points
+from tasks.moments import Z95
+from tasks.money import PointValue, formulas, require_orders, revenue_at_stake
 from tasks.text import Taxonomy, redact_pii, tag_topics
 
 MIN_RESPONDENTS = 30
@@ -34,6 +52,14 @@ VERBATIMS = 3
 PEAK_LOAD = 1.5  # an hour is a peak when its ticket volume is 1.5× the average hour's
 NPS_UNIT = "NPS points"
 CONVERSION_UNIT = "conversion points"
+CUSTOMER_DIMENSIONS = ("segment", "region", "channel", "language")
+TICKET_DIMENSIONS = {"ticket_channel": "channel", "agent": "agent", "team": "team"}
+EXPLAINED_SHARE = 0.5  # a marginal is explained by a cell holding this share of its points
+NAMES_TOPIC = "names the topic"
+ABOUT_TICKET = "survey about the ticket"
+AFFECTED_DETRACTOR = "affected detractor"
+CELL_METHOD = "interaction: the gap in the cell beyond the topic's gap elsewhere"
+NO_VERBATIMS = "no comment names this topic and no survey answer is linked to these tickets"
 
 
 def confidence(impact: pd.Series, half_width: pd.Series, respondents: pd.Series) -> pd.Series:
@@ -95,7 +121,8 @@ def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
     """NPS points each ticket topic costs, holding the other topics fixed, with 95% CIs.
 
     OLS of each respondent's `latest` NPS points on one indicator per topic (robust HC1
-    errors), so topics that co-occur are not double-counted. Columns `key`, `driver_impact`
+    errors), so topics that co-occur are not double-counted; a topic the others already
+    span (every respondent has exactly one) gets no row. Columns `key`, `driver_impact`
     (points lost), `driver_ci_low`, `driver_ci_high`, `driver_p`.
     """
     import statsmodels.api as sm
@@ -105,13 +132,13 @@ def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
     row = pd.Index(latest["customer_id"]).get_indexer(pairs["customer_id"])
     design = np.zeros((len(latest), len(topics)))
     design[row[row >= 0], topic[row >= 0]] = 1.0
-    fit = sm.OLS(nps_points(latest["score"]).to_numpy(), sm.add_constant(design)).fit(
-        cov_type="HC1"
-    )
+    frame = pd.DataFrame(design, columns=pd.Index(topics).astype(str)).assign(const=1.0)
+    frame = frame[independent_columns(frame[["const", *frame.columns[:-1]]])]
+    fit = sm.OLS(nps_points(latest["score"]).to_numpy(), frame.to_numpy()).fit(cov_type="HC1")
     ci = fit.conf_int()[1:]
     return pd.DataFrame(
         {
-            "key": "ticket:" + pd.Index(topics).astype(str),
+            "key": "ticket:" + frame.columns[1:],
             "driver_impact": -fit.params[1:],
             "driver_ci_low": -ci[:, 1],
             "driver_ci_high": -ci[:, 0],
@@ -125,33 +152,57 @@ def rank_pain_points(
     efforts: dict[str, float],
     funnel_steps: Sequence[str] = (),
     taxonomy: Taxonomy | None = None,
+    dimensions: Sequence[str] | None = None,
+    ranking: str = "nps",
+    value_per_point: float | None = None,
 ) -> pd.DataFrame:
     """Every candidate with an impact CI (two or more affected respondents or sessions; see
-    the module docstring), best score first, with its components.
+    the module docstring), best first, with its components.
 
     `efforts` maps pain-point keys (`ticket:delivery`) to person-weeks; `default` applies to
     the rest and such rows are flagged `effort_is_default`. `funnel_steps` orders the funnel
-    (no funnel candidates without it). Each row's `evidence` holds counts and redacted
-    verbatims; ticket topics also carry their key-driver estimate and whether it agrees.
+    (no funnel candidates without it). `dimensions` are the customer columns cells cut by
+    (default: those of `CUSTOMER_DIMENSIONS` the customers have; declared dimensions are
+    added here). `ranking` is `nps` (by `score`) or `revenue` (by `revenue_score`, needs
+    orders); `value_per_point` overrides the revenue per customer per NPS point that orders
+    give. Explained marginals rank after the rest. Each row's `evidence` holds counts,
+    labelled redacted verbatims, and for ticket topics the key-driver estimate and whether
+    it agrees.
     """
+    if ranking not in ("nps", "revenue"):
+        raise ValueError(f"ranking: {ranking!r} is not one of nps, revenue")
+    if ranking == "revenue":
+        require_orders(data.orders)
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
+    mentions = topic_mentions(data.responses, taxonomy)
+    dims = [d for d in (CUSTOMER_DIMENSIONS if dimensions is None else dimensions)
+            if d in data.customers.columns]  # fmt: skip
     found = [
-        ticket_topics(data, latest, points),
-        comment_topics(data, points, taxonomy),
+        ticket_topics(data, latest, points, mentions),
+        comment_topics(data, points, mentions),
         regions(data, points),
         peak_load(data, points),
     ]
+    cells = [topic_cells(data, points, dims), post_contact_cells(data), region_cells(data, points)]
     base = max(data.customers["customer_id"].nunique(), 1)
     tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT)
-              for f in found if not f.table.empty]  # fmt: skip
+              for f in [*found, *cells] if not f.table.empty]  # fmt: skip
     tables += [t for t in [funnel_leaks(data.web, funnel_steps)] if not t.empty]
+    tables += [t for t in [funnel_step_cells(data.web, funnel_steps)] if not t.empty]
     if not tables:
         return pd.DataFrame()
     ranked = pd.concat(tables, ignore_index=True)
     ranked = ranked.dropna(subset=["impact_ci_low", "impact_ci_high"])  # < 2 affected answered
     if ranked.empty:
         return ranked
+    raw = ranked.reindex(columns=RAW_COLUMNS)
+    for column, fallback in zip(
+        RAW_COLUMNS, ["impact", "impact_ci_low", "impact_ci_high"], strict=True
+    ):
+        ranked[column] = raw[column].fillna(ranked[fallback])
+    ranked = _decided(ranked)
+    found += [c.found(set(ranked["key"]), mentions, data.responses) for c in cells]
     ranked = titled(ranked, labels("en"))
     ranked["confidence"] = confidence(
         ranked["impact"], ranked["impact_ci_high"] - ranked["impact"], ranked["respondents"]
@@ -165,17 +216,104 @@ def rank_pain_points(
         * ranked["confidence"]
         / ranked["effort"]
     )
-    ranked = ranked.sort_values(["score", "reach"], ascending=False, ignore_index=True)
+    segment = data.customers.drop_duplicates("customer_id").set_index("customer_id")["segment"]
+    value = PointValue.from_orders(data.orders, latest, value_per_point, segment)
+    ranked["revenue_at_stake"] = revenue_at_stake(
+        ranked["reach"], ranked["impact"], ranked["unit"], value
+    )
+    ranked["revenue_score"] = ranked["revenue_at_stake"] * ranked["confidence"] / ranked["effort"]
+    ranked = _folded(ranked)
+    by = "score" if ranking == "nps" else "revenue_score"
+    ranked = ranked.assign(_explained=ranked["explained_by"].notna()).sort_values(
+        ["_explained", by, "reach"], ascending=[True, False, False], ignore_index=True
+    )
     ranked["rank"] = np.arange(1, len(ranked) + 1)
-    ranked["evidence"] = _with_verbatims(ranked, found, latest)
-    return ranked.drop(columns=["respondents"])
+    ranked["evidence"] = _explained(ranked, value, _with_verbatims(ranked, found, latest))
+    return ranked.drop(columns=["respondents", "_explained", *CELL_ONLY], errors="ignore")
+
+
+RAW_COLUMNS = ["raw_impact", "raw_ci_low", "raw_ci_high"]
+MARGINAL_COLUMNS = ["row_marginal", "col_marginal"]
+CELL_ONLY = ["cell", "row", "dimension", "value", *MARGINAL_COLUMNS]  # kept in `evidence`
+
+
+def _decided(ranked: pd.DataFrame) -> pd.DataFrame:
+    """Candidates with their family-wide BH `q_value` and `significant`; cells that are not
+    significant are dropped (they are only candidates when worse than their halves)."""
+    se = (ranked["impact_ci_high"] - ranked["impact"]) / Z95
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own_p = pd.Series(stats.norm.sf(ranked["impact"] / se), index=ranked.index)
+    if "cell" not in ranked:
+        ranked = ranked.assign(cell=False)
+    ranked["cell"] = ranked["cell"].fillna(False).astype(bool)
+    given = ranked["p_value"] if "p_value" in ranked else pd.Series(np.nan, index=ranked.index)
+    ranked["p_value"] = given.where(ranked["cell"], own_p)
+    ranked["q_value"] = q_values(ranked["p_value"])
+    ranked["significant"] = ranked["q_value"].le(Q_FDR)
+    for column in MARGINAL_COLUMNS:
+        if column not in ranked:
+            ranked[column] = np.nan
+    return ranked[~ranked["cell"] | ranked["significant"]].reset_index(drop=True)
+
+
+def _folded(ranked: pd.DataFrame) -> pd.DataFrame:
+    """`explained_by`: for a marginal that a significant cell explains, that cell's key (the
+    best-scoring one if several do); else None.
+
+    A cell explains a marginal when its own points at stake (reach × interaction) are at
+    least `EXPLAINED_SHARE` of the marginal's (reach × impact): a topic that hurts a little
+    everywhere and a lot in one region is that region's problem first.
+    """
+    cells = ranked[ranked["cell"]].sort_values("score", ascending=False)
+    points = (ranked["reach"] * ranked["impact"]).set_axis(ranked["key"])
+    stake = (cells["reach"] * cells["impact"]).to_numpy()
+    claims = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "marginal": cells[side].to_numpy(),
+                    "cell_key": cells["key"].to_numpy(),
+                    "stake": stake,
+                }
+            )
+            for side in ("row_marginal", "col_marginal")
+        ]
+    ).dropna(subset=["marginal"])
+    total = claims["marginal"].map(points)
+    claims = claims[claims["stake"] >= EXPLAINED_SHARE * total.where(total > 0)]
+    by_marginal = claims.drop_duplicates("marginal").set_index("marginal")["cell_key"]
+    explained = ranked["key"].map(by_marginal).where(~ranked["cell"])
+    return ranked.assign(explained_by=explained.astype(object).where(explained.notna(), None))
+
+
+def _explained(ranked: pd.DataFrame, value: PointValue, evidence: list) -> list:
+    """Each row's evidence plus how its ranking reads: raw against adjusted impact, the
+    FDR decision, what explains it, and the revenue formula."""
+    formula = formulas(ranked["unit"], value)
+    columns = ["raw_impact", "p_value", "q_value", "significant", "explained_by"]
+    rows = ranked.reindex(columns=columns)
+    out = []
+    for ev, row, text, revenue in zip(
+        evidence, rows.itertuples(index=False), formula, ranked["revenue_at_stake"], strict=True
+    ):
+        extra = {
+            "raw_impact": _round(row.raw_impact),
+            "p_value": float(f"{row.p_value:.2g}") if pd.notna(row.p_value) else None,
+            "q_value": float(f"{row.q_value:.2g}") if pd.notna(row.q_value) else None,
+            "significant": bool(row.significant),
+            "explained_by": row.explained_by,
+            "revenue_at_stake": None if pd.isna(revenue) else round(float(revenue), 2),
+            "revenue_formula": text,
+        }
+        out.append(ev | extra)
+    return out
 
 
 @dataclass(frozen=True)
 class Found:
     """Candidates of one kind, their affected customers (`key`, `customer_id`) and, where the
-    candidate is itself something customers said, those comments (`key`, `comment`,
-    `submitted_at`) to quote instead of the affected detractors' latest ones."""
+    candidate is about a topic, the on-topic comments (`key`, `comment`, `submitted_at`,
+    `source`) to quote instead of the affected detractors' latest ones."""
 
     table: pd.DataFrame
     members: pd.DataFrame
@@ -186,9 +324,295 @@ class Found:
         return cls(pd.DataFrame(), pd.DataFrame(columns=["key", "customer_id"]))
 
 
-def ticket_topics(data: CxData, latest: pd.DataFrame, points: pd.Series) -> Found:
+@dataclass(frozen=True)
+class Cells:
+    """Two-way cell candidates of one kind before the family's FDR decides which stay, and
+    how to list the affected customers of those that do: `pairs` (`unit`, `row`,
+    `customer_id`) with `dims` (index `unit`) as the cells were cut. `topical` cells are
+    about a ticket topic and quote on-topic comments; `tickets` says units are tickets (so
+    answers linked to them are quoted too)."""
+
+    table: pd.DataFrame
+    pairs: pd.DataFrame
+    dims: pd.DataFrame
+    topical: bool = False
+    tickets: bool = False
+
+    @classmethod
+    def none(cls) -> Cells:
+        return cls(pd.DataFrame(), pd.DataFrame(columns=["unit", "row", "customer_id"]),
+                   pd.DataFrame())  # fmt: skip
+
+    def found(self, keys: set[str], mentions: pd.DataFrame, responses: pd.DataFrame) -> Found:
+        """The affected customers of the cells in `keys` (one mask per kept cell: the few
+        the FDR kept, never a loop over rows) and their quotes."""
+        kept = self.table[self.table["key"].isin(keys)] if len(self.table) else self.table
+        if kept.empty:
+            return Found.none()
+        frames = []
+        for key, row, dim, value in zip(
+            kept["key"], kept["row"], kept["dimension"], kept["value"], strict=True
+        ):
+            values = self.dims[dim].reindex(self.pairs["unit"]).to_numpy()
+            hit = (self.pairs["row"].to_numpy() == row) & (values == value)
+            frames.append(self.pairs.loc[hit].assign(key=key, topic=row))
+        members = pd.concat(frames, ignore_index=True)
+        said = None
+        if self.topical:
+            linked = members[["key", "unit"]].set_axis(["key", "ticket"], axis=1).astype(str)
+            said = on_topic(members[["key", "customer_id", "topic"]],
+                            linked if self.tickets else None, mentions, responses)  # fmt: skip
+        return Found(pd.DataFrame(), members[["key", "customer_id"]], said)
+
+
+def topic_cells(data: CxData, points: pd.Series, dims: Sequence[str]) -> Cells:
+    """`ticket:<topic>@<dimension>=<value>` cells over customer `dims`, among respondents who
+    contacted support (so contacting at all is the same on both sides)."""
+    tickets = data.tickets.dropna(subset=["topic", "customer_id"])
+    if tickets.empty or not dims:
+        return Cells.none()
+    pairs = pd.DataFrame(
+        {
+            "unit": tickets["customer_id"],
+            "row": tickets["topic"],
+            "customer_id": tickets["customer_id"],
+        }
+    ).drop_duplicates()
+    customers = data.customers.drop_duplicates("customer_id").set_index("customer_id")
+    frame = customers[list(dims)]
+    contacted = points[is_in(pd.Series(points.index), pairs["unit"])]
+    cells = _cut(contacted, pairs, frame)
+    values = {d: lookup(tickets["customer_id"], customers[d]) for d in dims}
+    table = _cell_table(cells, "ticket:", "ticket_topic", _reach(pairs, frame),
+                        _mechanism(tickets, values))  # fmt: skip
+    return Cells(table, pairs, frame, topical=True)
+
+
+def _cut(y: pd.Series, pairs: pd.DataFrame, dims: pd.DataFrame) -> pd.DataFrame:
+    """The cells of outcomes `y` found by peeling (`tasks.cells.peeled`)."""
+    return peeled(CellGrid.of(y.index, pairs, dims), y.to_numpy(dtype=float))
+
+
+def post_contact_cells(data: CxData) -> Cells:
+    """`ticket:<topic>@<ticket_channel|agent|team>=<value>` cells of the post-contact NPS
+    answers linked to tickets: the unit is the answered ticket."""
+    linked = linked_answers(data)
+    present = {name: column for name, column in TICKET_DIMENSIONS.items() if column in linked}
+    if linked.empty or not present:
+        return Cells.none()
+    y = pd.Series(linked["points"].to_numpy(), index=linked["ticket"].to_numpy())
+    y = y[~y.index.duplicated()]
+    units = linked.drop_duplicates("ticket").set_index("ticket")
+    frame = pd.DataFrame({name: units[column] for name, column in present.items()})
+    cells = _cut(y, pd.DataFrame({"unit": units.index, "row": units["topic"]}), frame)
+    tickets = data.tickets.dropna(subset=["topic"]).assign(unit=_ids_or_none(data.tickets))
+    pairs = tickets[["unit", "row", "customer_id"]] if "row" in tickets else tickets.assign(
+        row=tickets["topic"])[["unit", "row", "customer_id"]]  # fmt: skip
+    every = tickets.drop_duplicates("unit").set_index("unit")
+    all_dims = pd.DataFrame({name: every[column] for name, column in present.items()})
+    values = {name: tickets[column] for name, column in present.items()}
+    reach = _reach(pairs, all_dims, by_customer=True)
+    table = _cell_table(cells, "ticket:", "ticket_topic", reach, _mechanism(tickets, values))
+    return Cells(table, pairs, all_dims, topical=True, tickets=True)
+
+
+def region_cells(data: CxData, points: pd.Series) -> Cells:
+    """`region:<region>@segment=<segment>` cells over all respondents."""
+    customers = data.customers.dropna(subset=["region"]).drop_duplicates("customer_id")
+    if customers.empty or "segment" not in customers:
+        return Cells.none()
+    pairs = pd.DataFrame(
+        {"unit": customers["customer_id"], "row": customers["region"],
+         "customer_id": customers["customer_id"]}
+    )  # fmt: skip
+    frame = customers.set_index("customer_id")[["segment"]]
+    cells = _cut(points, pairs, frame)
+    return Cells(_cell_table(cells, "region:", "region", _reach(pairs, frame)), pairs, frame)
+
+
+def funnel_step_cells(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
+    """`funnel:<step>:<device>@segment=<segment>` cells: conversion into a step on one
+    device for one segment, worse than the device's and the segment's own leaks explain."""
+    cells = funnel_cells(web, steps)
+    if cells.empty:
+        return pd.DataFrame()
+    entrants = web.loc[web["step"] == steps[0], "value"].sum()
+    reach = cells.set_index(["row", "dimension", "value"])["n_cell"].rename("reach")
+    table = _cell_table(cells, "funnel:", "funnel_step", reach)
+    return table.assign(
+        reach_share=table["reach"] / entrants if entrants else np.nan, unit=CONVERSION_UNIT
+    )
+
+
+def _reach(pairs: pd.DataFrame, dims: pd.DataFrame, by_customer: bool = False) -> pd.Series:
+    """Distinct affected units (customers with `by_customer`) per (row, dimension, value)."""
+    counted = "customer_id" if by_customer else "unit"
+    parts = []
+    for dim in dims.columns:
+        value = dims[dim].reindex(pairs["unit"]).to_numpy()
+        frame = pairs.assign(value=value, dimension=dim).dropna(subset=["value"])
+        groups = frame.groupby(["row", "dimension", "value"])[counted]
+        # (unit, row) pairs are distinct already: counting units needs no nunique
+        parts.append(groups.nunique() if by_customer else groups.size())
+    return pd.concat(parts).rename("reach") if parts else pd.Series(dtype=float, name="reach")
+
+
+MECHANISM = {"frt_hours": "frt", "sla_breach": "sla_breach", "escalation": "escalation",
+             "reopened": "reopen"}  # fmt: skip
+
+
+def _mechanism(tickets: pd.DataFrame, values: dict[str, pd.Series]) -> pd.DataFrame:
+    """Per (row, dimension, value): mean ticket measures of the topic inside the cell and
+    of the same topic outside it (`frt_in`, `frt_out`, …), from sums by subtraction."""
+    measures = [m for m in MECHANISM if m in tickets]
+    numbers = tickets[measures].astype(float)
+    parts = []
+    for dim, value in values.items():
+        frame = numbers.assign(row=tickets["topic"].to_numpy(), value=value.to_numpy())
+        frame = frame.dropna(subset=["row", "value"])
+        sums = frame.groupby(["row", "value"])[measures].agg(["sum", "count"])
+        totals = frame.groupby("row")[measures].agg(["sum", "count"])
+        rest = totals.reindex(sums.index.get_level_values("row")).set_axis(sums.index) - sums
+        inside = sums.xs("sum", axis=1, level=1) / sums.xs("count", axis=1, level=1)
+        outside = rest.xs("sum", axis=1, level=1) / rest.xs("count", axis=1, level=1)
+        table = pd.concat(
+            [inside.rename(columns=lambda m: f"{MECHANISM[m]}_in"),
+             outside.rename(columns=lambda m: f"{MECHANISM[m]}_out")], axis=1
+        )  # fmt: skip
+        parts.append(table.assign(dimension=dim).set_index("dimension", append=True))
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts).reorder_levels(["row", "dimension", "value"])
+
+
+def _cell_table(
+    cells: pd.DataFrame,
+    prefix: str,
+    kind: str,
+    reach: pd.Series,
+    mechanism: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Cells (`tasks.cells` columns) as candidates, with the keys of the marginals they may
+    explain (`row_marginal`, and `col_marginal` for regions).
+
+    The impact is the interaction: the cell's gap against the column's other units beyond
+    the row's gap elsewhere, so a cell scores what is specific to it and never re-counts
+    its topic's marginal; the plain gap is the cell's `raw_impact`.
+    """
+    if cells.empty:
+        return pd.DataFrame()
+    where = cells["dimension"] + "=" + cells["value"].astype(str)
+    index = pd.MultiIndex.from_frame(cells[["row", "dimension", "value"]])
+    table = pd.DataFrame(
+        {
+            "key": prefix + cells["row"] + "@" + where,
+            "kind": kind,
+            "cell": True,
+            "row": cells["row"],
+            "dimension": cells["dimension"],
+            "value": cells["value"],
+            "reach": reach.reindex(index).fillna(cells["n_cell"]).to_numpy(),
+            "respondents": cells["n_cell"].astype(int),
+            "respondents_unaffected": cells["n_col_rest"].astype(int),
+            "nps_affected": cells["mean_cell"],
+            "nps_unaffected": cells["mean_col_rest"],
+            "impact": cells["interaction"],
+            "impact_ci_low": cells["interaction"] - Z95 * cells["interaction_se"],
+            "impact_ci_high": cells["interaction"] + Z95 * cells["interaction_se"],
+            "raw_impact": cells["gap"],
+            "raw_ci_low": cells["gap_ci_low"],
+            "raw_ci_high": cells["gap_ci_high"],
+            "p_value": cells["interaction_p"],
+            "row_marginal": prefix + cells["row"],
+            "col_marginal": ("region:" + cells["value"].astype(str)).where(
+                cells["dimension"] == "region"
+            ),
+        }
+    )
+    ways = mechanism.reindex(index) if mechanism is not None and len(mechanism) else None
+    evidence = []
+    for i, row in enumerate(cells.itertuples(index=False)):
+        item = {
+            "cell": {row.dimension: row.value},
+            "impact_method": CELL_METHOD,
+            "respondents_affected": int(row.n_cell),
+            "respondents_unaffected": int(row.n_col_rest),
+            "nps_affected": _round(row.mean_cell),
+            "nps_unaffected": _round(row.mean_col_rest),
+            "interaction": _round(row.interaction),
+            "loss_outside_cell": _round(row.row_outside),
+            "loss_of_value_without_row": _round(row.col_outside),
+        }
+        if ways is not None:
+            item["mechanism"] = _mechanism_text(ways.iloc[i])
+        evidence.append(item)
+    return table.assign(evidence=evidence)
+
+
+def _mechanism_text(measures: pd.Series) -> dict:
+    """Inside against outside the cell, rounded, with the FRT ratio (`frt_ratio`)."""
+    out = {name: _round(value) for name, value in measures.items()}
+    frt_in, frt_out = measures.get("frt_in", np.nan), measures.get("frt_out", np.nan)
+    if pd.notna(frt_in) and pd.notna(frt_out) and frt_out > 0:
+        out["frt_ratio"] = round(float(frt_in / frt_out), 2)
+    return out
+
+
+def topic_mentions(responses: pd.DataFrame, taxonomy: Taxonomy | None = None) -> pd.DataFrame:
+    """One row per (answer with a comment, topic its comment names): `customer_id`, `kind`,
+    `comment`, `submitted_at`, `topic`, and `ticket_id` where answers carry it. Each distinct
+    text is tagged once."""
+    said = responses[responses["comment"].notna()]
+    texts = said["comment"].drop_duplicates().reset_index(drop=True)
+    tags = tag_topics(texts, taxonomy)
+    tagged = pd.DataFrame(
+        {"comment": texts[tags["text_index"]].to_numpy(), "topic": tags["topic"].to_numpy()}
+    )
+    columns = [c for c in ("customer_id", "ticket_id", "kind", "comment", "submitted_at")
+               if c in said.columns]  # fmt: skip
+    return said[columns].merge(tagged, on="comment")
+
+
+def ticket_ids(tickets: pd.DataFrame) -> pd.Series | None:
+    """Each ticket's id as survey answers link to it (`ticket_id` from the store, `source_id`
+    in canonical frames), or None when the frame has neither."""
+    for column in ("ticket_id", "source_id"):
+        if column in tickets.columns:
+            return tickets[column]
+    return None
+
+
+def linked_answers(data: CxData) -> pd.DataFrame:
+    """Post-contact NPS answers joined to the ticket they are about: `ticket`, `customer_id`,
+    `topic`, the ticket's dimensions, `points`, `comment`, `submitted_at`."""
+    ids = ticket_ids(data.tickets)
+    responses = data.responses
+    if ids is None or "ticket_id" not in responses.columns:
+        return pd.DataFrame(columns=["ticket", "topic", "points"])
+    answers = responses[(responses["kind"] == "nps") & responses["ticket_id"].notna()]
+    answers = answers.dropna(subset=["score"])
+    tickets = data.tickets.assign(ticket=ids.astype(str)).dropna(subset=["topic"])
+    columns = ["ticket", "topic", *[c for c in TICKET_DIMENSIONS.values() if c in tickets]]
+    linked = answers[["ticket_id", "score", "comment", "submitted_at"]].merge(
+        tickets[[*dict.fromkeys([*columns, "customer_id"])]],
+        left_on=answers["ticket_id"].astype(str),
+        right_on="ticket",
+    )
+    return linked.assign(points=nps_points(linked["score"])).drop(
+        columns=["key_0"], errors="ignore"
+    )
+
+
+def ticket_topics(
+    data: CxData, latest: pd.DataFrame, points: pd.Series, mentions: pd.DataFrame
+) -> Found:
     """`ticket:<topic>` candidates; evidence adds the worst segment × channel cells and the
-    key-driver estimate."""
+    key-driver estimate.
+
+    The impact is against comparable customers (`tasks.comparable.adjusted_impacts`), or,
+    for a topic with `MIN_RESPONDENTS` linked post-contact answers, the answers about other
+    tickets minus those about this topic's; `impact_method` says which.
+    """
     tickets = data.tickets.dropna(subset=["topic"])
     members = pd.DataFrame(
         {"key": "ticket:" + tickets["topic"], "customer_id": tickets["customer_id"]}
@@ -196,13 +620,39 @@ def ticket_topics(data: CxData, latest: pd.DataFrame, points: pd.Series) -> Foun
     gaps = nps_gaps(points, members)
     if gaps.empty:
         return Found.none()
+    gaps = gaps.rename(
+        columns={
+            "impact": "raw_impact",
+            "impact_ci_low": "raw_ci_low",
+            "impact_ci_high": "raw_ci_high",
+        }
+    )
+    adjusted = _adjusted(data, points).set_index("key")
+    post = _post_contact(data)
+    gaps = gaps.join(adjusted, on="key")
+    use_post = gaps["key"].isin(post.index)
+    for column in ["impact", "impact_ci_low", "impact_ci_high"]:
+        gaps[column] = gaps["key"].map(post[column]).where(use_post, gaps[column])
+    raw = {"impact": "raw_impact", "impact_ci_low": "raw_ci_low", "impact_ci_high": "raw_ci_high"}
+    for column, fallback in raw.items():
+        gaps[column] = gaps[column].fillna(gaps[fallback])
+    method = np.select(
+        [use_post, gaps["contact_adjusted"].notna()],
+        ["post-contact answers about these tickets vs about other tickets",
+         "regression on topics, contact and segment, region"],
+        "raw gap (too few respondents to adjust)",
+    )  # fmt: skip
     topic = gaps["key"].str.removeprefix("ticket:")
     counts = tickets["topic"].value_counts()
     cells = _worst_cells(tickets, data.customers, points)
     drivers = key_drivers(data.tickets, latest).set_index("key")
     evidence = []
-    for key, name, row in zip(gaps["key"], topic, gaps.itertuples(), strict=True):
-        extra = {"tickets": int(counts[name]), "worst_cells": cells.get(name, [])}
+    rows = zip(gaps["key"], topic, method, gaps.itertuples(), strict=True)
+    for key, name, how, row in rows:
+        extra = {"tickets": int(counts[name]), "worst_cells": cells.get(name, []),
+                 "impact_method": str(how), "raw_impact": _round(row.raw_impact)}  # fmt: skip
+        if pd.notna(row.contact_adjusted):
+            extra["contact_adjusted"] = bool(row.contact_adjusted)
         if key in drivers.index:
             driver = drivers.loc[key].round(2).to_dict()
             driver["driver_p"] = float(f"{drivers.at[key, 'driver_p']:.2g}")
@@ -211,22 +661,70 @@ def ticket_topics(data: CxData, latest: pd.DataFrame, points: pd.Series) -> Foun
             )
             extra.update(driver)
         evidence.append(_counts(row) | extra)
-    table = gaps.assign(kind="ticket_topic", evidence=evidence)
-    return Found(table, members)
+    table = gaps.drop(columns=["contact_adjusted", "impact_p"]).assign(
+        kind="ticket_topic", evidence=evidence
+    )
+    topical = members.assign(topic=tickets["topic"].to_numpy())
+    linked = pd.DataFrame({"key": members["key"], "ticket": _ids_or_none(tickets)})
+    return Found(table, members, on_topic(topical, linked, mentions, data.responses))
 
 
-def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = None) -> Found:
+def _ids_or_none(tickets: pd.DataFrame) -> pd.Series:
+    ids = ticket_ids(tickets)
+    return ids.astype(str) if ids is not None else pd.Series(None, index=tickets.index)
+
+
+def _adjusted(data: CxData, points: pd.Series) -> pd.DataFrame:
+    """`tasks.comparable.adjusted_impacts` keyed `ticket:<topic>`."""
+    pairs = data.tickets[["customer_id", "topic"]].dropna(subset=["customer_id"])
+    customers = data.customers.drop_duplicates("customer_id").set_index("customer_id")
+    if points.empty or pairs.empty:
+        return pd.DataFrame(columns=["key", "impact", "impact_ci_low", "impact_ci_high",
+                                     "impact_p", "contact_adjusted"])  # fmt: skip
+    table = adjusted_impacts(points, pairs, customers)
+    return table.assign(key="ticket:" + table["topic"]).drop(columns="topic")
+
+
+def _post_contact(data: CxData) -> pd.DataFrame:
+    """Per `ticket:<topic>` with `MIN_RESPONDENTS` linked answers: other tickets' answers
+    minus this topic's, in NPS points, with its CI (index `key`)."""
+    linked = linked_answers(data)
+    if linked.empty:
+        return pd.DataFrame(columns=["impact", "impact_ci_low", "impact_ci_high"])
+    answers = pd.Series(linked["points"].to_numpy(), index=np.arange(len(linked)))
+    members = pd.DataFrame({"key": "ticket:" + linked["topic"], "customer_id": answers.index})
+    gaps = nps_gaps(answers, members)
+    gaps = gaps[gaps["respondents"] >= MIN_RESPONDENTS]
+    return gaps.set_index("key")[["impact", "impact_ci_low", "impact_ci_high"]]
+
+
+def on_topic(
+    members: pd.DataFrame,
+    linked: pd.DataFrame | None,
+    mentions: pd.DataFrame,
+    responses: pd.DataFrame,
+) -> pd.DataFrame:
+    """Comments to quote per key, each with its `source`: the affected customers' comments
+    that name the key's topic (`members`: `key`, `customer_id`, `topic`), and comments of
+    answers linked to the key's tickets (`linked`: `key`, `ticket`)."""
+    named = members.drop_duplicates().merge(mentions, on=["customer_id", "topic"])
+    frames = [named[["key", "comment", "submitted_at"]].assign(source=NAMES_TOPIC)]
+    if linked is not None and "ticket_id" in responses.columns:
+        about = responses.loc[responses["ticket_id"].notna() & responses["comment"].notna()]
+        about = about.assign(ticket=about["ticket_id"].astype(str))
+        hit = linked.dropna().drop_duplicates().merge(about, on="ticket")
+        frames.insert(0, hit[["key", "comment", "submitted_at"]].assign(source=ABOUT_TICKET))
+    return pd.concat(frames, ignore_index=True)
+
+
+def comment_topics(data: CxData, points: pd.Series, mentions: pd.DataFrame) -> Found:
     """`comment:<topic>:<segment>` candidates for comment topics that no ticket topic covers:
-    the pains customers only tell the survey about."""
-    said = data.responses[(data.responses["kind"] == "nps") & data.responses["comment"].notna()]
-    texts = said["comment"].drop_duplicates().reset_index(drop=True)  # tag each text once
-    tags = tag_topics(texts, taxonomy)
-    tags = tags[~tags["topic"].isin(data.tickets["topic"].dropna().unique())]
-    if tags.empty:
+    the pains customers only tell the survey about (`mentions`: see `topic_mentions`)."""
+    said = mentions[mentions["kind"] == "nps"]
+    said = said[~is_in(said["topic"], pd.Index(data.tickets["topic"].dropna().unique()))]
+    if said.empty:
         return Found.none()
-    tagged = pd.DataFrame({"comment": texts[tags["text_index"]].to_numpy(), "topic": tags["topic"]})
-    columns = ["customer_id", "comment", "submitted_at"]
-    mentions = said[columns].merge(tagged, on="comment")
+    mentions = said[["customer_id", "comment", "submitted_at", "topic"]].copy()
     segment = data.customers.set_index("customer_id")["segment"]
     mentions["segment"] = lookup(mentions["customer_id"], segment)
     mentions = mentions.dropna(subset=["segment"])
@@ -244,7 +742,8 @@ def comment_topics(data: CxData, points: pd.Series, taxonomy: Taxonomy | None = 
     if not frames:  # no commenter with a known segment
         return Found.none()
     table, members = pd.concat(frames, ignore_index=True), pd.concat(found, ignore_index=True)
-    return Found(table, members, mentions[["key", "comment", "submitted_at"]])
+    said = mentions[["key", "comment", "submitted_at"]].assign(source=NAMES_TOPIC)
+    return Found(table, members, said)
 
 
 def regions(data: CxData, points: pd.Series) -> Found:
@@ -380,32 +879,49 @@ def _worst_cells(
 
 def _with_verbatims(ranked: pd.DataFrame, found: list[Found], latest: pd.DataFrame) -> list:
     """Each row's evidence plus, where it has affected customers, up to `VERBATIMS` redacted
-    comments, newest first: what was said where the candidate is a comment topic, else the
-    affected detractors' latest comments."""
+    comments, newest first, and where each came from (`verbatim_sources`).
+
+    A candidate about a topic quotes only on-topic comments (`Found.said`: comments naming
+    the topic, answers about its tickets) and says so in `verbatims_note` when there are
+    none; a region or peak-hours candidate quotes its affected detractors' latest comments.
+    """
     voices = latest.loc[
         (latest["score"] <= 6) & latest["comment"].notna(),
         ["customer_id", "comment", "submitted_at"],
     ]
     said = [f.said for f in found if f.said is not None]
     affected = [
-        f.members.drop_duplicates().merge(voices, on="customer_id") for f in found if f.said is None
+        f.members.drop_duplicates()
+        .merge(voices, on="customer_id")
+        .assign(source=AFFECTED_DETRACTOR)
+        for f in found
+        if f.said is None
     ]
-    quotes = (
+    chosen = (
         pd.concat([*said, *affected], ignore_index=True)
         .sort_values("submitted_at", ascending=False, kind="stable")
         .drop_duplicates(["key", "comment"])
         .groupby("key")
         .head(VERBATIMS)
-        .groupby("key")["comment"]
+        .groupby("key")[["comment", "source"]]
         .agg(list)
     )
-    has_members = {key for f in found for key in f.members["key"]}
-    return [
-        evidence | {"verbatims": [redact_pii(q) for q in quotes.get(key, [])]}
-        if key in has_members
-        else evidence
-        for key, evidence in zip(ranked["key"], ranked["evidence"], strict=True)
-    ]
+    has_members = {key for f in found for key in f.members["key"].unique()}
+    topical = {key for f in found if f.said is not None for key in f.members["key"].unique()}
+    out = []
+    for key, evidence in zip(ranked["key"], ranked["evidence"], strict=True):
+        if key not in has_members:
+            out.append(evidence)
+            continue
+        quotes = chosen.loc[key] if key in chosen.index else {"comment": [], "source": []}
+        extra = {
+            "verbatims": [redact_pii(q) for q in quotes["comment"]],
+            "verbatim_sources": list(quotes["source"]),
+        }
+        if key in topical and not extra["verbatims"]:
+            extra["verbatims_note"] = NO_VERBATIMS
+        out.append(evidence | extra)
+    return out
 
 
 def backlog(ranked: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:

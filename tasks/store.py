@@ -1,14 +1,13 @@
 """Canonical store: SQLModel tables, engine, bulk idempotent upsert and per-stream sync state.
 
 SQLite by default (`.cxloop/cxloop.db` under the working directory), PostgreSQL through
-`CXLOOP_DATABASE_URL`. Ingested rows are unique on (source, source_id); derived rows
+the configured `database_url`. Ingested rows are unique on (source, source_id); derived rows
 (snapshots, pain points, results) on their natural key, so re-running never duplicates.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import time
@@ -179,6 +178,25 @@ class Alert(SQLModel, table=True):
     raised_at: NaiveDatetime
 
 
+class StandardSnapshot(SQLModel, table=True):
+    """A service standard's verdict for a period (see `tasks.standards`)."""
+
+    __tablename__ = "standard_snapshot"
+    __table_args__ = (UniqueConstraint("period", "standard"),)
+    id: int | None = Field(default=None, primary_key=True)
+    period: str
+    standard: str
+    metric: str
+    target: float
+    direction: str
+    value: float | None = None
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    status: str
+    computed_at: NaiveDatetime
+
+
 class Assignment(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("hypothesis_id", "customer_id"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -222,6 +240,43 @@ class ExperimentResult(SQLModel, table=True):
     evaluated_at: NaiveDatetime
 
 
+class ChurnModelRun(SQLModel, table=True):
+    """One churn model run: its time split, validation numbers and whether it is published."""
+
+    __tablename__ = "churn_model_run"
+    __table_args__ = (UniqueConstraint("run_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    run_at: NaiveDatetime
+    model: str
+    horizon_days: int
+    published: bool
+    reason: str
+    cutoffs: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    n_train: int
+    n_validation: int
+    base_rate: float | None = None
+    auc: float | None = None
+    ece: float | None = None
+    top_decile_lift: float | None = None
+    calibration: list = Field(default_factory=list, sa_column=Column(JSON))
+    coefficients: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    expected_revenue_lost: float | None = None
+
+
+class CustomerChurnRisk(SQLModel, table=True):
+    """The latest churn score of each customer (by CRM id, as `Customer.source_id`)."""
+
+    __tablename__ = "customer_churn_risk"
+    __table_args__ = (UniqueConstraint("customer_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str
+    probability: float
+    churn_risk: str
+    value: float
+    expected_loss: float
+    run_at: NaiveDatetime
+
+
 class Report(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("kind", "path"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -241,8 +296,9 @@ INGESTED: dict[str, type[Record]] = {
 
 
 def database_url(configured: str | None = None) -> str:
-    """The store's URL: `CXLOOP_DATABASE_URL`, else the configured one, else local SQLite."""
-    url = os.environ.get("CXLOOP_DATABASE_URL") or configured or DEFAULT_URL
+    """The store's SQLAlchemy URL: the configured one (`Config.database_url`, which already
+    has `CXLOOP_DATABASE_URL` applied), else local SQLite."""
+    url = configured or DEFAULT_URL
     return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
 
 

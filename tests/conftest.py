@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from connectors.demo import STREAM_TABLES, DemoCompany, generate
+from tasks.loader import CxData
 from tasks.mapping import to_canonical
-from tasks.metrics import CxData, with_ticket_measures
+from tasks.metrics import with_ticket_measures
 
 REPO = Path(__file__).resolve().parents[1]
 

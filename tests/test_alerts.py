@@ -13,7 +13,7 @@ from tasks.alerts import (
     new_channel_csat,
 )
 from tasks.labels import alert_text, labels
-from tasks.metrics import CxData
+from tasks.loader import CxData
 
 
 def russian(alert: Alert) -> str:

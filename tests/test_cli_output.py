@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from flows import cli
+from flows.cli import summary
 from tasks import store
 from tests.test_cli import cxloop
 
@@ -25,11 +25,12 @@ HYPOTHESES = str(Path(__file__).resolve().parents[1] / "hypotheses")
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory where the demo company ran once in an 80-column terminal; its summary
-    is in `summary.txt`."""
+    is in `summary.txt`, what it printed on stderr in `stderr.txt`."""
     project = tmp_path_factory.mktemp("demo")
     result = cxloop("demo", "--customers", str(CUSTOMERS), cwd=project, COLUMNS="80")
     assert result.returncode == 0, result.stdout + result.stderr
     (project / "summary.txt").write_text(result.stdout, encoding="utf-8")
+    (project / "stderr.txt").write_text(result.stderr, encoding="utf-8")
     return project
 
 
@@ -161,13 +162,42 @@ def test_ranking_hides_pain_points_scored_0_and_counts_them(
         pain_point(1, "ticket:delivery", "Tickets about delivery, late and lost", 12.5),
         pain_point(2, "ticket:login", "Tickets about logging in", 0.0),
     ]
-    monkeypatch.setattr(cli, "console", Console(width=80, record=True))
-    cli.console.print(cli._pain_table(ranked, 5, []))
-    lines = cli.console.export_text().splitlines()
+    monkeypatch.setattr(summary, "console", Console(width=80, record=True))
+    summary.console.print(summary.pain_table(ranked, 5, []))
+    lines = summary.console.export_text().splitlines()
     cells = " ".join(pain_point_column(lines))
     assert "Tickets about delivery, late and lost" in cells and "ticket:delivery" in cells
     assert "login" not in "\n".join(lines)
     assert any("1 pain points scored 0" in line for line in lines)
-    assert cli._next_step(ranked, [], Path("r.html")).startswith(
+    assert summary.next_step(ranked, [], Path("r.html")).startswith(
         "Next: cxloop hypotheses new fix-ticket-delivery --pain-point ticket:delivery"
     )
+
+
+# A line as Prefect's log formatter writes it: `12:34:56.789 | INFO    | Flow run 'x' - …`.
+PREFECT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| (\w+) +\| (?:Flow|Task) run '[^']*' - (.*)$")
+
+
+@pytest.mark.prefect
+def test_prefects_log_goes_to_the_log_file_and_only_its_warnings_to_the_terminal(
+    demo: Path,
+) -> None:
+    out = (demo / "summary.txt").read_text(encoding="utf-8")
+    err = (demo / "stderr.txt").read_text(encoding="utf-8")
+    assert out.splitlines()[2].startswith("Ingested"), out  # after the demo and Prefect lines
+    shown = [line for line in (out + err).splitlines() if re.match(r"^\d\d:\d\d:\d\d\.", line)]
+    assert not shown, shown
+    logged = [PREFECT_LINE.match(line) for line in (demo / ".cxloop" / "cxloop.log").open()]
+    levels = {m[1] for m in logged if m}
+    assert "INFO" in levels and any("ingested" in m[2] for m in logged if m)
+    warnings = [m[2] for m in logged if m and m[1] == "WARNING"]
+    assert warnings, "the demo raises an alert and warns of underpowered pilots"
+    assert all(f"warning: {w}" in err for w in warnings), (warnings, err)
+
+
+@pytest.mark.prefect
+def test_verbose_shows_prefects_log_lines_on_the_terminal(demo: Path) -> None:
+    result = cxloop("ingest", "--verbose", "--config", CONFIG, cwd=demo)
+    assert result.returncode == 0, result.stderr
+    lines = [PREFECT_LINE.match(line) for line in result.stderr.splitlines()]
+    assert any(m and "Finished in state Completed" in m[2] for m in lines), result.stderr

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from sqlalchemy import inspect
 
 from connectors.errors import ConfigError
 from flows.config import example_text, load_config
+from tests.conftest import REPO
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -68,6 +75,16 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     config = load_config(_write(tmp_path, example_text()))
     assert config.database_url == "postgresql://cx@db/cx"
     assert config.reports.out_dir == tmp_path / "out"
+
+
+def test_the_store_is_the_one_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = tmp_path / "chosen.db"
+    monkeypatch.setenv("CXLOOP_DATABASE_URL", f"sqlite:///{chosen}")
+    engine = load_config(_write(tmp_path, example_text())).store()
+    assert engine.url.database == str(chosen) and chosen.exists()
+    assert "customer" in inspect(engine).get_table_names()
 
 
 def _line(text: str, fragment: str) -> int:
@@ -149,3 +166,52 @@ def test_http_source_options_are_checked_without_their_secrets(
         load_config(_write(tmp_path, text))
     valid = example_text().replace(f"kind: demo\n    {DEMO}", "kind: hubspot")
     assert load_config(_write(tmp_path, valid)).sources[0].kind == "hubspot"  # token: at open
+
+
+def test_a_flow_run_records_the_configuration_without_the_store_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.ingest import ingest
+
+    monkeypatch.setenv("CXLOOP_DATABASE_URL", "postgresql://cx:hunter2@db/cx")
+    config = load_config(_write(tmp_path, example_text()))
+    recorded = ingest.serialize_parameters({"config_path": tmp_path, "config": config})
+    assert recorded["config"]["database_url"] == "postgresql://cx:***@db/cx"
+    assert recorded["config"]["sources"][0]["kind"] == "demo"
+    assert config.database_url == "postgresql://cx:hunter2@db/cx"  # only the record hides it
+
+
+# `cxloop run` in this process with every read of a file named cxloop.yaml counted.
+COUNTED_RUN = """
+import atexit, pathlib, runpy, sys
+reads = []
+read_text = pathlib.Path.read_text
+def counted(self, *args, **kwargs):
+    if self.name == "cxloop.yaml":
+        reads.append(str(self))
+    return read_text(self, *args, **kwargs)
+pathlib.Path.read_text = counted
+atexit.register(lambda: print(f"cxloop.yaml read {len(reads)} times", file=sys.stderr))
+sys.argv = ["cxloop", "run"]
+runpy.run_path(CXLOOP, run_name="__main__")
+"""
+
+
+@pytest.mark.prefect
+def test_one_cxloop_run_reads_the_configuration_once(tmp_path: Path) -> None:
+    config = yaml.safe_load(example_text())
+    config["sources"] = [{"name": "demo", "kind": "demo", "options": {"customers": 400}}]
+    config["database_url"] = "sqlite:///cx.db"
+    (tmp_path / "cxloop.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    shutil.copytree(REPO / "hypotheses", tmp_path / "hypotheses")
+    cxloop = Path(sys.executable).parent / "cxloop"
+    done = subprocess.run(
+        [sys.executable, "-c", COUNTED_RUN.replace("CXLOOP", repr(str(cxloop)))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cxloop.yaml read 1 times" in done.stderr, done.stderr

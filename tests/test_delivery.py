@@ -16,11 +16,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pytest_httpserver import HTTPServer
 
-from flows.config import DeliveryConfig, SmtpConfig, WebhookConfig
 from tasks import store
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
+from tasks.delivery_settings import DeliveryConfig, SmtpConfig, WebhookConfig
 from tasks.labels import labels, reason_text
-from tasks.reporting import Rendered, build_experiment, record_report, write_report
+from tasks.outputs import record_report, write_report
+from tasks.pilot_report import build_experiment
+from tasks.render import Rendered
 from tests.test_reports_html import Browser, Demo, demo_company, render_both
 
 SECRET_HOOK = "/services/T000/B000/very-secret-token"

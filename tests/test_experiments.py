@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from connectors.arms import assign_arms
 from connectors.errors import HypothesisError
-from flows.experiments import fading_alert, save_assignments
+from flows.experiments import fading_alert
 from tasks import store
 from tasks.experiments import (
     Z80,
     Estimate,
     always_valid,
     analysis_of,
-    assign_arms,
     assignments,
     critical_multiple,
     cuped,
@@ -44,7 +44,9 @@ from tasks.hypotheses import (
     load_hypothesis,
 )
 from tasks.labels import alert_text, labels, reason_text
-from tasks.metrics import CxData, observations, with_ticket_measures
+from tasks.loader import CxData
+from tasks.metrics import observations, with_ticket_measures
+from tasks.pilot_store import save_assignments
 from tests.conftest import REPO
 
 BASE = Period(start=date(2026, 9, 1), end=date(2026, 9, 30))
@@ -541,7 +543,7 @@ def test_cuped_equals_regression_adjustment_by_statsmodels_and_gbstats_formulas(
     assert ratio.se == pytest.approx(np.sqrt(var), abs=1e-9)
 
 
-def test_cuped_is_the_default_for_hash_splits_and_did_for_segment_splits() -> None:
+def test_cuped_is_the_default_for_hash_splits_and_the_unit_analysis_for_segment_splits() -> None:
     h = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml")
     explicit = h.model_copy(update={"decision": Decision(analysis="did")})
     assert analysis_of(explicit) == "did"  # what the file says wins
@@ -556,7 +558,11 @@ def test_cuped_is_the_default_for_hash_splits_and_did_for_segment_splits() -> No
             )
         }
     )
-    assert analysis_of(regional) == "did"
+    assert analysis_of(regional) == "auto"
+    listed = default.model_copy(
+        update={"assignment": Assignment(method="list", pilot="p.csv", control="rest")}
+    )
+    assert analysis_of(listed) == "did"
 
 
 def test_min_per_arm_counts_customers_for_did_and_cuped() -> None:
@@ -690,7 +696,7 @@ def test_holm_adjusted_equals_statsmodels_on_random_families_with_ties_and_nan()
 
 
 def test_the_flow_brings_crm_properties_only_when_a_pilots_arms_read_one(store_url: str) -> None:
-    from flows.experiments import with_crm_properties
+    from tasks.pilot_store import with_crm_properties
 
     engine = store.open_store(store_url)
     crm = pd.DataFrame({"source": "crm", "source_id": ["C1", "C2"], "segment": "loyal"})

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from connectors.base import Page
+from connectors.base import Page, Rejection
 from connectors.errors import ConfigError
-from connectors.files import FilesSource, Rejection, csv_delimiter, csv_encoding
+from connectors.files import FilesSource, csv_delimiter, csv_encoding
+from flows.sync import sync_source, sync_stream
 from tasks import store
-from tasks.sync import sync_source, sync_stream
 
 SURVEY_HEADER = ["Дата", "Клиент", "Оценка", "Комментарий"]
 SURVEY_ROWS = [
@@ -265,7 +265,7 @@ import logging, sys, time
 from pathlib import Path
 logging.basicConfig(filename=sys.argv[3], level=logging.WARNING, format="%(message)s")
 from tasks import store
-from tasks.sync import sync_stream
+from flows.sync import sync_stream
 from tests.test_files import bad_rows_source
 
 class HangAtThirdPage:
@@ -394,7 +394,7 @@ def test_bad_source_options_are_config_errors(options: dict, message: str) -> No
 def test_run_and_ingest_summaries_show_rejected_rows_per_stream() -> None:
     from rich.console import Console
 
-    from flows.cli import _ingested_table
+    from flows.cli.summary import ingested_table as _ingested_table
     from flows.ingest import Synced
 
     console = Console(width=120, record=True)

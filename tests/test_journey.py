@@ -34,7 +34,8 @@ def test_each_stage_carries_its_touchpoints_metrics_and_ranked_barriers(demo_dat
 
 
 def test_a_stage_median_frt_counts_the_unanswered_ticket_as_still_waiting() -> None:
-    from tasks.metrics import CxData, with_ticket_measures
+    from tasks.loader import CxData
+    from tasks.metrics import with_ticket_measures
 
     tickets = pd.DataFrame(
         {

@@ -27,8 +27,8 @@ from connectors.jivo import chat_records
 from connectors.usedesk import UsedeskSource
 from connectors.webhooks import signed, typeform_body
 from flows.listen import DEMO_FORMS, demo_webhooks, send_demo_webhooks
+from flows.sync import sync_source
 from tasks import store
-from tasks.sync import sync_source
 from tests.fakes.usedesk import FakeUsedesk
 from tests.fakes.webhooks import running_listen, until
 

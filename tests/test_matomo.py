@@ -1,6 +1,7 @@
 """Matomo connector against a fake Reporting API on loopback: visits, goal conversions and funnel
 steps into `web_metric`, the token only as a POST field, empty days, filter_offset paging,
-errors that come with HTTP 200, resuming after a crash and re-pulling late days."""
+errors that come with HTTP 200, resuming after a crash and re-pulling late days. The checks
+every vendor shares are in test_vendor_contract.py."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from werkzeug import Response
 
 from connectors.errors import ConfigError, SourceError
 from connectors.matomo import MatomoSource
+from flows.sync import check_source, sync_source
 from tasks import store
 from tasks.metrics import funnel
-from tasks.sync import check_source, sync_source
 from tests.fakes.matomo import STEPS, FakeMatomo, matomo_error
 
 TOKEN = "3f9a1c0e5b7d2e4f6a8c0b1d3e5f7a9c"
@@ -195,8 +196,8 @@ def test_one_failing_call_in_a_bulk_request_fails_the_page(
     assert stored(engine).empty
 
 
-def test_wrong_token_names_the_variable_and_never_shows_the_token(
-    store_url: str, fake: FakeMatomo, monkeypatch: pytest.MonkeyPatch, caplog
+def test_wrong_token_goes_as_a_post_field_and_names_the_variable(
+    store_url: str, fake: FakeMatomo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MATOMO_TOKEN", "anonymous-but-wrong-0042")
     with pytest.raises(SourceError) as caught:
@@ -204,14 +205,12 @@ def test_wrong_token_names_the_variable_and_never_shows_the_token(
     message = str(caught.value)
     assert "requires 'view' access for the website id = 7" in message
     assert "check MATOMO_TOKEN" in message and "view access to site 7" in message
-    assert "anonymous-but-wrong-0042" not in message + caplog.text
     assert fake.requests[-1]["form"] == {"token_auth": "anonymous-but-wrong-0042"}
 
 
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        ('{"2026-01-01": {"nb_visits": ', "not JSON"),
         ('{"yesterday": []}', "documented shape (ValueError"),
         (f'{{"{FIRST}": []}}', f"date {FIRST} is outside the {DAYS[2] - timedelta(days=1)}.."),
         ("[1, 2]", "documented shape (TypeError"),

@@ -15,8 +15,8 @@ import yaml
 from connectors.errors import ConfigError
 from connectors.files import FilesSource
 from flows.ingest import UntilStopped
+from flows.sync import sync_stream
 from tasks import store
-from tasks.sync import sync_stream
 
 MESSY = Path(__file__).parent / "data" / "messy"
 CASES: dict[str, dict[str, Any]] = yaml.safe_load(

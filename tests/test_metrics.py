@@ -9,17 +9,16 @@ from scipy import stats
 from statsmodels.duration.survfunc import SurvfuncRight
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
+from tasks.hours import BusinessHours
+from tasks.identity import identify
+from tasks.loader import CxData
 from tasks.metrics import (
     SHARE_METRICS,
-    Z95,
-    BusinessHours,
-    CxData,
     churn,
     csi,
     customer_value,
     difference_ci,
     funnel,
-    identify,
     km_median_by,
     kpis_by,
     lifetime_value,
@@ -32,6 +31,7 @@ from tasks.metrics import (
     wilson_interval,
     with_ticket_measures,
 )
+from tasks.moments import Z95
 
 
 def test_nps_textbook_example_60_percent_promoters_minus_20_percent_detractors_is_40() -> None:
@@ -315,7 +315,7 @@ def test_csi_is_the_weighted_mean_of_rescaled_components_with_an_independent_ci(
 
 
 def test_id_lookups_through_arrow_match_pandas_map_and_isin() -> None:
-    from tasks.metrics import is_in, lookup
+    from tasks.identity import is_in, lookup
 
     keys = pd.Series(["C2", None, "C9", "C1", "C2"], index=[5, 6, 7, 8, 9])
     segment = pd.Series(["b2b", "new"], index=["C1", "C2"], name="segment")
@@ -629,7 +629,7 @@ def test_change_ci_is_newcombes_for_wilson_shares_and_normal_for_means() -> None
 def test_kpi_tiles_take_the_change_ci_from_the_metric_cis_and_show_pending(
     demo_data: CxData,
 ) -> None:
-    from tasks.reporting import Month, kpi_tiles, within
+    from tasks.digest import Month, kpi_tiles, within
 
     october = Month.containing(pd.Timestamp("2026-10-15"))
     tiles = kpi_tiles(demo_data, october, 5).set_index("metric")
@@ -650,7 +650,7 @@ def test_kpi_tiles_take_the_change_ci_from_the_metric_cis_and_show_pending(
 
 
 def test_support_channel_kpis_use_the_metric_definitions(demo_data: CxData) -> None:
-    from tasks.reporting import kpis_by_contact_channel
+    from tasks.digest import kpis_by_contact_channel
 
     responses = demo_data.responses.copy()
     responses.loc[responses.index[responses["kind"] == "csat"][:50], "score"] = np.nan

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from connectors.demo import generate
-from tasks.metrics import CxData
+from tasks.loader import CxData
 from tasks.pain_points import (
     backlog,
     confidence,
@@ -273,3 +273,157 @@ def test_a_configured_topic_becomes_a_comment_pain_point() -> None:
     taxonomy = Taxonomy.default({"packaging": {"ru": ["упаковка"]}})
     ranked = rank_pain_points(data, {}, (), taxonomy).set_index("key")
     assert ranked.loc["comment:packaging:new", "reach"] == 60
+
+
+def _contact_world(seed: int, n: int = 4_000) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """Respondents' NPS-like points where contacting support at all costs 30 points and a
+    ticket on `a` costs 20 more; `b` and untagged contacts cost nothing beyond contact; new
+    customers contact twice as often and score 10 lower."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"c{i}" for i in range(n)])
+    segment = np.where(rng.random(n) < 0.4, "new", "loyal")
+    rate = np.where(segment == "new", 0.6, 0.3)
+    a, b, untagged = (rng.random(n) < rate / 2 for _ in range(3))
+    contacted = a | b | untagged
+    points = rng.normal(40, 30, n) - 30 * contacted - 20 * a - 10 * (segment == "new")
+    pairs = pd.concat(
+        [
+            pd.DataFrame({"customer_id": ids[a], "topic": "a"}),
+            pd.DataFrame({"customer_id": ids[b], "topic": "b"}),
+            pd.DataFrame({"customer_id": ids[untagged], "topic": None}),
+        ],
+        ignore_index=True,
+    )
+    covariates = pd.DataFrame(
+        {"segment": segment, "region": rng.choice(["R1", "R2"], n)}, index=ids
+    )
+    return pd.Series(points, index=ids), pairs, covariates
+
+
+def test_adjusted_impact_is_the_statsmodels_regression_on_topics_contact_segment_region() -> None:
+    import statsmodels.api as sm
+
+    from tasks.comparable import adjusted_impacts
+
+    points, pairs, covariates = _contact_world(1, 600)
+    table = adjusted_impacts(points, pairs, covariates).set_index("topic")
+    tagged = pairs.dropna()
+    design = pd.DataFrame(
+        {
+            "a": points.index.isin(tagged.loc[tagged["topic"] == "a", "customer_id"]),
+            "b": points.index.isin(tagged.loc[tagged["topic"] == "b", "customer_id"]),
+            "contacted": points.index.isin(pairs["customer_id"]),
+            "new": covariates["segment"].to_numpy() == "new",
+            "r2": covariates["region"].to_numpy() == "R2",
+        },
+        index=points.index,
+    ).astype(float)
+    fit = sm.OLS(points, sm.add_constant(design)).fit(cov_type="HC1")
+    low, high = fit.conf_int().loc["a"]
+    assert table.loc["a", "impact"] == pytest.approx(-fit.params["a"], abs=1e-6)
+    assert table.loc["a", "impact_ci_low"] == pytest.approx(-high, abs=1e-6)
+    assert table.loc["a", "impact_ci_high"] == pytest.approx(-low, abs=1e-6)
+    assert table["contact_adjusted"].all()
+
+
+def test_raw_gap_is_biased_when_contact_itself_costs_nps_and_adjusted_is_not() -> None:
+    from tasks.comparable import adjusted_impacts
+
+    raw, adjusted = [], []
+    for seed in range(40):
+        points, pairs, covariates = _contact_world(seed)
+        members = pairs.dropna().assign(key="ticket:" + pairs["topic"].dropna())
+        raw.append(nps_gaps(points, members).set_index("key").loc["ticket:a", "impact"])
+        adjusted.append(
+            adjusted_impacts(points, pairs, covariates).set_index("topic").at["a", "impact"]
+        )
+    se = np.std(adjusted) / np.sqrt(len(adjusted))
+    assert abs(np.mean(adjusted) - 20) < 3 * se  # unbiased for the planted 20 points
+    assert np.mean(raw) - 20 > 10  # the raw gap also counts contacting support at all
+
+
+def test_contact_term_is_left_out_when_every_contact_has_exactly_one_topic() -> None:
+    from tasks.comparable import adjusted_impacts
+
+    points, pairs, covariates = _contact_world(2, 1_000)
+    single = pairs.dropna().drop_duplicates("customer_id")
+    table = adjusted_impacts(points, single, covariates)
+    assert not table["contact_adjusted"].any() and set(table["topic"]) == {"a", "b"}
+
+
+def test_revenue_at_stake_equals_a_hand_computation() -> None:
+    from tasks.money import PointValue, revenue_at_stake
+
+    latest = pd.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(8)], "score": [10, 9, 10, 9, 2, 3, 5, 8]}
+    )
+    orders = pd.DataFrame(
+        {"customer_id": ["c0", "c1", "c2", "c3", "c4", "c5", "c0"],
+         "amount": [600.0, 1_000, 1_000, 1_000, 300, 300, 400]}
+    )  # fmt: skip
+    value = PointValue.from_orders(orders, latest)
+    # promoters c0-c3 spend 1,000 each; detractors c4-c6 spend (300 + 300 + 0) / 3 = 200
+    assert value.per_nps_point == pytest.approx((1_000 - 200) / 200)
+    reach = pd.Series([50, 1_000, 10])
+    impact = pd.Series([12.0, 2.5, -4.0])
+    unit = pd.Series(["NPS points", "conversion points", "NPS points"])
+    money = revenue_at_stake(reach, impact, unit, value)
+    aov = orders["amount"].mean()
+    assert money.tolist() == pytest.approx([50 * 12 * 4.0, 1_000 * 2.5 / 100 * aov, 0.0])
+    configured = PointValue.from_orders(orders, latest, configured=1.5)
+    assert revenue_at_stake(reach[:1], impact[:1], unit[:1], configured)[0] == 50 * 12 * 1.5
+
+
+def test_revenue_sits_beside_nps_and_ranking_by_revenue_needs_orders(demo_data) -> None:
+    from connectors.errors import ConfigError
+
+    ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
+    row = ranked.loc["ticket:delivery"]
+    assert row["revenue_at_stake"] >= 0 and "revenue_formula" in row["evidence"]
+    by_revenue = rank_pain_points(
+        demo_data, {"default": 2.0}, ranking="revenue", value_per_point=3.0
+    )
+    top = by_revenue.iloc[0]
+    assert top["revenue_at_stake"] == pytest.approx(top["reach"] * top["impact"] * 3.0)
+    unexplained = by_revenue[by_revenue["explained_by"].isna()]  # explained ones come last
+    assert unexplained["revenue_score"].is_monotonic_decreasing
+    no_orders = CxData(demo_data.customers, demo_data.tickets, demo_data.responses,
+                       demo_data.orders.iloc[:0], demo_data.web)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"ranking\.by: revenue needs orders"):
+        rank_pain_points(no_orders, {}, ranking="revenue")
+
+
+def test_a_topic_with_linked_post_contact_answers_is_judged_on_them() -> None:
+    ids = [f"c{i}" for i in range(200)]
+    customers = pd.DataFrame({"customer_id": ids, "segment": "new", "region": "Moscow"})
+    topics = ["delivery"] * 100 + ["payment"] * 100
+    tickets = pd.DataFrame(
+        {
+            "source_id": [f"t{i}" for i in range(200)],
+            "customer_id": ids,
+            "topic": topics,
+            "channel": "chat",
+            "created_at": pd.Timestamp("2026-10-01"),
+            "frt_hours": 1.0,
+            "sla_breach": 0.0,
+        }
+    )
+    late = [i < 100 and i % 2 == 0 for i in range(200)]
+    responses = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "ticket_id": tickets["source_id"],
+            "kind": "nps",
+            "score": [2.0 if bad else 9.0 for bad in late],
+            "comment": ["Nothing arrived, awful" if bad else None for bad in late],
+            "submitted_at": pd.Timestamp("2026-10-02"),
+        }
+    )
+    empty = pd.DataFrame(columns=["step", "device", "value"])
+    data = CxData(customers, tickets, responses, pd.DataFrame(), empty)
+    row = rank_pain_points(data, {}).set_index("key").loc["ticket:delivery"]
+    assert row["impact"] == pytest.approx(100.0 - 0.0)  # payment's answers 100, delivery's 0
+    assert row["evidence"]["impact_method"].startswith("post-contact answers")
+    # The comment names no topic, but it is an answer about a delivery ticket.
+    assert row["evidence"]["verbatims"] == ["Nothing arrived, awful"]
+    assert row["evidence"]["verbatim_sources"] == ["survey about the ticket"]

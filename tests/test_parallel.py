@@ -11,8 +11,8 @@ from prefect_dask import DaskTaskRunner
 from connectors.demo import DemoSource
 from flows.config import example_text, load_config
 from flows.rank import configured
+from flows.sync import sync_source
 from tasks import store
-from tasks.sync import sync_source
 
 
 def _config(tmp_path: Path, name: str, workers: int) -> Path:

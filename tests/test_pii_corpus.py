@@ -24,9 +24,10 @@ import pytest
 
 from tasks.delivery import email_message, write_mail
 from tasks.labels import labels
-from tasks.metrics import CxData
+from tasks.loader import CxData
+from tasks.outputs import print_pdf, write_report
 from tasks.pain_points import rank_pain_points
-from tasks.reporting import print_pdf, render, write_report
+from tasks.render import render
 from tasks.text import neutralise_bidi, redact_pii, redact_pii_series
 from tests.test_reports_html import LOW_REGION, Demo, demo_company, render_both
 

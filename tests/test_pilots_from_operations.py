@@ -17,11 +17,13 @@ import pytest
 import yaml
 
 from connectors.errors import HypothesisError
-from flows.experiments import result_rows
 from tasks.experiments import assignments, evaluate, pilot_observations, unmatched_ids
 from tasks.hypotheses import Hypothesis, load_hypothesis
-from tasks.metrics import CxData, with_ticket_measures
-from tasks.reporting import build_experiment, write_report
+from tasks.loader import CxData
+from tasks.metrics import with_ticket_measures
+from tasks.outputs import write_report
+from tasks.pilot_report import build_experiment
+from tasks.pilot_store import result_rows
 from tests.conftest import REPO
 from tests.test_reports_html import Browser
 

@@ -8,6 +8,7 @@ import inspect
 import yaml
 from prefect import Flow
 from prefect.client.schemas.schedules import CronSchedule
+from prefect.utilities.callables import parameter_schema
 
 from tests.conftest import REPO
 
@@ -21,6 +22,9 @@ def test_every_deployment_points_at_a_flow_with_its_parameters_and_a_schedule() 
         flow = getattr(importlib.import_module(module), function)
         assert isinstance(flow, Flow), deployment["name"]
         accepted = set(inspect.signature(flow.fn).parameters)
+        # what `cxloop serve` and `prefect deploy` register: the path, not a loaded Config
+        schema = parameter_schema(flow.fn)
+        assert "config_path" in schema.properties, deployment["name"]
         assert set(deployment.get("parameters", {})) <= accepted, deployment["name"]
         for schedule in deployment["schedules"]:
             CronSchedule(**schedule)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from tasks.reporting import Rendered, build_digest, print_pdf, write_report
+from tasks.digest import build_digest
+from tasks.outputs import print_pdf, write_report
+from tasks.render import Rendered
 from tests.test_reports_html import DIGEST_MONTH, Demo, demo_company
 
 A4_POINTS = (595.3, 841.9)

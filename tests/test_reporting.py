@@ -11,20 +11,13 @@ import pytest
 from connectors.errors import ConfigError
 from tasks import charts, store
 from tasks.alerts import Alert
+from tasks.digest import build_digest, digest_month
 from tasks.hypotheses import load_hypothesis
 from tasks.labels import alert_text, labels, pain_title, reason_text
-from tasks.metrics import CxData
-from tasks.reporting import (
-    build_digest,
-    digest_month,
-    effect,
-    experiment_verbatims,
-    print_pdf,
-    record_report,
-    render,
-    write_index,
-    write_report,
-)
+from tasks.loader import CxData
+from tasks.outputs import print_pdf, record_report, write_index, write_report
+from tasks.pilot_report import build_experiment, experiment_verbatims
+from tasks.render import effect, render
 from tests.conftest import REPO
 from tests.test_reports_html import Demo, demo_company, render_both
 
@@ -209,3 +202,17 @@ def test_pilot_verbatims_quote_the_pilots_topic_first_then_the_rest() -> None:
     quoted = experiment_verbatims(responses, arms, pilot)["pilot"]["before"]
 
     assert quoted[0] == said[1] and len(quoted) == 3
+
+
+def test_pilot_report_quotes_the_arm_sizes_its_stored_srm_test_counted(small: Demo) -> None:
+    """The SRM line shows the stored result's arm sizes, never a recount of today's data, so
+    the sizes and the stored p-value always belong together."""
+    pilot = next(h for h in small.hypotheses if h.id == "auto-route-tickets")
+    results = small.results[small.results["hypothesis_id"] == pilot.id].copy()
+    results.loc[results["role"] == "primary", ["n_pilot", "n_control"]] = [1234, 5678]
+
+    report = build_experiment(pilot, results, small.arms[pilot.id], small.data, small.pain)
+
+    srm = re.search(r'id="srm">(.*?)</p>', report.html, re.S).group(1)
+    assert "1,234" in srm and "5,678" in srm
+    assert "1234 / 5678" in report.markdown

@@ -23,23 +23,18 @@ import pytest
 from websockets.sync.client import connect
 
 from connectors.demo import generate
-from flows.experiments import result_rows
 from tasks.alerts import detect_alerts
+from tasks.digest import Month, build_digest, within
 from tasks.experiments import evaluate
 from tasks.hypotheses import load_hypotheses
 from tasks.labels import labels
-from tasks.metrics import CxData, customer_value, kpis_by, post_stratified_nps
+from tasks.loader import CxData
+from tasks.metrics import customer_value, kpis_by, post_stratified_nps
+from tasks.outputs import CHROMIUM_FLAGS, write_report
 from tasks.pain_points import rank_pain_points
-from tasks.reporting import (
-    CHROMIUM_FLAGS,
-    Month,
-    Rendered,
-    build_digest,
-    build_experiment,
-    effect,
-    within,
-    write_report,
-)
+from tasks.pilot_report import build_experiment
+from tasks.pilot_store import result_rows
+from tasks.render import Rendered, effect
 from tasks.text import tag_topics
 from tests.conftest import REPO, cx_data
 

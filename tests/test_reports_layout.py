@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.reporting import Rendered, write_report
+from tasks.outputs import write_report
+from tasks.render import Rendered
 from tests.test_reports_html import Browser, Demo, demo_company, render_both
 
 MIN_CHART_TEXT_PX = 11

@@ -20,8 +20,8 @@ from werkzeug import Request, Response
 
 from connectors import open_source
 from flows.cli import app
+from flows.sync import sync_source
 from tasks import store
-from tasks.sync import sync_source
 from tests.fakes import qualtrics as qx
 from tests.fakes import surveymonkey as sm
 from tests.fakes.qualtrics import FakeQualtrics
@@ -87,11 +87,12 @@ def vendors(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
     )
 
     def route(request: Request) -> Response:
+        # Through each fake's own entry point, which records the path its faults match on.
         if request.path.startswith("/forms"):
-            return typeform.handle(request)
+            return typeform._serve(request)
         if request.path.startswith("/v3/"):
-            return surveymonkey.handle(request)
-        return qualtrics.handle(request)
+            return surveymonkey._serve(request)
+        return qualtrics._serve(request)
 
     httpserver.expect_request(re.compile(".*")).respond_with_handler(route)
     url = httpserver.url_for("/").rstrip("/")

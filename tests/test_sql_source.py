@@ -16,12 +16,12 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, creat
 from sqlalchemy.engine import Engine
 
 from connectors import open_source
+from connectors.base import Rejection
 from connectors.errors import ConfigError, SourceError
-from connectors.files import Rejection
 from connectors.sql import SqlSource
+from flows.sync import check_source, sync_source, sync_stream
 from tasks import store
 from tasks.mapping import email_hash
-from tasks.sync import check_source, sync_source, sync_stream
 from tests.test_files import CrashAfter
 
 T0 = datetime(2026, 3, 2, 9, 0)

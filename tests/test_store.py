@@ -7,14 +7,34 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pytest
+from sqlalchemy import JSON, Column, String, TypeDecorator
 from sqlalchemy.engine import Engine
 
 from connectors.base import Page
+from connectors.canonical import TABLES
 from connectors.demo import DemoSource, DemoStream
 from connectors.errors import StoreError
+from flows.sync import sync_source, sync_stream
 from tasks import store
 from tasks.mapping import to_canonical
-from tasks.sync import sync_source, sync_stream
+
+
+def _python_type(column: Column) -> type:
+    """What a store column holds, as canonical names it: SQLModel's text columns (`AutoString`,
+    whose Python type is `object`) hold `str`, JSON columns `dict`."""
+    if isinstance(column.type, JSON):
+        return dict
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    return str if isinstance(kind, String) else kind.python_type
+
+
+@pytest.mark.parametrize("name", sorted(store.INGESTED))
+def test_each_ingested_table_has_the_canonical_columns_types_and_required_ones(name: str) -> None:
+    model = store.INGESTED[name]
+    assert {c.name: _python_type(c) for c in model.__table__.columns} == dict(TABLES[name].columns)
+    # `source` is required too, but the sync sets it, not the records.
+    required = {field for field, info in model.model_fields.items() if info.is_required()}
+    assert required == {*TABLES[name].required, "source"}
 
 
 def _tickets(ids: list[str], topic: str = "delivery") -> pd.DataFrame:
@@ -161,7 +181,7 @@ def test_a_store_made_by_an_older_cxloop_gains_the_new_columns(store_url: str) -
 
 
 def test_analysis_data_is_reloaded_only_after_new_records_arrive(tmp_path) -> None:
-    from tasks.metrics import CxData
+    from tasks.loader import CxData
 
     engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
     store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {"page": 1})

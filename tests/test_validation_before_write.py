@@ -144,7 +144,7 @@ def test_a_missing_hypotheses_directory_is_a_clear_error_to_validate(project: Pa
 def test_a_cycle_without_hypotheses_directory_warns_and_goes_on(
     project: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from flows.cli import _checked
+    from flows.cli.loading import checked as _checked
 
     shutil.rmtree(project / "hypotheses")
     assert _checked(project / "cxloop.yaml").hypotheses_dir == Path("hypotheses")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-from tests.fakes.loopback import Answer, Fault, LoopbackServer
+from tests.fakes.loopback import Answer, Fault, LoopbackServer, take
 
 PORTAL_TZ = timezone(timedelta(hours=3))
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -298,7 +298,7 @@ class FakeBitrix24(LoopbackServer):
             self.command_faults.append(Fault(method, 200, body, skip=skip, times=times))
 
     def _take_command_fault(self, method: str) -> dict[str, str] | None:
-        fault = self.take(self.command_faults, method)
+        fault = take(self._lock, self.command_faults, method)
         return None if fault is None else json.loads(fault.body or "{}")
 
     def limit_exceeded(self, name: str, retry_after: str | None = None, times: int = 1) -> None:

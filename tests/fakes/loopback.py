@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import urlsplit
 
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
@@ -39,17 +40,22 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 class PlannedAnswers(ABC, Generic[Logged]):
     """A fake on pytest-httpserver: `requests` logs what each request asked (as the vendor's
-    fake `log`s it), `plan` scripts the answers to chosen ones, `url` is its base URL once
-    `serve`d."""
+    fake `log`s it), `plan` scripts the answers to chosen ones, `fault` scripts answers by path
+    as a `LoopbackServer`'s do, `paths` holds every request's path and `url` is its base URL
+    once `serve`d."""
 
     def __init__(self) -> None:
         self.url = ""
         self.requests: list[Logged] = []
         self.planned: dict[int, Response] = {}
+        self.faults: list[Fault] = []
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+        self._current = threading.local()
 
     def serve(self, httpserver: HTTPServer) -> Self:
         """Answers every request to `httpserver` with `handle`, at `url`."""
-        httpserver.expect_request(re.compile(".*")).respond_with_handler(self.handle)
+        httpserver.expect_request(re.compile(".*")).respond_with_handler(self._serve)
         self.url = httpserver.url_for("/").rstrip("/")
         return self
 
@@ -58,14 +64,41 @@ class PlannedAnswers(ABC, Generic[Logged]):
         for number in numbers:
             self.planned[len(self.requests) + number] = response
 
+    def fault(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
     def log(self, entry: Logged) -> Response | None:
-        """Logs the next request as `entry`; the answer planned for it, if any."""
+        """Logs the next request as `entry`; the answer planned or faulted for it, if any."""
         self.requests.append(entry)
-        return self.planned.pop(len(self.requests), None)
+        planned = self.planned.pop(len(self.requests), None)
+        return planned if planned is not None else self._faulted()
+
+    def error(self, status: int) -> Response:
+        """The answer to a `Fault` without a body: a proxy's plain-text error page."""
+        return Response(f"upstream answered {status}", status, content_type="text/plain")
 
     @abstractmethod
     def handle(self, request: Request) -> Response:
         """The answer to `request`."""
+
+    def _serve(self, request: Request) -> Response:
+        self.paths.append(request.path)
+        self._current.path = request.path
+        return self.handle(request)
+
+    def _faulted(self) -> Response | None:
+        fault = take(self._lock, self.faults, self._current.path)
+        if fault is None:
+            return None
+        time.sleep(fault.delay)
+        if fault.status is None:
+            return None
+        if fault.body is None:
+            response = self.error(fault.status)
+            response.headers.update(fault.headers)
+            return response
+        return Response(fault.body, fault.status, fault.headers, content_type="application/json")
 
 
 @dataclass
@@ -90,6 +123,7 @@ class LoopbackServer(ABC):
 
     def __init__(self) -> None:
         self.faults: list[Fault] = []
+        self.paths: list[str] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -114,27 +148,13 @@ class LoopbackServer(ABC):
         with self._lock:
             self.faults.append(fault)
 
-    def take(self, faults: list[Fault], path: str) -> Fault | None:
-        """The fault of `faults` that answers a request to `path` now, counted as used."""
-        with self._lock:
-            for fault in faults:
-                if fault.path in path:
-                    if fault.skip:
-                        fault.skip -= 1
-                        return None
-                    fault.times -= 1
-                    if fault.times == 0:
-                        faults.remove(fault)
-                    return fault
-        return None
-
     def faulted(
         self, path: str, error: Callable[[int], Answer], headers: dict[str, str] | None = None
     ) -> Answer | None:
         """The scripted answer to a request to `path`, after its fault's delay; None when no
         fault answers it. A fault without a body answers `error(status)`; one with a body
         carries `headers` under its own, leaving out those it gives as ""."""
-        fault = self.take(self.faults, path)
+        fault = take(self._lock, self.faults, path)
         if fault is None:
             return None
         time.sleep(fault.delay)
@@ -147,11 +167,27 @@ class LoopbackServer(ABC):
         return status, sent | fault.headers, text
 
 
+def take(lock: threading.Lock, faults: list[Fault], path: str) -> Fault | None:
+    """The fault of `faults` that answers a request to `path` now, counted as used."""
+    with lock:
+        for fault in faults:
+            if fault.path in path:
+                if fault.skip:
+                    fault.skip -= 1
+                    return None
+                fault.times -= 1
+                if fault.times == 0:
+                    faults.remove(fault)
+                return fault
+    return None
+
+
 def _handler(fake: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
+            fake.paths.append(urlsplit(self.path).path)
             status, extra, text = fake.answer(self.command, self.path, headers, raw)
             data = text.encode()
             self.send_response(status)
@@ -179,7 +215,7 @@ def kill_mid_sync(
         "import json, sys\n"
         "from connectors import open_source\n"
         "from tasks import store\n"
-        "from tasks.sync import sync_source\n"
+        "from flows.sync import sync_source\n"
         "sync_source(store.open_store(sys.argv[1]), open_source('src', sys.argv[2], "
         "json.loads(sys.argv[3])))\n"
     )

@@ -1,4 +1,7 @@
-"""Sync a source into the store without Prefect: each stream from its saved cursor, page by page."""
+"""Sync a source into the store without Prefect: each stream from its saved cursor, page by page.
+
+It sits in `flows` because it joins the connectors (which import nothing of ours) to the store.
+"""
 
 from __future__ import annotations
 

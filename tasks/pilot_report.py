@@ -1,0 +1,277 @@
+"""The before-and-after report of one hypothesis: its context from the stored results, the
+arms and the data, and the report in every format."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks import charts
+from tasks.charts import Chart
+from tasks.experiments import SRM_ALPHA, in_period, pilot_observations
+from tasks.hypotheses import Guardrail, Hypothesis, Period
+from tasks.labels import labels, reason_text, titled
+from tasks.loader import CxData
+from tasks.metrics import mean_ci_by
+from tasks.render import Rendered, generated_at, records, render_report
+from tasks.text import Taxonomy, tag_topics, verbatims
+
+OBSERVATION_UNITS = {
+    "nps": "unit_nps",
+    "csat": "unit_score",
+    "ces": "unit_score",
+    "frt_hours": "unit_hours",
+    "art_hours": "unit_hours",
+    "fcr": "unit_percent",
+    "repeat": "unit_percent",
+}
+VERBATIMS = 3
+
+
+def experiment_name(hypothesis_id: str) -> str:
+    """File stem of a hypothesis' report; one file per hypothesis, rewritten at each run."""
+    return f"experiment-{hypothesis_id}"
+
+
+def weekly_by_arm(obs: pd.DataFrame, arms: pd.DataFrame, period: Period) -> pd.DataFrame:
+    """Weekly mean of a metric's observations `obs` per arm with n and 95% CI, weeks starting
+    on Monday."""
+    obs = obs.merge(arms[["customer_id", "arm"]], on="customer_id")
+    obs = obs[in_period(obs["at"], period)]
+    obs = obs.assign(week=obs["at"].dt.to_period("W-SUN").dt.start_time)
+    return mean_ci_by(obs, ["arm", "week"]).reset_index()
+
+
+def experiment_verbatims(
+    responses: pd.DataFrame,
+    arms: pd.DataFrame,
+    hypothesis: Hypothesis,
+    taxonomy: Taxonomy | None = None,
+) -> dict[str, dict[str, list[str]]]:
+    """Up to `VERBATIMS` redacted survey comments per arm, before (baseline) and after (pilot).
+
+    Where the pilot targets a topic (`ticket:<topic>`, `comment:<topic>:…`), comments `taxonomy`
+    tags with it come first, then the others: how customers speak of the pain before and after.
+    """
+    schedule = hypothesis.schedule
+    said = responses.dropna(subset=["comment"]).merge(
+        arms[["customer_id", "arm"]], on="customer_id"
+    )
+    at = said["submitted_at"]
+    when = np.select(
+        [
+            in_period(at, schedule.baseline),
+            in_period(at, schedule.pilot),
+        ],
+        ["before", "after"],
+        "",
+    )
+    said = said.assign(group=said["arm"] + "|" + when)[when != ""]
+    kind, _, rest = hypothesis.pain_point.partition(":")
+    on_topic = pd.Series(False, index=said.index)
+    if kind in ("ticket", "comment"):
+        texts = pd.Series(said["comment"].unique())
+        tags = tag_topics(texts, taxonomy)
+        spoken = texts[tags.loc[tags["topic"] == rest.split(":")[0], "text_index"]]
+        on_topic = said["comment"].isin(spoken)
+    said = said.assign(on_topic=on_topic)
+    chosen = verbatims(said, "group", VERBATIMS, text="comment", first="on_topic")
+    found = {arm: {"before": [], "after": []} for arm in ("pilot", "control")}
+    for group, rows in chosen.groupby("group"):
+        arm, moment = group.split("|")
+        found[arm][moment] = rows["comment"].tolist()
+    return found
+
+
+def _reason(primary: Mapping[str, Any], t: Mapping[str, Any]) -> str:
+    """Why the pilot got its decision, in `t`'s language; as stored (English) for results
+    evaluated by an older cxloop, which kept no `why`."""
+    why = (primary.get("cells") or {}).get("why")
+    return reason_text(why, t) if why else primary["reason"]
+
+
+def _guardrail(guard: Guardrail, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A guardrail as the report shows it: margin, estimate, the CI's worse end, status
+    (`unknown` without a stored check or without an estimate: no data, never `holds`)."""
+    worse = row.get("ci_high" if guard.harm > 0 else "ci_low") if row else None
+    status = (row.get("cells") or {}).get("status") if row else None
+    if row and not _finite(row.get("estimate")):
+        status = "unknown"
+    return {
+        "metric": guard.metric,
+        "margin": guard.harm * guard.limit,
+        "row": row,
+        "worse_end": worse,
+        "status": status or "unknown",
+    }
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _method(primary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How the headline estimate was made: analysis, estimand, test, and the primary row's
+    stored plan, quantile effects and response-rate check."""
+    cells = (primary or {}).get("cells") or {}
+    return {
+        "analysis": cells.get("analysis"),
+        "estimand": cells.get("estimand"),
+        "sequential": bool(primary and primary.get("sequential")),
+        "plan": cells.get("plan"),
+        "quantiles": cells.get("quantiles") or [],
+        "response": cells.get("response"),
+        "warnings": cells.get("warnings") or [],
+    }
+
+
+def _before_after(primary: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Per arm, the primary metric's stored means and n before (baseline) and after (pilot
+    period), and their difference; empty without stored cells."""
+    cells = (
+        pd.DataFrame(primary["cells"]["rows"]) if primary and primary["cells"] else pd.DataFrame()
+    )
+    if not len(cells):
+        return []
+    wide = cells.pivot(index="arm", columns="period", values=["mean", "n"])
+    table = []
+    for arm in ("pilot", "control"):
+        if arm in wide.index:
+            before = wide.loc[arm, ("mean", "baseline")]
+            after = wide.loc[arm, ("mean", "pilot period")]
+            table.append(
+                {
+                    "arm": arm,
+                    "before": before,
+                    "n_before": int(wide.loc[arm, ("n", "baseline")]),
+                    "after": after,
+                    "n_after": int(wide.loc[arm, ("n", "pilot period")]),
+                    "difference": after - before,
+                }
+            )
+    return table
+
+
+def experiment_context(
+    hypothesis: Hypothesis,
+    results: pd.DataFrame,
+    arms: pd.DataFrame,
+    data: CxData,
+    pain: pd.DataFrame,
+    t: dict[str, Any],
+    taxonomy: Taxonomy | None = None,
+) -> tuple[dict[str, Any], list[Chart]]:
+    """What the before-and-after report of `hypothesis` shows, and its chart.
+
+    `results` are this hypothesis' latest `experiment_result` rows (one per metric), `arms`
+    its assignment (`customer_id`, `arm`), `pain` the current pain-point ranking, `taxonomy`
+    the topics that pick the verbatims.
+    """
+    h, schedule = hypothesis, hypothesis.schedule
+    rows = records(results)
+    primary = next((r for r in rows if r["role"] == "primary"), None)
+    if primary and primary["decision"]:
+        primary["reason"] = _reason(primary, t)
+    by_metric = {r["metric"]: r for r in rows}
+    metric = h.metric.name
+    newest = data.newest()
+    end = schedule.pilot.end if pd.isna(newest) else min(schedule.pilot.end, newest.date())
+    obs = pilot_observations(metric, data, h)
+    # Observations end at `newest`, so clamping keeps the period valid and drops none.
+    shown = Period(start=schedule.baseline.start, end=max(end, schedule.baseline.start))
+    weekly = weekly_by_arm(obs, arms, shown)
+    unit = t[OBSERVATION_UNITS[metric]]
+    chart = charts.arms_over_time(
+        "target",
+        weekly,
+        f"{t[metric]}: {t['pilot']} / {t['control']}, {t['over_time']}",
+        f"{t[metric]}, {unit}",
+        {"pilot": t["pilot"], "control": t["control"]},
+        schedule.pilot.start,
+        t["pilot_start"],
+        t["months"],
+    )
+    table = _before_after(primary)
+    guardrails = [_guardrail(guard, by_metric.get(guard.metric, {})) for guard in h.guardrails]
+    ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
+    srm_p = primary["srm_p"] if primary else None
+    context = {
+        "t": t,
+        "title": f"{t['experiment_report']}: {h.title}",
+        "running_header": f"{t['experiment_report']}: {h.title} · {t['pilot']}: "
+        f"{schedule.pilot.start} … {schedule.pilot.end}",
+        "h": h,
+        "primary": primary,
+        "results": rows,
+        "pain_point": records(ranked.drop(columns=["evidence"], errors="ignore"))[0]
+        if len(ranked)
+        else None,
+        "timeline": [
+            ("baseline_start", schedule.baseline.start),
+            ("baseline_end", schedule.baseline.end),
+            ("pilot_start", schedule.pilot.start),
+            ("pilot_end", schedule.pilot.end),
+            *([("as_of", primary["as_of"])] if primary else []),
+        ],
+        "table": table,
+        "guardrails": guardrails,
+        "srm": {
+            "p": srm_p,
+            # The customers observed in the pilot period that the stored SRM test counted.
+            "pilot": int(primary["n_pilot"]) if primary else 0,
+            "control": int(primary["n_control"]) if primary else 0,
+            "share": h.assignment.split,
+            "alpha": SRM_ALPHA,
+            "ok": srm_p is None or srm_p >= SRM_ALPHA,
+        },
+        "arms": str(h.assignment),
+        "scope": str(h.scope) if h.scope and h.scope.tickets.filters() else None,
+        "verbatims": experiment_verbatims(data.responses, arms, h, taxonomy),
+        "method": _method(primary),
+        "unit": unit,
+        "charts": {"target": chart},
+        "generated_at": generated_at(),
+    }
+    return context, [chart]
+
+
+def build_experiment(
+    hypothesis: Hypothesis,
+    results: pd.DataFrame,
+    arms: pd.DataFrame,
+    data: CxData,
+    pain: pd.DataFrame,
+    language: str = "en",
+    template_dir: Path | None = None,
+    taxonomy: Taxonomy | None = None,
+    paper: str = "a4",
+) -> Rendered:
+    """The before-and-after report of `hypothesis` in every format, printed on `paper`."""
+    t = labels(language, template_dir)
+    context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t, taxonomy)
+    primary = context["primary"]
+    decided = primary and primary["decision"]
+    news = f"{hypothesis.title}: {t[primary['decision']] if decided else t['not_evaluated']}"
+    summary = f"{news} — {primary['reason']}" if decided else news
+    keep = ("metric", "role", "estimate", "ci_low", "ci_high", "p_value", "n_pilot", "n_control")
+    tables = {
+        "results": [{k: r[k] for k in keep} for r in context["results"]],
+        "before_after": context["table"],
+    }
+    return render_report(
+        "experiment",
+        experiment_name(hypothesis.id),
+        context["title"],
+        news,
+        summary,
+        context,
+        chart_list,
+        template_dir,
+        tables,
+        paper,
+    )
