@@ -12,7 +12,6 @@ files cannot overlap.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -51,39 +50,69 @@ HAVING grouping(segment) = 1 OR segment IS NOT NULL
 ORDER BY segment, metric
 """
 
-PAIN_POINTS = """
-WITH latest AS (
+# Each NPS respondent's latest answer in points, with the segment and region to adjust for.
+RESPONDENTS = """
+SELECT l.customer_id, l.pts, c.segment, c.region
+FROM (
     SELECT customer_id,
            CASE WHEN score >= 9 THEN 100.0 WHEN score <= 6 THEN -100.0 ELSE 0.0 END AS pts
-    FROM survey_responses WHERE kind = 'nps'
+    FROM survey_responses WHERE kind = 'nps' AND customer_id IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY submitted_at DESC) = 1
-),
-pairs AS (
-    SELECT DISTINCT topic, customer_id FROM tickets
-    WHERE topic IS NOT NULL AND customer_id IS NOT NULL
-),
-reach AS (SELECT topic, count(*) AS reach FROM pairs GROUP BY topic),
-scored AS (
-    SELECT r.topic, r.reach, l.pts, p.customer_id IS NOT NULL AS hit
-    FROM reach r CROSS JOIN latest l
-    LEFT JOIN pairs p ON p.topic = r.topic AND p.customer_id = l.customer_id
-),
-gaps AS (
-    SELECT topic, any_value(reach) AS reach,
-           avg(pts) FILTER (WHERE NOT hit) - avg(pts) FILTER (WHERE hit) AS impact,
-           sqrt(var_samp(pts) FILTER (WHERE hit) / count(*) FILTER (WHERE hit)
-                + var_samp(pts) FILTER (WHERE NOT hit) / count(*) FILTER (WHERE NOT hit)) AS se,
-           count(*) FILTER (WHERE hit) AS respondents
-    FROM scored GROUP BY topic
-)
-SELECT 'ticket:' || topic AS topic, reach, impact,
-       reach / (SELECT count(DISTINCT source_id) FROM customers) * 100 * greatest(impact, 0)
-       * CASE WHEN respondents < 30 OR impact <= 0 THEN 0
-              ELSE least(greatest(1 - 1.959963984540054 * se / impact, 0), 1) END
-       / coalesce(json_extract(CAST($efforts AS JSON), '$."ticket:' || topic || '"')::DOUBLE,
-                  $default_effort) AS score
-FROM gaps ORDER BY score DESC
+) l
+LEFT JOIN (SELECT DISTINCT ON (source_id) source_id, segment, region FROM customers) c
+       ON c.source_id = l.customer_id
+ORDER BY l.customer_id
 """
+CONTACTS = "SELECT DISTINCT customer_id, topic FROM tickets WHERE customer_id IS NOT NULL"
+Z95 = 1.959963984540054
+
+
+def pain_points(con: duckdb.DuckDBPyConnection, efforts: dict) -> pd.DataFrame:
+    """Ticket topics by reach × impact × confidence / effort, the impact being what a topic
+    costs a respondent of the same segment and region who contacted support anyway: minus
+    its coefficient in an OLS of NPS points on topic indicators, a contacted-support
+    indicator and segment and region dummies, with HC1 errors solved by hand in numpy."""
+    people = con.execute(RESPONDENTS).df()
+    contacts = con.execute(CONTACTS).df()
+    tagged = contacts.dropna(subset=["topic"])
+    topics = sorted(tagged["topic"].unique())
+    columns = {"const": np.ones(len(people))}
+    for topic in topics:
+        hit = set(tagged.loc[tagged["topic"] == topic, "customer_id"])
+        columns[topic] = people["customer_id"].isin(hit).to_numpy(float)
+    columns["contacted"] = people["customer_id"].isin(set(contacts["customer_id"])).to_numpy(float)
+    for name in ("segment", "region"):
+        for value in sorted(people[name].dropna().unique())[1:]:
+            columns[f"{name}={value}"] = (people[name] == value).to_numpy(float)
+    names = list(columns)
+    x = np.column_stack([columns[n] for n in names])
+    kept = []
+    for j in range(x.shape[1]):  # keep a column only if it adds a dimension to those before
+        if np.linalg.matrix_rank(x[:, [*kept, j]]) == len(kept) + 1:
+            kept.append(j)
+    x, names = x[:, kept], [names[j] for j in kept]
+    y = people["pts"].to_numpy(float)
+    inverse = np.linalg.inv(x.T @ x)
+    beta = inverse @ x.T @ y
+    residual = y - x @ beta
+    meat = (x * residual[:, None] ** 2).T @ x
+    se = np.sqrt(np.diag(inverse @ meat @ inverse) * len(y) / (len(y) - x.shape[1]))
+    total = con.execute("SELECT count(DISTINCT source_id) FROM customers").fetchone()[0]
+    rows = []
+    for topic in topics:
+        if topic not in names or topic == "const":
+            continue
+        j = names.index(topic)
+        impact, half = -beta[j], Z95 * se[j]
+        members = set(tagged.loc[tagged["topic"] == topic, "customer_id"])
+        respondents = int(people["customer_id"].isin(members).sum())
+        sure = min(max(1 - half / impact, 0), 1) if impact > 0 and respondents >= 30 else 0.0
+        effort = float(efforts.get(f"ticket:{topic}", efforts.get("default", 2.0)))
+        score = len(members) / total * 100 * max(impact, 0) * sure / effort
+        rows.append({"topic": f"ticket:{topic}", "reach": len(members), "impact": impact,
+                     "score": score})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["score", "reach"], ascending=False, ignore_index=True)
+
 
 OBSERVATIONS = {
     "nps": "SELECT customer_id, submitted_at AS at, survey, channel, NULL AS topic, "
@@ -183,10 +212,7 @@ def run(data_dir: Path, database: Path, hypotheses_dir: Path, config: dict) -> d
         out["kpis"] = kpis.to_dict("records")
     with timed() as timings["ranking"]:
         efforts = config.get("efforts", {"default": 2.0})
-        pain = con.execute(
-            PAIN_POINTS,
-            {"efforts": json.dumps(efforts), "default_effort": float(efforts.get("default", 2.0))},
-        ).df()
+        pain = pain_points(con, efforts)
         pain["rank"] = np.arange(1, len(pain) + 1)
         out["pain_points"] = pain.to_dict("records")
     with timed() as timings["experiments"]:
