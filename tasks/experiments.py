@@ -38,6 +38,7 @@ from tasks.identity import is_in
 from tasks.labels import labels, reason_text
 from tasks.loader import CxData
 from tasks.metrics import SURVEY_METRICS, TICKET_METRICS, observations
+from tasks.moments import log_values
 from tasks.unit_pilots import UnitEffect, analyse, panel_of, unit_panel
 
 Z80 = 0.8416212335729143
@@ -392,12 +393,7 @@ def always_valid(estimate: Estimate, alpha: float, tau2: float) -> Estimate:
 def _values(frame: pd.DataFrame, metric: str, estimand: Estimand) -> pd.Series:
     if estimand != "log_ratio":
         return frame["value"]
-    if (frame["value"] <= 0).any():
-        raise HypothesisError(
-            f"{metric}: the log-scale estimand needs positive values, but "
-            f"{int((frame['value'] <= 0).sum()):,} are 0 or less; use the ratio of means."
-        )
-    return np.log(frame["value"])
+    return log_values(frame["value"], metric)
 
 
 def _framed(
@@ -1119,7 +1115,7 @@ def rollout_watch(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> R
     target = hypothesis.metric
     obs = pilot_observations(target.name, data, hypothesis).merge(arms, on="customer_id")
     if target.expected_effect.relative:
-        obs["value"] = np.log(obs["value"].clip(lower=1e-6))
+        obs["value"] = log_values(obs["value"], target.name, floor=1e-6)
     during = obs[in_period(obs["at"], hypothesis.schedule.pilot)]
     after = obs[obs["at"] >= pd.Timestamp(hypothesis.rollout)]
     if after.empty or during["arm"].nunique() < 2:

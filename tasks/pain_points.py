@@ -43,7 +43,7 @@ from tasks.identity import is_in, lookup
 from tasks.labels import labels, titled
 from tasks.loader import CxData
 from tasks.metrics import funnel, nps_points
-from tasks.moments import Z95
+from tasks.moments import Z95, Moments
 from tasks.money import PointValue, formulas, require_orders, revenue_at_stake
 from tasks.text import Taxonomy, redact_pii, tag_topics
 
@@ -93,14 +93,11 @@ def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
     """
     members = members.drop_duplicates(["key", "customer_id"])
     hit = members.join(points.rename("p"), on="customer_id", how="inner")
-    inside = hit.assign(p2=hit["p"] ** 2).groupby("key")[["p", "p2"]].agg(["sum", "count"])
-    n, s, q = inside[("p", "count")], inside[("p", "sum")], inside[("p2", "sum")]
-    n_out, s_out, q_out = len(points) - n, points.sum() - s, (points**2).sum() - q
-    mean_in, mean_out = s / n, s_out / n_out
-    var_in = (q - n * mean_in**2) / (n - 1)
-    var_out = (q_out - n_out * mean_out**2) / (n_out - 1)
-    impact = mean_out - mean_in
-    half = Z95 * np.sqrt(var_in / n + var_out / n_out)
+    inside = Moments.by(hit, "key", "p")
+    outside = Moments.of(points) - inside
+    impact = outside.mean - inside.mean
+    half = Z95 * np.hypot(inside.se, outside.se)
+    n, n_out, mean_in, mean_out = inside.n, outside.n, inside.mean, outside.mean
     gaps = pd.DataFrame(
         {
             "respondents": n,
