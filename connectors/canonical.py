@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 # C0 and C1 control characters (and DEL) but tab, newline and carriage return: PostgreSQL
 # refuses NUL in text and SQLite readers cut at it, so both stores get text without them.
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What a declared customer dimension (`dimensions:` in the config) may be called.
+DIMENSION_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True)

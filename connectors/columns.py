@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from connectors.base import Page, Rejection, log_rejections
-from connectors.canonical import CONTROL, TABLES
+from connectors.canonical import CONTROL, DIMENSION_NAME, TABLES
 from connectors.errors import ConfigError
 from connectors.scales import SurveyScales
 
@@ -208,6 +208,8 @@ class ColumnMap:
                 "e.g. {Дата: submitted_at}."
             )
         wrong = sorted((set(columns.values()) | set(constants)) - _targets(table))
+        if "attributes" in TABLES[table].columns:  # declared dimensions, checked by the config
+            wrong = [name for name in wrong if not DIMENSION_NAME.fullmatch(str(name))]
         if wrong:
             raise ConfigError(
                 f"{where}: {', '.join(map(str, wrong))} not columns of {table}; use "

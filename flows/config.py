@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from datetime import date
 from importlib.resources import files
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator
 
+from connectors.canonical import DIMENSION_NAME, TABLES
 from connectors.errors import ConfigError
 from tasks.delivery_settings import DeliveryConfig, ReportKind
 from tasks.validation import YamlDocument, read_yaml
@@ -17,10 +19,16 @@ from tasks.validation import YamlDocument, read_yaml
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from tasks.holdout import Holdout
     from tasks.hours import BusinessHours
     from tasks.text import Taxonomy
 
 DEFAULT_CONFIG = Path("cxloop.yaml")
+# Names a declared dimension may not take: the customer's own columns and the cuts cxloop has.
+RESERVED_CUTS = frozenset(
+    {*TABLES["customer"].columns, "email", "customer_id", "acquisition", "topic", "survey"}
+    | {"stage", "hour", "weekday", "period", "ticket_topic", "ticket_channel", "agent", "team"}
+)
 ENV_OVERRIDES = {
     "CXLOOP_DATABASE_URL": ("database_url",),
     "CXLOOP_HYPOTHESES_DIR": ("hypotheses_dir",),
@@ -33,9 +41,13 @@ class Strict(BaseModel):
 
 
 class SourceConfig(Strict):
-    name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    kind: str
-    options: dict[str, Any] = {}
+    name: str = Field(
+        pattern=r"^[a-z0-9_-]+$", description="The source's name in the store, e.g. crm."
+    )
+    kind: str = Field(description="The connector: demo, hubspot, typeform, files, sql, …")
+    options: dict[str, Any] = Field(
+        {}, description="The connector's options (see the README's section on it)."
+    )
 
     @field_validator("kind")
     @classmethod
@@ -56,6 +68,10 @@ class ReportConfig(Strict):
         None, description="Own Jinja2 templates and labels.yaml, used before the shipped ones."
     )
     pdf: bool = Field(False, description="Also print each report to PDF (headless Chromium).")
+    breakdowns: list[str] = Field(
+        ["segment", "region", "channel"],
+        description="Cuts the digest breaks the KPIs down by: customer columns or dimensions.",
+    )
     paper: Literal["a4", "letter"] = Field("a4", description="PDF paper size.")
     chromium: str = Field("chromium", description="Chromium executable that prints the PDFs.")
     recipients: dict[ReportKind, list[str]] = Field(
@@ -69,7 +85,9 @@ class ReportConfig(Strict):
 class AlertConfig(Strict):
     """How sure and how large a change must be to raise an alert."""
 
-    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    alpha: float = Field(
+        default=0.01, gt=0, lt=0.5, description="Significance level: how sure an alert must be."
+    )
     min_growth: float = Field(default=1.3, gt=1, description="Ticket volume growth per day.")
 
 
@@ -93,15 +111,6 @@ class StandardConfig(Strict):
             raise ValueError(problem)
         return metric
 
-    @field_validator("where")
-    @classmethod
-    def _known_dimensions(cls, where: dict[str, str]) -> dict[str, str]:
-        from tasks.standards import dimension_problem
-
-        if problems := [p for d in where if (p := dimension_problem(d))]:
-            raise ValueError("; ".join(problems))
-        return where
-
     @field_validator("target")
     @classmethod
     def _in_range(cls, target: float, info: ValidationInfo) -> float:
@@ -118,8 +127,12 @@ class ParallelConfig(Strict):
     (`pip install cxloop[dask]`): a local one with `dask_workers` processes, or an
     existing scheduler at `dask_address`."""
 
-    dask_workers: int = Field(default=0, ge=0)
-    dask_address: str | None = None
+    dask_workers: int = Field(
+        default=0, ge=0, description="Processes of a local Dask cluster (0: threads)."
+    )
+    dask_address: str | None = Field(
+        None, description="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786."
+    )
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -128,10 +141,14 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 class BusinessHoursConfig(Strict):
     """Working time for FRT in business hours: `start`–`end` o'clock on `weekdays`."""
 
-    start: float = Field(default=9.0, ge=0, lt=24)
-    end: float = Field(default=18.0, gt=0, le=24, validate_default=True)
-    weekdays: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
-    holidays: list[date] = []
+    start: float = Field(default=9.0, ge=0, lt=24, description="Opening hour, e.g. 9 or 8.5.")
+    end: float = Field(
+        default=18.0, gt=0, le=24, validate_default=True, description="Closing hour, e.g. 18."
+    )
+    weekdays: list[Weekday] = Field(
+        ["mon", "tue", "wed", "thu", "fri"], description="Working days."
+    )
+    holidays: list[date] = Field([], description="Days off, e.g. [2026-01-01, 2026-01-07].")
 
     @field_validator("end")
     @classmethod
@@ -185,9 +202,12 @@ class ChurnConfig(Strict):
 class Stage(Strict):
     """The touchpoints that make up one journey stage."""
 
-    ticket_topics: list[str] = []
-    funnel_steps: list[str] = []
-    surveys: list[str] = []
+    ticket_topics: list[str] = Field([], description="Ticket topics raised at this stage.")
+    funnel_steps: list[str] = Field([], description="Web funnel steps of this stage, in order.")
+    surveys: list[str] = Field([], description="Surveys asked at this stage.")
+    source: str | None = Field(
+        None, description="The web source its funnel steps come from (default: each source's)."
+    )
 
 
 DEFAULT_JOURNEY = {
@@ -199,6 +219,37 @@ DEFAULT_JOURNEY = {
     "support": Stage(ticket_topics=["login"], surveys=["post_ticket_csat", "post_ticket_ces"]),
     "loyalty": Stage(surveys=["relationship_nps"]),
 }
+
+
+class HoldoutConfig(Strict):
+    """A long-term holdout: customers kept out of every pilot and every adopted change, so
+    the cumulative effect of all of them can be measured against them."""
+
+    share: float = Field(
+        gt=0, le=0.5, description="Share of all customers held out, e.g. 0.05 (at most 0.5)."
+    )
+    salt: str = Field(
+        "holdout", min_length=1, description="Seed of the draw; change it only to redraw."
+    )
+    since: date = Field(description="The day the holdout was set aside, e.g. 2026-01-01.")
+
+    def holdout(self) -> Holdout:
+        """The holdout as the analyses take it."""
+        from tasks.holdout import Holdout
+
+        return Holdout(self.share, self.salt, self.since)
+
+
+class FcrConfig(Strict):
+    """How first-contact resolution is counted."""
+
+    repeat_days: int = Field(
+        7,
+        ge=0,
+        le=90,
+        description="A resolved ticket is not first-contact resolved when the customer writes "
+        "again within this many days (0: only a reopening counts).",
+    )
 
 
 class Config(Strict):
@@ -215,6 +266,35 @@ class Config(Strict):
     segments: list[str] = Field(
         ["new", "loyal", "premium", "b2b"], description="Customer segments to report on."
     )
+    dimensions: list[str] = Field(
+        [],
+        description="CRM properties kept per customer as cuts, e.g. [device, plan]; a field "
+        "map may map a vendor field to one.",
+    )
+    holdout: HoldoutConfig | None = Field(
+        None, description="A long-term holdout: {share, salt, since}; none by default."
+    )
+    fcr: FcrConfig = Field(
+        FcrConfig(), description="First-contact resolution: the repeat-contact window."
+    )
+
+    @field_validator("dimensions")
+    @classmethod
+    def _new_dimension_names(cls, dimensions: list[str]) -> list[str]:
+        for name in dimensions:
+            if not DIMENSION_NAME.fullmatch(name):
+                raise ValueError(
+                    f"dimension {name!r}: use lower-case letters, digits and _, e.g. device"
+                )
+            if name in RESERVED_CUTS:
+                raise ValueError(
+                    f"dimension {name!r} is already a column or cut of cxloop; map the vendor "
+                    f"field to {name!r} directly, or declare another name"
+                )
+        if len(set(dimensions)) < len(dimensions):
+            raise ValueError("a dimension is declared twice")
+        return dimensions
+
     csat_scale: int = Field(
         default=5, ge=3, le=10, description="Top of the CSAT scale (5: answers 1–5)."
     )
@@ -267,6 +347,13 @@ class Config(Strict):
     def funnel_steps(self) -> list[str]:
         """The funnel's steps in journey order."""
         return [step for stage in self.journey.values() for step in stage.funnel_steps]
+
+    @property
+    def funnel_source(self) -> str | None:
+        """The web source the funnel's pain points come from: the first one a stage with
+        funnel steps names (`journey.<stage>.source`), else None (the main source)."""
+        named = [s.source for s in self.journey.values() if s.funnel_steps and s.source]
+        return named[0] if named else None
 
     @property
     def store_url(self) -> str:
@@ -366,6 +453,7 @@ def load_config(path: Path = DEFAULT_CONFIG, *, sources_checked: bool = True) ->
                 target = target[key]
             target[keys[-1]] = os.environ[variable]
     config = Config.model_validate(data)
+    _check_dimensions(document, config)
     if sources_checked:
         _check_sources(document, config)
     return config
@@ -388,3 +476,84 @@ def _check_sources(document: YamlDocument, config: Config) -> None:
     ]
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _check_dimensions(document: YamlDocument, config: Config) -> None:
+    """`ConfigError` listing, at their lines, field-map targets that are neither canonical
+    columns nor declared `dimensions`, and breakdowns or standard cuts on no known dimension."""
+    from connectors import field_map_table
+    from tasks.standards import dimension_problem
+
+    declared = config.dimensions
+    problems = [
+        f"{document.where(loc)}: source {source.name}: {problem}"
+        for i, source in enumerate(config.sources)
+        for loc, problem in _target_problems(
+            ("sources", i, "options"), source.options, declared, field_map_table(source.kind)
+        )
+    ]
+    for i, standard in enumerate(config.standards):
+        for name in standard.where:
+            if problem := dimension_problem(name, declared):
+                where = document.where(("standards", i, "where", name))
+                problems.append(f"{where}: `standards.{i}.where`: {problem}")
+    for i, name in enumerate(config.reports.breakdowns):
+        if problem := dimension_problem(name, declared):
+            where = document.where(("reports", "breakdowns", i))
+            problems.append(f"{where}: `reports.breakdowns`: {problem}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _allowed(table: str | None, declared: list[str]) -> set[str]:
+    """The targets a field map filling `table` may name: its columns, and the declared
+    dimensions where it fills customers; with no one table (a map per object), the columns of
+    every table an object can fill (any but the web's daily aggregates) and the dimensions."""
+    if table is not None:
+        columns = TABLES[table]
+        return columns.targets | (set(declared) if "attributes" in columns.columns else set())
+    objects = [t.targets for name, t in TABLES.items() if name != "web_metric"]
+    return set().union(*objects, declared)
+
+
+def _target_problems(
+    loc: tuple, options: Any, declared: list[str], flat: str | None
+) -> list[tuple[tuple, str]]:
+    """Where a source's `field_map` (`flat`: the one table a flat map fills) or a `files`/`sql`
+    entry's `columns` maps to a column that is neither one of its table's nor a declared
+    dimension (customers only), and why."""
+    if isinstance(options, list):
+        return [
+            problem
+            for i, item in enumerate(options)
+            for problem in _target_problems((*loc, i), item, declared, flat)
+        ]
+    if not isinstance(options, dict):
+        return []
+    found = []
+    for key, value in options.items():
+        if key == "field_map":
+            found += _leaf_problems((*loc, key), value, _allowed(flat, declared))
+        elif key == "columns" and isinstance(value, dict) and options.get("table") in TABLES:
+            found += _leaf_problems((*loc, key), value, _allowed(options["table"], declared))
+        else:
+            found += _target_problems((*loc, key), value, declared, flat)
+    return found
+
+
+def _leaf_problems(loc: tuple, mapping: Any, allowed: set[str]) -> list[tuple[tuple, str]]:
+    if isinstance(mapping, dict):
+        return [p for k, v in mapping.items() for p in _leaf_problems((*loc, k), v, allowed)]
+    if not isinstance(mapping, str) or mapping in allowed:
+        return []
+    hint = difflib.get_close_matches(mapping, sorted(allowed), n=1)
+    field = ".".join(map(str, loc[2:]))
+    return [
+        (
+            loc,
+            f"{field} maps `{loc[-1]}` to `{mapping}`, which is neither a canonical column "
+            f"nor a declared dimension{f' (did you mean `{hint[0]}`?)' if hint else ''}; add "
+            f"`{mapping}` to `dimensions:` to keep it per customer, or map the field to a "
+            "canonical column",
+        )
+    ]

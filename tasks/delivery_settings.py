@@ -21,32 +21,44 @@ ReportKind = Literal["digest", "experiment"]
 class SmtpConfig(Strict):
     """SMTP server; the user name and password come from the named environment variables."""
 
-    host: str
-    port: int = 587
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    sender: str
-    username_env: str | None = "CXLOOP_SMTP_USER"
-    password_env: str | None = "CXLOOP_SMTP_PASSWORD"
-    timeout: float = 30.0
+    host: str = Field(description="SMTP server host, e.g. smtp.example.com.")
+    port: int = Field(587, description="SMTP port: 587 for STARTTLS, 465 for SSL.")
+    security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="How the connection is encrypted."
+    )
+    sender: str = Field(description="The From address, e.g. cxloop@example.com.")
+    username_env: str | None = Field(
+        "CXLOOP_SMTP_USER", description="Environment variable holding the SMTP user name."
+    )
+    password_env: str | None = Field(
+        "CXLOOP_SMTP_PASSWORD", description="Environment variable holding the SMTP password."
+    )
+    timeout: float = Field(30.0, description="Seconds to wait for the server.")
 
 
 class WebhookConfig(Strict):
     """A Slack or Teams incoming webhook whose URL is in the environment variable `url_env`."""
 
-    kind: Literal["slack", "teams"]
-    url_env: str
-    reports: list[ReportKind] = ["digest", "experiment"]
+    kind: Literal["slack", "teams"] = Field(description="Which chat the webhook posts to.")
+    url_env: str = Field(description="Environment variable holding the webhook URL.")
+    reports: list[ReportKind] = Field(
+        ["digest", "experiment"], description="The report kinds announced there."
+    )
 
 
 class DeliveryConfig(Strict):
     """Where reports go besides `out_dir`; e-mail recipients are `reports.recipients`."""
 
-    directory: Path | None = None
-    smtp: SmtpConfig | None = None
-    webhooks: list[WebhookConfig] = []
-    base_url: str | None = None
-    attempts: int = Field(default=3, ge=1)
-    backoff_seconds: float = Field(default=2.0, ge=0)
+    directory: Path | None = Field(None, description="A folder the reports are copied to.")
+    smtp: SmtpConfig | None = Field(None, description="SMTP server for e-mailing the reports.")
+    webhooks: list[WebhookConfig] = Field([], description="Slack or Teams webhooks to notify.")
+    base_url: str | None = Field(
+        None, description="Where out_dir is published, so chat messages can link the reports."
+    )
+    attempts: int = Field(default=3, ge=1, description="Tries per send in one run.")
+    backoff_seconds: float = Field(
+        default=2.0, ge=0, description="Seconds before the first retry, doubling after."
+    )
 
     @model_validator(mode="after")
     def _warn_unlinked_chat(self) -> DeliveryConfig:

@@ -1,7 +1,8 @@
-"""CX metrics (NPS, CSAT, CES, FRT, ART, FCR) by any dimension, with n and CI."""
+"""CX metrics (NPS, CSAT, CES, FRT, ART, FCR, reopen rate) by any dimension, with n and CI."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:  # `tasks.loader` builds `CxData` with this module's ticket me
     from tasks.loader import CxData
 
 REPEAT_WINDOW = pd.Timedelta(days=7)
+# FCR's default repeat-contact window (`fcr.repeat_days` in the config).
+REPEAT_DAYS = 7
 SLA_HOURS = 24.0
 
 
@@ -41,7 +44,9 @@ def ticket_clock(tickets: pd.DataFrame) -> pd.Timestamp:
 
 
 def with_ticket_measures(
-    tickets: pd.DataFrame, business_hours: BusinessHours = BusinessHours()
+    tickets: pd.DataFrame,
+    business_hours: BusinessHours = BusinessHours(),
+    repeat_days: int = REPEAT_DAYS,
 ) -> pd.DataFrame:
     """Tickets plus their measures as of `ticket_clock`; shares are 0/100, NaN while pending.
 
@@ -49,18 +54,24 @@ def with_ticket_measures(
     unanswered or unresolved; `frt_waited_hours` and `frt_business_waited_hours`: how long an
     unanswered ticket has waited by the clock (NaN once answered), where FRT medians censor
     it. `repeat`: the same customer again within `REPEAT_WINDOW` of the ticket, pending until
-    that window has passed. `fcr`: resolved, not reopened, no repeat; pending until
-    `REPEAT_WINDOW` after its resolution (after its creation while unresolved, which then
-    counts as no FCR). `sla_breach`: FRT over `SLA_HOURS`, or no reply `SLA_HOURS` after the
-    ticket; pending while a ticket waits within the SLA. `escalation`: escalated; NaN where
-    unknown.
+    that window has passed. `fcr`: resolved, not reopened, and no contact of the same customer
+    within `repeat_days` of the ticket (0: reopening alone decides); pending until
+    `repeat_days` after its resolution (after its creation while unresolved, which then
+    counts as no FCR). `reopen_rate`: reopened, per resolved ticket (NaN while unresolved).
+    `sla_breach`: FRT over `SLA_HOURS`, or no reply `SLA_HOURS` after the ticket; pending
+    while a ticket waits within the SLA. `escalation`: escalated; NaN where unknown.
     """
     tickets = tickets.sort_values(["customer_id", "created_at"], kind="stable")
     hours = pd.Timedelta(hours=1)
     created, resolved = tickets["created_at"], tickets["resolved_at"]
     next_contact = tickets.groupby("customer_id", sort=False)["created_at"].shift(-1)
-    again = (next_contact - created) <= REPEAT_WINDOW
-    fcr = resolved.notna() & ~tickets["reopened"].astype(bool) & ~again
+    gap = next_contact - created
+    again = gap <= REPEAT_WINDOW
+    window = pd.Timedelta(days=repeat_days)
+    # A window of 0 days checks no repeat contact at all (not one opened the same instant).
+    repeated = gap <= window if repeat_days > 0 else pd.Series(False, index=tickets.index)
+    reopened = tickets["reopened"]
+    fcr = resolved.notna() & ~reopened.astype(bool) & ~repeated
     frt = (tickets["first_response_at"] - created) / hours
     escalated = tickets["escalated"] if "escalated" in tickets else pd.Series(np.nan, tickets.index)
     now = ticket_clock(tickets)
@@ -77,7 +88,8 @@ def with_ticket_measures(
         ).reindex(tickets.index),
         art_hours=(resolved - created) / hours,
         repeat=(again * 100.0).mask(created + REPEAT_WINDOW > now),
-        fcr=(fcr * 100.0).mask(resolved.fillna(created) + REPEAT_WINDOW > now),
+        fcr=(fcr * 100.0).mask(resolved.fillna(created) + window > now),
+        reopen_rate=(pd.to_numeric(reopened, errors="coerce") * 100.0).where(resolved.notna()),
         sla_breach=(breach * 100.0).mask(unanswered & ~breach),
         escalation=escalated.astype(float) * 100,
     ).sort_index()
@@ -91,10 +103,10 @@ def observations(
     Survey metrics give one row per scored response (NPS in points −100/0/+100, CSAT and CES
     as scored, `csat_top2` as 0/100) with `survey` and `channel`; comment metrics one row per
     comment (0/100: its sentiment is negative, or positive); ticket metrics one row per
-    ticket (hours, or 0/100 for FCR, repeat contact, SLA breach, escalation) with `channel`,
-    `topic`. Tickets whose outcome is still open are left out, unless `pending` keeps them
-    with `value` NaN (the `PENDING_METRICS`); FRT's then carry, as `waited`, the hours they
-    have waited unanswered.
+    ticket (hours, or 0/100 for FCR, repeat contact, reopening, SLA breach, escalation) with
+    `channel`, `topic`. Tickets whose outcome is still open are left out, unless `pending`
+    keeps them with `value` NaN (the `PENDING_METRICS`); FRT's then carry, as `waited`, the
+    hours they have waited unanswered.
     """
     if metric in COMMENT_METRICS:
         said = data.responses[data.responses["comment"].notna()]
@@ -151,7 +163,8 @@ def observations(
 SURVEY_METRICS = ("nps", "csat", "csat_top2", "ces")
 COMMENT_METRICS = ("negative_comments", "positive_comments")
 TICKET_METRICS = (
-    "frt_hours", "frt_business_hours", "art_hours", "fcr", "repeat", "sla_breach", "escalation"
+    "frt_hours", "frt_business_hours", "art_hours", "fcr", "repeat", "reopen_rate", "sla_breach",
+    "escalation",
 )  # fmt: skip
 METRICS = SURVEY_METRICS + COMMENT_METRICS + TICKET_METRICS
 # The table each metric's observations are rows of (they keep its index).
@@ -160,14 +173,65 @@ SOURCES = dict.fromkeys(SURVEY_METRICS + COMMENT_METRICS, "responses") | dict.fr
 )
 MEDIAN_METRICS = ("frt_hours", "frt_business_hours", "art_hours")
 # 0/100 per unit: a share in %, with a Wilson CI.
-SHARE_METRICS = ("csat_top2", *COMMENT_METRICS, "fcr", "repeat", "sla_breach", "escalation")
+SHARE_METRICS = (
+    "csat_top2", *COMMENT_METRICS, "fcr", "repeat", "reopen_rate", "sla_breach", "escalation"
+)  # fmt: skip
 # Ticket metrics whose outcome a recent ticket may not have yet (see `with_ticket_measures`).
-PENDING_METRICS = ("frt_hours", "frt_business_hours", "fcr", "repeat", "sla_breach")
+PENDING_METRICS = ("frt_hours", "frt_business_hours", "fcr", "repeat", "reopen_rate", "sla_breach")
 # FRT's censoring time: how long a still unanswered ticket has waited.
 WAITED = {"frt_hours": "frt_waited_hours", "frt_business_hours": "frt_business_waited_hours"}
+# Customer cuts whose name is not their column's; declared dimensions are cut by their name.
 CUSTOMER_DIMENSIONS = {"segment": "segment", "region": "region", "acquisition": "channel"}
-DIMENSIONS = (*CUSTOMER_DIMENSIONS, "channel", "topic", "survey", "stage", "hour", "weekday")
+UNIT_DIMENSIONS = ("channel", "topic", "survey", "stage", "hour", "weekday")
+# Cuts by the ticket's columns: a ticket's own, or the linked ticket of a survey answer.
+TICKET_CUTS = {"ticket_topic": "topic", "ticket_channel": "channel", "agent": "agent",
+               "team": "team"}  # fmt: skip
+# The fixed cuts; the customers' declared dimensions (`customer_cuts`) come on top.
+DIMENSIONS = (*CUSTOMER_DIMENSIONS, *UNIT_DIMENSIONS, *TICKET_CUTS)
+# Customers columns that identify or hold raw data, never a dimension.
+NOT_DIMENSIONS = ("customer_id", "email_hash", "attributes", "id", "source", "source_id")
 PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
+
+
+def dimension_columns(customers: pd.DataFrame) -> list[str]:
+    """The customers' columns that are dimensions: the text (or category, boolean) ones other
+    than ids and raw attributes: segment, region, channel, language and every declared one.
+
+    Decided on the dtype alone, so it costs nothing at millions of customers.
+    """
+    types = pd.api.types
+    return [
+        c
+        for c, dtype in customers.dtypes.items()
+        if c not in NOT_DIMENSIONS
+        and (
+            types.is_string_dtype(dtype)
+            or isinstance(dtype, pd.CategoricalDtype)
+            or types.is_bool_dtype(dtype)
+        )
+    ]
+
+
+def customer_cuts(customers: pd.DataFrame) -> dict[str, str]:
+    """Each customer cut's name → its `customers` column: `CUSTOMER_DIMENSIONS`, plus every
+    other dimension column (`dimension_columns`: the declared ones) under its own name."""
+    taken = {*DIMENSIONS, *CUSTOMER_DIMENSIONS.values()}
+    declared = {c: c for c in dimension_columns(customers) if c not in taken}
+    return CUSTOMER_DIMENSIONS | declared
+
+
+def known_cuts(data: CxData) -> tuple[str, ...]:
+    """Every cut `metric_table` takes for `data`: `DIMENSIONS` and the declared dimensions."""
+    return (*dict.fromkeys([*DIMENSIONS, *customer_cuts(data.customers)]),)
+
+
+def check_cuts(by: Sequence[str], known: Sequence[str]) -> None:
+    """`KeyError` naming the first of `by` not in `known`, the closest known cut and all."""
+    for dim in by:
+        if dim not in known:
+            close = difflib.get_close_matches(dim, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KeyError(f"unknown dimension {dim!r}{hint}; known: {', '.join(known)}")
 
 
 def metric_table(
@@ -178,29 +242,33 @@ def metric_table(
     csat_scale: int = 5,
     stages: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Each metric per cell of `by` (see `DIMENSIONS`) and `period`, with `n` and 95% CI.
+    """Each metric per cell of `by` (see `known_cuts`) and `period`, with `n` and 95% CI.
 
     Long format: the `by` columns, `period` (`all` without one), `metric`, `value`, `n`,
     `pending`, `se`, `ci_low`, `ci_high`. Shares (`SHARE_METRICS`, in %) have a Wilson CI,
     other means a normal one; `se` is the mean's standard error. `pending` counts the
-    tickets whose outcome is still open at `ticket_clock`: FCR, repeat and SLA breach leave
-    them out of `n` and `value`. FRT's `value` is the Kaplan–Meier median (`km_median_by`),
-    unanswered tickets censored at the clock and counted in `n` and `pending`; its `mean` is
-    over answered tickets only. ART gives its median and mean of resolved tickets. Medians
-    have no CI. Dimensions a metric does not have (e.g. `topic` for NPS) leave that metric
-    out. `stage` is the journey stage `stages` maps a ticket's topic or a response's survey to.
+    tickets whose outcome is still open at `ticket_clock`: FCR, repeat, reopen rate and SLA
+    breach leave them out of `n` and `value`. FRT's `value` is the Kaplan–Meier median
+    (`km_median_by`), unanswered tickets censored at the clock and counted in `n` and
+    `pending`; its `mean` is over answered tickets only. ART gives its median and mean of
+    resolved tickets. Medians have no CI. Dimensions a metric does not have (e.g. `topic`
+    for NPS) leave that metric out. `stage` is the journey stage `stages` maps a ticket's
+    topic or a response's survey to. Customer cuts (segment, region, acquisition, declared
+    dimensions) are the unit's customer's; ticket cuts (`TICKET_CUTS`) are a ticket's own
+    and, for survey and comment metrics, those of the answer's linked ticket (answers with
+    none are left out of the cut: `CxData.unmatched` counts them).
     """
-    unknown = [d for d in by if d not in DIMENSIONS]
-    if unknown:
-        raise KeyError(f"unknown dimension {unknown[0]!r}; known: {', '.join(DIMENSIONS)}")
+    check_cuts(by, known_cuts(data))
+    customer = customer_cuts(data.customers)
     if period is not None and period not in PERIODS:
         raise KeyError(f"unknown period {period!r}; known: {', '.join(PERIODS)}")
     frames = []
     for metric in metrics:
         obs = observations(metric, data, csat_scale, pending=True)
-        for dim, column in CUSTOMER_DIMENSIONS.items():
-            if dim in by:
-                obs[dim] = data.customer_column(SOURCES[metric], column).reindex(obs.index)
+        for dim in by:
+            cut = _cut_column(data, SOURCES[metric], dim, customer)
+            if cut is not None:
+                obs[dim] = cut.reindex(obs.index)
         if "stage" in by:
             touchpoint = obs["topic"] if "topic" in obs else obs["survey"]
             obs["stage"] = lookup(touchpoint, pd.Series(stages or {}, dtype=object))
@@ -218,6 +286,23 @@ def metric_table(
     if not frames:
         return pd.DataFrame(columns=[*by, "period", "metric", *TABLE_COLUMNS])
     return pd.concat(frames, ignore_index=True)
+
+
+def _cut_column(
+    data: CxData, table: str, dim: str, customer: Mapping[str, str]
+) -> pd.Series | None:
+    """The value of customer or ticket cut `dim` for each row of `table`, aligned with it;
+    None when `dim` is a unit cut or a column the data lacks."""
+    if dim in UNIT_DIMENSIONS:
+        return None
+    if dim in TICKET_CUTS:
+        column = TICKET_CUTS[dim]
+        if column not in data.tickets.columns:
+            return None
+        return data.tickets[column] if table == "tickets" else data.ticket_column(column)
+    if customer[dim] not in data.customers.columns:
+        return None
+    return data.customer_column(table, customer[dim])
 
 
 TABLE_COLUMNS = ("value", "n", "pending", "se", "ci_low", "ci_high")
@@ -347,6 +432,7 @@ CSI_RANGES = {
     "nps": (-100.0, 100.0),
     "csat_top2": (0.0, 100.0),
     "fcr": (0.0, 100.0),
+    "reopen_rate": (100.0, 0.0),
     "sla_breach": (100.0, 0.0),
     "repeat": (100.0, 0.0),
     "escalation": (100.0, 0.0),
@@ -468,23 +554,6 @@ def customer_value(orders: pd.DataFrame, customers: pd.DataFrame, by: str) -> pd
             }
         )
     return pd.DataFrame(rows)
-
-
-def funnel(web: pd.DataFrame, steps: Sequence[str], by: Sequence[str] = ()) -> pd.DataFrame:
-    """Sessions per funnel step (in `steps` order) with step conversion in % and its 95%
-    Wilson interval (`conversion_ci_low`, `conversion_ci_high`; NaN where a step has more
-    sessions than the one before), and drop-off in %."""
-    order = {step: i for i, step in enumerate(steps)}
-    inside = web[web["step"].isin(steps)]
-    table = inside.groupby([*by, "step"], observed=True)["value"].sum().rename("sessions")
-    table = table.reset_index().assign(order=lambda t: t["step"].map(order))
-    table = table.sort_values([*by, "order"], ignore_index=True).drop(columns="order")
-    previous = table.groupby(list(by))["sessions"].shift(1) if by else table["sessions"].shift(1)
-    table["conversion"] = 100 * table["sessions"] / previous
-    low, high = wilson_interval(table["sessions"] / previous, previous.fillna(0))
-    table["conversion_ci_low"], table["conversion_ci_high"] = 100 * low, 100 * high
-    table["drop_off"] = 100 - table["conversion"]
-    return table
 
 
 def response_rates(data: CxData, by: str = "segment") -> pd.DataFrame:

@@ -54,12 +54,14 @@ def metric_problem(metric: str) -> str | None:
     return f"unknown metric{_did_you_mean(metric, METRICS)}; use one of {', '.join(METRICS)}"
 
 
-def dimension_problem(dimension: str) -> str | None:
-    """Why `dimension` cannot be filtered on, or None."""
-    if dimension in DIMENSIONS:
+def dimension_problem(dimension: str, declared: Sequence[str] = ()) -> str | None:
+    """Why `dimension` cannot be filtered on (not a fixed cut, `DIMENSIONS`, nor one of the
+    config's `declared` customer dimensions), or None."""
+    known = (*DIMENSIONS, *declared)
+    if dimension in known:
         return None
-    hint = _did_you_mean(dimension, DIMENSIONS)
-    return f"unknown dimension `{dimension}`{hint}; use one of {', '.join(DIMENSIONS)}"
+    hint = _did_you_mean(dimension, known)
+    return f"unknown dimension `{dimension}`{hint}; use one of {', '.join(known)}"
 
 
 def default_direction(metric: str) -> Direction:

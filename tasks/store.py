@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
-from connectors.canonical import CONTROL
+from connectors.canonical import CONTROL, TABLES
 from connectors.errors import StoreError
 
 DEFAULT_URL = "sqlite:///.cxloop/cxloop.db"
@@ -491,6 +491,8 @@ def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
     elif kind is bool:
         out = column.astype("boolean")
         out = out.astype("Int64") if dialect == "sqlite" else out
+    elif kind is int:  # a count computed in floats (38.0): PostgreSQL's COPY wants 38
+        out = column.astype("Int64")
     else:
         out = column
     if out.dtype == object:
@@ -663,20 +665,57 @@ def _read_arrow(
     """`columns` of `table`'s rows matching `where` as Arrow, each cast to its type (SQLite
     returns timestamps as text and booleans as integers; Arrow parses and casts them in bulk)."""
     quote = engine.dialect.identifier_preparer.quote
-    types = [_arrow_type(c) for c in columns]
-    batches: list[list[pa.Array]] = [[] for _ in columns]
     sql = f"SELECT {', '.join(quote(c.name) for c in columns)} FROM {quote(table)}"
     if where:
         sql += " WHERE " + " AND ".join(f"{quote(k)} = {_marker(engine.dialect)}" for k in where)
+    names, types = [c.name for c in columns], [_arrow_type(c) for c in columns]
+    return _fetch_arrow(engine, sql, tuple(where.values()), names, types)
+
+
+def _fetch_arrow(
+    engine: Engine, sql: str, params: tuple, names: Sequence[str], types: Sequence[pa.DataType]
+) -> pa.Table:
+    """The rows of a query as Arrow columns `names` of `types`, a batch at a time."""
+    batches: list[list[pa.Array]] = [[] for _ in names]
     with engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
-        cursor.execute(sql, tuple(where.values()))
+        cursor.execute(sql, params)
         while rows := cursor.fetchmany(READ_BATCH_ROWS):
             for i, (batch, kind) in enumerate(zip(batches, types, strict=True)):
                 batch.append(pa.array([row[i] for row in rows], from_pandas=True).cast(kind))
         cursor.close()
     arrays = [pa.chunked_array(b, type=kind) for b, kind in zip(batches, types, strict=True)]
-    return pa.table(arrays, names=[c.name for c in columns])
+    return pa.table(arrays, names=list(names))
+
+
+def read_dimensions(engine: Engine) -> pd.DataFrame:
+    """Each customer's declared dimensions: `customer_id` (its `source_id`) and one text column
+    per key stored in `customer.attributes` (a list value as its JSON text), None where a
+    customer lacks it. Keys that are canonical customer columns are left out.
+
+    The database's own JSON functions find the keys and extract the values, so cutting by a
+    dimension reads about like reading `segment`.
+    """
+    table, marker = Customer.__table__.name, _marker(engine.dialect)
+    postgres = engine.dialect.name == "postgresql"
+    keys_sql = (
+        f"SELECT DISTINCT k FROM {table}, json_object_keys({table}.attributes) AS k "
+        f"WHERE json_typeof({table}.attributes) = 'object'"
+        if postgres
+        else f"SELECT DISTINCT j.key FROM {table}, json_each({table}.attributes) AS j "
+        f"WHERE json_type({table}.attributes) = 'object'"
+    )
+    with engine.connect() as conn:
+        found = sorted(str(key) for (key,) in conn.exec_driver_sql(keys_sql))
+    keys = [key for key in found if key not in TABLES["customer"].columns]
+    if postgres:
+        extract, params = f"attributes->>{marker}", tuple(keys)
+    else:
+        extract = f"CAST(json_extract(attributes, {marker}) AS TEXT)"
+        params = tuple(f'$."{key}"' for key in keys)
+    sql = f"SELECT source_id{f', {extract}' * len(keys)} FROM {table}"
+    names = ["customer_id", *keys]
+    return _fetch_arrow(engine, sql, params, names, [pa.string()] * len(names)).to_pandas()
 
 
 def ingest_version(engine: Engine) -> tuple:

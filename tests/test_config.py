@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import inspect
 
 from connectors.errors import ConfigError
-from flows.config import example_text, load_config
+from flows.config import Config, example_text, load_config
 from tests.conftest import REPO
 
 
@@ -27,6 +27,18 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, example_text()))
     assert config.sources[0].kind == "demo"
     assert config.efforts["default"] == 2
+
+
+def test_every_key_of_the_configuration_schema_has_hover_help() -> None:
+    schema = Config.model_json_schema(mode="validation")
+    models = {"Config": schema, **schema["$defs"]}
+    bare = [
+        f"{model}.{key}"
+        for model, spec in models.items()
+        for key, field in spec.get("properties", {}).items()
+        if not field.get("description")
+    ]
+    assert not bare, f"keys without a description (empty editor hover): {bare}"
 
 
 def test_error_names_file_line_key_and_expectation(tmp_path: Path) -> None:

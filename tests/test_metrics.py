@@ -9,6 +9,7 @@ from scipy import stats
 from statsmodels.duration.survfunc import SurvfuncRight
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
+from tasks.funnels import funnel
 from tasks.hours import BusinessHours
 from tasks.identity import identify
 from tasks.loader import CxData
@@ -18,7 +19,6 @@ from tasks.metrics import (
     csi,
     customer_value,
     difference_ci,
-    funnel,
     km_median_by,
     kpis_by,
     lifetime_value,
@@ -229,7 +229,9 @@ def test_responses_join_customers_by_crm_id_or_email_hash_and_the_rest_are_count
     assert joined["customer_id"].tolist()[:2] == ["C1", "C2"] and pd.isna(joined["customer_id"][2])
     empty = pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
     data = CxData(customers, empty, joined, empty, empty)
-    assert data.unmatched() == {"tickets": 0, "responses": 1}
+    assert data.unmatched() == {
+        "tickets": 0, "responses": 1, "responses_unlinked": 0, "responses_unknown_ticket": 0
+    }  # fmt: skip
 
 
 def test_business_hours_frt_counts_only_working_time() -> None:

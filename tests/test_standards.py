@@ -83,7 +83,8 @@ def test_a_value_never_seen_in_the_store_names_the_field_and_the_closest_value(
 
 def _config(tmp_path: Path, standards: str) -> Path:
     path = tmp_path / "cxloop.yaml"
-    path.write_text(example_text() + "\nstandards:\n" + standards, encoding="utf-8")
+    shipped = example_text().partition("\nstandards:\n")[0]  # without the example's own
+    path.write_text(shipped + "\nstandards:\n" + standards, encoding="utf-8")
     return path
 
 

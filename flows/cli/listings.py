@@ -28,8 +28,10 @@ def metrics(
     by: Annotated[
         str,
         typer.Option(
-            help="Comma-separated cuts: segment, region, acquisition, "
-            "channel, topic, survey, stage (journey), hour, weekday."
+            help="Comma-separated cuts: segment, region, acquisition, every declared "
+            "dimension (e.g. device, plan), channel, topic, survey, stage (journey), hour, "
+            "weekday, and the ticket's (or a survey answer's linked ticket's) ticket_topic, "
+            "ticket_channel, agent, team."
         ),
     ] = "segment",
     period: Annotated[str, typer.Option(help="day, week, month, quarter or all.")] = "all",
@@ -37,7 +39,7 @@ def metrics(
         str,
         typer.Option(
             help="Comma-separated metrics: nps, csat, csat_top2, ces, csi, frt_hours, "
-            "frt_business_hours, art_hours, fcr, repeat, sla_breach, escalation, "
+            "frt_business_hours, art_hours, fcr, repeat, reopen_rate, sla_breach, escalation, "
             "negative_comments, positive_comments."
         ),
     ] = "nps,csat_top2,ces,csi,frt_hours,fcr,sla_breach,escalation",
@@ -50,20 +52,19 @@ def metrics(
         import pandas as pd
 
         from connectors.errors import ConfigError
-        from tasks.metrics import DIMENSIONS, METRICS, csi, metric_table
+        from tasks.metrics import METRICS, csi, known_cuts, metric_table
 
         cuts = [d for d in by.split(",") if d]
         asked = metric.split(",")
-        known("--by", cuts, DIMENSIONS)
         known("--metric", asked, (*METRICS, "csi"))
         cfg = checked(config)
+        loaded = data(cfg)
+        known("--by", cuts, known_cuts(loaded))  # declared dimensions are the store's columns
         components = list(cfg.csi) if "csi" in asked else []
         needed = list(dict.fromkeys([m for m in asked if m != "csi"] + components))
         try:
             grain = None if period == "all" else period
-            table = metric_table(
-                data(cfg), needed, cuts, grain, cfg.csat_scale, cfg.touchpoint_stages
-            )
+            table = metric_table(loaded, needed, cuts, grain, cfg.csat_scale, cfg.touchpoint_stages)
         except KeyError as exc:
             raise ConfigError(f"{exc.args[0]}") from None
         if components:

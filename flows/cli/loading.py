@@ -48,4 +48,6 @@ def data(config: Config) -> CxData:
     """Everything in the configured store, as the analyses read it."""
     from tasks.loader import CxData
 
-    return CxData.from_store(config.store(), config.business_hours.calendar(), config.timezone)
+    return CxData.from_store(
+        config.store(), config.business_hours.calendar(), config.timezone, config.fcr.repeat_days
+    )
