@@ -47,6 +47,12 @@ class OptionProblem:
     message: str
 
 
+def field_map_table(kind: str) -> str | None:
+    """The canonical table a `kind` source's flat `field_map` fills (vendor field → column);
+    None where its `field_map` is per object, each object filling its own table."""
+    return getattr(_connector("", kind), "FIELD_MAP_TABLE", None)
+
+
 def open_source(name: str, kind: str, options: dict[str, Any]) -> Source:
     """The connector for a configured source; `ConfigError` on options it does not take."""
     return _built(_connector(name, kind), name, kind, options)

@@ -14,6 +14,10 @@ of them hit a rate or time limit the whole batch is retried like a 429 (its comm
 the same cursor, so a rerun reads exactly the same pages); any other failed command stops the
 stream with Bitrix24's message, saving nothing of that batch.
 
+An activity's responsible user (`RESPONSIBLE_ID`) becomes its ticket's `agent` by name and
+`team` by the user's first department, through `user.get` (filtered by the ids a page names
+first) and `department.get`, once per sync.
+
 Companies are not loaded: the store's customer is a person, and loading accounts as well would
 double-count reach; deals and activities point at contacts.
 
@@ -37,6 +41,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from connectors.agents import Agent, AgentDirectory, full_name
 from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
 from connectors.errors import ConfigError, SourceError
@@ -145,6 +150,7 @@ BITRIX24: dict[str, FieldMap] = {
             "CREATED": "created_at",
             "CLOSED_AT": "resolved_at",
             "DESCRIPTION": "text",
+            "RESPONSIBLE_ID": "agent",
         },
         values={
             "channel": {
@@ -217,7 +223,10 @@ def error_message(response: httpx.Response, credential_env: str = WEBHOOK_ENV) -
             if credential_env == WEBHOOK_ENV
             else "a valid OAuth access token of an app (tokens expire after an hour)"
         )
-        message += f" — check {credential_env}: it must hold {fix} with the crm scope."
+        message += (
+            f" — check {credential_env}: it must hold {fix} with the crm, user and department "
+            "scopes."
+        )
     return message
 
 
@@ -300,6 +309,42 @@ def php_query(params: Mapping[str, Any]) -> str:
     return urlencode(pairs)
 
 
+def listed(client: HttpClient, method: str, params: Mapping[str, Any], where: str) -> list[dict]:
+    """Every record a list method (`user.get`, `department.get`) gives, paged by `next`."""
+    records: list[dict] = []
+    start: int | None = 0
+    while start is not None:
+        request = Request("POST", method, json={**params, "start": start})
+        body = client.fetch(request, where, f"a {method} page", _list_page)
+        records += body["result"]
+        start = None if body.get("next") is None else int(body["next"])
+    return records
+
+
+def _list_page(body: Any) -> dict[str, Any]:
+    if not isinstance(body["result"], list) or not all(isinstance(r, dict) for r in body["result"]):
+        raise TypeError("`result` must be a list of records")
+    return body
+
+
+def responsible_users(client: HttpClient, ids: list[str], where: str) -> dict[str, Agent]:
+    """Users among `ids` by ID: their name and their first department's name as the team."""
+    users = listed(client, "user.get", {"filter": {"@ID": ids}}, f"{where} (users)")
+    first = {str(u["ID"]): [str(d) for d in u.get("UF_DEPARTMENT") or []][:1] for u in users}
+    wanted = sorted({d for departments in first.values() for d in departments})
+    departments = (
+        listed(client, "department.get", {"ID": wanted}, f"{where} (departments)") if wanted else []
+    )
+    teams = {str(d["ID"]): d.get("NAME") for d in departments}
+    return {
+        str(u["ID"]): Agent(
+            full_name(u.get("NAME"), u.get("LAST_NAME")) or u.get("EMAIL"),
+            next((teams.get(d) for d in first[str(u["ID"])]), None),
+        )
+        for u in users
+    }
+
+
 class Bitrix24Stream(HttpStream):
     """One CRM entity; records leave flattened (multi-fields → first value) and mapped.
 
@@ -320,8 +365,10 @@ class Bitrix24Stream(HttpStream):
         *,
         batch_pages: int = MAX_BATCH,
         filters: Mapping[str, Any] | None = None,
+        agents: AgentDirectory | None = None,
     ) -> None:
         super().__init__(source, client)
+        self.agents = agents
         entity = ENTITIES[name]
         self.name, self.table, self.cursor_field = name, entity.table, entity.modified
         self.path = f"{entity.method}.list"
@@ -411,7 +458,8 @@ class Bitrix24Stream(HttpStream):
             if self.derived:
                 row |= _activity_fields(row)
             flat.append(row)
-        return self.fields.apply(flat, self.table, where)
+        rows = self.fields.apply(flat, self.table, where)
+        return rows if self.agents is None else self.agents.named(rows, where, str.isdigit)
 
 
 def _first_value(value: Any) -> Any:
@@ -475,7 +523,7 @@ class Bitrix24Source(CrmOptions):
                 raise ConfigError(
                     f"sources.{self.name}: {self.webhook_env} must look like "
                     "https://<portal>/rest/<user id>/<code>/ (Bitrix24 → Developer resources → "
-                    "Other → Inbound webhook, with the crm scope)."
+                    "Other → Inbound webhook, with the crm, user and department scopes)."
                 )
             auth = WebhookAuth(SecretStr(match["code"]), match["user"])
             return f"{match['portal']}/rest/", auth, self.webhook_env
@@ -489,12 +537,15 @@ class Bitrix24Source(CrmOptions):
             return f"{self.base_url.rstrip('/')}/rest/", auth, self.token_env
         raise ConfigError(
             f"sources.{self.name}: set {self.webhook_env} to an inbound webhook URL "
-            "(Bitrix24 → Developer resources → Other → Inbound webhook, with the crm scope), or "
-            f"{self.token_env} to an OAuth access token with the crm scope plus base_url."
+            "(Bitrix24 → Developer resources → Other → Inbound webhook, with the crm, user and "
+            f"department scopes), or {self.token_env} to an OAuth access token with those "
+            "scopes plus base_url."
         )
 
     def build_streams(self, client: HttpClient) -> list[Bitrix24Stream]:
+        """One stream per entity; activities name their responsible users, once per sync."""
         filters = {"activities": {"PROVIDER_ID": self.ticket_providers, "DIRECTION": INCOMING}}
+        agents = AgentDirectory(partial(responsible_users, client))
         return [
             Bitrix24Stream(
                 self.name,
@@ -503,6 +554,7 @@ class Bitrix24Source(CrmOptions):
                 self.object_fields(name),
                 batch_pages=self.batch_pages,
                 filters=filters.get(name),
+                agents=agents if name == "activities" else None,
             )
             for name in self.objects
         ]

@@ -1,4 +1,4 @@
-"""HubSpot CRM v3: contacts, deals and tickets with a private-app token.
+"""HubSpot CRM v3: contacts, deals, tickets and feedback submissions with a private-app token.
 
 The first sync pages the list endpoints by `after`; once a stream has been read to its end it
 switches to incremental sync through the search endpoint on the last-modified property,
@@ -9,6 +9,11 @@ skipping the records already seen at that millisecond.
 After the changed records, each read pages the list of archived (deleted or merged-away)
 records, which no time filter narrows, and passes on as deleted those archived since the last
 read (`ArchivedRecords`).
+
+A ticket's owner (`hubspot_owner_id`) becomes its `agent` by the owner's name and its `team`
+by the owner's primary team, from the owners list, read once per sync (`owners`).
+Feedback submissions (NPS, CSAT, CES surveys; read-only) become survey responses, with the
+contact and ticket they are associated with.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from connectors.agents import Agent, AgentDirectory, full_name
 from connectors.base import Page, with_deletions
 from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
@@ -36,6 +42,7 @@ from connectors.http import (
     json_error,
     rate_limiter,
 )
+from connectors.scales import survey_scales
 
 API = "https://api.hubapi.com"
 TOKEN_ENV = "HUBSPOT_TOKEN"
@@ -60,7 +67,15 @@ OBJECTS = {
     "contacts": CrmObject("customer", "lastmodifieddate", "crm.objects.contacts.read"),
     "deals": CrmObject("orders", "hs_lastmodifieddate", "crm.objects.deals.read"),
     "tickets": CrmObject("ticket", "hs_lastmodifieddate", "tickets"),
+    "feedback_submissions": CrmObject(
+        "survey_response", "hs_lastmodifieddate", "crm.objects.feedback_submissions.read"
+    ),
 }
+OWNERS = "/crm/v3/owners"
+OWNERS_SCOPE = "crm.objects.owners.read"
+SURVEY_KINDS = {"NPS": "nps", "CSAT": "csat", "CES": "ces"}
+"""HubSpot's survey types (`hs_survey_type`) that are score kinds; custom and knowledge-base
+surveys have none, so their submissions are not stored."""
 
 HUBSPOT: dict[str, FieldMap] = {
     "contacts": FieldMap(
@@ -107,6 +122,7 @@ HUBSPOT: dict[str, FieldMap] = {
             "first_agent_reply_date": "first_response_at",
             "closed_date": "resolved_at",
             "content": "text",
+            "hubspot_owner_id": "agent",
         },
         values={
             "channel": {"EMAIL": "email", "CHAT": "chat", "PHONE": "phone", "FORM": "form"},
@@ -120,14 +136,30 @@ HUBSPOT: dict[str, FieldMap] = {
             "status": {"1": "new", "2": "waiting_on_contact", "3": "waiting_on_us", "4": "closed"},
         },
     ),
+    "feedback_submissions": FieldMap(
+        fields={
+            "id": "source_id",
+            "associations.contacts": "customer_id",
+            "associations.tickets": "ticket_id",
+            "hs_survey_name": "survey",
+            "hs_survey_type": "kind",
+            "hs_value": "score",
+            "hs_content": "comment",
+            "hs_submission_timestamp": "submitted_at",
+            "hs_survey_channel": "channel",
+        },
+        values={"kind": SURVEY_KINDS},
+    ),
 }
-"""HubSpot's default fields per stream; `associations.contacts` is a record's first contact."""
+"""HubSpot's default fields per stream; `associations.<type>` is a record's first associated
+record of that type."""
 
 
 def error_message(response: httpx.Response, token_env: str = TOKEN_ENV) -> str:
     """HubSpot's own error message, with the fix for authentication and scope errors."""
     path = response.request.url.path
     scopes = ", ".join(o.scope for name, o in OBJECTS.items() if f"/{name}" in path)
+    scopes = OWNERS_SCOPE if path.startswith(OWNERS) else scopes
     return json_error(
         response,
         lambda body: body["message"],
@@ -157,6 +189,55 @@ def _policy(response: httpx.Response) -> str | None:
     return body.get("policyName") if isinstance(body, dict) else None
 
 
+def owners(client: HttpClient, where: str) -> dict[str, Agent]:
+    """Every owner, active and archived (their tickets keep them), by owner id: the owner's
+    name (its email when it has none) and primary team (else its first)."""
+    found: dict[str, Agent] = {}
+    for archived in ("false", "true"):
+        after: str | None = ""
+        while after is not None:
+            params = {"limit": LIST_LIMIT, "archived": archived}
+            params |= {"after": after} if after else {}
+            request = Request("GET", OWNERS, params=params)
+            page, after = client.fetch(request, f"{where} (owners)", "owners", _owners_page)
+            found |= page
+    return found
+
+
+def _owners_page(body: Any) -> tuple[dict[str, Agent], str | None]:
+    """One page of owners by id, and the cursor of the next page (None on the last)."""
+    agents = {}
+    for owner in body["results"]:
+        teams = owner.get("teams") or []
+        team = next((t for t in teams if t.get("primary")), teams[0] if teams else None)
+        name = full_name(owner.get("firstName"), owner.get("lastName")) or owner.get("email")
+        agents[str(owner["id"])] = Agent(name, team["name"] if team else None)
+    after = (body.get("paging") or {}).get("next", {}).get("after")
+    return agents, None if after is None else str(after)
+
+
+def feedback_rows(rows: list[dict], csat_scale: int) -> list[dict]:
+    """Submissions of NPS, CSAT and CES surveys (custom ones have no score kind), HubSpot's
+    three-point CSAT (0 not satisfied, 1 neutral, 2 satisfied) spread over 1–`csat_scale`; a
+    value that is no number is kept as sent, for the store's checks to reject."""
+    kept = []
+    for row in rows:
+        kind = SURVEY_KINDS.get(str(row.get("hs_survey_type")))
+        if kind is None:
+            continue
+        if kind == "csat" and (value := _number(row.get("hs_value"))) is not None:
+            row = row | {"hs_value": 1 + value * (csat_scale - 1) / 2}
+        kept.append(row)
+    return kept
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _ms(value: str) -> int:
     return round(utc_naive(value).replace(tzinfo=UTC).timestamp() * 1000)
 
@@ -181,8 +262,11 @@ class HubSpotStream(HttpStream):
         search_page_size: int = SEARCH_LIMIT,
         search_cap: int = SEARCH_CAP,
         search_limiter: RateLimiter | None = None,
+        agents: AgentDirectory | None = None,
+        csat_scale: int = 5,
     ) -> None:
         super().__init__(source, client)
+        self.agents, self.csat_scale = agents, csat_scale
         crm = OBJECTS[name]
         self.name, self.table, self.cursor_field = name, crm.table, crm.modified
         self.path = f"/crm/v3/objects/{name}"
@@ -285,7 +369,10 @@ class HubSpotStream(HttpStream):
                 else:
                     row[f"associations.{kind}"] = looked_up[kind].get(key)
             flat.append(row)
-        return self.fields.apply(flat, self.table, where)
+        if self.table == "survey_response":
+            flat = feedback_rows(flat, self.csat_scale)
+        rows = self.fields.apply(flat, self.table, where)
+        return rows if self.agents is None else self.agents.named(rows, where)
 
     def _associated(self, kind: str, ids: list[str], where: str) -> dict[str, str]:
         path = f"/crm/v4/associations/{self.name}/{kind}/batch/read"
@@ -357,6 +444,7 @@ class HubSpotSource(CrmOptions):
 
     Limits default to HubSpot's documented ones for private apps (100 requests per 10 s,
     search 5 per second); raise them for higher tiers. Seconds for the time options.
+    `objects` may add `feedback_submissions`, whose CSAT answers are spread over 1–`csat_scale`.
     """
 
     VENDOR = "HubSpot"
@@ -364,17 +452,19 @@ class HubSpotSource(CrmOptions):
     FIELDS = HUBSPOT
 
     base_url: str = API
-    objects: list[str] = field(default_factory=lambda: list(OBJECTS))
+    objects: list[str] = field(default_factory=lambda: ["contacts", "deals", "tickets"])
     token_env: str = TOKEN_ENV
     rate_limit: tuple[int, float] = (100, 10.0)
     search_rate_limit: tuple[int, float] = (5, 1.0)
     page_size: int = LIST_LIMIT
     search_page_size: int = SEARCH_LIMIT
     search_cap: int = SEARCH_CAP
+    csat_scale: int = 5
     kind: str = field(default="hubspot", init=False)
 
     def check(self) -> None:
         super().check()
+        survey_scales(f"sources.{self.name}.options", self.csat_scale, 7, [])
         self._search_limiter = rate_limiter(self.name, self.search_rate_limit, "search_rate_limit")
 
     def check_page_size(self) -> None:
@@ -385,7 +475,7 @@ class HubSpotSource(CrmOptions):
             )
 
     def token(self) -> str:
-        scopes = ", ".join(OBJECTS[o].scope for o in self.objects)
+        scopes = ", ".join([OBJECTS[o].scope for o in self.objects] + [OWNERS_SCOPE])
         return f"{self.TOKEN} with the scopes {scopes}"
 
     def hooks(self) -> dict[str, Any]:
@@ -395,6 +485,8 @@ class HubSpotSource(CrmOptions):
         }
 
     def build_streams(self, client: HttpClient) -> list[HubSpotStream]:
+        """One stream per object; tickets share one owners directory for the sync."""
+        agents = AgentDirectory(lambda _, where: owners(client, where), complete=True)
         return [
             HubSpotStream(
                 self.name,
@@ -405,6 +497,8 @@ class HubSpotSource(CrmOptions):
                 search_page_size=self.search_page_size,
                 search_cap=self.search_cap,
                 search_limiter=self._search_limiter,
+                agents=agents if name == "tickets" else None,
+                csat_scale=self.csat_scale,
             )
             for name in self.objects
         ]

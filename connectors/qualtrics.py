@@ -8,7 +8,8 @@ response it holds, so a crash resumes at the next one (the export is asked for a
 same `startDate` and what was committed is skipped). At the end the latest `recordedDate`, less a
 few minutes, becomes the next sync's `startDate`; re-read responses upsert. Answers are picked by
 the keys of the export's `values` (`QID1`, `QID2_TEXT`, …) through the `questions` option;
-embedded data fields `customer_id`, `email` and `channel` carry identity. A response with a score
+embedded data fields `customer_id`, `email` and `channel` carry identity, `ticket_id` the ticket a
+post-contact survey is about. A response with a score
 outside its scale is rejected whole, with its response id; the rest load.
 """
 
@@ -61,7 +62,8 @@ PERMISSIONS = (
 )
 
 QUALTRICS = survey_fields("values")
-"""Qualtrics' default fields: identity from the survey's embedded data, among `values`."""
+"""Qualtrics' default fields: identity and the ticket a post-contact survey is about, from the
+survey's embedded data among `values` (`customer_id`, `email`, `channel`, `ticket_id`)."""
 
 
 def _message(body: Any) -> str | None:

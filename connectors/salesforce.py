@@ -14,6 +14,11 @@ read (`IsDeleted = true`, after a cursor of its own like the records'). A deleti
 by a sync while the record is in the Recycle Bin (15 days; less if the bin overflows or is
 emptied).
 
+A case's owner (`OwnerId`) becomes its `agent` by the user's name, and its `team` by the
+user's department; a case owned by a queue has no agent yet and the queue's name as its team.
+Owners are looked up by id (`Id IN (…)` on User, then on queue Groups) the first time a page
+names them, once per sync.
+
 Accounts are not loaded: the store's customer is a person, and loading accounts as well would
 double-count reach; a contact's segment defaults to its account's `Type` instead.
 Every answer's `Sforce-Limit-Info` (`api-usage=used/max`, the org's 24-hour API requests) is
@@ -38,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from connectors.agents import Agent, AgentDirectory
 from connectors.base import Page, with_deletions
 from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
@@ -70,6 +76,8 @@ REQUEST_LIMIT = "REQUEST_LIMIT_EXCEEDED"
 DAILY, CONCURRENT = "daily", "concurrent"
 WINDOW = timedelta(hours=24)
 VERSION = re.compile(r"v\d+\.\d")
+RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+OWNERS_PER_QUERY = 200  # ids per `IN (…)`, well inside SOQL's query length limit
 
 OBJECTS = {"contacts": ("Contact", "customer"), "cases": ("Case", "ticket")}
 OBJECTS |= {"opportunities": ("Opportunity", "orders")}
@@ -105,6 +113,7 @@ SALESFORCE: dict[str, FieldMap] = {
             "ClosedDate": "resolved_at",
             "IsEscalated": "escalated",
             "Description": "text",
+            "OwnerId": "agent",
         },
         values={
             "channel": {"Phone": "phone", "Email": "email", "Web": "web", "Chat": "chat"},
@@ -233,6 +242,44 @@ def _flat(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return row
 
 
+def query_records(client: HttpClient, path: str, soql: str, where: str) -> list[dict]:
+    """Every record `soql` selects, following `nextRecordsUrl` until `done`."""
+    request, records = Request("GET", path, params={"q": soql}), []
+    while True:
+        body = client.fetch(request, where, "query results", _batch)
+        records += body["records"]
+        if body["done"]:
+            return records
+        request = Request("GET", str(body["nextRecordsUrl"]))
+
+
+def _batch(body: Any) -> dict[str, Any]:
+    if not isinstance(body["records"], list) or not isinstance(body["done"], bool):
+        raise TypeError("`records` must be a list and `done` a boolean")
+    return body
+
+
+def case_owners(
+    client: HttpClient, api_version: str, ids: list[str], where: str
+) -> dict[str, Agent]:
+    """Owners among `ids` by id: users by name and department, the rest that are queues by
+    their name as the team (their cases have no agent yet)."""
+    path, found = f"/services/data/{api_version}/query", dict[str, Agent]()
+    for start in range(0, len(ids), OWNERS_PER_QUERY):
+        chunk = ids[start : start + OWNERS_PER_QUERY]
+        listed = ", ".join(f"'{i}'" for i in chunk)
+        users = f"SELECT Id, Name, Department FROM User WHERE Id IN ({listed})"
+        for user in query_records(client, path, users, f"{where} (case owners)"):
+            found[user["Id"]] = Agent(user["Name"], user.get("Department") or None)
+        rest = ", ".join(f"'{i}'" for i in chunk if i not in found)
+        if not rest:
+            continue
+        queues = f"SELECT Id, Name FROM Group WHERE Type = 'Queue' AND Id IN ({rest})"
+        for queue in query_records(client, path, queues, f"{where} (case queues)"):
+            found[queue["Id"]] = Agent(None, queue["Name"])
+    return found
+
+
 class SoqlStream(HttpStream):
     """One sObject's records by SOQL through the `resource` (query or queryAll) that match
     `condition`, oldest change first.
@@ -306,20 +353,30 @@ class SalesforceStream(SoqlStream):
     deleted since the last read; its cursor's `deleted` is the `DeletedRecords` cursor."""
 
     def __init__(
-        self, source: str, client: HttpClient, name: str, fields: FieldMap, api_version: str
+        self,
+        source: str,
+        client: HttpClient,
+        name: str,
+        fields: FieldMap,
+        api_version: str,
+        agents: AgentDirectory | None = None,
     ) -> None:
         super().__init__(
             source, client, name, sorted({*fields.fields, "Id", MODIFIED}), api_version
         )
-        self.fields = fields
+        self.fields, self.agents = fields, agents
         self.deletions = DeletedRecords(source, client, name, api_version)
 
     def read(self, cursor: dict) -> Iterator[Page]:
         return with_deletions(super().read, self.deletions, cursor)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
-        """Without `attributes`, relationship fields flattened (`Account.Type`), then mapped."""
-        return self.fields.apply([_flat(r) for r in records], self.table, where)
+        """Without `attributes`, relationship fields flattened (`Account.Type`), then mapped;
+        case owners named."""
+        rows = self.fields.apply([_flat(r) for r in records], self.table, where)
+        if self.agents is None:
+            return rows
+        return self.agents.named(rows, where, valid=RECORD_ID.fullmatch)
 
 
 @dataclass(kw_only=True)
@@ -399,7 +456,7 @@ class SalesforceSource(CrmOptions):
             self.name,
             self.token_env,
             "an OAuth access token of a connected app with the api scope (and a user with "
-            "API Enabled and read access to Contact, Case, Opportunity), or set "
+            "API Enabled and read access to Contact, Case, Opportunity, User), or set "
             f"{self.client_id_env} and {self.client_secret_env} to have sessions renewed",
         )
         return SecretHeader(token), (
@@ -409,6 +466,8 @@ class SalesforceSource(CrmOptions):
         )
 
     def build_streams(self, client: HttpClient) -> list[SalesforceStream]:
+        """One stream per object; cases name their owners, looked up once per sync."""
+        agents = AgentDirectory(partial(case_owners, client, self.api_version))
         return [
             SalesforceStream(
                 self.name,
@@ -416,6 +475,7 @@ class SalesforceSource(CrmOptions):
                 name,
                 self.object_fields(name),
                 self.api_version,
+                agents if name == "cases" else None,
             )
             for name in self.objects
         ]

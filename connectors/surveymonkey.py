@@ -7,7 +7,8 @@ changed since then (`start_modified_at`, less a few minutes; re-read responses u
 name choices by id: each sync first reads the survey's `/details` once and resolves every choice
 to its weight (when the survey scores choices) or its text. Questions are picked by question id
 through the `questions` option; custom variables `customer_id`, `email` and `channel` carry
-identity. A response with a score outside its scale is rejected whole, with its id; the rest load.
+identity, `ticket_id` the ticket a post-contact survey is about. A response with a score outside
+its scale is rejected whole, with its id; the rest load.
 
 SurveyMonkey limits apps per minute and per day; the `X-Ratelimit-App-Global-*` headers say how
 many calls are left and when the window resets, and a 429 (error 1040) is waited out.
@@ -53,7 +54,8 @@ RATE_HEADERS = "X-Ratelimit-App-Global"
 DAY_SECONDS = 86_400.0
 
 SURVEYMONKEY = survey_fields("custom_variables")
-"""SurveyMonkey's default fields: identity from the survey link's custom variables."""
+"""SurveyMonkey's default fields: identity and the ticket a post-contact survey is about, from
+the survey link's custom variables (`customer_id`, `email`, `channel`, `ticket_id`)."""
 
 
 def _message(body: Any) -> str | None:

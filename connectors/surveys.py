@@ -27,7 +27,8 @@ SCORE_KINDS = ("nps", "csat", "ces")
 
 def survey_fields(identity: str) -> FieldMap:
     """Default fields of a survey source's flat rows (one per score kind of an answer set), with
-    `customer_id`, `email` and `channel` read from the vendor's `identity` fields."""
+    `customer_id`, `email`, `channel` and `ticket_id` (the help-desk ticket a post-contact
+    survey is about) read from the vendor's `identity` fields of those names."""
     return FieldMap(
         fields={
             "id": "source_id",
@@ -39,6 +40,7 @@ def survey_fields(identity: str) -> FieldMap:
             f"{identity}.customer_id": "customer_id",
             f"{identity}.email": "email",
             f"{identity}.channel": "channel",
+            f"{identity}.ticket_id": "ticket_id",
         }
     )
 
@@ -263,6 +265,7 @@ class SurveyOptions(HttpSource):
     default fields and values. Its streams list their questions (`questions_listed`), and each
     keeps its `rejected` answer sets across reads."""
 
+    FIELD_MAP_TABLE: ClassVar[str] = "survey_response"
     LISTED: ClassVar[str]
     QUESTION_KEY: ClassVar[str]
     questions: dict[str, Any] = field(default_factory=dict)

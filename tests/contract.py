@@ -46,6 +46,17 @@ class SecondPage:
 
 
 @dataclass(frozen=True)
+class CustomProperty:
+    """A custom property the fake serves on the records of the source's customer stream: the
+    `field_map` object it belongs to, its vendor field as the connector flattens it, and its
+    value per customer source id (customers without it left out)."""
+
+    object: str
+    field: str
+    values: Callable[[Any], dict[str, str]]
+
+
+@dataclass(frozen=True)
 class VendorCase:
     """One HTTP vendor as the contract suite sees it.
 
@@ -54,7 +65,8 @@ class VendorCase:
     a full sync stores (or to their number, where ids are not the fake's own); `secrets` are
     the values that must never be shown; `error` is the vendor's error answer (status, body)
     carrying a message; `refuse` puts refused credentials in the environment and returns the
-    refused secret, which the error names the fix for with `fix`.
+    refused secret, which the error names the fix for with `fix`. `custom` is a custom property
+    of its customer stream, for vendors that have one.
     """
 
     kind: str
@@ -67,6 +79,7 @@ class VendorCase:
     error: Callable[[str], tuple[int, str]]
     refuse: Callable[[pytest.MonkeyPatch, Any], str]
     fix: str
+    custom: CustomProperty | None = None
 
     def source(self, fake: Fake, **extra: Any) -> Source:
         """The vendor's source against `fake`, built as a configuration builds it."""
@@ -108,6 +121,16 @@ def assert_store_equals_source(engine: Engine, case: VendorCase, fake: Fake) -> 
             assert len(ids) == expected, f"{case.kind}: {table} holds {len(ids)} rows"
         else:
             assert set(ids) == expected, f"{case.kind}: {table} differs from the vendor's"
+
+
+def stored_dimension(engine: Engine, name: str) -> dict[str, str]:
+    """Declared dimension `name` per customer source id, as the store reads it back, for the
+    customers that have it."""
+    dimensions = store.read_dimensions(engine)
+    if name not in dimensions.columns:
+        return {}
+    held = dimensions.dropna(subset=[name])
+    return dict(zip(held["customer_id"], held[name], strict=True))
 
 
 def requests_to(fake: Fake, path: str) -> int:

@@ -94,7 +94,8 @@ def test_full_sync_maps_every_record_to_canonical_columns(store_url: str, fake) 
     assert tickets.loc["1", "channel"] == "chat"  # open-line session
     # One plain page learns the total, then one batch of 50-record pages fetches the rest.
     assert [name for name, _ in fake.requests[:2]] == ["crm.contact.list", "batch"]
-    assert len(fake.requests) == 6
+    # Two such per stream, then the activities' users and their departments, once.
+    assert len(fake.requests) == 6 + 2
     contact_calls = calls_to(fake, "crm.contact.list")
     assert [(c["start"], c["filter"]) for c in contact_calls[:2]] == [(0, {}), ("0", {">ID": "50"})]
     assert {int(c["start"]) for c in contact_calls[1:]} == {0, 50, 100, 150, 200}
@@ -205,7 +206,7 @@ def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) ->
     engine = store.open_store(store_url)
 
     assert sync(engine, fake)["activities"] == len(fake.tickets())
-    assert len(fake.requests) == 6 + 5
+    assert len(fake.requests) == 6 + 2 + 5  # lists, users and departments, retries
     assert_store_equals_source(engine, fake)
 
 
@@ -344,7 +345,7 @@ def test_bad_webhook_fails_at_once_naming_the_variable(sqlite_url: str, fake, mo
         sync(store.open_store(sqlite_url), fake)
     message = str(caught.value)
     assert "HTTP 401: INVALID_CREDENTIALS: Invalid request credentials" in message
-    assert "check BITRIX24_WEBHOOK_URL" in message and "crm scope" in message
+    assert "check BITRIX24_WEBHOOK_URL" in message and "crm, user and department scopes" in message
     assert len(fake.requests) == 1
 
 
@@ -414,3 +415,35 @@ def test_batch_commands_round_trip_as_php_query_strings() -> None:
         "filter": {">=DATE_MODIFY": since, ">ID": "7",
                    "PROVIDER_ID": ["A", "B"]}, "order": {"ID": "ASC"}, "start": "50",
     }  # fmt: skip
+
+
+def test_responsible_users_become_agents_and_departments_teams_once_per_sync(
+    store_url: str, fake
+) -> None:
+    extra = [fake.add_user(f"Оператор{i}", "Тестов", [1]) for i in range(60)]  # two pages
+    for key, user in zip(list(fake.tickets())[50:110], extra, strict=True):
+        fake.records["activities"][key]["RESPONSIBLE_ID"] = user
+    last = list(fake.tickets())[-1]
+    fake.records["activities"][last]["RESPONSIBLE_ID"] = "999"  # a user since deleted
+    fake.fault(Fault("user.get", 503))
+    engine = store.open_store(store_url)
+
+    sync(engine, fake, objects=["activities"])
+
+    tickets = store.read_frame(engine, store.Ticket).set_index("source_id")
+    names = {"1": "Мария Иванова", "2": "Пётр", "3": "Анна Кузнецова", "999": "999"}
+    names |= {user: f"Оператор{i} Тестов" for i, user in enumerate(extra)}
+    teams = {"1": "Поддержка", "3": "Поддержка"} | dict.fromkeys(extra, "Компания")
+    owner = {k: r["RESPONSIBLE_ID"] for k, r in fake.tickets().items()}
+    shown = tickets[["agent", "team"]].astype(object)
+    shown = shown.where(shown.notna(), None)
+    assert shown["agent"].to_dict() == {k: names[o] for k, o in owner.items()}
+    assert shown["team"].to_dict() == {k: teams.get(o) for k, o in owner.items()}
+    # Page 1 names the 3 seeded users (the 503 is retried), page 2 (the rest, in one batch) 61
+    # users more, in two user.get pages; nobody is asked for twice.
+    asked = [body for name, body in fake.requests if name == "user.get"]
+    assert [(len(b["filter"]["@ID"]), b["start"]) for b in asked] == [
+        (3, 0), (3, 0), (61, 0), (61, 50),
+    ]  # fmt: skip
+    departments = [body["ID"] for name, body in fake.requests if name == "department.get"]
+    assert departments == [["7"], ["1"]]

@@ -24,7 +24,7 @@ from connectors.http import RateLimiter
 from connectors.hubspot import HUBSPOT
 from flows.sync import check_source, sync_source, sync_stream
 from tasks import store
-from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.hubspot import EPOCH, FakeHubSpot, iso, ms
 from tests.fakes.loopback import Fault
 
 TOKEN = "pat-na1-0f3c2a7e-5b1d-4c9a-8e6f-1a2b3c4d5e6f"
@@ -431,3 +431,88 @@ def test_sources_check_reads_one_page_and_says_what_to_fix(fake, monkeypatch) ->
     monkeypatch.delenv("HUBSPOT_TOKEN")
     missing = check_source("crm", "hubspot", options)
     assert not missing.ok and "set HUBSPOT_TOKEN" in missing.detail
+
+
+def test_ticket_owners_become_agent_names_and_primary_teams_read_once_per_sync(
+    store_url: str, fake
+) -> None:
+    for i in range(120):  # more than a page of owners
+        fake.add_owner(f"Agent{i}", "Extra")
+    olga, ivan, anna = list(fake.owners)[:3]
+    gone = fake.add("tickets", {"content": "x", "hubspot_owner_id": "12345"}, datetime.now(UTC))
+    fake.rate_limited("/crm/v3/owners", retry_after="0")
+    engine = store.open_store(store_url)
+
+    sync(engine, fake)
+
+    tickets = stored(engine, "tickets")
+    owned = {
+        key: record.properties.get("hubspot_owner_id")
+        for key, record in fake.objects["tickets"].items()
+    }
+    names = {olga: "Olga Petrova", ivan: "Ivan", anna: "Anna Smirnova", "12345": "12345"}
+    teams = {olga: "Billing", ivan: "Delivery"}  # primary, else the only team
+    shown = (
+        tickets[["agent", "team"]].astype(object).where(tickets[["agent", "team"]].notna(), None)
+    )
+    assert shown["agent"].to_dict() == {key: names.get(o) for key, o in owned.items()}
+    assert shown["team"].to_dict() == {key: teams.get(o) for key, o in owned.items()}
+    assert tickets.loc[gone, "agent"] == "12345"  # an unknown owner stays as its id
+    assert pd.isna(tickets.loc["5", "agent"])  # a ticket without an owner
+    listed = [
+        (r[2].get("archived"), r[2].get("after")) for r in fake.requests if r[1] == "/crm/v3/owners"
+    ]
+    # The 429 is retried; active owners take two pages, archived ones one: read once.
+    assert listed == [("false", None), ("false", None), ("false", "100"), ("true", None)]
+
+
+def test_feedback_submissions_are_survey_responses_with_their_contact_and_ticket(
+    store_url: str, fake
+) -> None:
+    at = EPOCH + timedelta(days=3)
+    kinds = [("NPS", "9"), ("CSAT", "0"), ("CSAT", "2"), ("CES", "6"), ("CUSTOM", "3")]
+    for i, (kind, value) in enumerate(kinds * 30):
+        fake.add(
+            "feedback_submissions",
+            {
+                "hs_survey_type": kind,
+                "hs_survey_name": f"{kind} after ticket",
+                "hs_value": value,
+                "hs_content": f"comment {i}",
+                "hs_submission_timestamp": iso(ms(at + timedelta(minutes=i))),
+                "hs_survey_channel": "EMAIL",
+            },
+            at + timedelta(minutes=i),
+            contacts=[str(i % 50 + 1)],
+            tickets=[] if i % 7 == 0 else [str(i % 200 + 1)],
+        )
+    engine = store.open_store(store_url)
+
+    written = sync(engine, fake, objects=["feedback_submissions"])
+
+    assert written == {"feedback_submissions": 120}  # custom surveys carry no score kind
+    rows = store.read_frame(engine, store.SurveyResponse).set_index("source_id")
+    first = rows.loc["1"]
+    assert [first[c] for c in ("kind", "score", "survey", "customer_id", "comment")] == [
+        "nps", 9.0, "NPS after ticket", "1", "comment 0",
+    ]  # fmt: skip
+    assert pd.isna(first["ticket_id"])  # submission 1 is about no ticket
+    assert rows.loc["2", "ticket_id"] == "2" and rows.loc["2", "score"] == 1.0  # not satisfied
+    assert rows.loc["3", "score"] == 5.0  # HubSpot's satisfied, on a 1–5 scale
+    assert rows.loc["4", ["kind", "score"]].tolist() == ["ces", 6.0]
+    assert rows.loc["1", "submitted_at"] == pd.Timestamp("2025-01-04 00:00")
+    assert "5" not in rows.index
+    listed = requests_to(fake, "/crm/v3/objects/feedback_submissions")
+    assert listed[0][2]["associations"] == "contacts,tickets"
+
+    later = fake.add(
+        "feedback_submissions",
+        {"hs_survey_type": "NPS", "hs_survey_name": "NPS after ticket", "hs_value": "3"}
+        | {"hs_submission_timestamp": iso(ms(datetime.now(UTC)))},
+        datetime.now(UTC),
+        contacts=["7"],
+        tickets=["8"],
+    )
+    assert sync(engine, fake, objects=["feedback_submissions"]) == {"feedback_submissions": 1}
+    rows = store.read_frame(engine, store.SurveyResponse).set_index("source_id")
+    assert rows.loc[later, ["customer_id", "ticket_id", "score"]].tolist() == ["7", "8", 3.0]

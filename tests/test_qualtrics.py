@@ -312,3 +312,22 @@ def test_config_errors(fake: FakeQualtrics, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("QUALTRICS_TOKEN")
     with pytest.raises(ConfigError, match=r"sources\.qx: set QUALTRICS_TOKEN"):
         make(fake)
+
+
+def test_embedded_ticket_id_lands_in_the_response_and_field_map_renames_it(
+    store_url: str, fake: FakeQualtrics
+) -> None:
+    fake.add(SURVEY, START, {"QID1": 4}, {"customer_id": "c1", "ticket_id": "T-1001"})
+    fake.add(SURVEY, START, {"QID1": 9}, {"CaseNumber": "T-2002"})
+    about, other = (r["responseId"] for r in fake.responses[SURVEY])
+    engine = store.open_store(store_url)
+
+    sync_source(engine, make(fake))
+    rows = stored(engine)
+    assert rows.loc[f"{about}:nps", "ticket_id"] == "T-1001"
+    assert pd.isna(rows.loc[f"{other}:nps", "ticket_id"])
+
+    sync_source(engine, make(fake, field_map={"values.CaseNumber": "ticket_id"}))
+    rows = stored(engine)
+    assert rows.loc[f"{other}:nps", "ticket_id"] == "T-2002"  # the override wins
+    assert pd.isna(rows.loc[f"{about}:nps", "ticket_id"])

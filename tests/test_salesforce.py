@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
+from connectors.agents import Agent
 from connectors.errors import ConfigError, SourceError
-from connectors.salesforce import SALESFORCE, SalesforceSource
+from connectors.salesforce import SALESFORCE, SalesforceSource, case_owners
 from flows.sync import sync_source
 from tasks import store
 from tests.fakes.loopback import Fault
@@ -28,6 +29,7 @@ from tests.fakes.salesforce import (
     CLIENT_ID,
     CLIENT_SECRET,
     CONCURRENT_LIMIT,
+    EPOCH,
     REFRESH_TOKEN,
     TOKEN_PATH,
     FakeSalesforce,
@@ -211,7 +213,8 @@ def test_concurrent_request_limit_403_is_retried_like_a_429(
     assert_store_equals_source(engine, fake)
     pages = [path for path, _ in fake.requests if path.startswith(f"{QUERY}/")]
     assert pages[1] == pages[2] and pages[1].endswith("-200")  # the refused page, asked again
-    assert len(fake.requests) == 8 + 3 + 1  # pages, reads of deleted records, the retry
+    # Pages, reads of deleted records, case owners (users, then queues), the retry.
+    assert len(fake.requests) == 8 + 3 + 2 + 1
     assert f"HTTP 403: REQUEST_LIMIT_EXCEEDED: {message}" in caplog.text
     assert "retry 1/5" in caplog.text
 
@@ -289,7 +292,7 @@ def test_bursts_of_500_and_503_are_retried_with_backoff(store_url: str, fake) ->
     engine = store.open_store(store_url)
 
     assert sync(engine) == SIZES
-    assert len(fake.requests) == 8 + 3 + 5  # pages, reads of deleted records, retries
+    assert len(fake.requests) == 8 + 3 + 2 + 5  # pages, deleted records, case owners, retries
     assert_store_equals_source(engine, fake)
 
 
@@ -444,15 +447,15 @@ def test_expired_sessions_are_renewed_mid_sync_without_gap_or_duplicate(
 
     assert sync_source(engine, source) == SIZES
     assert_store_equals_source(engine, fake)
-    # 8 pages and 3 reads of deleted records: sessions answer requests 1-3, 4-6, 7-9 and
-    # 10-11; requests 4, 7 and 10 are refused once each
-    assert len(fake.token_requests) == 4 and len(fake.requests) == 11 + 3
-    assert [r["grant_type"] for r in fake.token_requests] == [flow] * 4
+    # 8 pages, 3 reads of deleted records and 2 of case owners: sessions answer requests
+    # 1-3, 4-6, 7-9, 10-12 and 13; requests 4, 7, 10 and 13 are refused once each
+    assert len(fake.token_requests) == 5 and len(fake.requests) == 13 + 4
+    assert [r["grant_type"] for r in fake.token_requests] == [flow] * 5
     assert {r.get("refresh_token") for r in fake.token_requests} == {
         REFRESH_TOKEN if flow == "refresh_token" else None
     }
     issued = " ".join(fake.issued)
-    assert source.streams()[0].client.auth.redact(issued) == " ".join(["***"] * 4)
+    assert source.streams()[0].client.auth.redact(issued) == " ".join(["***"] * 5)
 
 
 def test_streams_on_threads_share_one_session(fake, monkeypatch) -> None:
@@ -528,3 +531,61 @@ def test_config_overrides_fields_and_a_bad_field_is_the_vendor_error(sqlite_url,
 
     with pytest.raises(SourceError, match="INVALID_FIELD: No such column 'Topic__c' on entity"):
         sync(engine, objects=["cases"], field_map={"cases": {"Topic__c": "topic"}})
+
+
+def owner_queries(fake: FakeSalesforce, sobject: str) -> list[int]:
+    """How many ids each query of `fake` for owners of kind `sobject` listed."""
+    asked = [q for _, q in fake.requests if q and f" FROM {sobject} " in q]
+    return [q.split("IN (")[1].count("'") // 2 for q in asked]
+
+
+def shown(tickets: pd.DataFrame, column: str) -> dict[str, Any]:
+    values = tickets[column].astype(object)
+    return values.where(values.notna(), None).to_dict()
+
+
+def test_case_owners_become_agents_and_queues_teams_looked_up_once_per_sync(
+    store_url: str, fake
+) -> None:
+    olga, ivan = fake.records["User"]
+    (queue,) = fake.records["Group"]
+    users = [
+        fake.add("User", {"Name": f"Agent {i}", "Department": "Billing"}, EPOCH) for i in range(150)
+    ]
+    cases = list(fake.records["Case"])
+    for case, user in zip(cases, users, strict=False):
+        fake.records["Case"][case]["OwnerId"] = user
+    gone = "005000000000999AAA"  # a user since deleted
+    fake.records["Case"][cases[-1]]["OwnerId"] = gone
+    fake.fault(Fault("from=User", 503))
+    engine = store.open_store(store_url)
+
+    sync(engine, objects=["cases"])
+
+    tickets = store.read_frame(engine, store.Ticket).set_index("source_id")
+    owner = {k: r["OwnerId"] for k, r in fake.records["Case"].items()}
+    names = {olga: "Olga Petrova", ivan: "Ivan Sidorov", gone: gone}
+    names |= {u: f"Agent {i}" for i, u in enumerate(users)}
+    teams = {olga: "Delivery", queue: "Tier 1 Support"} | {u: "Billing" for u in users}
+    assert shown(tickets, "agent") == {k: names.get(o) for k, o in owner.items()}
+    assert shown(tickets, "team") == {k: teams.get(o) for k, o in owner.items()}
+    # Pages of 100 cases: owners first named on each page are asked for once (the 503 again),
+    # users first, then queues among the rest.
+    assert owner_queries(fake, "User") == [100, 100, 53, 1]
+    assert owner_queries(fake, "Group") == [1, 1]
+
+
+def test_case_owners_are_asked_for_200_to_a_query_and_their_batches_followed(fake) -> None:
+    users = [fake.add("User", {"Name": f"Agent {i}"}, EPOCH) for i in range(250)]
+    (queue,) = fake.records["Group"]
+    client = org().client()
+
+    found = case_owners(client, "v62.0", sorted([*users, queue]), "source sf, stream cases")
+
+    assert found == {u: Agent(f"Agent {i}") for i, u in enumerate(users)} | {
+        queue: Agent(None, "Tier 1 Support")
+    }
+    # 200 users in two batches of 100, then 50 and the queue; the queue among queues.
+    assert owner_queries(fake, "User") == [200, 51]
+    assert owner_queries(fake, "Group") == [1]
+    assert [path.startswith(f"{QUERY}/") for path, _ in fake.requests] == [0, 1, 0, 0]

@@ -328,3 +328,19 @@ def test_config_errors(fake: FakeSurveyMonkey, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("SURVEYMONKEY_TOKEN")
     with pytest.raises(ConfigError, match=r"sources\.sm: set SURVEYMONKEY_TOKEN"):
         make(fake)
+
+
+def test_custom_variable_ticket_id_lands_in_the_response_and_field_map_renames_it(
+    store_url: str, fake: FakeSurveyMonkey
+) -> None:
+    about = fake.add(SURVEY, START, {"901": 3}, {"customer_id": "c1", "ticket_id": "T-1001"})
+    other = fake.add(SURVEY, START, {"901": 8}, {"case": "T-2002", "ticket_id": "ignored"})
+    engine = store.open_store(store_url)
+
+    sync_source(engine, make(fake))
+    assert stored(engine).loc[f"{about}:nps", "ticket_id"] == "T-1001"
+
+    sync_source(engine, make(fake, field_map={"custom_variables.case": "ticket_id"}))
+    rows = stored(engine)
+    assert rows.loc[f"{other}:nps", "ticket_id"] == "T-2002"  # the override wins
+    assert pd.isna(rows.loc[f"{about}:nps", "ticket_id"])

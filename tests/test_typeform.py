@@ -215,3 +215,44 @@ def test_config_errors(fake: FakeTypeform, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("TYPEFORM_TOKEN")
     with pytest.raises(ConfigError, match=r"sources\.surveys: set TYPEFORM_TOKEN"):
         source(fake)
+
+
+def test_hidden_ticket_id_lands_in_the_response_and_field_map_renames_it(
+    store_url: str, fake: FakeTypeform
+) -> None:
+    about = fake.add(FORM, START, [answer("nps_q", "number", 3, "nps")], {"ticket_id": "T-1"})
+    other = fake.add(FORM, START, [answer("nps_q", "number", 9, "nps")], {"case": "T-2"})
+    engine = store.open_store(store_url)
+
+    sync_source(engine, source(fake))
+    assert stored(engine).loc[f"{about}:nps", "ticket_id"] == "T-1"
+
+    sync_source(engine, source(fake, field_map={"hidden.case": "ticket_id"}))
+    rows = stored(engine)
+    assert rows.loc[f"{other}:nps", "ticket_id"] == "T-2"  # the override wins
+    assert pd.isna(rows.loc[f"{about}:nps", "ticket_id"])
+
+
+def test_default_pace_keeps_a_multi_page_sync_within_typeforms_rate(
+    sqlite_url: str, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TYPEFORM_TOKEN", TOKEN)
+    strict = FakeTypeform(TOKEN, per_second=2).serve(httpserver)
+    keys = seed(strict, 12)
+    engine = store.open_store(sqlite_url)
+    paced = {k: v for k, v in FAST.items() if k != "rate_limit"}  # the default pace
+    surveys = TypeformSource(
+        name="surveys", base_url=strict.url, forms=[FORM], questions=QUESTIONS, page_size=2, **paced
+    )
+
+    assert sync_source(engine, surveys) == {FORM: 2 * 12}
+    assert strict.too_many == 0 and len(strict.requests) == 6
+    assert len(stored(engine)) == 2 * len(keys)
+
+    # The fake does refuse a client that sends faster than Typeform allows.
+    hasty = TypeformSource(
+        name="hasty", base_url=strict.url, forms=[FORM], questions=QUESTIONS, page_size=1,
+        **paced | {"rate_limit": [1000, 1], "backoff_base": 0.3, "max_retries": 8},
+    )  # fmt: skip
+    sync_source(store.open_store(f"{sqlite_url}-hasty"), hasty)
+    assert strict.too_many > 0

@@ -1,5 +1,6 @@
 """The contract every HTTP vendor's connector keeps, run against each vendor's fake on loopback:
-a full sync stores exactly the vendor's records through paging; bursts of 429 and of 5xx are
+a full sync stores exactly the vendor's records through paging; a custom customer property mapped
+to a declared dimension lands in the customer's attributes; bursts of 429 and of 5xx are
 retried with backoff and still land every record; 5xx that outlasts the retries and a page cut
 short name the source, stream and page and keep the pages before; the secret never reaches logs
 (httpx's included) or errors, even when the vendor echoes it or refuses it; a sync killed
@@ -26,6 +27,7 @@ from tasks import store
 from tests.contract import (
     FAST,
     NAME,
+    CustomProperty,
     SecondPage,
     VendorCase,
     assert_store_equals_source,
@@ -35,6 +37,7 @@ from tests.contract import (
     requests_to,
     running,
     served,
+    stored_dimension,
     stored_ids,
 )
 from tests.fakes.amocrm import FakeAmoCrm
@@ -123,6 +126,15 @@ HUBSPOT = VendorCase(
     error=json_error(status="error", message=..., category="VALIDATION_ERROR"),
     refuse=refuse_with("HUBSPOT_TOKEN", "pat-na1-revoked"),
     fix="check HUBSPOT_TOKEN",
+    custom=CustomProperty(
+        "contacts",
+        "cx_device",
+        lambda fake: {
+            k: r.properties["cx_device"]
+            for k, r in fake.objects["contacts"].items()
+            if r.properties.get("cx_device")
+        },
+    ),
 )
 
 # --- amoCRM ------------------------------------------------------------------------------------
@@ -151,6 +163,17 @@ AMOCRM = VendorCase(
     error=json_error(title="Bad Request", status=400, detail=...),
     refuse=refuse_with("AMOCRM_TOKEN", "expired0token"),
     fix="check AMOCRM_TOKEN",
+    # The seeded contacts' "Сегмент" select field has no field code, so it goes by its id.
+    custom=CustomProperty(
+        "contacts",
+        "cf.777",
+        lambda fake: {
+            str(k): f["values"][0]["value"]
+            for k, r in fake.records["contacts"].items()
+            for f in r.get("custom_fields_values") or []
+            if f["field_id"] == 777
+        },
+    ),
 )
 
 # --- Bitrix24 ----------------------------------------------------------------------------------
@@ -184,6 +207,12 @@ BITRIX24 = VendorCase(
     error=json_error(error="WRONG_REQUEST", error_description=...),
     refuse=refuse_bitrix24,
     fix="check BITRIX24_WEBHOOK_URL",
+    # `UF_*` fields come only when named in `select`.
+    custom=CustomProperty(
+        "contacts",
+        "UF_CRM_SEGMENT",
+        lambda fake: {k: r["UF_CRM_SEGMENT"] for k, r in fake.records["contacts"].items()},
+    ),
 )
 
 # --- Salesforce --------------------------------------------------------------------------------
@@ -219,6 +248,13 @@ SALESFORCE = VendorCase(
     error=lambda text: (400, json.dumps([{"message": text, "errorCode": "INVALID_HEADER_TYPE"}])),
     refuse=refuse_with("SALESFORCE_TOKEN", "00D5g000004XyZ1!expired"),
     fix="check SALESFORCE_TOKEN",
+    custom=CustomProperty(
+        "contacts",
+        "Device__c",
+        lambda fake: {
+            k: r["Device__c"] for k, r in fake.records["Contact"].items() if r.get("Device__c")
+        },
+    ),
 )
 
 # --- Omnidesk ----------------------------------------------------------------------------------
@@ -526,6 +562,14 @@ CASES = [
 KILLABLE = [case for case in CASES if case.second.rows]
 """Vendors whose first stream commits pages over HTTP (Qualtrics pages one downloaded file)."""
 
+CUSTOM = [case for case in CASES if case.custom]
+"""Vendors whose fakes serve a custom property on their customer records."""
+WITHOUT_CUSTOM = {
+    "usedesk": "the fake's clients carry no custom field",
+    "omnidesk": "the fake's users carry no custom field",
+}
+"""Vendors with a customer stream whose fakes serve no custom property yet, and why."""
+
 
 @pytest.fixture(params=CASES, ids=lambda case: case.kind)
 def case(request: pytest.FixtureRequest) -> VendorCase:
@@ -686,3 +730,26 @@ def test_refused_secret_names_the_fix_and_neither_secret(
     for text in (message, caplog.text):
         for secret in (refused, *secrets):
             assert secret not in text
+
+
+@pytest.mark.parametrize("case", CUSTOM, ids=lambda case: case.kind)
+def test_custom_property_mapped_to_a_declared_dimension_lands_in_customer_attributes(
+    store_url, case, fake
+) -> None:
+    custom = case.custom
+    assert custom is not None
+    expected = custom.values(fake)
+    assert len(set(expected.values())) > 1  # a cut with something to tell apart
+    engine = store.open_store(store_url)
+
+    case.sync(engine, fake, field_map={custom.object: {custom.field: "device"}})
+
+    assert stored_dimension(engine, "device") == expected
+    assert_store_equals_source(engine, case, fake)  # the mapping left the rest as it was
+
+
+def test_every_vendor_with_customers_maps_a_custom_property_or_says_why_not(case, fake) -> None:
+    if "customer" in case.expected(fake):
+        assert case.custom is not None or case.kind in WITHOUT_CUSTOM
+    else:
+        assert case.custom is None and case.kind not in WITHOUT_CUSTOM

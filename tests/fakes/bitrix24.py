@@ -8,7 +8,9 @@ ISO 8601 with the portal's offset (+03:00). Lists take `select`, `filter` (`>=`,
 answer 50 records with `next` and `total`. `batch` runs `method?query` commands written as PHP
 query strings. Scripted faults answer 503 `QUERY_LIMIT_EXCEEDED`, 429 `OPERATION_TIME_LIMIT`,
 5xx bursts, slow and malformed pages; scripted command errors fail single commands inside an
-HTTP-200 `batch` answer, as Bitrix24 reports them in `result_error`.
+HTTP-200 `batch` answer, as Bitrix24 reports them in `result_error`. Users (`user.get`, filtered
+by `@ID`, 50 a page) are responsible for activities and belong to departments
+(`department.get` by `ID`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,32 @@ class FakeBitrix24(LoopbackServer):
         self.operating = 0.0
         self.operating_reset_in = 600.0
         self.webhook_url = f"{self.url}/rest/{user}/{code}/"
+        self.users: dict[str, dict[str, Any]] = {}
+        self.departments: dict[str, dict[str, Any]] = {
+            "1": {"ID": "1", "NAME": "Компания", "SORT": "500", "PARENT": None, "UF_HEAD": "1"},
+            "7": {"ID": "7", "NAME": "Поддержка", "SORT": "500", "PARENT": "1", "UF_HEAD": "2"},
+        }
+
+    def add_user(self, name: str, last_name: str | None, departments: list[int]) -> str:
+        """A new employee in `departments`; returns the user's ID."""
+        with self._lock:
+            key = str(len(self.users) + 1)
+            self.users[key] = {
+                "ID": key,
+                "ACTIVE": True,
+                "NAME": name,
+                "LAST_NAME": last_name,
+                "SECOND_NAME": None,
+                "EMAIL": f"user{key}@example.ru",
+                "LAST_LOGIN": iso(EPOCH),
+                "DATE_REGISTER": iso(EPOCH),
+                "TIME_ZONE": "Europe/Moscow",
+                "IS_ONLINE": "N",
+                "WORK_POSITION": "Оператор",
+                "UF_DEPARTMENT": departments,
+                "USER_TYPE": "employee",
+            }
+        return key
 
     # --- data -------------------------------------------------------------------------------
 
@@ -130,6 +158,11 @@ class FakeBitrix24(LoopbackServer):
                 },
                 EPOCH + timedelta(hours=i, minutes=30),
             )
+        responsible = [
+            self.add_user("Мария", "Иванова", [7]),
+            self.add_user("Пётр", None, []),
+            self.add_user("Анна", "Кузнецова", [7, 1]),
+        ]
         providers = ["IMOPENLINES_SESSION", "CRM_EMAIL", "VOXIMPLANT_CALL", "CRM_TODO"]
         for i in range(activities):
             created = EPOCH + timedelta(hours=i)
@@ -147,6 +180,7 @@ class FakeBitrix24(LoopbackServer):
                     "COMPLETED": "N" if i % 6 == 0 else "Y",
                     "START_TIME": iso(created),
                     "END_TIME": iso(created + timedelta(hours=5)),
+                    "RESPONSIBLE_ID": responsible[i % 3],
                 },
                 created,
             )
@@ -180,6 +214,8 @@ class FakeBitrix24(LoopbackServer):
             return faulted
         if name == "batch":
             return 200, {}, json.dumps({"result": self._batch(body["cmd"]), "time": self._time()})
+        if name in ("user.get", "department.get"):
+            return 200, {}, json.dumps(self._directory(name, body) | {"time": self._time()})
         if name not in METHODS:
             return self._error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
         status, out = self._list(name, body)
@@ -216,6 +252,25 @@ class FakeBitrix24(LoopbackServer):
             "result_next": nexts or [],
             "result_time": [],
         }  # fmt: skip
+
+    def _directory(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Users whose ID is in `filter[@ID]` (all without it), or departments whose ID is in
+        `ID`; 50 a page from `start`, in ID order."""
+        if name == "user.get":
+            wanted = (params.get("filter") or {}).get("@ID")
+            records = self.users
+        else:
+            wanted = params.get("ID")
+            records = self.departments
+        if wanted is not None:
+            wanted = {str(w) for w in (wanted if isinstance(wanted, list) else [wanted])}
+        chosen = [r for k, r in sorted(records.items(), key=lambda kv: int(kv[0]))
+                  if wanted is None or k in wanted]  # fmt: skip
+        start = int(params.get("start", 0))
+        out: dict[str, Any] = {"result": chosen[start : start + PAGE], "total": len(chosen)}
+        if start + PAGE < len(chosen):
+            out["next"] = start + PAGE
+        return out
 
     def _list(self, name: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         kind = METHODS[name]

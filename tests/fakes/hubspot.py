@@ -1,11 +1,14 @@
-"""A fake HubSpot CRM on 127.0.0.1: v3 list and search, v4 association batch read, errors.
+"""A fake HubSpot CRM on 127.0.0.1: v3 list and search, v4 association batch read, the owners
+list, errors.
 
 It keeps contacts, deals and tickets in memory with HubSpot's shapes (string property values,
 ISO timestamps, `paging.next.after`), enforces a configurable search cap (HubSpot's is 10,000)
 and answers scripted faults: 429 with or without `Retry-After`, 5xx bursts, slow responses,
 malformed JSON. Records can be changed between syncs to exercise incremental sync, and
 archived: search and the list leave them out, the list with `archived=true` gives them with
-`archivedAt`.
+`archivedAt`. Feedback submissions (read-only in HubSpot) are associated with contacts and
+tickets. Owners (`owners`, `add_owner`) are listed by `GET /crm/v3/owners`, paged by `after`,
+active and archived apart; tickets name them by `hubspot_owner_id`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,14 @@ MODIFIED = {
     "contacts": "lastmodifieddate",
     "deals": "hs_lastmodifieddate",
     "tickets": "hs_lastmodifieddate",
+    "feedback_submissions": "hs_lastmodifieddate",
 }
-SINGULAR = {"contacts": "contact", "deals": "deal", "tickets": "ticket"}
+SINGULAR = {
+    "contacts": "contact",
+    "deals": "deal",
+    "tickets": "ticket",
+    "feedback_submissions": "feedback_submission",
+}
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -48,6 +57,11 @@ class Record:
     modified: int
     contacts: list[str] = field(default_factory=list)
     archived: int | None = None
+    tickets: list[str] = field(default_factory=list)
+
+    def associated(self, kind: str) -> list[str]:
+        """Ids of the records of `kind` (contacts, tickets) this one is associated with."""
+        return {"contacts": self.contacts, "tickets": self.tickets}.get(kind, [])
 
 
 class FakeHubSpot(LoopbackServer):
@@ -61,6 +75,7 @@ class FakeHubSpot(LoopbackServer):
         self.objects: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
         self.archived: dict[str, dict[str, Record]] = {kind: {} for kind in MODIFIED}
         self.requests: list[tuple[str, str, Any]] = []
+        self.owners: dict[str, dict[str, Any]] = {}
         self._order: dict[tuple[str, bool], tuple[list[int], list[Record]]] = {}
         self._clock = ms(datetime.now(UTC))
 
@@ -72,10 +87,41 @@ class FakeHubSpot(LoopbackServer):
         properties: dict[str, str | None],
         at: datetime,
         contacts: Iterable[str] = (),
+        tickets: Iterable[str] = (),
     ) -> str:
         """A new record created and last modified at `at`; returns its id."""
         key = str(len(self.objects[kind]) + len(self.archived[kind]) + 1)
-        self.objects[kind][key] = Record(key, dict(properties), ms(at), ms(at), list(contacts))
+        record = Record(key, dict(properties), ms(at), ms(at), list(contacts))
+        record.tickets = list(tickets)
+        self.objects[kind][key] = record
+        return key
+
+    def add_owner(
+        self,
+        first: str | None,
+        last: str | None,
+        teams: Iterable[tuple[str, bool]] = (),
+        archived: bool = False,
+    ) -> str:
+        """A new owner (a HubSpot user) in `teams` (name, primary); returns its owner id."""
+        key = str(70_000_000 + len(self.owners) + 1)
+        stamp = iso(ms(EPOCH))
+        self.owners[key] = {
+            "id": key,
+            "email": f"agent{len(self.owners) + 1}@example.com",
+            "type": "PERSON",
+            "firstName": first,
+            "lastName": last,
+            "userId": 9_000 + len(self.owners),
+            "userIdIncludingInactive": 9_000 + len(self.owners),
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "archived": archived,
+            "teams": [
+                {"id": str(100 + i), "name": name, "primary": primary}
+                for i, (name, primary) in enumerate(teams)
+            ],
+        }
         return key
 
     def change(self, kind: str, ids: Iterable[str], **properties: str | None) -> int:
@@ -100,7 +146,13 @@ class FakeHubSpot(LoopbackServer):
         return self._clock
 
     def seed(self, contacts: int, deals: int, tickets: int) -> None:
-        """A small CRM: contacts, deals and tickets of those contacts, one hour apart."""
+        """A small CRM: contacts, deals and tickets of those contacts, one hour apart; three
+        owners (one archived) own the tickets, every fifth ticket has none."""
+        owners = [
+            self.add_owner("Olga", "Petrova", [("Delivery", False), ("Billing", True)]),
+            self.add_owner("Ivan", None, [("Delivery", False)]),
+            self.add_owner("Anna", "Smirnova", archived=True),
+        ]
         for i in range(contacts):
             self.add(
                 "contacts",
@@ -111,6 +163,7 @@ class FakeHubSpot(LoopbackServer):
                     "country": ["Russia", "Kazakhstan", None][i % 3],
                     "hs_analytics_source": ["ORGANIC_SEARCH", "PAID_SEARCH", "REFERRALS"][i % 3],
                     "hs_language": "ru",
+                    "cx_device": ["mobile", "desktop", None][i % 3],  # a custom property
                 },
                 EPOCH + timedelta(hours=i),
             )
@@ -133,13 +186,14 @@ class FakeHubSpot(LoopbackServer):
                     "createdate": None,
                     "first_agent_reply_date": iso(ms(EPOCH + timedelta(hours=i, minutes=20))),
                     "closed_date": iso(ms(EPOCH + timedelta(hours=i + 5))) if i % 4 else None,
+                    "hubspot_owner_id": None if i % 5 == 4 else owners[i % 3],
                 },
                 EPOCH + timedelta(hours=i),
                 [] if i % 10 == 9 else [str(i % contacts + 1)],
             )
 
     def public(
-        self, kind: str, record: Record, properties: Iterable[str], associations: bool
+        self, kind: str, record: Record, properties: Iterable[str], associations: Iterable[str]
     ) -> dict[str, Any]:
         """A record as HubSpot sends it: requested properties (plus defaults) as strings."""
         values = record.properties | {
@@ -157,11 +211,13 @@ class FakeHubSpot(LoopbackServer):
         }
         if record.archived is not None:
             out["archivedAt"] = iso(record.archived)
-        if associations and record.contacts:
-            kind_to = f"{SINGULAR[kind]}_to_contact"
-            out["associations"] = {
-                "contacts": {"results": [{"id": c, "type": kind_to} for c in record.contacts]}
-            }
+        linked = {
+            to: {"results": [{"id": i, "type": f"{SINGULAR[kind]}_to_{SINGULAR[to]}"} for i in ids]}
+            for to in associations
+            if (ids := record.associated(to))
+        }
+        if linked:
+            out["associations"] = linked
         return out
 
     # --- endpoints --------------------------------------------------------------------------
@@ -182,6 +238,8 @@ class FakeHubSpot(LoopbackServer):
         if faulted is not None:
             return faulted
         segments = parts.path.strip("/").split("/")
+        if method == "GET" and parts.path == "/crm/v3/owners":
+            return self._owners(query)
         if method == "GET" and segments[:3] == ["crm", "v3", "objects"] and len(segments) == 4:
             return self._list(segments[3], query)
         if (
@@ -212,12 +270,26 @@ class FakeHubSpot(LoopbackServer):
         start = bisect_left(ids, int(query.get("after", 0)))
         page, rest = ordered[start : start + limit], ordered[start + limit : start + limit + 1]
         properties = query.get("properties", "").split(",")
-        associations = "contacts" in query.get("associations", "")
+        associations = [a for a in query.get("associations", "").split(",") if a]
         body: dict[str, Any] = {
             "results": [self.public(kind, r, properties, associations) for r in page]
         }
         if rest:
             body["paging"] = {"next": {"after": rest[0].id, "link": f"?after={rest[0].id}"}}
+        return self._ok(body)
+
+    def _owners(self, query: dict[str, str]) -> Answer:
+        """Owners in id order, active or archived ones (`archived=true`), paged by `after`."""
+        limit = int(query.get("limit", 100))
+        if limit > 500:
+            return self._error(400, "limit must be at most 500", "VALIDATION_ERROR")
+        archived = query.get("archived") == "true"
+        chosen = [o for o in self.owners.values() if o["archived"] == archived]
+        start = int(query.get("after", 0))
+        body: dict[str, Any] = {"results": chosen[start : start + limit]}
+        if start + limit < len(chosen):
+            after = str(start + limit)
+            body["paging"] = {"next": {"after": after, "link": f"?after={after}"}}
         return self._ok(body)
 
     def _search(self, kind: str, body: dict[str, Any]) -> Answer:
@@ -235,7 +307,7 @@ class FakeHubSpot(LoopbackServer):
         page = matches[after : after + limit]
         out: dict[str, Any] = {
             "total": len(matches),
-            "results": [self.public(kind, r, body.get("properties", []), False) for r in page],
+            "results": [self.public(kind, r, body.get("properties", []), ()) for r in page],
         }
         if after + limit < len(matches):
             out["paging"] = {"next": {"after": str(after + limit)}}
@@ -258,7 +330,7 @@ class FakeHubSpot(LoopbackServer):
         results, missing = [], []
         for item in body["inputs"]:
             record = self.objects[kind].get(item["id"])
-            if record and record.contacts and to == "contacts":
+            if record and record.associated(to):
                 to_list = [
                     {
                         "toObjectId": int(c),
@@ -266,7 +338,7 @@ class FakeHubSpot(LoopbackServer):
                             {"category": "HUBSPOT_DEFINED", "typeId": 16, "label": None}
                         ],
                     }
-                    for c in record.contacts
+                    for c in record.associated(to)
                 ]
                 results.append({"from": {"id": item["id"]}, "to": to_list})
             else:

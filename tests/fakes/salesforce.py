@@ -7,7 +7,10 @@ Id`, the keyset condition optional after `IsDeleted = true`) and answers anythin
 `MALFORMED_QUERY`. Deleted records (`delete`) are in the Recycle Bin: only queryAll sees them.
 Query locators hold a snapshot of the result and can be expired (`INVALID_QUERY_LOCATOR`). Once
 `api_used` passes `api_max` every request gets 403 `REQUEST_LIMIT_EXCEEDED: TotalRequests Limit
-exceeded.`. Scripted faults as in the other fakes; `refuse` scripts Salesforce's own errors (the
+exceeded.`. Users and queues (`Group`, `Type = 'Queue'`) own cases; they are read by `SELECT
+Id, Name[, Department] FROM User|Group WHERE [Type = 'Queue' AND] Id IN ('…', …)`, and faults
+match their queries by `from=<sObject>` after the path. Scripted faults as in the other fakes;
+`refuse` scripts Salesforce's own errors (the
 concurrent-request limit, missing access).
 
 `POST /services/oauth2/token` issues access tokens to the connected app `CLIENT_ID` /
@@ -36,6 +39,13 @@ CLIENT_SECRET = "F4KE5ECRET0123456789ABCDEF"
 REFRESH_TOKEN = "5Aep861fakeRefreshToken.cxloop"
 TOKEN_PATH = "/services/oauth2/token"
 PREFIX = {"Contact": "003", "Case": "500", "Opportunity": "006", "Account": "001"}
+PREFIX |= {"User": "005", "Group": "00G"}
+STANDARD = {"Case": {"OwnerId"}}
+"""Fields an sObject has even when no seeded record sets them."""
+BY_ID = re.compile(
+    r"SELECT (?P<fields>[\w, ]+) FROM (?P<sobject>User|Group) WHERE "
+    r"(?:Type = 'Queue' AND )?Id IN \((?P<ids>'\w+'(?:, '\w+')*)\)"
+)
 KEYSET = (
     r"\(SystemModstamp > (?P<since>[\dT:\-]+Z) OR \(SystemModstamp = (?P=since) "
     r"AND Id > '(?P<after>\w+)'\)\)"
@@ -126,9 +136,15 @@ class FakeSalesforce(LoopbackServer):
                     "AccountId": None if i % 3 == 2 else accounts[i % 3],
                     "MailingState": ["Novosibirsk", "Moscow", None][i % 3],
                     "LeadSource": ["Web", "Phone Inquiry", "Partner Referral"][i % 3],
+                    "Device__c": ["Mobile", None, "Desktop"][i % 3],  # a custom field
                 },
                 EPOCH + timedelta(hours=i // 3),
             )
+        owners = [
+            self.add("User", {"Name": "Olga Petrova", "Department": "Delivery"}, EPOCH),
+            self.add("User", {"Name": "Ivan Sidorov", "Department": None}, EPOCH),
+            self.add("Group", {"Name": "Tier 1 Support", "Type": "Queue"}, EPOCH),
+        ]
         contact_ids = list(self.records["Contact"])
         for i in range(cases):
             created = EPOCH + timedelta(hours=i // 3)
@@ -147,6 +163,7 @@ class FakeSalesforce(LoopbackServer):
                     "AccountId": None,
                     "ClosedDate": None if i % 4 == 0 else stamp(created + timedelta(hours=5)),
                     "IsEscalated": False,
+                    "OwnerId": owners[i % 3],
                 },
                 created,
             )
@@ -169,12 +186,14 @@ class FakeSalesforce(LoopbackServer):
         if method == "POST" and parts.path == TOKEN_PATH:
             return self.faulted(parts.path, self._unexpected) or self._issue(raw)
         soql = parse_qs(parts.query).get("q", [None])[-1]
+        sobject = re.search(r" FROM (\w+)", soql or "")
         with self._lock:
             self.requests.append((parts.path, soql))
             self.api_used += 1
         if not self._session(headers.get("authorization", "")):
             return self._error(401, "INVALID_SESSION_ID", "Session expired or invalid")
-        faulted = self.faulted(parts.path, self._unexpected, self._limits())
+        matched = f"{parts.path}?from={sobject[1]}" if sobject else parts.path
+        faulted = self.faulted(matched, self._unexpected, self._limits())
         if faulted is not None:
             return faulted
         if self.api_used > self.api_max:
@@ -229,6 +248,9 @@ class FakeSalesforce(LoopbackServer):
     def _query(self, soql: str, deleted: bool) -> Answer:
         """The first batch of `soql`'s result; with `deleted` (queryAll), of the Recycle Bin too.
         Its `nextRecordsUrl` is under `query` for both, as Salesforce's is."""
+        by_id = BY_ID.fullmatch(soql)
+        if by_id:
+            return self._by_id(by_id["sobject"], by_id["fields"], by_id["ids"], "Type" in soql)
         parsed = SOQL.fullmatch(soql)
         if not parsed or parsed["sobject"] not in self.records:
             return self._error(400, "MALFORMED_QUERY", f"unexpected token: '{soql[:40]}'")
@@ -254,6 +276,19 @@ class FakeSalesforce(LoopbackServer):
             self._locators[locator] = result
         return self._batch(locator, 0)
 
+    def _by_id(self, sobject: str, fields: str, ids: str, queues: bool) -> Answer:
+        """The records of `sobject` whose Id is listed (only queues, with `queues`)."""
+        wanted = {i.strip("'") for i in ids.split(", ")}
+        rows = [
+            self._public(sobject, r, [f.strip() for f in fields.split(",")])
+            for key, r in sorted(self.records[sobject].items())
+            if key in wanted and (not queues or r.get("Type") == "Queue")
+        ]
+        with self._lock:
+            locator = f"01g{len(self._locators) + 1:012d}AAA"
+            self._locators[locator] = rows
+        return self._batch(locator, 0)
+
     def _more(self, name: str) -> Answer:
         locator, _, offset = name.partition("-")
         if locator not in self._locators:
@@ -275,6 +310,8 @@ class FakeSalesforce(LoopbackServer):
     def _known(self, sobject: str, name: str) -> bool:
         if name.startswith("Account."):
             return sobject == "Contact"
+        if name in STANDARD.get(sobject, ()):
+            return True
         return name in ("Id", "CreatedDate", "SystemModstamp") or any(
             name in r for r in self.records[sobject].values()
         )

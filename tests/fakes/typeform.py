@@ -5,11 +5,15 @@ Responses are kept per form and served newest first, as Typeform does without `s
 by `before` (a response token): an unknown token, `page`/`offset`/`after` parameters, `sort`
 together with a token, or `page_size` above 1000 get Typeform's 400, so a connector that pages
 any other way fails. `plan` scripts the answer to chosen requests (429, 5xx, malformed pages).
+With `per_second`, it holds the account to Typeform's rate (a bucket of `per_second` requests
+refilled at `per_second` a second) and answers 429 beyond it, counting them in `too_many`.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -36,9 +40,13 @@ def error(status: int, code: str, description: str) -> Response:
 class FakeTypeform(PlannedAnswers[tuple[str, dict[str, str]]]):
     """Typeform on loopback; `requests` holds each request's path and query."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, per_second: float | None = None) -> None:
         super().__init__()
         self.token = token
+        self.per_second = per_second
+        self.too_many = 0
+        self._tokens, self._stamp = per_second or 0.0, time.monotonic()
+        self._bucket = threading.Lock()
         self.forms: dict[str, list[dict[str, Any]]] = {}
         self.definitions: dict[str, dict[str, Any]] = {}
 
@@ -89,6 +97,8 @@ class FakeTypeform(PlannedAnswers[tuple[str, dict[str, str]]]):
         planned = self.log((request.path, query))
         if planned is not None:
             return planned
+        if self.per_second is not None and not self._within_rate():
+            return error(429, "RATE_LIMITED", "You have exceeded the allowed request rate.")
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, "AUTHENTICATION_FAILED", "Authentication credentials not found.")
         parts = request.path.strip("/").split("/")
@@ -125,3 +135,17 @@ class FakeTypeform(PlannedAnswers[tuple[str, dict[str, str]]]):
             "items": chosen[:size],
         }
         return json_response(body)
+
+    def _within_rate(self) -> bool:
+        """Whether the account's bucket holds a request now (taking it), else counts a 429."""
+        assert self.per_second is not None
+        with self._bucket:
+            now = time.monotonic()
+            refill = (now - self._stamp) * self.per_second
+            self._tokens = min(self.per_second, self._tokens + refill)
+            self._stamp = now
+            if self._tokens < 1:
+                self.too_many += 1
+                return False
+            self._tokens -= 1
+            return True
