@@ -116,6 +116,7 @@ class DailyReportOptions(HttpSource):
     than for other vendors.
     """
 
+    FIELD_MAP_TABLE: ClassVar[str] = "web_metric"
     PAGE_LIMIT: ClassVar[int]
     KEEP_STREAMS = True
 

@@ -2,9 +2,10 @@
 
 Two reports per property through `properties/{id}:runReport`, paged by a 0-based `offset`:
 `traffic` (sessions, active users) and `funnel` (sessions that fired each funnel event, the
-event as `step`), both per date × device × default channel group × an optional segment
-dimension. Web data arrives late, so each sync re-pulls the last `lookback_days` days before
-the previous end; rows are keyed by date, dimensions and metric, so re-pulled rows upsert.
+event as `step`), both per date × device × default channel group (left out with
+`traffic_source: false`) × an optional segment dimension. Web data arrives late, so each sync
+re-pulls the last `lookback_days` days before the previous end; rows are keyed by date,
+dimensions and metric, so re-pulled rows upsert.
 
 Access tokens come from Google's token endpoint by an OAuth client's refresh token, renewed
 before they expire (an hour) or when Google answers 401; else one token is used as given.
@@ -44,7 +45,8 @@ REFRESH_TOKEN_ENV = "GA4_REFRESH_TOKEN"
 SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
 PAGE_LIMIT = 250_000
 FUNNEL_EVENTS = ("view_item", "add_to_cart", "begin_checkout", "purchase")
-DIMENSIONS = ("date", "deviceCategory", "sessionDefaultChannelGroup")
+CHANNEL_GROUP = "sessionDefaultChannelGroup"
+DIMENSIONS = ("date", "deviceCategory", CHANNEL_GROUP)
 PAGING = OffsetPaging(first=0)
 REPORTS = {"traffic": ("sessions", "activeUsers"), "funnel": ("sessions",)}
 
@@ -103,13 +105,15 @@ class Report(DailyReport):
         segment_dimension: str | None,
         funnel_events: Sequence[str],
         page_size: int,
+        traffic_source: bool,
     ) -> None:
         super().__init__(source, client, fields, first_date, lookback_days, page_size)
         self.name = name
         self.path = f"/properties/{property_id}:runReport"
         self.segment_dimension = segment_dimension
         self.funnel_events = list(funnel_events)
-        self.dimensions = [*DIMENSIONS, *(["eventName"] if name == "funnel" else [])]
+        self.dimensions = [d for d in DIMENSIONS if traffic_source or d != CHANNEL_GROUP]
+        self.dimensions += ["eventName"] if name == "funnel" else []
         self.dimensions += [segment_dimension] if segment_dimension else []
 
     def request(self, cursor: dict) -> Request:
@@ -162,7 +166,8 @@ class GA4Source(DailyReportOptions):
     a client id, the token is the one in `token_env`.
 
     `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days`
-    days. `segment_dimension` (e.g. `newVsReturning` or `customUser:segment`) adds a segment.
+    days. `segment_dimension` (e.g. `newVsReturning` or `customUser:segment`) adds a segment;
+    `traffic_source: false` leaves the default channel group out (fewer, larger rows).
     """
 
     VENDOR = "GA4"
@@ -170,6 +175,7 @@ class GA4Source(DailyReportOptions):
 
     property_id: str = ""
     segment_dimension: str | None = None
+    traffic_source: bool = True
     funnel_events: list[str] = field(default_factory=lambda: list(FUNNEL_EVENTS))
     reports: list[str] = field(default_factory=lambda: list(REPORTS))
     base_url: str = API
@@ -211,6 +217,7 @@ class GA4Source(DailyReportOptions):
                 segment_dimension=self.segment_dimension,
                 funnel_events=self.funnel_events,
                 page_size=self.page_size,
+                traffic_source=self.traffic_source,
             )
             for report in self.reports
         ]

@@ -1,17 +1,17 @@
 """Matomo Reporting API: daily visits, goal conversions and funnel steps into `web_metric`.
 
 Each call is `POST {base_url}/index.php?module=API&method=…&idSite=…&period=day&date=A,B` with
-`token_auth` as a POST form field, never in the URL (URLs end up in server and proxy logs). A
-date range answers with an object keyed by date, `[]` for a day without data. Streams: `visits`
-(VisitsSummary.get), `goals` (Goals.get for all goals together and for each goal in `goals`,
-in one `API.getBulkRequest`) and, with a `funnel_id`, `funnel` (Funnels.getFunnelFlow, a
-premium plugin), whose step tables page by `filter_limit`/`filter_offset`. With `devices`, every
-call is asked once per device type (`segment=deviceType==…`) and once for all other types, so
-rows carry a device and add up to the site's totals. Matomo reports
-errors with HTTP 200 as `{"result": "error", "message": …}`; such a page fails with Matomo's
-message and nothing of it is saved. Like GA4, a sync reads from `start_date` (the first) or the
-last `lookback_days` days before the previous end (later ones) through today, `days_per_request`
-days a page; rows are keyed by stream, date, goal or step and metric, so re-pulled days upsert.
+`token_auth` as a POST form field, never in the URL (URLs end up in server and proxy logs). A date
+range answers with an object keyed by date, `[]` for a day without data. Streams: `visits`
+(VisitsSummary.get), `goals` (Goals.get for all goals together and for each goal in `goals`, its
+step the visits that converted, in one `API.getBulkRequest`) and, with a `funnel_id`, `funnel`
+(Funnels.getFunnelFlow, a premium plugin), whose step tables page by `filter_limit`/`filter_offset`.
+With `devices`, every call is asked once per device type (`segment=deviceType==…`) and once for all
+other types, so rows carry a device and add up to the site's totals. Matomo reports errors with HTTP
+200 as `{"result": "error", "message": …}`; such a page fails with Matomo's message and nothing of
+it is saved. Like GA4, a sync reads from `start_date` (the first) or the last `lookback_days` days
+before the previous end (later ones) through today, `days_per_request` days a page; rows are keyed
+by stream, date, goal or step and metric, so re-pulled days upsert.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ PAGE_LIMIT = 10_000
 MAX_DAYS_PER_REQUEST = 366
 VISITS = ("nb_visits", "nb_uniq_visitors", "nb_actions", "bounce_count", "sum_visit_length")
 GOALS = ("nb_conversions", "nb_visits_converted", "revenue")
+# A goal's funnel step counts visits, as GA4 and Metrica steps do: a visit may convert twice.
+GOAL_STEP = ("nb_visits_converted",)
 REPORTS = ("visits", "goals", "funnel")
 TOKEN_HINT = (
     " — check {env}: it must hold a Matomo auth token (Administration → Personal → Security → "
@@ -260,11 +262,11 @@ class MatomoSource(DailyReportOptions):
     """A Matomo site; the auth token comes from the environment variable `token_env`.
 
     `base_url` is the Matomo installation (e.g. `https://analytics.example.com` or
-    `https://example.matomo.cloud`). `goals` maps goal ids to the funnel step their conversions
-    stand for (e.g. `{"3": purchase}`); `funnel_id` adds the `funnel` stream. `devices` lists
-    Matomo device types (e.g. `[desktop, smartphone, tablet]`) to break every report down by,
-    the rest counted as `other`. `start_date` (ISO) is where the first sync begins; later syncs
-    re-read `lookback_days` days.
+    `https://example.matomo.cloud`). `goals` maps goal ids to the funnel step whose visits they
+    count (the visits that converted, e.g. `{"3": purchase}`); `funnel_id` adds the `funnel` stream.
+    `devices` lists Matomo device types (e.g. `[desktop, smartphone, tablet]`) to break every report
+    down by, the rest counted as `other`. `start_date` (ISO) is where the first sync begins; later
+    syncs re-read `lookback_days` days.
     """
 
     VENDOR = "Matomo"
@@ -353,7 +355,7 @@ class MatomoSource(DailyReportOptions):
             calls = [Call({"method": "VisitsSummary.get"}, VISITS, "all")]
         elif report == "goals":
             calls = [Call({"method": "Goals.get"}, GOALS, "all")] + [
-                Call({"method": "Goals.get", "idGoal": str(goal)}, GOALS[:1], f"goal{goal}", step)
+                Call({"method": "Goals.get", "idGoal": str(goal)}, GOAL_STEP, f"goal{goal}", step)
                 for goal, step in self.goals.items()
             ]
         else:

@@ -1,10 +1,13 @@
-"""Yandex Metrica Reporting API: daily visits, users and goal reaches into `web_metric`.
+"""Yandex Metrica Reporting API: daily visits, users and goal visits into `web_metric`.
 
-One stream reads `/stat/v1/data` for a counter per date × device × last traffic source, paged
-by a **1-based** `offset`, re-pulling the last `lookback_days` days each sync like GA4. When
-Metrica samples a report, the stream logs a warning; every page also yields one
-`sample_share` row per date it covers (1.0 when not sampled), so analyses can tell sampled
-days from exact ones and a later unsampled re-pull overwrites it.
+One stream reads `/stat/v1/data` for a counter per date × device × last traffic source (the
+traffic source left out with `traffic_source: false`), paged by a **1-based** `offset`,
+re-pulling the last `lookback_days` days each sync like GA4. A goal's funnel step counts the
+visits that reached it (`ym:s:goal<id>visits`), as GA4 counts sessions per step, not its reaches
+(events: one visit may reach a goal many times). When Metrica samples a report, the stream logs
+a warning; every page also yields one `sample_share` row per date it covers (1.0 when not
+sampled), so analyses can tell sampled days from exact ones and a later unsampled re-pull
+overwrites it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ API = "https://api-metrika.yandex.net"
 TOKEN_ENV = "YANDEX_METRICA_TOKEN"
 PAGE_LIMIT = 100_000
 PAGING = OffsetPaging(first=1)  # Metrica counts rows from 1
-DIMENSIONS = ("ym:s:date", "ym:s:deviceCategory", "ym:s:lastTrafficSource")
+DIMENSIONS = {
+    "ym:s:date": "date",
+    "ym:s:deviceCategory": "device",
+    "ym:s:lastTrafficSource": "traffic_source",
+}
 METRICS = {"ym:s:visits": "visits", "ym:s:users": "users"}
 
 YANDEX_METRICA = FieldMap(
@@ -100,11 +107,17 @@ class Traffic(DailyReport):
         lookback_days: int,
         page_size: int,
         accuracy: str,
+        traffic_source: bool,
     ) -> None:
         super().__init__(source, client, fields, first_date, lookback_days, page_size)
         self.counter = counter
-        self.metrics = METRICS | {f"ym:s:goal{g}reaches": "goal_reaches" for g in goals}
-        self.steps = {f"ym:s:goal{g}reaches": step for g, step in goals.items()}
+        self.metrics = METRICS | {f"ym:s:goal{g}visits": "goal_visits" for g in goals}
+        self.steps = {f"ym:s:goal{g}visits": step for g, step in goals.items()}
+        self.dimensions = {
+            name: canonical
+            for name, canonical in DIMENSIONS.items()
+            if traffic_source or canonical != "traffic_source"
+        }
         self.accuracy = accuracy
         self.sampled_pages = 0
 
@@ -113,10 +126,10 @@ class Traffic(DailyReport):
         params = {
             "ids": self.counter,
             "metrics": ",".join(self.metrics),
-            "dimensions": ",".join(DIMENSIONS),
+            "dimensions": ",".join(self.dimensions),
             "date1": window.start.isoformat(),
             "date2": window.end.isoformat(),
-            "sort": ",".join(DIMENSIONS),
+            "sort": ",".join(self.dimensions),
             "limit": self.page_size,
             "offset": PAGING.offset(self.position(cursor).offset),
             "accuracy": self.accuracy,
@@ -130,12 +143,15 @@ class Traffic(DailyReport):
             raise TypeError("`data` must be a list of rows")
         records, dates = [], set()
         for row in data:
-            day, device, traffic = row["dimensions"]
+            asked = dict(zip(self.dimensions.values(), row["dimensions"], strict=True))
             values = {
-                "date": date.fromisoformat(day["name"]).isoformat(),
-                "device": device["name"],
-                "traffic_source": traffic.get("id") or traffic["name"],
+                "date": date.fromisoformat(asked["date"]["name"]).isoformat(),
+                "device": asked["device"]["name"],
             }
+            if "traffic_source" in asked:  # by id: names are in the report's language
+                values["traffic_source"] = (
+                    asked["traffic_source"].get("id") or asked["traffic_source"]["name"]
+                )
             dates.add(values["date"])
             key = "|".join(str(v) for v in values.values())
             for (name, metric), value in zip(self.metrics.items(), row["metrics"], strict=True):
@@ -167,8 +183,10 @@ class Traffic(DailyReport):
 class YandexMetricaSource(DailyReportOptions):
     """A Metrica counter; the OAuth token comes from the environment variable `token_env`.
 
-    `goals` maps goal ids to the funnel step their reaches stand for (e.g. `{"123": purchase}`).
-    `start_date` (ISO) is where the first sync begins; later syncs re-read `lookback_days` days.
+    `goals` maps goal ids to the funnel step whose visits they count (e.g. `{"123": purchase}`).
+    `traffic_source: false` leaves the last traffic source out of the report (fewer, larger
+    rows). `start_date` (ISO) is where the first sync begins; later syncs re-read
+    `lookback_days` days.
     """
 
     VENDOR = "Yandex Metrica"
@@ -179,6 +197,7 @@ class YandexMetricaSource(DailyReportOptions):
     counter: str = ""
     goals: dict[str, str] = field(default_factory=dict)
     accuracy: str = "full"
+    traffic_source: bool = True
     base_url: str = API
     token_env: str = TOKEN_ENV
     page_size: int = 10_000
@@ -210,5 +229,6 @@ class YandexMetricaSource(DailyReportOptions):
                 lookback_days=self.lookback_days,
                 page_size=self.page_size,
                 accuracy=self.accuracy,
+                traffic_source=self.traffic_source,
             )
         ]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tasks.funnels import funnel_rows
 from tasks.moments import Moments, normal_ci
 
 Q_FDR = 0.05
@@ -148,17 +149,21 @@ def _counted(codes: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarr
     )
 
 
-def funnel_cells(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
+def funnel_cells(
+    web: pd.DataFrame, steps: Sequence[str], source: str | None = None
+) -> pd.DataFrame:
     """Interaction contrasts of step conversion for every (step, device, segment) cell.
 
     Rows are `step:device`, the dimension `segment`; each step's sessions are the units, the
     outcome 100 if they went on from the step before, else 0. Margins sum within the step.
+    The sessions are one web source's (`funnels.funnel_rows`: `source`, else the one with the
+    most funnel entrants), as sources count sessions their own way.
     """
     needed = {"step", "device", "segment", "value"}
     if len(steps) < 2 or not needed <= set(web.columns) or web.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    known = web.dropna(subset=["device", "segment"])
-    sessions = known[known["step"].isin(steps)].groupby(["device", "segment", "step"])["value"]
+    known = funnel_rows(web, steps, source).dropna(subset=["device", "segment"])
+    sessions = known.groupby(["device", "segment", "step"])["value"]
     table = sessions.sum().unstack("step").reindex(columns=list(steps)).fillna(0.0)
     before = table.iloc[:, :-1].to_numpy()
     went_on = np.minimum(table.iloc[:, 1:].to_numpy(), before)

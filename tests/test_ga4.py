@@ -25,7 +25,14 @@ from connectors.errors import ConfigError, SourceError
 from connectors.ga4 import GA4Source
 from flows.sync import sync_source
 from tasks import store
-from tests.fakes.ga4 import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, FakeGA4, google_error
+from tests.fakes.ga4 import (
+    CHANNELS,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
+    FakeGA4,
+    google_error,
+)
 
 TOKEN = "ya29.a0AfB_fake-ga4-access-token"
 PROPERTY = "123456789"
@@ -96,6 +103,28 @@ def test_traffic_and_funnel_become_web_metric_rows(store_url: str, fake: FakeGA4
         "view_item", "add_to_cart", "begin_checkout", "purchase",
     ]  # fmt: skip
     assert fake.cells[(day, "mobile", "Direct", "returning")]["sessions"] == 109
+
+
+def test_without_traffic_source_no_channel_group_is_asked_and_cells_sum_over_it(
+    store_url: str, fake: FakeGA4
+) -> None:
+    engine = store.open_store(store_url)
+
+    sync_source(engine, source(fake, traffic_source=False))
+
+    asked = [[d["name"] for d in body["dimensions"]] for body in fake.requests]
+    assert asked == [
+        ["date", "deviceCategory", "newVsReturning"],
+        ["date", "deviceCategory", "eventName", "newVsReturning"],
+    ]
+    rows = stored(engine)
+    assert rows["traffic_source"].isna().all() and rows.index.is_unique
+    assert len(rows) == 5 * (PER_DAY["traffic"] + PER_DAY["funnel"]) // len(CHANNELS)
+    day = FIRST.strftime("%Y%m%d")
+    served = sum(fake.cells[(day, "mobile", c, "new")]["sessions"] for c in CHANNELS)
+    assert rows.loc[f"{FIRST.isoformat()}|mobile|new|sessions", "value"] == served
+    bought = sum(fake.cells[(day, "desktop", c, "new")]["events"]["purchase"] for c in CHANNELS)
+    assert rows.loc[f"{FIRST.isoformat()}|desktop|purchase|new|sessions", "value"] == bought
 
 
 def test_pages_by_zero_based_offset_and_resumes_after_a_crash(

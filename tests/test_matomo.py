@@ -1,7 +1,7 @@
-"""Matomo connector against a fake Reporting API on loopback: visits, goal conversions and funnel
-steps into `web_metric`, the token only as a POST field, empty days, filter_offset paging,
-errors that come with HTTP 200, resuming after a crash and re-pulling late days. The checks
-every vendor shares are in test_vendor_contract.py."""
+"""Matomo connector against a fake Reporting API on loopback: visits, goal conversions (a goal's
+step counting the visits that converted) and funnel steps into `web_metric`, the token only as a
+POST field, empty days, filter_offset paging, errors that come with HTTP 200, resuming after a crash
+and re-pulling late days. The checks every vendor shares are in test_vendor_contract.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from connectors.errors import ConfigError, SourceError
 from connectors.matomo import MatomoSource
 from flows.sync import check_source, sync_source
 from tasks import store
-from tasks.metrics import funnel
+from tasks.funnels import funnel
 from tests.fakes.matomo import STEPS, FakeMatomo, matomo_error
 
 TOKEN = "3f9a1c0e5b7d2e4f6a8c0b1d3e5f7a9c"
@@ -64,7 +64,7 @@ def test_visits_and_goals_become_web_metric_rows(store_url: str, fake: FakeMatom
         "conversions": (1 + 3) + (1 + 1), "converted_visits": 3 + 2, "revenue": 1500.5 * 2,
     }  # fmt: skip
     purchase = rows[rows["step"] == "purchase"].set_index("date")
-    assert purchase["metric"].unique().tolist() == ["conversions"]
+    assert purchase["metric"].unique().tolist() == ["converted_visits"]
     assert purchase["value"].to_dict() == {pd.Timestamp(d): (d - FIRST).days + 1.0 for d in DAYS}
     assert not (rows["date"] == pd.Timestamp(FIRST + timedelta(days=EMPTY_DAY))).any()
     assert all(r["form"] == {"token_auth": TOKEN} for r in fake.requests)
@@ -72,6 +72,20 @@ def test_visits_and_goals_become_web_metric_rows(store_url: str, fake: FakeMatom
     bulk = fake.requests[-1]["query"]
     assert bulk["method"] == "API.getBulkRequest"
     assert [c.get("idGoal") for c in fake.calls[-2:]] == [None, "4"]
+
+
+def test_a_goal_step_counts_the_visits_that_converted_not_the_conversions(
+    store_url: str, fake: FakeMatomo
+) -> None:
+    engine = store.open_store(store_url)
+
+    sync_source(engine, source(fake, reports=["goals"], goals={"1": "signup"}))
+
+    served = {pd.Timestamp(d): fake.conversions[d.isoformat()]["1"] for d in DAYS}
+    assert all(g["nb_conversions"] > g["nb_visits_converted"] for g in served.values())
+    signup = stored(engine).query("step == 'signup'").set_index("date")
+    assert signup["metric"].unique().tolist() == ["converted_visits"]
+    assert signup["value"].to_dict() == {d: g["nb_visits_converted"] for d, g in served.items()}
 
 
 def test_funnel_steps_page_by_filter_offset(store_url: str, fake: FakeMatomo) -> None:

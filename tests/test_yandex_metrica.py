@@ -18,7 +18,7 @@ from connectors.errors import SourceError
 from connectors.yandex_metrica import YandexMetricaSource
 from flows.sync import sync_source
 from tasks import store
-from tests.fakes.yandex_metrica import FakeMetrica, metrica_error
+from tests.fakes.yandex_metrica import DEVICES, SOURCES, FakeMetrica, metrica_error
 
 TOKEN = "y0_AgAAAAfakeMetricaOAuthToken"
 COUNTER, GOAL = "44147844", "271828"
@@ -26,7 +26,7 @@ FAST = {"backoff_base": 0.01, "max_wait": 5.0, "timeout": 2.0, "rate_limit": [10
 TODAY = date.today()
 FIRST = TODAY - timedelta(days=3)
 ROWS_PER_DAY = 2 * 3  # devices × traffic sources
-PER_DAY = ROWS_PER_DAY * 3 + 1  # visits, users, goal reaches; one sample_share row
+PER_DAY = ROWS_PER_DAY * 3 + 1  # visits, users, goal visits; one sample_share row
 
 
 @pytest.fixture
@@ -62,10 +62,43 @@ def test_visits_users_and_goals_become_web_metric_rows(store_url: str, fake: Fak
     assert visits[["metric", "value", "device", "traffic_source"]].tolist() == [
         "visits", 50.0 + 4 + 1, "mobile", "paid",
     ]  # fmt: skip
-    goal = rows.loc[f"{day}|Desktop|organic|purchase|goal_reaches"]
+    goal = rows.loc[f"{day}|Desktop|organic|purchase|goal_visits"]
     assert goal[["step", "value"]].tolist() == ["purchase", 5.0]
     assert rows.loc[f"{day}|sample_share", "value"] == 1.0
-    assert fake.requests[0]["metrics"] == f"ym:s:visits,ym:s:users,ym:s:goal{GOAL}reaches"
+    assert fake.requests[0]["metrics"] == f"ym:s:visits,ym:s:users,ym:s:goal{GOAL}visits"
+
+
+def test_funnel_step_stores_the_visits_that_reached_the_goal_not_its_reaches(
+    store_url: str, fake: FakeMetrica
+) -> None:
+    engine = store.open_store(store_url)
+
+    sync_source(engine, source(fake))
+
+    served = pd.DataFrame(list(fake.cells.values()))
+    visits, reaches = served[f"ym:s:goal{GOAL}visits"], served[f"ym:s:goal{GOAL}reaches"]
+    assert (reaches > visits).all()  # the fake can tell them apart
+    steps = stored(engine).query("step == 'purchase'")
+    assert steps["metric"].unique().tolist() == ["goal_visits"]
+    assert steps["value"].sum() == visits.sum()
+
+
+def test_without_traffic_source_no_source_dimension_is_asked_and_cells_sum_over_it(
+    store_url: str, fake: FakeMetrica
+) -> None:
+    engine = store.open_store(store_url)
+
+    sync_source(engine, source(fake, traffic_source=False))
+
+    assert fake.requests[0]["dimensions"] == "ym:s:date,ym:s:deviceCategory"
+    rows = stored(engine)
+    assert rows["traffic_source"].isna().all() and rows.index.is_unique
+    assert len(rows) == 4 * (len(DEVICES) * 3 + 1)
+    day = FIRST.isoformat()
+    served = sum(fake.cells[(day, "Smartphones", s)]["ym:s:visits"] for s, _ in SOURCES)
+    assert rows.loc[f"{day}|Smartphones||visits", "value"] == served
+    goal = sum(fake.cells[(day, "Desktop", s)][f"ym:s:goal{GOAL}visits"] for s, _ in SOURCES)
+    assert rows.loc[f"{day}|Desktop|purchase|goal_visits", "value"] == goal
 
 
 def test_pages_by_one_based_offset_and_resumes_after_a_crash(

@@ -1,9 +1,10 @@
 """A fake GA4 Data API for pytest-httpserver: `POST /properties/{id}:runReport`.
 
 It holds daily cells (date × device × channel group × segment) with sessions, active users and
-sessions per funnel event, and answers with GA4's shapes: string values, `YYYYMMDD` dates,
-`rows` absent when empty, `rowCount`. `offset` is 0-based; as a strictness check the fake
-refuses offsets that are not a multiple of `limit`, so a connector paging from 1 fails.
+sessions per funnel event, summed over the dimensions a report does not ask for (active users
+too, as this fake knows no user ids), and answers with GA4's shapes: string values, `YYYYMMDD`
+dates, `rows` absent when empty, `rowCount`. `offset` is 0-based; as a strictness check the
+fake refuses offsets that are not a multiple of `limit`, so a connector paging from 1 fails.
 `plan` scripts the answer to chosen requests (429 RESOURCE_EXHAUSTED, 5xx, malformed pages).
 
 `POST /token` is Google's OAuth token endpoint: it issues access tokens for `REFRESH_TOKEN` to
@@ -134,7 +135,7 @@ class FakeGA4(PlannedAnswers[dict[str, Any]]):
         start, end = (dates[k].replace("-", "") for k in ("startDate", "endDate"))
         wanted = body.get("dimensionFilter", {}).get("filter", {})
         events = wanted.get("inListFilter", {}).get("values", EVENTS)
-        rows = []
+        summed: dict[tuple[str, ...], dict[str, int]] = {}
         for (day, device, channel, segment), cell in sorted(self.cells.items()):
             if not start <= day <= end:
                 continue
@@ -147,12 +148,18 @@ class FakeGA4(PlannedAnswers[dict[str, Any]]):
             for event in events if "eventName" in dimensions else [None]:
                 values = names | {"eventName": event}
                 counts = {"sessions": cell["events"][event]} if event else cell
-                rows.append(
-                    {
-                        "dimensionValues": [{"value": values[d]} for d in dimensions],
-                        "metricValues": [{"value": str(counts[m])} for m in metrics],
-                    }
+                total = summed.setdefault(
+                    tuple(values[d] for d in dimensions), dict.fromkeys(metrics, 0)
                 )
+                for metric in metrics:
+                    total[metric] += counts[metric]
+        rows = [
+            {
+                "dimensionValues": [{"value": value} for value in key],
+                "metricValues": [{"value": str(total[m])} for m in metrics],
+            }
+            for key, total in summed.items()
+        ]
         out: dict[str, Any] = {
             "dimensionHeaders": [{"name": d} for d in dimensions],
             "metricHeaders": [{"name": m, "type": "TYPE_INTEGER"} for m in metrics],

@@ -1,10 +1,13 @@
 """A fake Yandex Metrica Reporting API for pytest-httpserver: `GET /stat/v1/data`.
 
-Daily cells (date × device × traffic source) with visits, users and goal reaches, answered in
-Metrica's shape: `data[].dimensions[].{name,id}`, `metrics` as floats in the order asked,
-`total_rows`, `sampled`, `sample_share`. `offset` is **1-based**: 0, or any offset that does not
-start a page (`(offset - 1) % limit`), gets Metrica's 400 `invalid_parameter`, so a connector
-paging from 0 fails. `plan` scripts the answer to chosen requests (429 quota, malformed pages).
+Daily cells (date × device × traffic source) with visits, users, goal visits and goal reaches
+(more reaches than visits: a visit may reach the goal twice), answered in Metrica's shape:
+`data[].dimensions[].{name,id}` in the order of the `dimensions` asked (cells summed over the
+dimensions not asked for; users too, as this fake knows no user ids), `metrics` as floats in
+the order asked, `total_rows`, `sampled`, `sample_share`. `offset` is **1-based**: 0, or any
+offset that does not start a page (`(offset - 1) % limit`), gets Metrica's 400
+`invalid_parameter`, so a connector paging from 0 fails. `plan` scripts the answer to chosen
+requests (429 quota, malformed pages).
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from tests.fakes.loopback import PlannedAnswers, json_response
 
 DEVICES = ("Desktop", "Smartphones")
 SOURCES = (("organic", "Search engine traffic"), ("ad", "Ad traffic"), ("direct", "Direct traffic"))
+DIMENSIONS = ("ym:s:date", "ym:s:deviceCategory", "ym:s:lastTrafficSource")
+
+
+def dimension(name: str, value: str) -> dict[str, str]:
+    """A row's `dimensions` entry: Metrica's `name` and, but for dates, its `id`."""
+    if name == "ym:s:deviceCategory":
+        return {"name": value, "id": str(DEVICES.index(value) + 1)}
+    if name == "ym:s:lastTrafficSource":
+        return {"name": dict(SOURCES)[value], "id": value}
+    return {"name": value}
 
 
 def metrica_error(status: int, error_type: str, message: str) -> Response:
@@ -45,7 +58,8 @@ class FakeMetrica(PlannedAnswers[dict[str, str]]):
                     self.cells[(day, device, source)] = {
                         "ym:s:visits": visits,
                         "ym:s:users": visits - 5,
-                        f"ym:s:goal{self.goal}reaches": visits // 10,
+                        f"ym:s:goal{self.goal}visits": visits // 10,
+                        f"ym:s:goal{self.goal}reaches": visits // 10 + visits // 25,
                     }
 
     def handle(self, request: Request) -> Response:
@@ -60,20 +74,22 @@ class FakeMetrica(PlannedAnswers[dict[str, str]]):
         limit, offset = int(query.get("limit", 100)), int(query.get("offset", 1))
         if not 1 <= limit <= 100_000 or offset < 1 or (offset - 1) % limit:
             return metrica_error(400, "invalid_parameter", f"offset {offset} must be ≥ 1")
-        metrics = query["metrics"].split(",")
-        names = dict(SOURCES)
+        metrics, asked = query["metrics"].split(","), query["dimensions"].split(",")
+        unknown = set(asked) - set(DIMENSIONS)
+        if unknown:
+            return metrica_error(400, "invalid_parameter", f"Unknown dimensions {sorted(unknown)}")
+        cells: dict[tuple[str, ...], list[float]] = {}
+        for (day, device, source), cell in sorted(self.cells.items()):
+            if query["date1"] <= day <= query["date2"]:
+                named = dict(zip(DIMENSIONS, (day, device, source), strict=True))
+                summed = cells.setdefault(tuple(named[d] for d in asked), [0.0] * len(metrics))
+                for i, metric in enumerate(metrics):
+                    summed[i] += cell[metric]
         rows = [
-            {
-                "dimensions": [
-                    {"name": day},
-                    {"name": device, "id": str(DEVICES.index(device) + 1)},
-                    {"name": names[source], "id": source},
-                ],
-                "metrics": [cell[m] for m in metrics],
-            }
-            for (day, device, source), cell in sorted(self.cells.items())
-            if query["date1"] <= day <= query["date2"]
-        ]
+            {"dimensions": [dimension(d, v) for d, v in zip(asked, key, strict=True)],
+             "metrics": values}
+            for key, values in cells.items()
+        ]  # fmt: skip
         body: dict[str, Any] = {
             "query": {"ids": [int(self.counter)], "metrics": metrics, "offset": offset},
             "data": rows[offset - 1 : offset - 1 + limit],
