@@ -1,10 +1,15 @@
 """Built-in demo company: deterministic per seed, any size, with planted truths to recover.
 
 The company runs from 2026-05-01 to 2026-10-31. Ticket topics hurt NPS by known amounts
-(the planted pain points) and two pilots run in October: auto-routing tickets cuts first
-response time by 40% and lifts NPS by 8 points for its pilot arm; a chat greeting script
-does nothing. `generate()` returns the data and the truth, so tests can check that cxloop
-recovers it. Unlike vendor connectors this one builds frames with numpy: it is the vendor.
+(the planted pain points), three more hurt only in one cell (delivery in Siberia, where
+replies are also slow; payment on mobile; returns for b2b), and one support team is slow in
+chat with a lower CSAT there. Customers carry two declared dimensions, `device` and `plan`;
+post-ticket surveys carry their ticket's id. Customers with an unresolved or reopened ticket
+or a detractor score stop ordering more often. Two pilots run in October: auto-routing
+tickets cuts first response time by 40% and lifts NPS by 8 points for its pilot arm; a chat
+greeting script does nothing. `generate()` returns the data and the truth, so tests can
+check that cxloop recovers it. Unlike vendor connectors this one builds frames with numpy:
+it is the vendor.
 """
 
 from __future__ import annotations
@@ -70,7 +75,29 @@ FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
 # Devices convert alike up to checkout; mobile checkout leaks (a planted funnel pain point).
 STEP_CONVERSION = {"desktop": [0.60, 0.28, 0.52, 0.72], "mobile": [0.60, 0.28, 0.52, 0.65],
                    "tablet": [0.60, 0.28, 0.52, 0.70]}  # fmt: skip
+# Each customer's primary device, drawn with the web funnel's shares (its sessions follow them).
 DEVICE_SHARE = {"desktop": 0.38, "mobile": 0.54, "tablet": 0.08}
+PLAN_SHARE = {  # tariff per segment: the better customers are on the dearer plans
+    "new": {"basic": 0.70, "plus": 0.25, "pro": 0.05},
+    "loyal": {"basic": 0.45, "plus": 0.40, "pro": 0.15},
+    "premium": {"basic": 0.05, "plus": 0.35, "pro": 0.60},
+    "b2b": {"basic": 0.20, "plus": 0.40, "pro": 0.40},
+}
+TEAMS = {
+    "Чат-1": ("Анна Смирнова", "Игорь Волков", "Emily Carter", "Мария Кузнецова",
+              "David Brooks", "Ольга Морозова"),
+    "Чат-2": ("Дмитрий Соколов", "Sarah Mitchell", "Елена Попова", "Алексей Лебедев",
+              "Michael Turner", "Наталья Козлова"),
+    "Почта": ("Сергей Новиков", "Laura Bennett", "Татьяна Орлова", "Павел Фёдоров",
+              "James Walker", "Ирина Васильева"),
+    "Phone Care": ("Андрей Михайлов", "Kate Johnson", "Юлия Романова", "Никита Зайцев",
+                   "Robert Hughes", "Светлана Павлова"),
+}  # fmt: skip
+# Chat and messenger go to the two chat teams alike; e-mail and phone to their own team.
+ROUTING = {"chat": {"Чат-1": 0.5, "Чат-2": 0.5}, "messenger": {"Чат-1": 0.5, "Чат-2": 0.5},
+           "email": {"Почта": 1.0}, "phone": {"Phone Care": 1.0}}  # fmt: skip
+UNRESOLVED_RATE = 0.04  # tickets still open at the end: the customer gave up waiting
+BAD_TICKET_DAYS = 3.0  # a reopening or giving up comes this long after the ticket was raised
 
 
 @dataclass(frozen=True)
@@ -102,11 +129,77 @@ PILOTS = {
 
 
 @dataclass(frozen=True)
+class CellPain:
+    """A ticket topic that costs `nps_shift` more (share moved from promoter to detractor,
+    so 200·shift NPS points) for customers whose `dimension` is `value`, and whose tickets
+    there wait `frt_factor` times longer for a first reply.
+
+    The extra cost is centred on the topic (its customers elsewhere lose a little less), so
+    the topic's own marginal gap stays as `TOPICS` plants it: the cell is an interaction.
+    """
+
+    topic: str
+    dimension: str
+    value: str
+    nps_shift: float
+    frt_factor: float = 1.0
+
+    @property
+    def key(self) -> str:
+        return f"ticket:{self.topic}@{self.dimension}={self.value}"
+
+
+CELL_PAINS = (
+    CellPain("delivery", "region", "Siberia", 0.12, frt_factor=2.0),
+    CellPain("payment", "device", "mobile", 0.125),
+    CellPain("returns", "segment", "b2b", 0.17),
+)
+
+
+@dataclass(frozen=True)
+class SlowTeam:
+    """A team whose first replies in `channel` take `frt_factor` times longer, and whose
+    post-contact CSAT there has `csat_drop` fewer top-2 answers (a share, 0.15 = 15 points)."""
+
+    team: str
+    channel: str
+    frt_factor: float
+    csat_drop: float
+
+
+SLOW_TEAM = SlowTeam("Чат-2", "chat", frt_factor=2.5, csat_drop=0.15)
+
+
+@dataclass(frozen=True)
+class Churn:
+    """Chance that a customer stops ordering within the window: `base`, plus `bad_ticket`
+    after an unresolved or reopened ticket, plus `detractor` after a detractor NPS score.
+    A customer churning after a bad experience stops within `delay_days` of the first one."""
+
+    base: float
+    bad_ticket: float
+    detractor: float
+    delay_days: float
+
+    def probability(self, bad_ticket: np.ndarray, detractor: np.ndarray) -> np.ndarray:
+        return self.base + self.bad_ticket * bad_ticket + self.detractor * detractor
+
+
+CHURN = Churn(base=0.06, bad_ticket=0.40, detractor=0.20, delay_days=30.0)
+
+
+@dataclass(frozen=True)
 class Truth:
-    """What the generator planted: pain points in order of expected reach × impact, pilots."""
+    """What the generator planted: pain points in order of expected reach × impact, the
+    intersection pains (`cells`, same columns, the impact being the interaction), the slow
+    team, the churn model with each customer's planted churn time, pilots."""
 
     pain_points: pd.DataFrame
     pilots: dict[str, dict[str, float]]
+    cells: pd.DataFrame = field(default_factory=pd.DataFrame)
+    churned_at: pd.Series = field(default_factory=lambda: pd.Series(dtype="datetime64[ns]"))
+    slow_team: SlowTeam = SLOW_TEAM
+    churn: Churn = CHURN
     low_nps_region: str = "Siberia"
     complaint_surge: str = "returns"
 
@@ -189,23 +282,27 @@ TICKET_TEXT = {
 def generate(customers: int = 20_000, seed: int = 7) -> DemoCompany:
     """The demo company with `customers` customers, identical for identical arguments."""
     rng = np.random.default_rng(seed)
-    people = _customers(rng, customers)
-    topics_hit, tickets = _tickets(rng, people)
+    # Later additions draw from generators of their own, so the other streams stay as they were.
+    people = _with_dimensions(np.random.default_rng([seed, 3]), _customers(rng, customers))
+    topics_hit, tickets = _tickets(rng, people, np.random.default_rng([seed, 2]))
+    reach = reach_probability(people)
+    # In time order, so any first rows hold every kind of answer (readers that infer a
+    # column's type from its first rows see linked ticket ids and comments alike).
     responses = pd.concat(
-        [_nps_responses(rng, people, topics_hit), _ticket_surveys(rng, tickets, people)],
+        [_nps_responses(rng, people, topics_hit, reach), _ticket_surveys(rng, tickets)],
         ignore_index=True,
-    )
-    # Drawn from a generator of its own so the other streams stay as they were.
+    ).sort_values("submitted_at", kind="stable", ignore_index=True)
     escalation = pd.Series(tickets["topic"]).map(ESCALATION_RATE).to_numpy()
     tickets["escalated"] = np.random.default_rng([seed, 1]).random(len(tickets)) < escalation
+    orders, churned_at = _orders(rng, people, tickets, responses)
     frames = {
         "customers": people.drop(columns=["exposure_months", "arm"]),
         "tickets": tickets.drop(columns=["segment"]),
         "survey_responses": responses,
-        "orders": _orders(rng, people),
+        "orders": orders,
         "web_metrics": _web(rng, people),
     }
-    return DemoCompany(frames=frames, truth=_truth(people))
+    return DemoCompany(frames=frames, truth=_truth(people, reach, churned_at))
 
 
 def _pick(rng: np.random.Generator, weights: dict[str, float], n: int) -> np.ndarray:
@@ -241,6 +338,32 @@ def _customers(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return people
 
 
+def _with_dimensions(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
+    """`people` with their declared dimensions: primary `device`, and `plan` by segment."""
+    plan = np.empty(len(people), dtype=object)
+    for segment, shares in PLAN_SHARE.items():
+        mine = (people["segment"] == segment).to_numpy()
+        plan[mine] = _pick(rng, shares, int(mine.sum()))
+    return people.assign(device=_pick(rng, DEVICE_SHARE, len(people)), plan=plan)
+
+
+def reach_probability(people: pd.DataFrame) -> pd.DataFrame:
+    """Per customer (rows of `people`) and topic: the chance of at least one ticket on it."""
+    factor = people["segment"].map(TICKET_RATE_FACTOR)
+    return pd.DataFrame(
+        {
+            topic: 1
+            - np.exp(-spec["rate"] * factor * (people["exposure_months"] + (topic == SURGE[0])))
+            for topic, spec in TOPICS.items()
+        }
+    )
+
+
+def _share_inside(reach: pd.Series, inside: np.ndarray) -> float:
+    """The expected share of a topic's customers who are `inside` a cell."""
+    return float((reach * inside).sum() / reach.sum())
+
+
 def _random_times(
     rng: np.random.Generator, lo: pd.Series, hi: pd.Timestamp, n: int, by_hour: bool = False
 ) -> pd.Series:
@@ -255,8 +378,11 @@ def _random_times(
     return pd.Series(start_of_day + pd.to_timedelta(days * 24 + hours, unit="h").to_numpy())
 
 
-def _tickets(rng: np.random.Generator, people: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tickets per customer and topic, plus follow-ups; returns (topic hits matrix, tickets)."""
+def _tickets(
+    rng: np.random.Generator, people: pd.DataFrame, staff: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tickets per customer and topic, plus follow-ups, each with its agent and team (drawn
+    from `staff`, as are the tickets left unresolved); returns (topic hits matrix, tickets)."""
     n = len(people)
     factor = people["segment"].map(TICKET_RATE_FACTOR).to_numpy()
     counts = {
@@ -296,8 +422,11 @@ def _tickets(rng: np.random.Generator, people: pd.DataFrame) -> tuple[pd.DataFra
     piloted = _in_pilot(people["arm"].to_numpy()[owner], created, "auto-route-tickets")
     frt_hours = median.to_numpy() * np.exp(rng.normal(0, 0.8, m))
     frt_hours = np.where(piloted, frt_hours * PILOTS["auto-route-tickets"].frt_factor, frt_hours)
+    team, agent = _staff(staff, channel)
+    frt_hours = frt_hours * _slowdown(people, owner, topic, channel, team)
     first_response = created + pd.to_timedelta(np.maximum(frt_hours, 10 / 3600), unit="h")
     resolved = first_response + pd.to_timedelta(4 * np.exp(rng.normal(0, 1.0, m)), unit="h")
+    unresolved = staff.random(m) < UNRESOLVED_RATE
     language = people["language"].to_numpy()[owner]
     ru_text = pd.Series(topic).map({t: ru for t, (ru, _) in TICKET_TEXT.items()})
     en_text = pd.Series(topic).map({t: en for t, (_, en) in TICKET_TEXT.items()})
@@ -307,16 +436,46 @@ def _tickets(rng: np.random.Generator, people: pd.DataFrame) -> tuple[pd.DataFra
             "segment": people["segment"].to_numpy()[owner],
             "channel": channel,
             "topic": topic,
-            "status": "closed",
+            "status": np.where(unresolved, "open", "closed"),
             "created_at": created,
             "first_response_at": first_response,
-            "resolved_at": resolved,
+            "resolved_at": resolved.mask(unresolved),
             "reopened": rng.random(m) < 0.08,
             "text": np.where(language == "ru", ru_text, en_text),
+            "agent": agent,
+            "team": team,
         }
     ).sort_values(["created_at", "customer_id"], kind="stable", ignore_index=True)
     tickets.insert(0, "source_id", [f"T{i:08d}" for i in range(1, m + 1)])
     return hits, tickets
+
+
+def _staff(rng: np.random.Generator, channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each ticket's team (routed by its channel) and an agent of that team, at random."""
+    team = np.empty(len(channel), dtype=object)
+    for name, shares in ROUTING.items():
+        mine = channel == name
+        team[mine] = _pick(rng, shares, int(mine.sum()))
+    roster = np.array(list(TEAMS.values()), dtype=object)
+    row = pd.Index(list(TEAMS)).get_indexer(team)
+    return team, roster[row, rng.integers(0, roster.shape[1], len(channel))]
+
+
+def _slowdown(
+    people: pd.DataFrame,
+    owner: np.ndarray,
+    topic: np.ndarray,
+    channel: np.ndarray,
+    team: np.ndarray,
+) -> np.ndarray:
+    """Per ticket, how many times longer its first reply takes: in a slow cell, or with the
+    slow team in its slow channel."""
+    factor = np.where((team == SLOW_TEAM.team) & (channel == SLOW_TEAM.channel),
+                      SLOW_TEAM.frt_factor, 1.0)  # fmt: skip
+    for cell in CELL_PAINS:
+        member = (people[cell.dimension] == cell.value).to_numpy()
+        factor = np.where((topic == cell.topic) & member[owner], factor * cell.frt_factor, factor)
+    return factor
 
 
 def _in_pilot(arm: np.ndarray, at: pd.Series, hypothesis: str) -> np.ndarray:
@@ -328,9 +487,10 @@ def _in_pilot(arm: np.ndarray, at: pd.Series, hypothesis: str) -> np.ndarray:
 
 
 def _nps_responses(
-    rng: np.random.Generator, people: pd.DataFrame, hits: pd.DataFrame
+    rng: np.random.Generator, people: pd.DataFrame, hits: pd.DataFrame, reach: pd.DataFrame
 ) -> pd.DataFrame:
-    """Monthly relationship NPS: response odds by segment, scores shifted by topics and pilot."""
+    """Monthly relationship NPS: response odds by segment, scores shifted by topics, cells
+    (`reach`: `reach_probability`) and pilot."""
     months = pd.date_range(START, END, freq="MS")[:-1]
     n = len(people)
     rate = people["segment"].map(NPS_RESPONSE_RATE).to_numpy()
@@ -345,6 +505,7 @@ def _nps_responses(
     base = people["segment"].map(NPS_BASE)
     shift = sum(hits[t].to_numpy() * spec["nps_shift"] for t, spec in TOPICS.items())
     shift = shift + people["region"].map(REGION_NPS_SHIFT).fillna(0.0).to_numpy()
+    shift = shift + _cell_shift(people, hits, reach)
     piloted = _in_pilot(people["arm"].to_numpy()[who], submitted, "auto-route-tickets")
     shift = shift[who] - piloted * PILOTS["auto-route-tickets"].nps_points / 200
     p_pro = np.clip(base.str[0].to_numpy()[who] - shift, 0.01, 0.95)
@@ -372,8 +533,20 @@ def _nps_responses(
             "comment": comment,
             "submitted_at": submitted,
             "channel": "email",
+            "ticket_id": None,
         }
     )
+
+
+def _cell_shift(people: pd.DataFrame, hits: pd.DataFrame, reach: pd.DataFrame) -> np.ndarray:
+    """Per customer, the NPS shift of the intersection pains: `CellPain.nps_shift` inside the
+    cell less the topic's expected share inside it, so the topic's marginal keeps its size."""
+    shift = np.zeros(len(people))
+    for cell in CELL_PAINS:
+        inside = (people[cell.dimension] == cell.value).to_numpy()
+        centre = _share_inside(reach[cell.topic], inside)
+        shift += hits[cell.topic].to_numpy() * cell.nps_shift * (inside - centre)
+    return shift
 
 
 def _comments(rng: np.random.Generator, theme: np.ndarray, language: np.ndarray) -> np.ndarray:
@@ -386,18 +559,22 @@ def _comments(rng: np.random.Generator, theme: np.ndarray, language: np.ndarray)
     return out
 
 
-def _ticket_surveys(
-    rng: np.random.Generator, tickets: pd.DataFrame, people: pd.DataFrame
-) -> pd.DataFrame:
-    """CSAT (1–5) and CES (1–7, 7 = very easy) after resolved tickets."""
+def _ticket_surveys(rng: np.random.Generator, tickets: pd.DataFrame) -> pd.DataFrame:
+    """CSAT (1–5) and CES (1–7, 7 = very easy) after resolved tickets, each linked to its
+    ticket (`ticket_id`); the slow team's CSAT in its slow channel is lower."""
     drop = tickets["topic"].map({t: s["csat_drop"] for t, s in TOPICS.items()}).to_numpy()
+    slow = (tickets["team"] == SLOW_TEAM.team) & (tickets["channel"] == SLOW_TEAM.channel)
+    resolved = tickets["resolved_at"].notna().to_numpy()
     csat_rate = np.where(tickets["segment"] == "new", 0.5, 0.3)
     frames = []
-    for kind, rate, top_base in (("csat", csat_rate, 0.78), ("ces", 0.2, 0.70)):
+    for kind, rate, top_base, team_drop in (
+        ("csat", csat_rate, 0.78, SLOW_TEAM.csat_drop),
+        ("ces", 0.2, 0.70, 0.0),
+    ):
         asked = rng.random(len(tickets)) < rate
         t = tickets[asked]
         m = len(t)
-        top = rng.random(m) < top_base - drop[asked]
+        top = rng.random(m) < top_base - drop[asked] - team_drop * slow.to_numpy()[asked]
         if kind == "csat":
             score = np.where(
                 top, 4 + (rng.random(m) < 0.6), rng.choice([1, 2, 3], m, p=[0.3, 0.3, 0.4])
@@ -415,26 +592,37 @@ def _ticket_surveys(
                     "comment": None,
                     "submitted_at": t["resolved_at"].to_numpy() + pd.Timedelta(hours=1),
                     "channel": t["channel"].to_numpy(),
+                    "ticket_id": t["source_id"].to_numpy(),
                 }
-            )
+            )[resolved[asked]]  # drawn for every ticket, so one left open changes no other's
         )
     return pd.concat(frames, ignore_index=True)
 
 
-def _orders(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
-    """Purchases; 12% of customers churn at a random date and stop buying."""
-    churn_at = people["created_at"].clip(lower=START) + pd.to_timedelta(
-        rng.random(len(people)) * (END - START).days, unit="D"
-    )
-    active_until = churn_at.where(rng.random(len(people)) < 0.12, END)
-    months = ((active_until - people["created_at"].clip(lower=START)).dt.days / MONTH_DAYS).clip(0)
+def _orders(
+    rng: np.random.Generator, people: pd.DataFrame, tickets: pd.DataFrame, responses: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Purchases until each customer's churn, and the planted churn times (NaT: stays).
+
+    Customers churn with `CHURN`'s probability: at a random date, or within `delay_days` of
+    their first bad experience when they had one.
+    """
+    start = people["created_at"].clip(lower=START)
+    anytime = start + pd.to_timedelta(rng.random(len(people)) * (END - START).days, unit="D")
+    bad_ticket_at, detractor_at = bad_experiences(people, tickets, responses)
+    first_bad = pd.concat([bad_ticket_at, detractor_at], axis=1).min(axis=1)
+    after_bad = first_bad + (anytime - start) * (CHURN.delay_days / (END - START).days)
+    p = CHURN.probability(bad_ticket_at.notna().to_numpy(), detractor_at.notna().to_numpy())
+    churned_at = after_bad.where(first_bad.notna(), anytime).where(rng.random(len(people)) < p)
+    active_until = churned_at.where(churned_at < END, END)
+    months = ((active_until - start).dt.days / MONTH_DAYS).clip(0)
     counts = rng.poisson(people["segment"].map(ORDER_RATE).to_numpy() * months.to_numpy())
     owner = np.repeat(np.arange(len(people)), counts)
     lo = people["created_at"].clip(lower=START).iloc[owner].reset_index(drop=True)
     created = _random_times(rng, lo, END, len(owner))
     created = created.where(created < active_until.iloc[owner].to_numpy(), lo)
     median = people["segment"].map(ORDER_MEDIAN).to_numpy()[owner]
-    return pd.DataFrame(
+    orders = pd.DataFrame(
         {
             "source_id": [f"O{i:08d}" for i in range(1, len(owner) + 1)],
             "customer_id": people["source_id"].to_numpy()[owner],
@@ -442,6 +630,25 @@ def _orders(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
             "created_at": created,
             "status": "paid",
         }
+    )
+    return orders, churned_at.set_axis(people["source_id"]).rename("churned_at")
+
+
+def bad_experiences(
+    people: pd.DataFrame, tickets: pd.DataFrame, responses: pd.DataFrame
+) -> tuple[pd.Series, pd.Series]:
+    """Per customer (rows of `people`): when they first had an unresolved or reopened ticket
+    (`BAD_TICKET_DAYS` after raising it), and when they first gave a detractor NPS (NaT:
+    never)."""
+    ids = pd.Index(people["source_id"])
+    bad = tickets[tickets["reopened"].to_numpy() | tickets["resolved_at"].isna().to_numpy()]
+    at = bad["created_at"] + pd.Timedelta(days=BAD_TICKET_DAYS)
+    ticket_at = at.groupby(bad["customer_id"].to_numpy()).min()
+    low = responses[(responses["kind"] == "nps") & (responses["score"] <= 6)]
+    detractor_at = low.groupby("customer_id")["submitted_at"].min()
+    return (
+        ticket_at.reindex(ids).set_axis(people.index),
+        detractor_at.reindex(ids).set_axis(people.index),
     )
 
 
@@ -452,8 +659,11 @@ def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
     grid = pd.MultiIndex.from_product(
         [days, segments.index, list(DEVICE_SHARE)], names=["date", "segment", "device"]
     ).to_frame(index=False)
-    visits = grid["segment"].map(segments).to_numpy() * 0.05 * grid["device"].map(DEVICE_SHARE)
-    counts = [rng.poisson(visits.to_numpy())]
+    # Sessions come from the customers' own primary devices, so both device mixes agree.
+    mix = people.groupby(["segment", "device"]).size()
+    cell = pd.MultiIndex.from_frame(grid[["segment", "device"]])
+    visits = mix.reindex(cell, fill_value=0).to_numpy() * 0.05
+    counts = [rng.poisson(visits)]
     rates = np.array([STEP_CONVERSION[d] for d in grid["device"]])
     for step in range(len(FUNNEL) - 1):
         counts.append(rng.binomial(counts[-1], rates[:, step]))
@@ -473,24 +683,28 @@ def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
     return web
 
 
-def _truth(people: pd.DataFrame) -> Truth:
-    """Expected reach share × impact of every planted pain point.
+def _truth(people: pd.DataFrame, reach: pd.DataFrame, churned_at: pd.Series) -> Truth:
+    """Expected reach share × impact of every planted pain point and intersection pain.
 
     Ticket topics: share of customers with ≥1 ticket on the topic, NPS gap. The low-NPS region:
-    its share of customers, NPS gap. Mobile checkout: mobile sessions reaching checkout over all
-    entering the funnel, the other devices' checkout conversion minus mobile's, in points.
+    its share of customers, NPS gap (its own shift plus its part of the cells cut by region).
+    Mobile checkout: mobile sessions reaching checkout over all entering the funnel, the other
+    devices' checkout conversion minus mobile's, in points. Cells: share of customers in the
+    cell with ≥1 ticket on its topic, the interaction in NPS points, the FRT factor there.
     """
-    factor = people["segment"].map(TICKET_RATE_FACTOR)
-    months = {t: people["exposure_months"] + (t == SURGE[0]) for t in TOPICS}
     rows = {
         f"ticket:{topic}": {
-            "reach_share": float((1 - np.exp(-spec["rate"] * factor * months[topic])).mean()),
+            "reach_share": float(reach[topic].mean()),
             "impact": 200 * spec["nps_shift"],
         }
         for topic, spec in TOPICS.items()
     }
     for region, shift in REGION_NPS_SHIFT.items():
-        rows[f"region:{region}"] = {"reach_share": REGIONS[region], "impact": 200 * shift}
+        inside = (people["region"] == region).to_numpy()
+        rows[f"region:{region}"] = {
+            "reach_share": REGIONS[region],
+            "impact": 200 * (shift + _cells_gap(people, reach, "region", inside)),
+        }
     others = {d: s for d, s in DEVICE_SHARE.items() if d != "mobile"}
     rates = {d: STEP_CONVERSION[d][-1] for d in DEVICE_SHARE}
     reached = {d: DEVICE_SHARE[d] * np.prod(STEP_CONVERSION[d][:-1]) for d in DEVICE_SHARE}
@@ -501,7 +715,48 @@ def _truth(people: pd.DataFrame) -> Truth:
     }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["score"] = table["reach_share"] * 100 * table["impact"]
-    return Truth(pain_points=table, pilots={h: p.effects() for h, p in PILOTS.items()})
+    cells = pd.DataFrame.from_dict(
+        {
+            cell.key: {
+                "topic": cell.topic,
+                "dimension": cell.dimension,
+                "value": cell.value,
+                "reach_share": float(
+                    (reach[cell.topic] * (people[cell.dimension] == cell.value)).mean()
+                ),
+                "impact": 200 * cell.nps_shift,
+                "frt_factor": cell.frt_factor,
+            }
+            for cell in CELL_PAINS
+        },
+        orient="index",
+    )
+    cells["score"] = cells["reach_share"] * 100 * cells["impact"]
+    return Truth(
+        pain_points=table,
+        pilots={h: p.effects() for h, p in PILOTS.items()},
+        cells=cells,
+        churned_at=churned_at,
+    )
+
+
+def _cells_gap(
+    people: pd.DataFrame, reach: pd.DataFrame, dimension: str, inside: np.ndarray
+) -> float:
+    """The expected NPS shift that the cells cut by `dimension` add to the customers
+    `inside` a value of it, beyond the rest (a share; ×200 for points)."""
+    gap = 0.0
+    for cell in CELL_PAINS:
+        if cell.dimension != dimension:
+            continue
+        in_cell = (people[dimension] == cell.value).to_numpy()
+        shift = (
+            reach[cell.topic]
+            * cell.nps_shift
+            * (in_cell - _share_inside(reach[cell.topic], in_cell))
+        )
+        gap += float(shift[inside].mean() - shift[~inside].mean())
+    return gap
 
 
 STREAM_TABLES = {
