@@ -11,9 +11,10 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import DEFAULT_CONFIG, AlertConfig, Config, given_or_loaded
+from flows.names import flow_run_name, snapshot_name
 from tasks import store
 from tasks.alerts import Alert, detect_alerts
-from tasks.loader import CxData
+from tasks.loader import CxData, unmatched_message
 from tasks.metrics import KPIS, csi, metric_table
 from tasks.pain_points import rank_pain_points
 from tasks.standards import evaluate, newly_missed, snapshot_rows, summary
@@ -29,9 +30,14 @@ def period_of(data: CxData) -> str:
     return f"{times.min():%Y-%m-%d}..{times.max():%Y-%m-%d}"
 
 
-@frame_task
+@frame_task(task_run_name="load the store")
 def load_data(url: str, config: Config) -> CxData:
-    return CxData.latest(store.open_store(url), config.business_hours.calendar(), config.timezone)
+    return CxData.latest(
+        store.open_store(url),
+        config.business_hours.calendar(),
+        config.timezone,
+        config.fcr.repeat_days,
+    )
 
 
 CUTS = [(grain, by) for grain in (None, "month") for by in (None, "segment", "region")]
@@ -40,7 +46,7 @@ CUTS = [(grain, by) for grain in (None, "month") for by in (None, "segment", "re
 CUT_THREADS = 2
 
 
-@task(task_run_name="snapshot by {by} per {grain}", cache_policy=NO_CACHE, persist_result=False)
+@task(task_run_name=snapshot_name, cache_policy=NO_CACHE, persist_result=False)
 def snapshot_cut(
     data: CxData, by: str | None, grain: str | None, config: Config, window: str
 ) -> pd.DataFrame:
@@ -72,15 +78,21 @@ def save_snapshots(url: str, data: CxData, config: Config, window: str) -> int:
     )
 
 
-@frame_task
+@frame_task(task_run_name="score pain points")
 def save_pain_points(url: str, data: CxData, config: Config, period: str) -> pd.DataFrame:
-    ranked = rank_pain_points(data, config.efforts, config.funnel_steps, config.taxonomy)
+    ranked = rank_pain_points(
+        data,
+        config.efforts,
+        config.funnel_steps,
+        config.taxonomy,
+        funnel_source=config.funnel_source,
+    )
     rows = ranked.assign(period=period, computed_at=store.now_utc())
     store.save_rows(store.open_store(url), store.PainPoint, rows, ("period", "key"))
     return ranked
 
 
-@frame_task
+@frame_task(task_run_name="raise alerts")
 def raise_alerts(url: str, data: CxData, csat_scale: int, settings: AlertConfig) -> list[Alert]:
     """Detect, store and emit as Prefect events (`cxloop.alert.<kind>`) the period's alerts."""
     alerts = detect_alerts(data, csat_scale, settings.alpha, settings.min_growth)
@@ -101,7 +113,7 @@ def publish_alerts(url: str, alerts: list[Alert]) -> None:
         )
 
 
-@frame_task
+@frame_task(task_run_name="judge standards")
 def judge_standards(url: str, data: CxData, config: Config) -> pd.DataFrame:
     """Each standard per month, stored; a `cxloop.alert.standard_missed` per newly missed one."""
     results = evaluate(data, config.standards, "month", config.csat_scale)
@@ -113,7 +125,7 @@ def judge_standards(url: str, data: CxData, config: Config) -> pd.DataFrame:
     return results
 
 
-@frame_task
+@frame_task(task_run_name="churn risk")
 def save_churn_risk(url: str, data: CxData, config: Config) -> str:
     """Train, validate and store the churn model (`churn.enabled`); what became of it."""
     from tasks.churn import ChurnError, run_churn, save_churn
@@ -145,7 +157,7 @@ def configured(config: Config) -> Flow:
 
 @flow(
     name="rank",
-    flow_run_name="rank pain points",
+    flow_run_name=flow_run_name("rank"),
     task_runner=ThreadPoolTaskRunner(max_workers=CUT_THREADS),
 )
 def rank(config_path: Path = DEFAULT_CONFIG, config: Config | None = None) -> list[dict]:
@@ -158,11 +170,7 @@ def rank(config_path: Path = DEFAULT_CONFIG, config: Config | None = None) -> li
     period = period_of(data)
     unmatched = data.unmatched()
     if any(unmatched.values()):
-        logger.warning(
-            "%s tickets and %s survey responses match no customer; they count overall only",
-            f"{unmatched['tickets']:,}",
-            f"{unmatched['responses']:,}",
-        )
+        logger.warning("%s", unmatched_message(unmatched))
     save_snapshots(url, data, config, period)
     ranked = save_pain_points(url, data, config, period)
     if config.churn.enabled:

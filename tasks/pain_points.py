@@ -39,10 +39,11 @@ from scipy import stats
 
 from tasks.cells import Q_FDR, CellGrid, funnel_cells, peeled, q_values
 from tasks.comparable import adjusted_impacts, independent_columns
+from tasks.funnels import funnel, funnel_rows
 from tasks.identity import is_in, lookup
 from tasks.labels import labels, titled
-from tasks.loader import CxData
-from tasks.metrics import funnel, nps_points
+from tasks.loader import CxData, ticket_ids
+from tasks.metrics import dimension_columns, nps_points
 from tasks.moments import Z95, Moments
 from tasks.money import PointValue, formulas, require_orders, revenue_at_stake
 from tasks.text import Taxonomy, redact_pii, tag_topics
@@ -52,7 +53,8 @@ VERBATIMS = 3
 PEAK_LOAD = 1.5  # an hour is a peak when its ticket volume is 1.5× the average hour's
 NPS_UNIT = "NPS points"
 CONVERSION_UNIT = "conversion points"
-CUSTOMER_DIMENSIONS = ("segment", "region", "channel", "language")
+# A customer dimension with more values than this is no cell dimension (an id, a free text).
+MAX_DIMENSION_VALUES = 50
 TICKET_DIMENSIONS = {"ticket_channel": "channel", "agent": "agent", "team": "team"}
 EXPLAINED_SHARE = 0.5  # a marginal is explained by a cell holding this share of its points
 NAMES_TOPIC = "names the topic"
@@ -60,6 +62,17 @@ ABOUT_TICKET = "survey about the ticket"
 AFFECTED_DETRACTOR = "affected detractor"
 CELL_METHOD = "interaction: the gap in the cell beyond the topic's gap elsewhere"
 NO_VERBATIMS = "no comment names this topic and no survey answer is linked to these tickets"
+
+
+def cell_dimensions(customers: pd.DataFrame) -> list[str]:
+    """The customer dimensions cells cut by unless told: every dimension column the customers
+    have (`tasks.metrics.dimension_columns`: segment, region, channel, language, declared
+    ones) with at most `MAX_DIMENSION_VALUES` distinct values; a column with more (an id or
+    free text mapped as a dimension) would make thousands of cells of a few customers each,
+    so it is skipped."""
+    columns = dimension_columns(customers)
+    distinct = customers[columns].nunique()
+    return [c for c in columns if distinct[c] <= MAX_DIMENSION_VALUES]
 
 
 def confidence(impact: pd.Series, half_width: pd.Series, respondents: pd.Series) -> pd.Series:
@@ -152,19 +165,20 @@ def rank_pain_points(
     dimensions: Sequence[str] | None = None,
     ranking: str = "nps",
     value_per_point: float | None = None,
+    funnel_source: str | None = None,
 ) -> pd.DataFrame:
     """Every candidate with an impact CI (two or more affected respondents or sessions; see
     the module docstring), best first, with its components.
 
     `efforts` maps pain-point keys (`ticket:delivery`) to person-weeks; `default` applies to
     the rest and such rows are flagged `effort_is_default`. `funnel_steps` orders the funnel
-    (no funnel candidates without it). `dimensions` are the customer columns cells cut by
-    (default: those of `CUSTOMER_DIMENSIONS` the customers have; declared dimensions are
-    added here). `ranking` is `nps` (by `score`) or `revenue` (by `revenue_score`, needs
-    orders); `value_per_point` overrides the revenue per customer per NPS point that orders
-    give. Explained marginals rank after the rest. Each row's `evidence` holds counts,
-    labelled redacted verbatims, and for ticket topics the key-driver estimate and whether
-    it agrees.
+    (no funnel candidates without it); its sessions come from the web source
+    `funnel_source`, else from `tasks.funnels.main_source`. `dimensions` are the customer
+    columns cells cut by (default: `cell_dimensions`). `ranking` is `nps` (by `score`) or
+    `revenue` (by `revenue_score`, needs orders); `value_per_point` overrides the revenue
+    per customer per NPS point that orders give. Explained marginals rank after the rest.
+    Each row's `evidence` holds counts, labelled redacted verbatims, and for ticket topics
+    the key-driver estimate and whether it agrees.
     """
     if ranking not in ("nps", "revenue"):
         raise ValueError(f"ranking: {ranking!r} is not one of nps, revenue")
@@ -173,7 +187,7 @@ def rank_pain_points(
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
     mentions = topic_mentions(data.responses, taxonomy)
-    dims = [d for d in (CUSTOMER_DIMENSIONS if dimensions is None else dimensions)
+    dims = [d for d in (cell_dimensions(data.customers) if dimensions is None else dimensions)
             if d in data.customers.columns]  # fmt: skip
     found = [
         ticket_topics(data, latest, points, mentions),
@@ -185,8 +199,9 @@ def rank_pain_points(
     base = max(data.customers["customer_id"].nunique(), 1)
     tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT)
               for f in [*found, *cells] if not f.table.empty]  # fmt: skip
-    tables += [t for t in [funnel_leaks(data.web, funnel_steps)] if not t.empty]
-    tables += [t for t in [funnel_step_cells(data.web, funnel_steps)] if not t.empty]
+    web = funnel_rows(data.web, funnel_steps, funnel_source)
+    tables += [t for t in [funnel_leaks(web, funnel_steps), funnel_step_cells(web, funnel_steps)]
+               if not t.empty]  # fmt: skip
     if not tables:
         return pd.DataFrame()
     ranked = pd.concat(tables, ignore_index=True)
@@ -570,15 +585,6 @@ def topic_mentions(responses: pd.DataFrame, taxonomy: Taxonomy | None = None) ->
     return said[columns].merge(tagged, on="comment")
 
 
-def ticket_ids(tickets: pd.DataFrame) -> pd.Series | None:
-    """Each ticket's id as survey answers link to it (`ticket_id` from the store, `source_id`
-    in canonical frames), or None when the frame has neither."""
-    for column in ("ticket_id", "source_id"):
-        if column in tickets.columns:
-            return tickets[column]
-    return None
-
-
 def linked_answers(data: CxData) -> pd.DataFrame:
     """Post-contact NPS answers joined to the ticket they are about: `ticket`, `customer_id`,
     `topic`, the ticket's dimensions, `points`, `comment`, `submitted_at`."""
@@ -679,7 +685,7 @@ def _adjusted(data: CxData, points: pd.Series) -> pd.DataFrame:
         return pd.DataFrame(columns=["key", "impact", "impact_ci_low", "impact_ci_high",
                                      "impact_p", "contact_adjusted"])  # fmt: skip
     table = adjusted_impacts(points, pairs, customers)
-    return table.assign(key="ticket:" + table["topic"]).drop(columns="topic")
+    return table.assign(key="ticket:" + table["topic"].astype(str)).drop(columns="topic")
 
 
 def _post_contact(data: CxData) -> pd.DataFrame:
