@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors.errors import HypothesisError
 from flows.config import DEFAULT_CONFIG, Config, given_or_loaded
+from flows.names import flow_run_name
 from flows.rank import load_data, publish_alerts
 from tasks.alerts import Alert, last_complete_month
 from tasks.experiments import (
@@ -19,6 +20,7 @@ from tasks.experiments import (
     evaluate,
     rollout_watch,
 )
+from tasks.holdout import Holdout
 from tasks.hypotheses import Hypothesis, read_hypotheses
 from tasks.loader import CxData
 from tasks.pilot_store import (
@@ -61,13 +63,18 @@ def fading_alert(hypothesis: Hypothesis, watch: RolloutWatch, period: pd.Period)
 
 @task(task_run_name="evaluate {hypothesis.id}", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_and_store(
-    hypothesis: Hypothesis, data: CxData, url: str, others: list[Hypothesis]
+    hypothesis: Hypothesis,
+    data: CxData,
+    url: str,
+    others: list[Hypothesis],
+    holdout: Holdout | None = None,
 ) -> PilotSummary:
-    """Assignment and results stored; returns the pilot's summary."""
-    evaluation = evaluate(hypothesis, data, others)
+    """Assignment and results stored, the long-term `holdout` kept out of both arms and
+    used as the rollout watch's baseline; returns the pilot's summary."""
+    evaluation = evaluate(hypothesis, data, others, holdout)
     as_of = min(pd.Timestamp(hypothesis.schedule.pilot.end), data.newest())
     save_assignments(url, hypothesis, evaluation.arms)
-    watch = rollout_watch(hypothesis, data, evaluation.arms)
+    watch = rollout_watch(hypothesis, data, evaluation.arms, holdout)
     if watch is not None and watch.fading:
         publish_alerts(url, [fading_alert(hypothesis, watch, last_complete_month(data))])
     save_results(url, evaluation, as_of)
@@ -81,7 +88,7 @@ def evaluate_and_store(
     )
 
 
-@flow(name="experiments", flow_run_name="evaluate pilots")
+@flow(name="experiments", flow_run_name=flow_run_name("pilots"))
 def evaluate_pilots(
     config_path: Path = DEFAULT_CONFIG, config: Config | None = None
 ) -> list[PilotSummary]:
@@ -103,10 +110,11 @@ def evaluate_pilots(
         logger.info("no running or concluded hypotheses in %s", config.hypotheses_dir)
         return []
     data = with_crm_properties(load_data(url, config), url, hypotheses)
+    holdout = config.holdout.holdout() if config.holdout else None
     summaries = []
     for h in hypotheses:
         try:
-            summaries.append(evaluate_and_store(h, data, url, everything))
+            summaries.append(evaluate_and_store(h, data, url, everything, holdout))
         except HypothesisError as exc:
             logger.error("skipped: %s", exc)
     for s in summaries:

@@ -24,6 +24,7 @@ from scipy import stats
 
 from connectors.arms import assign_arms
 from connectors.errors import HypothesisError
+from tasks.holdout import Holdout
 from tasks.hypotheses import (
     ACTIVE,
     REST,
@@ -111,7 +112,10 @@ def _earlier_and_concurrent(other: Hypothesis, hypothesis: Hypothesis) -> bool:
 
 
 def assignments(
-    hypothesis: Hypothesis, customers: pd.DataFrame, others: Sequence[Hypothesis] = ()
+    hypothesis: Hypothesis,
+    customers: pd.DataFrame,
+    others: Sequence[Hypothesis] = (),
+    holdout: Holdout | None = None,
 ) -> pd.DataFrame:
     """`customer_id`, `arm` for the hypothesis' population.
 
@@ -119,9 +123,11 @@ def assignments(
     matching `assignment.pilot` against those matching `assignment.control` (DiD then
     compares the groups' changes, so they need not start equal). Customers already in an
     earlier concurrent pilot among `others` are left out, unless either hypothesis sets
-    `assignment.overlap`.
+    `assignment.overlap`; the long-term `holdout`'s customers always are.
     """
     mask = eligible(hypothesis, customers)
+    if holdout is not None:
+        mask &= ~holdout.members(customers["customer_id"])
     if not hypothesis.assignment.overlap:
         for other in others:
             if _earlier_and_concurrent(other, hypothesis):
@@ -947,15 +953,21 @@ class Evaluation:
     unit: UnitEffect | None = None
 
 
-def evaluate(hypothesis: Hypothesis, data: CxData, others: Sequence[Hypothesis] = ()) -> Evaluation:
-    """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive.
+def evaluate(
+    hypothesis: Hypothesis,
+    data: CxData,
+    others: Sequence[Hypothesis] = (),
+    holdout: Holdout | None = None,
+) -> Evaluation:
+    """Estimate every metric of `hypothesis` on `data` and decide adopt / reject / inconclusive;
+    the `holdout`'s customers take part in no arm.
 
     With `decision.sequential` (the default) the primary metric's and the guardrails' CIs and
     p-values are always-valid, tuned to the planned sample, so daily evaluation of a running
     pilot keeps its false-positive rate; secondary metrics get Holm-adjusted p-values.
     """
     rules = hypothesis.decision
-    arms = assignments(hypothesis, data.customers, others)
+    arms = assignments(hypothesis, data.customers, others, holdout)
     if arms["arm"].nunique() < 2:
         raise HypothesisError(
             f"hypotheses/{hypothesis.id}.yaml: `population` and `assignment` leave "
@@ -1087,13 +1099,15 @@ def decide(
 
 @dataclass(frozen=True)
 class RolloutWatch:
-    """How much of a pilot's gain the whole population kept after the rollout."""
+    """How much of a pilot's gain the whole population kept after the rollout: against the
+    pilot's control level, or against the long-term holdout's level after the rollout."""
 
     pilot_level: float
     control_level: float
     rollout_level: float
     retained: float
     n: int
+    holdout_level: float | None = None
 
     @property
     def fading(self) -> bool:
@@ -1103,31 +1117,43 @@ class RolloutWatch:
 FADING_SHARE = 0.5
 
 
-def rollout_watch(hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame) -> RolloutWatch | None:
+def rollout_watch(
+    hypothesis: Hypothesis, data: CxData, arms: pd.DataFrame, holdout: Holdout | None = None
+) -> RolloutWatch | None:
     """The target metric on the whole population since `rollout`, against the pilot's arms.
 
     `retained` is the share of the pilot-period gain (pilot arm over control arm) that the
-    population shows after the rollout; below `FADING_SHARE` the gain is fading. Levels are
-    means, geometric for relative metrics. None before the rollout or without data after it.
+    population shows after the rollout; below `FADING_SHARE` the gain is fading. The level
+    the gain is measured from is the control arm's in the pilot period or, with a `holdout`
+    (which never got the change), the holdout's after the rollout, so a shift that moved
+    everyone alike is not taken for a fading gain. Levels are means, geometric for relative
+    metrics. None before the rollout or without data after it.
     """
     if hypothesis.rollout is None:
         return None
     target = hypothesis.metric
-    obs = pilot_observations(target.name, data, hypothesis).merge(arms, on="customer_id")
+    every = pilot_observations(target.name, data, hypothesis)
     if target.expected_effect.relative:
-        obs["value"] = log_values(obs["value"], target.name, floor=1e-6)
+        every["value"] = log_values(every["value"], target.name, floor=1e-6)
+    obs = every.merge(arms, on="customer_id")
     during = obs[in_period(obs["at"], hypothesis.schedule.pilot)]
     after = obs[obs["at"] >= pd.Timestamp(hypothesis.rollout)]
     if after.empty or during["arm"].nunique() < 2:
         return None
     levels = during.groupby("arm")["value"].mean()
     gain = levels["pilot"] - levels["control"]
-    level = after["value"].mean()
+    level, baseline, held_level = after["value"].mean(), levels["control"], None
+    if holdout is not None:
+        later = every[every["at"] >= pd.Timestamp(hypothesis.rollout)]
+        held = later[holdout.members(later["customer_id"])]
+        if len(held):
+            baseline = held_level = held["value"].mean()
     to_reader = np.exp if target.expected_effect.relative else float
     return RolloutWatch(
         pilot_level=float(to_reader(levels["pilot"])),
         control_level=float(to_reader(levels["control"])),
         rollout_level=float(to_reader(level)),
-        retained=float((level - levels["control"]) / gain) if gain else float("nan"),
+        retained=float((level - baseline) / gain) if gain else float("nan"),
         n=len(after),
+        holdout_level=None if held_level is None else float(to_reader(held_level)),
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import db, hypotheses, listings, running, sources, standards
+from flows.cli import db, holdout, hypotheses, listings, running, sources, standards
 
 app = typer.Typer(
     help="cxloop: collect CX data, rank pain points, pilot hypotheses, report. "
@@ -24,5 +24,6 @@ for command in (
 ):  # fmt: skip
     app.command()(command)
 app.add_typer(hypotheses.app, name="hypotheses")
+app.add_typer(holdout.app, name="holdout")
 app.add_typer(db.app, name="db")
 app.add_typer(sources.app, name="sources")

@@ -24,22 +24,34 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tasks.hypotheses import Hypothesis
+    from tasks.unit_design import UnitDesign
 
 app = typer.Typer(help="Validate and list the hypotheses under hypotheses/.", no_args_is_help=True)
 Folder = Annotated[Path, typer.Argument(help="Folder of hypothesis YAML files.")]
 
 
 @app.command("validate")
-def validate(directory: Folder = Path("hypotheses"), config: ConfigOption = DEFAULT) -> None:
+def validate(
+    directory: Folder = Path("hypotheses"), config: ConfigOption = DEFAULT,
+    as_json: JsonOption = False,
+) -> None:  # fmt: skip
     """Check every hypothesis file, and each `pain_point` against the ranking in the store of
-    `--config`; each problem names file, line, field and fix."""
+    `--config`; each problem names file, line, field and fix. Pilots whose arms are whole
+    units get a design check on the store's data (`--json`: one record per such pilot)."""
     with user_errors():
         from flows.config import load_config
         from tasks.hypotheses import load_hypotheses, stored_ranking
 
         ranking = stored_ranking(load_config(config).store_url) if config.exists() else None
         found = load_hypotheses(directory, ranking)
+        designs = _unit_designs(config, found) if ranking is not None else []
+    if as_json:
+        import pandas as pd
+
+        machine_readable(pd.DataFrame([vars(d) for d in designs]), True, False)
+        return
     console.print(f"[green]{len(found)} hypotheses valid[/] in {directory}.")
+    _print_unit_designs(designs)
     if ranking is not None:  # the store exists, so reading its evaluations writes nothing new
         _print_plans(_worded(_evaluations(config)))
     if found and ranking is None:
@@ -49,6 +61,39 @@ def validate(directory: Folder = Path("hypotheses"), config: ConfigOption = DEFA
             else f"no {config}, so `pain_point` is not checked; name the configuration "
             "whose store ranks the pain points with --config."
         )
+
+
+def _unit_designs(config: Path, found: list[Hypothesis]) -> list[UnitDesign]:
+    """The design check of every pilot whose arms are whole units, on the store's data."""
+    from flows.config import load_config
+    from tasks.experiments import analysis_of
+    from tasks.loader import CxData
+    from tasks.pilot_store import with_crm_properties
+    from tasks.unit_design import unit_design
+
+    units = [h for h in found if analysis_of(h) == "auto"]
+    if not units:
+        return []
+    cfg = load_config(config)
+    data = CxData.latest(cfg.store(), cfg.business_hours.calendar(), cfg.timezone)
+    data = with_crm_properties(data, cfg.store_url, units)
+    return [d for h in units if (d := unit_design(h, data, found)) is not None]
+
+
+def _print_unit_designs(designs: list[UnitDesign]) -> None:
+    """Each unit pilot's units per arm, baseline weeks, detectable effect and problems."""
+    for d in designs:
+        mde = f", detects {abs(d.mde):.3g} or more (80% power)" if d.mde is not None else ""
+        console.print(
+            f"  {d.id} units ({d.unit or 'none'}): {len(d.treated)} pilot, {len(d.donors)} "
+            f"comparison; {d.baseline_periods} baseline week(s) with data in every unit, "
+            f"{d.pilot_periods} pilot week(s){mde}",
+            highlight=False,
+        )
+        for problem in d.problems:
+            warn(f"{d.id}: cannot be identified: {problem}")
+        for warning in d.warnings:
+            warn(f"{d.id}: {warning}")
 
 
 @app.command("list")
@@ -223,7 +268,8 @@ def assign(
                 f"known: {', '.join(sorted(found)) or 'none'}"
             )
         customers = customers_from_store(cfg.store())
-        arms = assignments(found[hypothesis_id], customers, list(found.values()))
+        holdout = cfg.holdout.holdout() if cfg.holdout else None
+        arms = assignments(found[hypothesis_id], customers, list(found.values()), holdout)
         arms.to_csv(out, index=False)
     counts = arms["arm"].value_counts()
     console.print(
