@@ -17,6 +17,7 @@ from html import escape
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.dates import MO, WeekdayLocator, num2date
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -113,25 +114,33 @@ def arms_over_time(
                 lw=2,
                 label=arm_labels[arm],
             )
-        start = pd.Timestamp(pilot_start)
-        ax.axvline(start, color=REFERENCE_COLOUR, ls="--", lw=1.2)
-        ax.annotate(
-            pilot_label,
-            (start, 1),
-            xycoords=("data", "axes fraction"),
-            xytext=(4, -12),
-            textcoords="offset points",
-            color=REFERENCE_COLOUR,
-        )
-        ax.set_title(title, loc="left")
-        ax.set_ylabel(y_label)
-        ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
-        weeks = series["week"].nunique()
-        ax.xaxis.set_major_locator(WeekdayLocator(MO, interval=max(1, -(-weeks // 8))))
-        ax.xaxis.set_major_formatter(
-            FuncFormatter(lambda x, _: f"{num2date(x).day} {months[num2date(x).month - 1]}")
-        )
+        _weekly_axes(ax, pd.Timestamp(pilot_start), pilot_label, title, y_label, months,
+                     series["week"].nunique())  # fmt: skip
     return _draw(name, title, figure)
+
+
+def _weekly_axes(
+    ax: Axes, start: pd.Timestamp, start_label: str, title: str, y_label: str,
+    months: Sequence[str], weeks: int,
+) -> None:  # fmt: skip
+    """Titles, a legend right of the plot, the start marked and labelled, and about eight
+    Monday ticks over `weeks` weeks, read as day and month."""
+    ax.axvline(start, color=REFERENCE_COLOUR, ls="--", lw=1.2)
+    ax.annotate(
+        start_label,
+        (start, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, -12),
+        textcoords="offset points",
+        color=REFERENCE_COLOUR,
+    )
+    ax.set_title(title, loc="left")
+    ax.set_ylabel(y_label)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
+    ax.xaxis.set_major_locator(WeekdayLocator(MO, interval=max(1, -(-weeks // 8))))
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda x, _: f"{num2date(x).day} {months[num2date(x).month - 1]}")
+    )
 
 
 def bars(
@@ -223,4 +232,53 @@ def load_heatmap(
         ax.set_title(title, loc="left")
         scale = figure.colorbar(image, ax=ax, label=count_label, pad=0.01)
         scale.ax.yaxis.set_major_formatter(_numbers(decimal))
+    return _draw(name, title, figure)
+
+
+def treated_against_counterfactual(
+    name: str,
+    series: pd.DataFrame,
+    title: str,
+    y_label: str,
+    line_labels: tuple[str, str],
+    pilot_start: date,
+    pilot_label: str,
+    months: Sequence[str],
+) -> Chart:
+    """A unit pilot's treated series against its counterfactual (`period`, `treated`,
+    `counterfactual`: synthetic control or DiD path), the gap after the start shaded and the
+    start marked; `line_labels` names the two lines, periods ticked as in `arms_over_time`."""
+    series = series.assign(period=pd.to_datetime(series["period"])).sort_values("period")
+    with mpl.rc_context(STYLE):
+        figure = _figure(3.4)
+        ax = figure.add_subplot()
+        ax.plot(
+            series["period"],
+            series["counterfactual"],
+            color=ARM_COLOURS["control"],
+            lw=2,
+            ls="--",
+            label=line_labels[1],
+        )
+        ax.plot(
+            series["period"],
+            series["treated"],
+            color=ARM_COLOURS["pilot"],
+            lw=2,
+            marker="o",
+            ms=4,
+            label=line_labels[0],
+        )
+        start = pd.Timestamp(pilot_start)
+        after = series["period"] >= start
+        ax.fill_between(
+            series["period"],
+            series["treated"],
+            series["counterfactual"],
+            where=after.to_numpy(),
+            color=ARM_COLOURS["pilot"],
+            alpha=0.15,
+            lw=0,
+        )
+        _weekly_axes(ax, start, pilot_label, title, y_label, months, len(series))
     return _draw(name, title, figure)

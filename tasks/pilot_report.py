@@ -13,12 +13,12 @@ import pandas as pd
 
 from tasks import charts
 from tasks.charts import Chart
-from tasks.experiments import SRM_ALPHA, in_period, pilot_observations
+from tasks.experiments import SRM_ALPHA, analysis_of, in_period, pilot_observations
 from tasks.hypotheses import Guardrail, Hypothesis, Period
-from tasks.labels import labels, reason_text, titled
+from tasks.labels import labels, reason_text, titled, worded
 from tasks.loader import CxData
 from tasks.metrics import mean_ci_by
-from tasks.render import Rendered, generated_at, records, render_report
+from tasks.render import Rendered, effect, generated_at, localised, records, render_report
 from tasks.text import Taxonomy, tag_topics, verbatims
 
 OBSERVATION_UNITS = {
@@ -31,6 +31,7 @@ OBSERVATION_UNITS = {
     "repeat": "unit_percent",
 }
 VERBATIMS = 3
+PLACEBO_BARS = 30  # more placebo assignments than this are summarised by their p-value only
 
 
 def experiment_name(hypothesis_id: str) -> str:
@@ -89,10 +90,128 @@ def experiment_verbatims(
 
 
 def _reason(primary: Mapping[str, Any], t: Mapping[str, Any]) -> str:
-    """Why the pilot got its decision, in `t`'s language; as stored (English) for results
-    evaluated by an older cxloop, which kept no `why`."""
-    why = (primary.get("cells") or {}).get("why")
-    return reason_text(why, t) if why else primary["reason"]
+    """Why the pilot got its decision, in `t`'s language: the customer-level rule, else the
+    unit-level verdict; as stored (English) for results evaluated by an older cxloop, which
+    kept neither."""
+    cells = primary.get("cells") or {}
+    if cells.get("why"):
+        return reason_text(cells["why"], t)
+    if cells.get("unit"):
+        return _unit_verdict(cells["unit"], t)
+    return primary["reason"]
+
+
+def _p(value: float | None, t: Mapping[str, Any]) -> str:
+    """A p-value to two significant digits, as `t`'s language writes decimals."""
+    return "n/a" if value is None else f"{value:.2g}".replace(".", t["decimal_mark"])
+
+
+def _signed(value: float | None, relative: bool, t: Mapping[str, Any]) -> str:
+    """An effect as the report's `effect` filter writes it in `t`'s language."""
+    if t["lang"] == "en":
+        return effect(value, relative)
+    if relative:
+        shown = localised(None if value is None else 100 * value, 1, t["lang"], sign=True)
+        return shown if shown == "n/a" else f"{shown}%"
+    return localised(value, 2, t["lang"], sign=True)
+
+
+def _status(check: Mapping[str, Any]) -> str:
+    """passed, failed (blocking), warning (not blocking) or informs (cannot decide)."""
+    if not check["blocking"] and check["name"] == "placebo_in_space":
+        return "informs"
+    if check["passed"]:
+        return "passed"
+    return "failed" if check["blocking"] else "warning"
+
+
+def _check_line(check: Mapping[str, Any], unit: Mapping[str, Any], t: Mapping[str, Any]) -> str:
+    """What a check found, in plain words of `t`'s language."""
+    fields = {"p": _p(check["p_value"], t), "rmspe": localised(unit["pre_rmspe"], 2, t["lang"])}
+    outcome = "passed" if check["passed"] else "failed"
+    outcome = "informs" if _status(check) == "informs" else outcome
+    return worded(t, "unit_check_lines", f"{check['name']}_{outcome}", fields)
+
+
+def _unit_verdict(unit: Mapping[str, Any], t: Mapping[str, Any]) -> str:
+    """The unit-level verdict with its numbers, in `t`'s language."""
+    failed = [c for c in unit["checks"] if c["blocking"] and not c["passed"]]
+    if failed:
+        names = ", ".join(
+            f"{t['unit_check_names'][c['name']]} (p = {_p(c['p_value'], t)})" for c in failed
+        )
+        return worded(t, "unit_verdicts", "blocked", {"checks": names})
+    method = unit["method"]
+    fields = {
+        "method": t["unit_methods"][method],
+        "estimate": _signed(unit["estimate"], False, t),
+        "interval": t["unit_intervals"][method],
+        "low": _signed(unit["low"], False, t),
+        "high": _signed(unit["high"], False, t),
+        "p": _p(unit["p"], t),
+        "alpha": f"{unit['alpha']:g}".replace(".", t["decimal_mark"]),
+    }
+    shown = unit["p"] is not None and unit["p"] < unit["alpha"]
+    return worded(t, "unit_verdicts", "shown" if shown else "not_shown", fields)
+
+
+def unit_analysis(
+    hypothesis: Hypothesis, primary: Mapping[str, Any] | None, t: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, list[Chart]]:
+    """What the report shows of a unit pilot's analysis (stored in the primary row's `unit`
+    cells), and its charts: the treated units against their counterfactual and, for few
+    enough assignments, the placebo distribution. None for pilots judged per customer;
+    `{"fallback": True}` when the panel was too thin for a unit-level analysis."""
+    if analysis_of(hypothesis) != "auto" or not primary:
+        return None, []
+    unit = (primary.get("cells") or {}).get("unit")
+    if not unit:
+        return {"fallback": True}, []
+    checks = [
+        {**c, "title": t["unit_check_names"][c["name"]], "status": _status(c),
+         "line": _check_line(c, unit, t)}
+        for c in unit["checks"]
+    ]  # fmt: skip
+    method_check = next((c for c in checks if c["name"] == "method"), None)
+    metric = t[hypothesis.metric.name]
+    counterfactual = t["unit_counterfactuals"][unit["method"]]
+    title = t["unit_chart_title"].format(metric=metric, counterfactual=counterfactual)
+    series = charts.treated_against_counterfactual(
+        "unit_series",
+        pd.DataFrame(unit["series"]),
+        title,
+        f"{metric}, {t[OBSERVATION_UNITS[hypothesis.metric.name]]}",
+        (t["unit_pilot_units"], counterfactual),
+        hypothesis.schedule.pilot.start,
+        t["pilot_start"],
+        t["months"],
+    )
+    shown = [series]
+    placebos = pd.DataFrame(unit["placebos"])
+    if 1 < len(placebos) <= PLACEBO_BARS:
+        shown.append(
+            charts.bars(
+                "unit_placebos",
+                placebos["unit"].tolist(),
+                placebos["statistic"].tolist(),
+                t["unit_placebos"],
+                t["unit_placebo_actual"],
+                highlight=placebos["treated"].tolist(),
+                decimal=t["decimal_mark"],
+            )
+        )
+    context = {
+        **unit,
+        "fallback": False,
+        "method_name": t["unit_methods"][unit["method"]],
+        "interval": t["unit_intervals"][unit["method"]],
+        "checks": [c for c in checks if c["name"] != "method"],
+        "method_check": method_check,
+        "verdict": _unit_verdict(unit, t),
+        "weights": sorted(unit["weights"], key=lambda w: -(w["weight"] or 0)),
+        "charts": shown,
+    }
+    return context, shown
 
 
 def _guardrail(guard: Guardrail, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,6 +316,7 @@ def experiment_context(
         t["months"],
     )
     table = _before_after(primary)
+    unit_context, unit_charts = unit_analysis(h, primary, t)
     guardrails = [_guardrail(guard, by_metric.get(guard.metric, {})) for guard in h.guardrails]
     ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
     srm_p = primary["srm_p"] if primary else None
@@ -234,10 +354,11 @@ def experiment_context(
         "verbatims": experiment_verbatims(data.responses, arms, h, taxonomy),
         "method": _method(primary),
         "unit": unit,
-        "charts": {"target": chart},
+        "unit_analysis": unit_context,
+        "charts": {"target": chart, **{c.name: c for c in unit_charts}},
         "generated_at": generated_at(),
     }
-    return context, [chart]
+    return context, [chart, *unit_charts]
 
 
 def build_experiment(

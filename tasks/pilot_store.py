@@ -9,10 +9,11 @@ from dataclasses import replace
 import pandas as pd
 
 from tasks import store
-from tasks.experiments import Estimate, Evaluation, ResponseCheck
+from tasks.experiments import Estimate, Evaluation, ResponseCheck, relative
 from tasks.hypotheses import Hypothesis
 from tasks.identity import is_in
 from tasks.loader import CxData
+from tasks.unit_pilots import UnitEffect
 
 
 def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -34,6 +35,7 @@ def result_rows(evaluation: Evaluation, as_of: pd.Timestamp) -> pd.DataFrame:
         "why": evaluation.why,
         "quantiles": [vars(q) for q in evaluation.quantiles],
         "response": _response(evaluation.response),
+        "unit": unit_cells(evaluation.unit),
     }
     for row in rows:
         row["cells"] = _json_safe(row["cells"])
@@ -64,6 +66,38 @@ def _json_safe(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def unit_cells(effect: UnitEffect | None) -> dict | None:
+    """The unit-level analysis as the report shows it: method, estimate (the metric's units,
+    and relative to the counterfactual) with its interval, units, checks, the treated and
+    counterfactual series, the placebo statistics and the donor weights; None without one."""
+    if effect is None:
+        return None
+    ratio, ratio_low, ratio_high = relative(effect)
+    return {
+        "method": effect.method,
+        "design": effect.design,
+        "estimate": effect.estimate,
+        "low": effect.low,
+        "high": effect.high,
+        "relative": {"estimate": ratio, "low": ratio_low, "high": ratio_high},
+        "p": effect.p_value,
+        "alpha": effect.alpha,
+        "treated": list(effect.treated),
+        "donors": list(effect.donors),
+        "n_pre": effect.n_pre,
+        "n_post": effect.n_post,
+        "pre_rmspe": effect.pre_rmspe,
+        "identified": effect.identified,
+        "reason": effect.reason,
+        "checks": [vars(c) for c in effect.checks],
+        "series": effect.series.assign(period=effect.series["period"].astype(str)).to_dict(
+            "records"
+        ),
+        "placebos": effect.placebos.to_dict("records"),
+        "weights": effect.weights.to_dict("records"),
+    }
 
 
 def _response(check: ResponseCheck | None) -> dict | None:
