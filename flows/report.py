@@ -8,16 +8,17 @@ from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import Engine
 
 from connectors.errors import CxloopError
+from flows.artifacts import publish_artifacts
 from flows.config import DEFAULT_CONFIG, Config, given_or_loaded
+from flows.names import flow_run_name
 from tasks import store
 from tasks.alerts import Alert
 from tasks.delivery import Outgoing, deliver, email_message, write_mail
-from tasks.digest import build_digest
+from tasks.digest import build_digest, stored_churn_run
 from tasks.hypotheses import read_hypotheses
 from tasks.latest import latest_pain_points, latest_results
 from tasks.loader import CxData
@@ -33,7 +34,7 @@ class ReportsFailed(CxloopError):
     """Some reports failed; the others were written and delivered."""
 
 
-@frame_task
+@frame_task(task_run_name=lambda parameters: "render " + ", ".join(parameters["kinds"]))
 def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered], dict[str, str]]:
     """The requested reports rendered from the store, and the error of each report that
     failed to render, by report name: one pilot's broken report costs only that report."""
@@ -41,7 +42,9 @@ def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered]
     engine = config.store()
     alerts = latest_alerts(engine)
     settings = config.reports
-    data = CxData.latest(engine, config.business_hours.calendar(), config.timezone)
+    data = CxData.latest(
+        engine, config.business_hours.calendar(), config.timezone, config.fcr.repeat_days
+    )
     hypotheses, _ = read_hypotheses(config.hypotheses_dir)
     pain, results = latest_pain_points(engine), latest_results(engine)
     jobs: list[tuple[str, Callable[[], Rendered]]] = []
@@ -61,6 +64,10 @@ def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered]
                     settings.template_dir,
                     paper=settings.paper,
                     standards=store.read_frame(engine, store.StandardSnapshot),
+                    cuts=settings.breakdowns,
+                    repeat_days=config.fcr.repeat_days,
+                    ces_scale=config.ces_scale,
+                    at_risk=stored_churn_run(engine) if config.churn.enabled else None,
                 ),
             )
         )
@@ -106,23 +113,12 @@ def latest_alerts(engine: Engine) -> list[Alert]:
     ]
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(task_run_name="pdf {path.name}", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def pdf(path: Path, chromium: str) -> Path:
     return print_pdf(path, chromium)
 
 
-def publish_artifacts(report: Rendered) -> None:
-    """A Markdown artifact per report, and a table artifact per table it carries."""
-    key = report.name.lower().replace("_", "-")
-    create_markdown_artifact(key=key, markdown=report.markdown, description=report.title)
-    for name, rows in report.tables.items():
-        if rows:
-            create_table_artifact(
-                key=f"{key}-{name.replace('_', '-')}", table=rows, description=report.title
-            )
-
-
-@flow(name="report", flow_run_name="render reports")
+@flow(name="report", flow_run_name=flow_run_name("reports"))
 def report(
     config_path: Path = DEFAULT_CONFIG,
     kinds: Sequence[str] = KINDS,
@@ -183,5 +179,5 @@ def write_outputs(rendered: Rendered, config: Config, engine: Engine) -> Outgoin
     if settings.pdf:
         pdf(path, settings.chromium)
     record_report(engine, rendered.kind, path)
-    publish_artifacts(rendered)
+    publish_artifacts(rendered, settings.language, settings.template_dir)
     return Outgoing(path, rendered.kind, rendered.title, rendered.summary, rendered.news)

@@ -263,21 +263,26 @@ def _scores(now: pd.DataFrame, p: np.ndarray, settings: ChurnSettings) -> pd.Dat
     )
 
 
-def digest_context(run: ChurnRun) -> dict:
-    """The digest's at-risk block: published or why not, validation numbers, band sizes and
-    the expected revenue lost from high-risk customers."""
+def digest_context(run: ChurnRun, drivers: int = 5) -> dict:
+    """The digest's at-risk block: published or why not, validation numbers, band sizes, the
+    expected revenue lost from high-risk customers, and the `drivers` largest coefficients
+    (`feature`, `coefficient` per standardised unit; none for boosting)."""
     bands = run.scores["churn_risk"].value_counts() if not run.scores.empty else pd.Series()
+    largest = sorted(run.coefficients.items(), key=lambda item: -abs(item[1]))[:drivers]
     return {
         "published": run.published,
         "reason": run.reason,
         "model": run.model,
         "horizon_days": run.horizon_days,
+        "cutoffs": run.cutoffs,
+        "n_validation": run.n_validation,
         "auc": run.auc,
         "ece": run.ece,
         "top_decile_lift": run.top_decile_lift,
         "base_rate": run.base_rate,
         "bands": {b: int(bands.get(b, 0)) for b in ("high", "medium", "low")},
         "expected_revenue_lost": run.expected_revenue_lost if run.published else None,
+        "drivers": [{"feature": name, "coefficient": value} for name, value in largest],
     }
 
 

@@ -1,35 +1,54 @@
-"""The monthly CX digest: the month it covers, the KPI tiles against the month before, the
-breakdowns, the ticket load, the pain points, the pilots and the alerts, in every format."""
+"""The monthly CX digest: the month it covers, the KPI tiles against the month before and
+their definitions, the breakdowns, the teams, the at-risk customers, the ticket load, the pain
+points, the pilots and the alerts, in every format."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy.engine import Engine
 
 from connectors.errors import ConfigError
 from tasks import charts, store
 from tasks.alerts import Alert, last_complete_month
 from tasks.charts import Chart
 from tasks.hypotheses import Hypothesis
-from tasks.labels import alert_text, labels, titled
+from tasks.identity import lookup
+from tasks.labels import alert_text, labels, titled, worded
 from tasks.loader import CxData
 from tasks.metrics import (
+    REPEAT_DAYS,
+    SLA_HOURS,
     churn,
     customer_value,
     difference_ci,
     kpis_by,
+    mean_ci_by,
+    metric_table,
+    nps_points,
     post_stratified_nps,
     response_rates,
 )
 from tasks.pilot_report import experiment_name
-from tasks.render import Rendered, effect, generated_at, number, records, render_report
+from tasks.render import (
+    Rendered,
+    effect,
+    generated_at,
+    localised,
+    number,
+    records,
+    render_report,
+)
 from tasks.standards import latest_with_trend, summary
+
+if TYPE_CHECKING:  # `tasks.churn` loads scikit-learn: imported where a churn run is shown
+    from tasks.churn import ChurnRun
 
 KPIS = ("nps", "csat", "ces", "frt_hours", "fcr", "churn")
 HIGHER_IS_BETTER = {
@@ -41,6 +60,27 @@ HIGHER_IS_BETTER = {
     "churn": False,
 }
 TOP_PAIN_POINTS = 10
+CHURN_WINDOW_DAYS = 90  # active = ordered in the 90 days before a date
+DEFAULT_BREAKDOWNS = ("segment", "region", "channel")
+CONTACT_KPIS = ("csat_top2", "ces", "frt_hours", "fcr")
+# Cuts of contacts (tickets, post-contact answers): broken down by CSAT and contact KPIs;
+# any other cut is a customer's and broken down by NPS.
+CONTACT_CUTS = ("channel", "topic", "survey", "ticket_topic", "ticket_channel", "agent", "team")
+# The teams' KPIs and whether a higher value is the worse one.
+TEAM_KPIS = {
+    "frt_hours": True,
+    "fcr": False,
+    "reopen_rate": True,
+    "csat": False,
+    "sla_breach": True,
+}
+MIN_TEAM_TICKETS = 30  # fewer tickets in the month: listed, not ranked
+TOP_DRIVERS = 5
+AT_RISK_BANDS = ("high", "medium")  # the churn-risk bands the at-risk block calls at risk
+# The KPIs the definitions table explains, in its order.
+DEFINED_KPIS = (
+    "nps", "csat", "ces", "frt_hours", "art_hours", "fcr", "reopen_rate", "sla_breach", "churn"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,7 +141,8 @@ def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
     for label, period in (("now", month), ("before", month.previous())):
         overall = kpis_by(within(data, period), "segment", csat_scale)
         overall = overall[overall["segment"] == "all"].drop(columns="segment")
-        lost = churn(data.orders, period.start, period.end).assign(metric="churn", pending=0)
+        lost = churn(data.orders, period.start, period.end, CHURN_WINDOW_DAYS)
+        lost = lost.assign(metric="churn", pending=0)
         frames.append(pd.concat([overall, lost], ignore_index=True).assign(when=label))
     both = pd.concat(frames, ignore_index=True).pivot(index="metric", columns="when")
     now, before = both.xs("now", axis=1, level=1), both.xs("before", axis=1, level=1)
@@ -139,7 +180,7 @@ def kpis_by_contact_channel(data: CxData, csat_scale: int) -> pd.DataFrame:
     `kpis_by` on the contact channel, so the same definitions: `channel`, `metric`,
     `value`, `n`, `pending`, `ci_low`, `ci_high`.
     """
-    return kpis_by(data, "channel", csat_scale, ("csat_top2", "ces", "frt_hours", "fcr"))
+    return kpis_by(data, "channel", csat_scale, CONTACT_KPIS)
 
 
 def breakdown(long: pd.DataFrame, by: str, key_metric: str) -> list[dict[str, Any]]:
@@ -213,6 +254,208 @@ def ticket_load(tickets: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     return counts, peak
 
 
+def dimension_name(by: str, t: Mapping[str, Any]) -> str:
+    """A cut as readers call it: its entry in `t`'s `breakdown_names`, else its own name."""
+    return t["breakdown_names"].get(by, by.replace("_", " "))
+
+
+def breakdowns(
+    current: CxData, cuts: Sequence[str], csat_scale: int, t: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """One breakdown per cut of `cuts` (`reports.breakdowns`): `by`, its `name`, its `key`
+    metric and its `breakdown` rows. Contact cuts (`CONTACT_CUTS`) show the contact KPIs with
+    CSAT as the key; customer cuts (segment, region, declared dimensions) every KPI, NPS."""
+    shown = []
+    for by in cuts:
+        contact = by in CONTACT_CUTS
+        long = (
+            kpis_by(current, by, csat_scale, CONTACT_KPIS)
+            if contact
+            else kpis_by(current, by, csat_scale)
+        )
+        key = "csat" if contact else "nps"
+        shown.append(
+            {"by": by, "name": dimension_name(by, t), "key": key, "rows": breakdown(long, by, key)}
+        )
+    return shown
+
+
+def team_ranking(data: CxData, month: Month, csat_scale: int = 5) -> dict[str, Any] | None:
+    """The teams of `month`'s tickets, worst first; None when no ticket names a team.
+
+    `rows`: `team`, `tickets`, `position` (None when unranked), `mean_rank` and `metrics`,
+    each of `TEAM_KPIS` as `value`, `n`, `ci_low`, `ci_high` and `worse`. `reference`: each
+    KPI over all teams' tickets (the n-weighted mean of the teams' shares).
+
+    The rule: every KPI ranks the teams with at least `MIN_TEAM_TICKETS` tickets from worst
+    (1) to best, tied teams sharing the mean rank; a team's `mean_rank` is the mean over the
+    KPIs it has, the lowest first, ties broken by the longer FRT. Teams with fewer tickets
+    follow unranked, most tickets first. `worse`: the KPI's 95% CI lies wholly on its worse
+    side of the reference. CSAT is of the month's answers linked to a ticket of the team,
+    whenever that ticket was raised.
+    """
+    current = within(data, month)
+    if "team" not in current.tickets or current.tickets["team"].isna().all():
+        return None
+    ticket_kpis = [metric for metric in TEAM_KPIS if metric != "csat"]
+    answers = replace(current, tickets=data.tickets)
+    table = pd.concat(
+        [
+            metric_table(current, ticket_kpis, ["team"], csat_scale=csat_scale),
+            metric_table(answers, ["csat_top2"], ["team"], csat_scale=csat_scale),
+        ],
+        ignore_index=True,
+    ).replace({"metric": {"csat_top2": "csat"}})
+    tickets = current.tickets["team"].value_counts().sort_index(kind="stable")
+    tickets = tickets.sort_values(ascending=False, kind="stable")
+    values = table.pivot(index="team", columns="metric", values="value")
+    values = values.reindex(index=tickets.index, columns=list(TEAM_KPIS))
+    ranked = tickets.index[tickets >= MIN_TEAM_TICKETS]
+    ranks = pd.DataFrame(
+        {m: values.loc[ranked, m].rank(ascending=not worse) for m, worse in TEAM_KPIS.items()}
+    )
+    order = pd.DataFrame(
+        {"mean_rank": ranks.mean(axis=1), "frt": values.loc[ranked, "frt_hours"]}
+    ).sort_values(["mean_rank", "frt"], ascending=[True, False], kind="stable")
+    shares = table.dropna(subset=["ci_low"])
+    weighted = (shares["value"] * shares["n"]).groupby(shares["metric"]).sum()
+    reference = (weighted / shares.groupby("metric")["n"].sum()).to_dict()
+    cells = {team: {r["metric"]: r for r in records(rows)} for team, rows in table.groupby("team")}
+    rows = []
+    unranked = [team for team in tickets.index if team not in order.index]
+    for position, team in enumerate([*order.index, *unranked], 1):
+        metrics = cells.get(team, {})
+        for metric, cell in metrics.items():
+            ref = reference.get(metric)
+            side = cell["ci_low"] if TEAM_KPIS[metric] else cell["ci_high"]
+            cell["worse"] = (
+                ref is not None
+                and side is not None
+                and (side > ref if TEAM_KPIS[metric] else side < ref)
+            )
+        is_ranked = team in order.index
+        rows.append(
+            {
+                "team": team,
+                "tickets": int(tickets[team]),
+                "position": position if is_ranked else None,
+                "mean_rank": float(order.loc[team, "mean_rank"]) if is_ranked else None,
+                "metrics": metrics,
+            }
+        )
+    return {"rows": rows, "reference": reference, "min_tickets": MIN_TEAM_TICKETS}
+
+
+def teams_context(
+    data: CxData, month: Month, csat_scale: int, t: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """`team_ranking` with its rule and the KPIs' names and units in `t`'s language."""
+    teams = team_ranking(data, month, csat_scale)
+    if teams is None:
+        return None
+    minimum = {"min_tickets": MIN_TEAM_TICKETS}
+    units = {"frt_hours": t["unit_frt_hours"], "csat": t["unit_csat"]}
+    return teams | {
+        "rule": worded(t, "teams_ranking", "rule", minimum),
+        "too_few": worded(t, "teams_ranking", "too_few", minimum),
+        "kpis": [
+            {"metric": m, "name": kpi_name(m, t), "unit": units.get(m, t["unit_percent"])}
+            for m in TEAM_KPIS
+        ],
+    }
+
+
+def kpi_name(metric: str, t: Mapping[str, Any]) -> str:
+    """A KPI's name in `t`'s language."""
+    return t["kpi_names"].get(metric, t.get(metric, metric))
+
+
+def kpi_definitions(
+    t: Mapping[str, Any], csat_scale: int, ces_scale: int, repeat_days: int
+) -> list[dict[str, str]]:
+    """Each of `DEFINED_KPIS` as `metric` (its name) and `definition`: how this digest
+    computes it, with the configured scales and FCR repeat window (0: reopening only)."""
+    numbers = {
+        "csat_scale": csat_scale,
+        "csat_top": csat_scale - 1,
+        "ces_scale": ces_scale,
+        "repeat_days": repeat_days,
+        "sla_hours": f"{SLA_HOURS:g}",
+        "churn_days": CHURN_WINDOW_DAYS,
+    }
+    wording = {metric: metric for metric in DEFINED_KPIS} | {
+        "fcr": "fcr" if repeat_days else "fcr_reopen_only"
+    }
+    return [
+        {
+            "metric": kpi_name(metric, t),
+            "definition": worded(t, "kpi_definitions", wording[metric], numbers),
+        }
+        for metric in DEFINED_KPIS
+    ]
+
+
+def stored_churn_run(engine: Engine) -> ChurnRun | None:
+    """The newest stored churn model run with the scores it left (none when it was not
+    published), as `tasks.churn.run_churn` returned it; None before the first run."""
+    from tasks.churn import ChurnRun
+
+    runs = store.read_frame(engine, store.ChurnModelRun)
+    if runs.empty:
+        return None
+    newest = records(runs.sort_values("run_at").tail(1))[0]
+    columns = ["customer_id", "probability", "churn_risk", "value", "expected_loss"]
+    scores = store.read_frame(engine, store.CustomerChurnRisk, columns)
+    kept = {f.name for f in fields(ChurnRun)} - {"scores"}
+    return ChurnRun(**{k: newest[k] for k in kept}, scores=scores)
+
+
+def at_risk_context(
+    run: ChurnRun | None, responses: pd.DataFrame, t: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The at-risk block: the model run's facts (`tasks.churn.digest_context`), `min_auc`, and
+    when it is published `bands_sentence` (the band sizes in `t`'s language), `nps`: the NPS
+    of `responses` from high-, medium- and at-risk (either) customers and from the rest (low
+    risk or not scored), each `group` with `value`, `n`, `ci_low`, `ci_high`, and `gap` (at
+    risk − rest, with its 95% CI); None without a run."""
+    if run is None:
+        return None
+    from tasks.churn import MIN_AUC
+    from tasks.churn import digest_context as churn_context
+
+    facts = churn_context(run, TOP_DRIVERS) | {"min_auc": MIN_AUC}
+    if not run.published or run.scores.empty:
+        return {**facts, "bands_sentence": "", "nps": [], "gap": None}
+    counts = {band: _figure(size, t) for band, size in facts["bands"].items()}
+    sentence = worded(t, "at_risk", "bands", {**counts, "horizon_days": run.horizon_days})
+    answers = responses[(responses["kind"] == "nps") & responses["score"].notna()]
+    band = lookup(answers["customer_id"], run.scores.set_index("customer_id")["churn_risk"])
+    points = nps_points(answers["score"])
+    risky = band.isin(AT_RISK_BANDS)
+    groups = pd.concat(
+        [
+            pd.DataFrame({"group": band[risky], "value": points[risky]}),
+            pd.DataFrame({"group": np.where(risky, "at_risk", "rest"), "value": points}),
+        ]
+    )
+    table = mean_ci_by(groups, ["group"]).reindex([*AT_RISK_BANDS, "at_risk", "rest"])
+    low, high = difference_ci(table.loc["at_risk"], table.loc["rest"])
+    gap = {"value": table.loc["at_risk", "value"] - table.loc["rest", "value"]}
+    gap |= {"ci_low": low, "ci_high": high}
+    return {
+        **facts,
+        "bands_sentence": sentence,
+        "nps": records(table.rename_axis("group").reset_index()),
+        "gap": records(pd.DataFrame([gap]))[0],
+    }
+
+
+def _figure(value: float, t: Mapping[str, Any], digits: int = 0) -> str:
+    """`value` as the templates' `num` filter writes it in `t`'s language."""
+    language = t["lang"]
+    return number(value, digits) if language == "en" else localised(value, digits, language)
+
+
 def digest_context(
     data: CxData,
     pain: pd.DataFrame,
@@ -223,25 +466,37 @@ def digest_context(
     csat_scale: int = 5,
     month: Month | None = None,
     standards: pd.DataFrame | None = None,
+    cuts: Sequence[str] = DEFAULT_BREAKDOWNS,
+    repeat_days: int = REPEAT_DAYS,
+    ces_scale: int = 7,
+    at_risk: ChurnRun | None = None,
 ) -> tuple[dict[str, Any], list[Chart]]:
     """What the digest shows for `month` (default: `digest_month`), and its charts.
 
     `pain` holds ranked pain points, `results` the latest experiment results (rows of
     `experiment_result`), `alerts` the last period's alerts, `standards` the standards'
-    verdicts per month (rows of `standard_snapshot`).
+    verdicts per month (rows of `standard_snapshot`), `cuts` the breakdowns
+    (`reports.breakdowns`), `repeat_days` FCR's repeat window and `at_risk` the churn model
+    run to show (None: no at-risk block).
     """
     month = month or digest_month(data)
     current = within(data, month)
     tiles = kpi_tiles(data, month, csat_scale)
-    by_segment = breakdown(kpis_by(current, "segment", csat_scale), "segment", "nps")
-    by_region = breakdown(kpis_by(current, "region", csat_scale), "region", "nps")
-    by_channel = breakdown(kpis_by_contact_channel(current, csat_scale), "channel", "csat")
+    shown = breakdowns(current, cuts, csat_scale, t)
     counts, peak = ticket_load(current.tickets)
     top = titled(pain.sort_values("rank").head(TOP_PAIN_POINTS), t) if len(pain) else pain
     chart_list = [
-        _breakdown_chart("nps-segment", by_segment, "nps", f"{t['nps_by']}: {t['segment']}", t),
-        _breakdown_chart("nps-region", by_region, "nps", f"{t['nps_by']}: {t['region']}", t),
-        _breakdown_chart("csat-channel", by_channel, "csat", f"{t['csat_by']}: {t['channel']}", t),
+        _breakdown_chart(
+            f"{b['key']}-{b['by']}",
+            b["rows"],
+            b["key"],
+            f"{t[b['key'] + '_by']}: {b['name']}",
+            t,
+        )
+        for b in shown
+        if b["rows"]
+    ]
+    chart_list += [
         charts.load_heatmap(
             "load",
             counts,
@@ -284,11 +539,11 @@ def digest_context(
         "customer_value": records(customer_value(data.orders, data.customers, "segment"))
         if len(data.orders)
         else [],
-        "breakdowns": [
-            ("segment", by_segment, "nps"),
-            ("region", by_region, "nps"),
-            ("channel", by_channel, "csat"),
-        ],
+        "unmatched": data.unmatched(),
+        "definitions": kpi_definitions(t, csat_scale, ces_scale, repeat_days),
+        "breakdowns": shown,
+        "teams": teams_context(data, month, csat_scale, t),
+        "at_risk": at_risk_context(at_risk, current.responses, t),
         "peak": peak,
         "pain_points": records(top.drop(columns=["evidence"], errors="ignore")) if len(top) else [],
         "evidence": top["evidence"].tolist() if len(top) else [],
@@ -352,12 +607,28 @@ def build_digest(
     month: Month | None = None,
     paper: str = "a4",
     standards: pd.DataFrame | None = None,
+    cuts: Sequence[str] = DEFAULT_BREAKDOWNS,
+    repeat_days: int = REPEAT_DAYS,
+    ces_scale: int = 7,
+    at_risk: ChurnRun | None = None,
 ) -> Rendered:
     """The CX digest for `month` (default: the last complete month in `data`) in every format,
-    printed on `paper` (`a4` or `letter`)."""
+    printed on `paper` (`a4` or `letter`); the rest as `digest_context` takes them."""
     t = labels(language, template_dir)
     context, chart_list = digest_context(
-        data, pain, results, hypotheses, alerts, t, csat_scale, month, standards
+        data,
+        pain,
+        results,
+        hypotheses,
+        alerts,
+        t,
+        csat_scale,
+        month,
+        standards,
+        cuts,
+        repeat_days,
+        ces_scale,
+        at_risk,
     )
     tables = {
         "kpis": [
@@ -382,6 +653,15 @@ def build_digest(
         "pain_points": [
             {k: p[k] for k in ("rank", "key", "reach", "impact", "confidence", "effort", "score")}
             for p in context["pain_points"]
+        ],
+        "teams": [
+            {
+                "team": r["team"],
+                "position": r["position"],
+                "tickets": r["tickets"],
+                **{m: r["metrics"].get(m, {}).get("value") for m in TEAM_KPIS},
+            }
+            for r in (context["teams"] or {}).get("rows", [])
         ],
     }
     return render_report(
