@@ -31,6 +31,7 @@ from connectors import open_source
 from connectors.base import Page, Stream
 from connectors.errors import ConfigError, SourceError
 from flows.config import DEFAULT_CONFIG, Config, SourceConfig, given_or_loaded
+from flows.names import flow_run_name
 from flows.sync import sync_stream
 from tasks.store import open_store, read_cursor
 
@@ -117,7 +118,7 @@ def _shown(cursor: dict, chars: int = 160) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-@flow(name="ingest", flow_run_name="ingest {config_path}")
+@flow(name="ingest", flow_run_name=flow_run_name("ingest"))
 def ingest(
     config_path: Path = DEFAULT_CONFIG, config: Config | None = None
 ) -> dict[str, dict[str, Synced]]:

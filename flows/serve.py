@@ -46,8 +46,8 @@ def deployments(prefect_yaml: Path = DEFAULT_PREFECT_YAML) -> list[RunnerDeploym
     is ignored."""
     if not prefect_yaml.exists():
         raise ConfigError(
-            f"{prefect_yaml}: no such file; run from the cxloop repository root or pass "
-            "the path of its prefect.yaml."
+            f"{prefect_yaml}: no such file; run in the project directory (`cxloop init` "
+            "writes its prefect.yaml) or pass --prefect-yaml."
         )
     spec = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")) or {}
     if not spec.get("deployments"):

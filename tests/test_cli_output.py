@@ -15,6 +15,7 @@ from rich.console import Console
 
 from flows.cli import summary
 from tasks import store
+from tasks.labels import labels
 from tests.test_cli import cxloop
 
 CUSTOMERS = 600
@@ -113,6 +114,7 @@ def test_journey_and_themes_json_parse_with_the_stores_ticket_counts(demo: Path)
 def test_misspelt_cut_or_metric_exits_2_with_a_suggestion(
     tmp_path: Path, args: tuple[str, ...], hint: str
 ) -> None:
+    assert cxloop("init", cwd=tmp_path).returncode == 0  # the cuts include its dimensions
     result = cxloop("metrics", *args, cwd=tmp_path)
     assert result.returncode == 2 and hint in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -123,11 +125,16 @@ def test_json_and_csv_together_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not both" in result.stderr
 
 
+def column(lines: list[str], title: str, index: int) -> list[str]:
+    """The cells of column `index` (from 0) of the table titled `title`, line by line."""
+    start = next(i for i, line in enumerate(lines) if title in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("└"))
+    return [line.split("│")[index + 1].strip() for line in lines[start:end] if line.startswith("│")]
+
+
 def pain_point_column(lines: list[str]) -> list[str]:
     """The pain-point cells of the ranking table, line by line."""
-    start = next(i for i, line in enumerate(lines) if "Top pain points" in line)
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("└"))
-    return [line.split("│")[2].strip() for line in lines[start:end] if line.startswith("│")]
+    return column(lines, "Top pain points", 1)
 
 
 @pytest.mark.prefect
@@ -201,3 +208,58 @@ def test_verbose_shows_prefects_log_lines_on_the_terminal(demo: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = [PREFECT_LINE.match(line) for line in result.stderr.splitlines()]
     assert any(m and "Finished in state Completed" in m[2] for m in lines), result.stderr
+
+
+@pytest.mark.prefect
+def test_summary_at_80_columns_lists_the_alerts_raised_and_each_pilots_decision_and_reason(
+    demo: Path,
+) -> None:
+    lines = (demo / "summary.txt").read_text(encoding="utf-8").splitlines()
+    db = engine(demo)
+    raised = store.read_frame(db, store.Alert)
+    assert len(raised), "the demo company raises alerts"
+    what = " ".join(column(lines, "Alerts raised this run", 1))
+    kinds = " ".join(column(lines, "Alerts raised this run", 0))
+    for alert in raised.itertuples():
+        assert alert.message in what, (alert.message, what)
+        assert labels("en")["alert_kinds"][alert.kind] in kinds, (alert.kind, kinds)
+    results = store.read_frame(db, store.ExperimentResult)
+    decided = results[results["role"] == "primary"].sort_values("as_of").groupby("hypothesis_id")
+    for hypothesis, decision in decided["decision"].last().items():
+        (line,) = [line for line in lines if line.startswith(f"  {hypothesis}: ")]
+        assert line.startswith(f"  {hypothesis}: {decision} — ") and len(line) > 40, line
+
+
+def test_alerts_wrap_whole_at_80_columns_with_their_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.alerts import Alert
+
+    evidence = {
+        "metric": "nps", "cut": "segment", "group": "premium", "before": 31.46,
+        "after": 12.04, "change": -19.42, "p_value": 0.0012, "n_before": 1234, "n_after": 1187,
+        "period_before": "2026-09",
+    }  # fmt: skip
+    alert = Alert("nps_drop", "nps_drop:segment=premium", "2026-10", evidence)
+    monkeypatch.setattr(summary, "console", Console(width=80, record=True))
+    summary.console.print(summary.alerts_table([alert]))
+    lines = summary.console.export_text().splitlines()
+    assert max(map(len, lines)) <= 80
+    assert alert.message in " ".join(column(lines, "Alerts raised this run", 1))
+    assert "NPS drop" in column(lines, "Alerts raised this run", 0)
+    assert "31.5 → 12.0" in column(lines, "Alerts raised this run", 2)
+    summary.console.print(summary.alerts_table([]))
+    assert "None." in summary.console.export_text()
+
+
+def test_commands_name_the_prefect_server_when_prefect_api_url_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.cli import terminal
+
+    monkeypatch.setattr(terminal, "console", Console(width=80, record=True))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    terminal.starting()
+    said = terminal.console.export_text()
+    assert "http://127.0.0.1:4200/api" in said and "ephemeral" not in said, said
+    monkeypatch.delenv("PREFECT_API_URL")
+    terminal.starting()
+    assert "ephemeral mode" in terminal.console.export_text()

@@ -42,6 +42,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
 from connectors.demo import STREAM_TABLES, generate
+from flows.names import project_of
 from tasks import store
 from tasks.mapping import to_canonical
 from tests.conftest import REPO, _free_port
@@ -212,14 +213,14 @@ def test_cycle_deployed_from_prefect_yaml_completes_on_a_process_worker_with_art
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs))
         )
     assert run.work_pool_name == "cxloop-process"
-    assert {f.name for f in subflows} >= {
-        "ingest cxloop.yaml",
-        "rank pain points",
-        "render reports",
+    # named after the stage and the project (the project directory's name), then the day
+    assert {f.name.rsplit(" ", 1)[0] for f in subflows} >= {
+        f"{stage} {project_of(deployed / 'cxloop.yaml')}" for stage in ("ingest", "rank", "reports")
     }
     markdown = {a.key for a in artifacts if a.type == "markdown"}
-    assert any(key.startswith("digest-") for key in markdown), markdown
-    assert "experiment-auto-route-tickets" in markdown, markdown
+    namespace = project_of(deployed / "cxloop.yaml")
+    assert any(key.startswith(f"{namespace}-digest-") for key in markdown), markdown
+    assert f"{namespace}-experiment-auto-route-tickets" in markdown, markdown
     counts = store.row_counts(store.open_store(f"sqlite:///{deployed / 'store.db'}"))
     assert counts["customer"] == 2000 and counts["pain_point"] > 0
     assert (deployed / "reports" / "index.html").exists()
@@ -334,7 +335,7 @@ def test_serve_stops_within_ten_seconds_of_a_signal_during_start_up(
 ) -> None:
     """Early: while Prefect still loads (the CLI's first line is out), or once a deployment
     is registered but before the runner is ready; what was registered ends paused."""
-    started = lambda: "Starting Prefect" in (project / "serve.out").read_text()  # noqa: E731
+    started = lambda: "Using the Prefect server" in (project / "serve.out").read_text()  # noqa: E731
     ready = started if moment == "command started" else lambda: bool(_served())
     with _serving(project, serve_env) as serving:
         _wait_for(ready, serving, project, moment)

@@ -1,4 +1,5 @@
-"""The run summary a CX lead reads at 80 columns: ingested rows, the ranking, pilots, next step."""
+"""The run summary a CX lead reads at 80 columns: ingested rows, the ranking, the alerts
+raised, pilots, next step."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from flows.cli.terminal import console
 if TYPE_CHECKING:
     from flows.cycle import CycleResult
     from flows.ingest import Synced
+    from tasks.alerts import Alert
     from tasks.hypotheses import Hypothesis
 
 WIDE = 120  # columns from which tables show every score component
@@ -60,12 +62,49 @@ def pain_table(ranked: list[dict], limit: int, hypotheses: list[Hypothesis]) -> 
         components = [f"{p['confidence']:.2f}", _effort(p)] if wide else []
         table.add_row(
             str(p["rank"]), f"{escape(p['title'])}\n[dim]{escape(p['key'])}[/]",
-            f"{p['reach']:,} ({p['reach_share']:.1%})",
+            f"{p['reach']:,.0f} ({p['reach_share']:.1%})",
             f"{p['impact']:.1f} {(p.get('unit') or 'NPS points').split()[0]} "
             f"[{p['impact_ci_low']:.1f}, {p['impact_ci_high']:.1f}]",
             *components, f"{p['score']:.1f}", escape(pilots),
         )  # fmt: skip
     return table
+
+
+def alerts_table(alerts: list[Alert]) -> Table:
+    """Each alert by its kind and period, what happened, and by how much; wrapped, never cut."""
+    from tasks.labels import labels
+
+    kinds = labels("en")["alert_kinds"]
+    table = Table(
+        title="Alerts raised this run",
+        caption=None if alerts else "None.",
+        expand=True,
+    )
+    table.add_column("alert", overflow="fold", ratio=2)
+    table.add_column("what happened", overflow="fold", ratio=6)
+    table.add_column("how much", overflow="fold", ratio=2)
+    for a in alerts:
+        table.add_row(
+            f"{escape(kinds.get(a.kind, a.kind.replace('_', ' ')))}\n[dim]{escape(a.period)}[/]",
+            escape(a.message),
+            escape(how_much(a.evidence)),
+        )
+    return table
+
+
+def how_much(evidence: dict) -> str:
+    """An alert's size in a few words (`30.1 → 20.3`, `+42% per day`), from its evidence."""
+    if "retained" in evidence:
+        return f"{evidence['retained']:.0%} of the gain kept"
+    if "growth" in evidence:
+        return f"{evidence['growth']:+.0%} per day"
+    if "excess_points" in evidence:
+        return f"{evidence['excess_points']:+.1f} points lost"
+    if {"before", "after"} <= evidence.keys():
+        return f"{evidence['before']:,.1f} → {evidence['after']:,.1f}"
+    if {"value", "target"} <= evidence.keys():
+        return f"{evidence['value']:.3g} vs target {evidence['target']:g}"
+    return ""
 
 
 def _effort(pain_point: dict) -> str:
@@ -85,10 +124,11 @@ def next_step(ranked: list[dict], hypotheses: list[Hypothesis], report_path: Pat
 
 
 def print_summary(result: CycleResult, hypotheses: list[Hypothesis]) -> None:
-    """The cycle's ingested rows, top pain points, pilots with decision and reason, the
-    report's path and the next step, on stdout."""
+    """The cycle's ingested rows, top pain points, the alerts it raised, pilots with decision
+    and reason, the report's path and the next step, on stdout."""
     console.print(ingested_table(result.ingested))
     console.print(pain_table(result.pain_points, 5, hypotheses))
+    console.print(alerts_table(result.alerts))
     console.print(_pilots_table(result))
     for p in result.pilots:
         console.print(f"  {p.id}: {p.decision} — {p.reason}", highlight=False)

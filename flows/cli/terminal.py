@@ -45,7 +45,21 @@ def warn(message: str) -> None:
 
 
 def starting() -> None:
-    console.print("[dim]Starting Prefect (ephemeral mode; the first start takes about 20 s)…[/]")
+    """Say where flows run: the Prefect server `PREFECT_API_URL` names (environment, else
+    Prefect's profile), or an ephemeral one this command starts."""
+    import os
+
+    server = os.environ.get("PREFECT_API_URL")
+    if not server:  # the environment is checked first: it is instant, Prefect's settings are not
+        from prefect.settings import PREFECT_API_URL
+
+        server = PREFECT_API_URL.value()
+    if server:
+        console.print(f"[dim]Using the Prefect server at {server}[/]", highlight=False)
+    else:
+        console.print(
+            "[dim]Starting Prefect (ephemeral mode; the first start takes about 20 s)…[/]"
+        )
 
 
 def machine_readable(frame: pd.DataFrame, as_json: bool, as_csv: bool) -> bool:
