@@ -1,15 +1,22 @@
-"""End to end on vendor fakes: HubSpot, GA4 and Typeform on loopback feed a real `cxloop run`.
+"""End to end on vendor fakes: HubSpot, Typeform, GA4 and Yandex Metrica on loopback feed a real
+`cxloop run`.
 
 The headline numbers are then computed again, independently, with plain pandas from the data
 the fakes served (identity joined by CRM id or normalised e-mail, NPS from its definition, FRT
-as reply minus creation), and must equal what cxloop stored (metric snapshots, web metrics)
-and reported (`cxloop metrics`, `cxloop journey`, the unmatched-records warning of the run).
-The data has several segments and regions, unanswered tickets, tickets without a contact and
-survey answers whose e-mail matches nobody, so a wrong join or a wrong cut changes a number.
+as reply minus creation, agents and teams from HubSpot's owners list, a survey answer's ticket
+from its hidden field), and must equal what cxloop stored (metric snapshots, web metrics) and
+reported (`cxloop metrics`, `cxloop journey`, the unmatched-records warning of the run).
+The data has several segments and regions, unanswered and unresolved tickets, tickets without
+a contact or an owner, survey answers whose e-mail matches nobody, post-contact answers naming
+no ticket or a ticket HubSpot does not have, a custom contact property declared as the
+`device` dimension, and two web sources with the same funnel steps, so a wrong join, a wrong
+cut or a summed funnel changes a number. The bad-input cases of the data model (an undeclared
+dimension in a field map, an unknown `--by`) run the CLI against their own configuration.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +36,9 @@ from tasks import store
 from tests.fakes.ga4 import EVENTS, FakeGA4
 from tests.fakes.hubspot import FakeHubSpot, iso, ms
 from tests.fakes.typeform import FakeTypeform, answer
+from tests.fakes.yandex_metrica import DEVICES as METRICA_DEVICES
+from tests.fakes.yandex_metrica import SOURCES as METRICA_SOURCES
+from tests.fakes.yandex_metrica import FakeMetrica
 
 pytestmark = pytest.mark.prefect
 
@@ -37,70 +47,102 @@ TOKENS = {
     "HUBSPOT_TOKEN": "pat-eu1-7d1c9a2e-0b3f-4e5d-8a6c-2f4e6a8c0b1d",
     "GA4_TOKEN": "ya29.a0AfB_end-to-end-ga4-token",
     "TYPEFORM_TOKEN": "tfp_e2e0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6",
+    "YANDEX_METRICA_TOKEN": "y0_AgAAAAe2eMetricaOAuthToken",
 }
 PROPERTY = "987654321"
+COUNTER = "44147844"
 FORM = "Nps9x2"
+POST_CONTACT_FORM = "Pc7Ticket"
 SEGMENTS = ["subscriber", "lead", "customer", "evangelist"]
 REGIONS = ["Russia", "Kazakhstan", "Belarus", None]
+DEVICES = ["mobile", "desktop", "tablet", None]
 CATEGORIES = {
     "BILLING_ISSUE": "payment",
     "PRODUCT_ISSUE": "product_quality",
     "DELIVERY": "delivery",
 }
+# HubSpot owners: (first, last name) → teams (name, primary), archived, and the mean CSAT their
+# tickets' post-contact answers lean to, so the agent and team cuts tell them apart.
+AGENTS = {
+    ("Olga", "Petrova"): ([("Chat", True)], False, 4.6),
+    ("Ivan", "Sokolov"): ([("Chat", True)], False, 2.9),
+    ("Maria", None): ([("Chat", False), ("Email", True)], False, 4.0),
+    ("Anna", "Smirnova"): ([("Email", True)], True, 2.4),
+}
+REPEAT_DAYS = 3
+# Metrica goals counting the same funnel steps as GA4's events, each a share of the visits.
+GOALS = {"1001": "view_item", "1002": "add_to_cart", "1003": "begin_checkout", "1004": "purchase"}
+GOAL_SHARES = {"view_item": 0.62, "add_to_cart": 0.31, "begin_checkout": 0.17, "purchase": 0.07}
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 WEB_DAYS = 10
 JOURNEY = {
     "browse": {"funnel_steps": ["view_item", "add_to_cart"]},
-    "checkout": {"funnel_steps": ["begin_checkout", "purchase"]},
+    "checkout": {"funnel_steps": ["begin_checkout", "purchase"], "source": "metrica"},
+}
+STAGE_EXITS = {
+    "browse": ("view_item", "begin_checkout"),
+    "checkout": ("begin_checkout", "purchase"),
 }
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The three fakes seeded and running, a project directory with its cxloop.yaml, and
+    """The four fakes seeded and running, a project directory with its cxloop.yaml, and
     `cxloop run` done against them; yields what the fakes hold and what the run printed."""
     rng = np.random.default_rng(20261123)
     hubspot = FakeHubSpot(TOKENS["HUBSPOT_TOKEN"])
     contacts, tickets = seed_crm(hubspot, rng)
     typeform = FakeTypeform(TOKENS["TYPEFORM_TOKEN"])
-    answers = seed_survey(typeform, contacts, rng)
-    ga4 = FakeGA4(TOKENS["GA4_TOKEN"], PROPERTY)
+    answers = seed_survey(typeform, contacts, tickets, rng)
     first_web_day = date.today() - timedelta(days=WEB_DAYS - 1)
+    ga4 = FakeGA4(TOKENS["GA4_TOKEN"], PROPERTY)
     ga4.seed(first_web_day, WEB_DAYS)
+    metrica = FakeMetrica(TOKENS["YANDEX_METRICA_TOKEN"], COUNTER, next(iter(GOALS)))
+    seed_metrica(metrica, first_web_day, rng)
     root = tmp_path_factory.mktemp("e2e")
     (root / "hypotheses").mkdir()
-    with HTTPServer() as web, HTTPServer() as surveys, hubspot.running():
+    with HTTPServer() as web, HTTPServer() as counter, HTTPServer() as surveys, hubspot.running():
         ga4.serve(web)
+        metrica.serve(counter)
         typeform.serve(surveys)
-        config = configuration(root, hubspot.url, ga4.url, typeform.url, first_web_day)
+        urls = {"crm": hubspot.url, "web": ga4.url, "metrica": metrica.url, "surveys": typeform.url}
+        config = configuration(root, urls, first_web_day)
         (root / "cxloop.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         run = cxloop("run", "--config", "cxloop.yaml", cwd=root)
         assert run.returncode == 0, run.stdout + run.stderr
-        assert len(ga4.requests) >= 2 and len(typeform.requests) >= 1
+        assert len(ga4.requests) >= 2 and len(typeform.requests) >= 2 and metrica.requests
         yield {
             "root": root,
             "run": run.stdout + run.stderr,
             "contacts": contacts,
             "tickets": tickets,
             "answers": answers,
+            "owners": json.loads(json.dumps(list(hubspot.owners.values()))),
+            "hubspot": hubspot,
             "ga4": ga4,
+            "metrica": metrica,
             "engine": store.open_store(config["database_url"]),
         }
 
 
-def configuration(
-    root: Path, hubspot: str, web: str, surveys: str, first_web_day: date
-) -> dict[str, Any]:
-    """The user's cxloop.yaml: the three vendors at their fakes' addresses."""
+def configuration(root: Path, urls: dict[str, str], first_web_day: date) -> dict[str, Any]:
+    """The user's cxloop.yaml: the four vendors at their fakes' addresses, the contacts'
+    `primary_device` property kept as the declared dimension `device`."""
     fast = {"backoff_base": 0.05, "max_wait": 5.0, "timeout": 10.0}
     return {
         "database_url": f"sqlite:///{root / 'store.db'}",
+        "dimensions": ["device"],
+        "fcr": {"repeat_days": REPEAT_DAYS},
         "sources": [
             {
                 "name": "crm",
                 "kind": "hubspot",
                 "options": {
-                    "base_url": hubspot,
+                    "base_url": urls["crm"],
+                    "field_map": {
+                        "contacts": {"primary_device": "device"},
+                        "tickets": {"was_reopened": "reopened"},
+                    },
                     "value_map": {"tickets": {"topic": {"DELIVERY": "delivery"}}},
                     **fast,
                 },
@@ -109,7 +151,7 @@ def configuration(
                 "name": "web",
                 "kind": "ga4",
                 "options": {
-                    "base_url": web,
+                    "base_url": urls["web"],
                     "property_id": PROPERTY,
                     "start_date": first_web_day.isoformat(),
                     "segment_dimension": "newVsReturning",
@@ -117,11 +159,29 @@ def configuration(
                 },
             },
             {
+                "name": "metrica",
+                "kind": "yandex_metrica",
+                "options": {
+                    "base_url": urls["metrica"],
+                    "counter": COUNTER,
+                    "goals": GOALS,
+                    "start_date": first_web_day.isoformat(),
+                    **fast,
+                },
+            },
+            {
                 "name": "surveys",
                 "kind": "typeform",
                 "options": {
-                    "base_url": surveys,
-                    "forms": [{"id": FORM, "survey": "relationship_nps"}],
+                    "base_url": urls["surveys"],
+                    "forms": [
+                        {"id": FORM, "survey": "relationship_nps"},
+                        {
+                            "id": POST_CONTACT_FORM,
+                            "survey": "post_contact",
+                            "questions": {"csat": "pc_csat", "nps": "pc_nps", "comment": "pc_why"},
+                        },
+                    ],
                     "questions": {"nps": "nps_q", "csat": "csat_q", "comment": "why"},
                     "rate_limit": [50, 1],
                     **fast,
@@ -144,13 +204,28 @@ def cxloop(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def cxloop_json(served: dict[str, Any], *args: str) -> Any:
+    """What `cxloop <args> --json` printed, parsed; the command must succeed."""
+    shown = cxloop(*args, "--json", "--config", "cxloop.yaml", cwd=served["root"])
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    return json.loads(shown.stdout)
+
+
 def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """80 contacts across segments and regions, 160 tickets over two months, 20 deals; returns
-    contacts and tickets as served. Segments get different reply speeds, so FRT differs by
-    segment; every 9th ticket has no contact and every 12th no reply yet."""
+    """Four owners in two teams (one archived), 80 contacts across segments, regions and
+    primary devices, 160 tickets over two months, 20 deals; returns contacts and tickets as
+    served. Segments get different reply speeds, so FRT differs by segment; every 9th ticket
+    has no contact, every 12th no reply yet, every 10th is unresolved, every 8th has no owner,
+    and about one resolved ticket in five was reopened."""
+    leans = {
+        hubspot.add_owner(first, last, teams, archived): lean
+        for (first, last), (teams, archived, lean) in AGENTS.items()
+    }
+    owners = list(leans)
     contacts = []
     for i in range(80):
         segment = SEGMENTS[int(rng.choice(4, p=[0.2, 0.3, 0.35, 0.15]))]
+        device = DEVICES[int(rng.choice(4, p=[0.45, 0.35, 0.12, 0.08]))]
         email = f"client{i}@shop.example"
         served_email = f"  Client{i}@Shop.Example" if i % 5 == 0 else email
         properties = {
@@ -159,9 +234,13 @@ def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFra
             "country": REGIONS[i % 4],
             "hs_analytics_source": "ORGANIC_SEARCH",
             "hs_language": "ru",
+            "primary_device": device,
         }
         key = hubspot.add("contacts", properties, START - timedelta(days=90 - i))
-        contacts.append({"id": key, "email": email, "segment": segment, "region": REGIONS[i % 4]})
+        contacts.append(
+            {"id": key, "email": email, "segment": segment, "region": REGIONS[i % 4]}
+            | {"device": device}
+        )
     customers = pd.DataFrame(contacts)
     speed = {"subscriber": 30, "lead": 90, "customer": 240, "evangelist": 600}
     tickets = []
@@ -170,15 +249,20 @@ def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFra
         contact = None if i % 9 == 4 else customers.iloc[int(rng.integers(0, 80))]
         minutes = int(rng.exponential(speed[contact["segment"]] if contact is not None else 120))
         replied = None if i % 12 == 7 else created + timedelta(minutes=minutes + 1)
+        resolved = None if i % 10 == 3 else created + timedelta(hours=30)
+        reopened = resolved is not None and bool(rng.random() < 0.2)
+        owner = None if i % 8 == 5 else owners[int(rng.integers(0, len(owners)))]
         category = list(CATEGORIES)[i % 3]
         properties = {
             "subject": f"Order {i}",
             "content": f"Где заказ {i}? Курьер не приехал." if category == "DELIVERY" else "Вопрос",
             "source_type": ["EMAIL", "CHAT", "PHONE"][int(rng.integers(0, 3))],
             "hs_ticket_category": category,
-            "hs_pipeline_stage": "4",
+            "hs_pipeline_stage": "4" if resolved else "3",
             "first_agent_reply_date": iso(ms(replied)) if replied else None,
-            "closed_date": iso(ms(created + timedelta(hours=30))),
+            "closed_date": iso(ms(resolved)) if resolved else None,
+            "hubspot_owner_id": owner,
+            "was_reopened": "true" if reopened else "false",
         }
         ids = [] if contact is None else [contact["id"]]
         key = hubspot.add("tickets", properties, created, ids)
@@ -188,6 +272,10 @@ def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFra
                 "customer": None if contact is None else contact["id"],
                 "created": created,
                 "replied": replied,
+                "resolved": resolved,
+                "reopened": reopened,
+                "owner": owner,
+                "lean": leans.get(owner, 3.5),  # the CSAT its post-contact answer leans to
                 "topic": CATEGORIES[category],
             }
         )
@@ -195,17 +283,21 @@ def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFra
         deal = {"amount": f"{1000 + 37 * i}.00", "dealstage": "closedwon"}
         hubspot.add("deals", deal, START + timedelta(days=i), [customers.iloc[i * 3]["id"]])
     frame = pd.DataFrame(tickets)
-    frame["created"] = pd.to_datetime(frame["created"]).dt.tz_localize(None)
-    frame["replied"] = pd.to_datetime(frame["replied"]).dt.tz_localize(None)
+    for column in ("created", "replied", "resolved"):
+        frame[column] = pd.to_datetime(frame[column]).dt.tz_localize(None)
     return customers, frame
 
 
 def seed_survey(
-    typeform: FakeTypeform, customers: pd.DataFrame, rng: np.random.Generator
+    typeform: FakeTypeform, customers: pd.DataFrame, tickets: pd.DataFrame, rng: np.random.Generator
 ) -> pd.DataFrame:
-    """110 answer sets: most identify by e-mail (in any case and spacing), some by CRM id, one
-    in five by an e-mail no contact has; a third skip the CSAT question. Returns them as served.
-    """
+    """Two forms; returns their answer sets as served. The relationship NPS form: 110 answer
+    sets, most identified by e-mail (in any case and spacing), some by CRM id, one in five by
+    an e-mail no contact has; a third skip the CSAT question. The post-contact form: CSAT and
+    NPS for two tickets in three, the ticket id in the hidden field `ticket_id` (and the
+    ticket's contact as `customer_id`, or a stranger's e-mail for a ticket without one), the
+    scores leaning to the ticket owner's; plus 6 answers naming a ticket id HubSpot does not
+    have and 8 naming none."""
     lean = {"subscriber": 8.5, "lead": 7.0, "customer": 6.0, "evangelist": 9.0}
     rows = []
     for i in range(110):
@@ -225,24 +317,82 @@ def seed_survey(
         items += [answer("why", "text", f"Ответ {i}", "long_text")]
         submitted = START + timedelta(minutes=int(rng.integers(0, 60 * 24 * 60)))
         typeform.add(FORM, submitted, items, hidden)
-        rows.append(
-            {
-                "submitted": submitted.replace(tzinfo=None),
-                "email": hidden.get("email"),
-                "customer_id": hidden.get("customer_id"),
-                "nps": nps,
-                "csat": csat,
-            }
-        )
+        rows.append(served_answer("relationship_nps", submitted, hidden, nps, csat))
+    asked = [(t, t["id"]) for _, t in tickets.iterrows() if int(t["id"]) % 3 != 0]
+    asked += [(None, f"99{9000 + k}") for k in range(6)] + [(None, None)] * 8
+    for n, (ticket, ticket_id) in enumerate(asked):
+        if ticket is None:
+            person = customers.iloc[int(rng.integers(0, len(customers)))]
+            hidden = {"customer_id": str(person["id"])}
+            at = START + timedelta(minutes=int(rng.integers(0, 60 * 24 * 60)))
+            mean = 3.5
+        else:
+            known = pd.notna(ticket["customer"])
+            hidden = (
+                {"customer_id": ticket["customer"]} if known else {"email": f"walk{n}@x.example"}
+            )
+            at = ticket["created"].to_pydatetime().replace(tzinfo=UTC) + timedelta(hours=31)
+            mean = ticket["lean"]
+        hidden |= {} if ticket_id is None else {"ticket_id": str(ticket_id)}
+        csat = int(np.clip(round(rng.normal(mean, 0.8)), 1, 5))
+        nps = int(np.clip(round(rng.normal(2 * csat - 0.5, 1.5)), 0, 10))
+        items = [answer("pc_csat", "number", csat), answer("pc_nps", "number", nps, "nps")]
+        items += [answer("pc_why", "text", f"Тикет {ticket_id}", "long_text")]
+        typeform.add(POST_CONTACT_FORM, at, items, hidden)
+        rows.append(served_answer("post_contact", at, hidden, nps, csat))
     return pd.DataFrame(rows)
+
+
+def served_answer(
+    survey: str, submitted: datetime, hidden: dict[str, str], nps: int, csat: int | None
+) -> dict[str, Any]:
+    """One answer set as the independent computation reads it."""
+    return {
+        "survey": survey,
+        "submitted": submitted.replace(tzinfo=None),
+        "email": hidden.get("email"),
+        "customer_id": hidden.get("customer_id"),
+        "ticket": hidden.get("ticket_id"),
+        "nps": nps,
+        "csat": csat,
+    }
+
+
+def seed_metrica(metrica: FakeMetrica, first: date, rng: np.random.Generator) -> None:
+    """Daily visits per device and traffic source, each goal (a funnel step) reached by a share
+    of them, and more reaches than goal visits, so a funnel built from reaches is wrong."""
+    for offset in range(WEB_DAYS):
+        day = (first + timedelta(days=offset)).isoformat()
+        for device in METRICA_DEVICES:
+            for source, _ in METRICA_SOURCES:
+                visits = float(rng.integers(300, 900))
+                cell = {"ym:s:visits": visits, "ym:s:users": visits - 40}
+                for goal, step in GOALS.items():
+                    reached = float(np.floor(visits * GOAL_SHARES[step] * rng.uniform(0.8, 1.2)))
+                    cell[f"ym:s:goal{goal}visits"] = reached
+                    cell[f"ym:s:goal{goal}reaches"] = reached + reached // 3
+                metrica.cells[(day, device, source)] = cell
 
 
 # --- the independent computation -------------------------------------------------------------
 
 
+def agents(owners: list[dict[str, Any]]) -> pd.DataFrame:
+    """Each HubSpot owner's name (first and last, else e-mail) and primary team (else its
+    first), by owner id, read from the owners list as served."""
+    rows = []
+    for owner in owners:
+        name = " ".join(p for p in (owner["firstName"], owner["lastName"]) if p) or owner["email"]
+        teams = [t for t in owner["teams"] if t["primary"]] or owner["teams"]
+        rows.append({"owner": owner["id"], "agent": name, "team": teams[0]["name"]})
+    return pd.DataFrame(rows).set_index("owner")
+
+
 def who(served: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tickets and answer sets with the segment and region of the customer they belong to:
-    the CRM id when given, else the contact with the same trimmed, lower-cased e-mail."""
+    """Tickets and answer sets with the segment, region and device of the customer they belong
+    to (the CRM id when given, else the contact with the same trimmed, lower-cased e-mail);
+    tickets with their owner's name and team, answers with the topic, agent and team of the
+    ticket their hidden field names (NaN for none or an unknown one)."""
     customers = served["contacts"].set_index("id")
     by_email = dict(zip(customers["email"], customers.index, strict=True))
     answers = served["answers"].copy()
@@ -250,8 +400,14 @@ def who(served: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     answers["customer"] = answers["customer_id"].fillna(found)
     tickets = served["tickets"].copy()
     for frame in (answers, tickets):
-        frame["segment"] = frame["customer"].map(customers["segment"])
-        frame["region"] = frame["customer"].map(customers["region"])
+        for cut in ("segment", "region", "device"):
+            frame[cut] = frame["customer"].map(customers[cut])
+    owners = agents(served["owners"])
+    tickets["agent"] = tickets["owner"].map(owners["agent"])
+    tickets["team"] = tickets["owner"].map(owners["team"])
+    linked = tickets.set_index("id")
+    for cut, column in (("ticket_topic", "topic"), ("agent", "agent"), ("team", "team")):
+        answers[cut] = answers["ticket"].map(linked[column])
     return tickets, answers
 
 
@@ -266,18 +422,20 @@ def km_median(hours: pd.Series, answered: pd.Series) -> float:
     return float(times[at])
 
 
+def nps_points(scores: pd.Series) -> pd.Series:
+    return pd.Series(np.where(scores >= 9, 100.0, np.where(scores <= 6, -100.0, 0.0)), scores.index)
+
+
 def expected_kpis(served: dict[str, Any]) -> pd.DataFrame:
     """NPS, CSAT top-2 share and median FRT with n, overall, per segment and per region.
 
     The FRT median is statsmodels' Kaplan–Meier median, an unanswered ticket censored at the
     newest ticket time; n counts every ticket."""
     tickets, answers = who(served)
-    answers["nps_points"] = np.where(
-        answers["nps"] >= 9, 100.0, np.where(answers["nps"] <= 6, -100.0, 0.0)
-    )
+    answers["nps_points"] = nps_points(answers["nps"])
     csat = answers.dropna(subset=["csat"])
     top2 = (csat["csat"] >= 4) * 100.0
-    clock = tickets[["created", "replied"]].max().max()
+    clock = tickets[["created", "replied", "resolved"]].max().max()
     waited = (tickets["replied"].fillna(clock) - tickets["created"]).dt.total_seconds() / 3600
     answered = tickets["replied"].notna()
     rows = []
@@ -301,6 +459,51 @@ def expected_kpis(served: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dims", "metric"]).sort_index()
 
 
+def expected_survey_cut(served: dict[str, Any], cut: str) -> pd.DataFrame:
+    """NPS (points), CSAT (mean score) and CSAT top-2 share (%) with n per value of `cut`, over
+    the answer sets that have one; indexed by the value and metric."""
+    _, answers = who(served)
+    rows = []
+    for value, part in answers.dropna(subset=[cut]).groupby(cut):
+        csat = part["csat"].dropna()
+        rows += [
+            {cut: value, "metric": "nps", "value": nps_points(part["nps"]).mean(), "n": len(part)},
+            {cut: value, "metric": "csat", "value": csat.mean(), "n": len(csat)},
+            {cut: value, "metric": "csat_top2", "value": 100 * (csat >= 4).mean(), "n": len(csat)},
+        ]
+    return pd.DataFrame(rows).query("n > 0").set_index([cut, "metric"]).sort_index()
+
+
+def ticket_outcomes(served: dict[str, Any], repeat_days: int) -> pd.DataFrame:
+    """Tickets with `fcr` and `reopen_rate` as 0/100, NaN while undecided.
+
+    FCR: resolved, not reopened, and no other ticket of the same customer opened within
+    `repeat_days` after it; undecided until `repeat_days` after its resolution (its creation
+    while unresolved) as of the newest ticket time. Reopen rate: reopened, per resolved ticket.
+    """
+    tickets, _ = who(served)
+    clock = tickets[["created", "replied", "resolved"]].max().max()
+    window = pd.Timedelta(days=repeat_days)
+    pairs = tickets[["id", "customer", "created"]].dropna(subset=["customer"])
+    pairs = pairs.merge(pairs, on="customer", suffixes=("", "_other"))
+    gap = pairs["created_other"] - pairs["created"]
+    again = pairs[(pairs["id"] != pairs["id_other"]) & (gap >= pd.Timedelta(0)) & (gap <= window)]
+    repeated = tickets["id"].isin(again["id"])
+    resolved = tickets["resolved"].notna()
+    fcr = (resolved & ~tickets["reopened"] & ~repeated) * 100.0
+    decided = tickets["resolved"].fillna(tickets["created"]) + window <= clock
+    reopen = (tickets["reopened"] * 100.0).where(resolved)
+    return tickets.assign(fcr=fcr.where(decided), reopen_rate=reopen)
+
+
+def expected_ticket_cut(served: dict[str, Any], cut: str, repeat_days: int) -> pd.DataFrame:
+    """FCR and reopen rate (%) with n per value of `cut`; indexed by the value and metric."""
+    tickets = ticket_outcomes(served, repeat_days)
+    long = tickets.melt(id_vars=[cut], value_vars=["fcr", "reopen_rate"], var_name="metric")
+    grouped = long.dropna().groupby([cut, "metric"])["value"]
+    return pd.DataFrame({"value": grouped.mean(), "n": grouped.size()}).sort_index()
+
+
 def web_cells(ga4: FakeGA4) -> pd.DataFrame:
     """The GA4 fake's daily cells as a frame: date, device, sessions, active users, events."""
     return pd.DataFrame(
@@ -309,6 +512,29 @@ def web_cells(ga4: FakeGA4) -> pd.DataFrame:
             for (_, device, _, _), c in ga4.cells.items()
         ]
     )
+
+
+def funnel_sessions(served: dict[str, Any]) -> dict[str, pd.Series]:
+    """Sessions per funnel step of each web source as served: GA4's sessions per event,
+    Metrica's visits that reached each step's goal (not its reaches)."""
+    metrica = pd.DataFrame(list(served["metrica"].cells.values()))
+    visits = {step: metrica[f"ym:s:goal{goal}visits"].sum() for goal, step in GOALS.items()}
+    return {"web": web_cells(served["ga4"])[list(EVENTS)].sum(), "metrica": pd.Series(visits)}
+
+
+def expected_conversions(served: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each stage's conversion in % per web source: sessions at the step after the stage (its
+    last step for the last stage) over sessions at its first step."""
+    sessions = funnel_sessions(served)
+    return {
+        stage: {name: 100 * steps[last] / steps[first] for name, steps in sessions.items()}
+        for stage, (first, last) in STAGE_EXITS.items()
+    }
+
+
+def printed(text: str) -> str:
+    """`text` with its line wrapping and runs of spaces as single spaces."""
+    return " ".join(text.split())
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -322,9 +548,19 @@ def test_store_holds_exactly_what_the_vendors_served(served: dict[str, Any]) -> 
     assert counts["orders"] == 20
     assert counts["survey_response"] == len(answers) + answers["csat"].notna().sum()
     tickets = store.read_frame(served["engine"], store.Ticket).set_index("source_id")
-    expected = served["tickets"].set_index("id")
+    expected, _ = who(served)
+    expected = expected.set_index("id")
     assert tickets["topic"].sort_index().tolist() == expected["topic"].sort_index().tolist()
     assert tickets["customer_id"].isna().sum() == expected["customer"].isna().sum() == 18
+    for column in ("agent", "team", "reopened"):
+        got = tickets[column].sort_index().replace({np.nan: None}).tolist()
+        assert got == expected[column].sort_index().replace({np.nan: None}).tolist(), column
+    assert set(expected["agent"].dropna()) == {
+        "Olga Petrova",
+        "Ivan Sokolov",
+        "Maria",
+        "Anna Smirnova",
+    }
 
 
 def test_kpi_snapshots_equal_an_independent_computation(served: dict[str, Any]) -> None:
@@ -349,7 +585,7 @@ def test_run_reports_the_unmatched_tickets_and_answers(served: dict[str, Any]) -
     assert rows > 0 and tickets["segment"].isna().sum() > 0
     assert (
         f"{tickets['segment'].isna().sum()} tickets and {rows} survey responses match no customer"
-        in served["run"]
+        in printed(served["run"])
     )
 
 
@@ -372,27 +608,129 @@ def test_metrics_command_prints_the_same_numbers(served: dict[str, Any]) -> None
     }
 
 
+@pytest.mark.parametrize("cut", ["ticket_topic", "agent", "device"])
+def test_survey_scores_by_ticket_and_customer_cuts_equal_an_independent_computation(
+    served: dict[str, Any], cut: str
+) -> None:
+    shown = cxloop_json(served, "metrics", "--by", cut, "--metric", "nps,csat,csat_top2")
+    got = pd.DataFrame(shown).set_index([cut, "metric"])[["value", "n"]].sort_index()
+    expected = expected_survey_cut(served, cut)
+
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
+    assert expected.xs("csat", level="metric")["value"].nunique() == len(
+        expected.xs("csat", level="metric")
+    )  # the cut tells its values apart
+    _, answers = who(served)
+    assert expected.xs("nps", level="metric")["n"].sum() < len(answers)  # some have no value
+
+
+def test_fcr_and_reopen_rate_by_team_equal_an_independent_computation(
+    served: dict[str, Any],
+) -> None:
+    shown = cxloop_json(served, "metrics", "--by", "team", "--metric", "fcr,reopen_rate")
+    got = pd.DataFrame(shown).set_index(["team", "metric"])[["value", "n"]].sort_index()
+    expected = expected_ticket_cut(served, "team", REPEAT_DAYS)
+
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
+    assert set(expected.index.get_level_values("team")) == {"Chat", "Email"}
+    week = expected_ticket_cut(served, "team", 7)  # the configured window is the one used
+    assert not np.allclose(
+        week.xs("fcr", level="metric")["value"], got.xs("fcr", level="metric")["value"]
+    )
+
+
+def test_checkout_conversion_is_computed_per_web_source(served: dict[str, Any]) -> None:
+    stages = {row["stage"]: row for row in cxloop_json(served, "journey")}
+    expected = expected_conversions(served)
+    sessions = funnel_sessions(served)
+
+    for stage, by_source in expected.items():
+        assert stages[stage]["conversion_by_source"] == pytest.approx(by_source, rel=1e-9)
+    assert stages["checkout"]["source"] == "metrica"
+    assert stages["checkout"]["conversion"] == pytest.approx(expected["checkout"]["metrica"])
+    entry = max(sessions, key=lambda name: sessions[name]["view_item"])  # the unnamed stage's
+    assert stages["browse"]["source"] == entry
+    assert stages["browse"]["conversion"] == pytest.approx(expected["browse"][entry])
+    checkout = expected["checkout"]
+    assert abs(checkout["web"] - checkout["metrica"]) > 1  # a summed funnel would show
+
+
 def test_web_sessions_and_funnel_equal_what_ga4_served(served: dict[str, Any]) -> None:
     cells = web_cells(served["ga4"])
     web = store.read_frame(served["engine"], store.WebMetric)
-    traffic = web[web["step"].isna()].groupby("metric")["value"].sum()
+    ga4 = web[web["source"] == "web"]
+    traffic = ga4[ga4["step"].isna()].groupby("metric")["value"].sum()
     assert traffic.to_dict() == {
         "sessions": cells["sessions"].sum(),
         "active_users": cells["users"].sum(),
     }
-    steps = web[web["step"].notna()].groupby(["step", "device"])["value"].sum()
+    steps = ga4[ga4["step"].notna()].groupby(["step", "device"])["value"].sum()
     assert steps.to_dict() == {
         (event, device): part[event].sum()
         for event in EVENTS
         for device, part in cells.groupby("device")
     }
 
-    journey = cxloop("journey", "--config", "cxloop.yaml", cwd=served["root"])
-    assert journey.returncode == 0, journey.stdout + journey.stderr
-    totals = cells[list(EVENTS)].sum()
-    for stage, step, after in [
-        ("browse", "view_item", "begin_checkout"),
-        ("checkout", "begin_checkout", "purchase"),
-    ]:
-        (line,) = [row for row in journey.stdout.splitlines() if f"│ {stage} " in row]
-        assert f" {100 * totals[after] / totals[step]:.1f} " in line, line
+
+def test_web_funnel_of_metrica_counts_goal_visits_not_reaches(served: dict[str, Any]) -> None:
+    web = store.read_frame(served["engine"], store.WebMetric)
+    metrica = web[(web["source"] == "metrica") & web["step"].notna()]
+    served_cells = pd.DataFrame(list(served["metrica"].cells.values()))
+    assert metrica.groupby("step")["value"].sum().to_dict() == {
+        step: served_cells[f"ym:s:goal{goal}visits"].sum() for goal, step in GOALS.items()
+    }
+    visits = web[(web["source"] == "metrica") & (web["metric"] == "visits")]["value"].sum()
+    assert visits == served_cells["ym:s:visits"].sum()
+
+
+def test_answers_naming_no_or_an_unknown_ticket_are_counted_and_kept(
+    served: dict[str, Any],
+) -> None:
+    tickets, answers = who(served)
+    post = answers[answers["survey"] == "post_contact"]
+    unknown = post[post["ticket"].notna() & ~post["ticket"].isin(tickets["id"])]
+    unlinked = post[post["ticket"].isna()]
+    rows = {
+        name: len(p) + p["csat"].notna().sum()
+        for name, p in (("unknown", unknown), ("unlinked", unlinked))
+    }
+    assert rows == {"unknown": 12, "unlinked": 16}
+    assert (
+        f"{rows['unlinked']} post-contact survey answers name no ticket and {rows['unknown']} "
+        "name a ticket the store lacks"
+    ) in printed(served["run"])
+    responses = store.read_frame(served["engine"], store.SurveyResponse)
+    kept = responses[responses["ticket_id"].isin(unknown["ticket"])]
+    assert len(kept) == rows["unknown"]
+    assert sorted(kept["score"]) == sorted([*unknown["csat"], *unknown["nps"]])
+
+
+def test_metrics_by_an_unknown_dimension_suggests_the_declared_one(served: dict[str, Any]) -> None:
+    shown = cxloop("metrics", "--by", "devise", "--config", "cxloop.yaml", cwd=served["root"])
+
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert "did you mean `device`?" in printed(shown.stderr)
+    assert "Traceback" not in shown.stderr and "CX metrics" not in shown.stdout
+
+
+def test_undeclared_dimension_in_a_field_map_stops_the_run_before_any_store(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    config = yaml.safe_load((served["root"] / "cxloop.yaml").read_text(encoding="utf-8"))
+    config["sources"][0]["options"]["field_map"]["contacts"]["tariff_plan"] = "plan"
+    config["database_url"] = f"sqlite:///{tmp_path / 'store.db'}"
+    text = yaml.safe_dump(config)
+    (tmp_path / "cxloop.yaml").write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "tariff_plan:" in row)
+    asked = len(served["hubspot"].requests), len(served["ga4"].requests)
+
+    run = cxloop("run", "--config", "cxloop.yaml", cwd=tmp_path)
+
+    assert run.returncode == 2, run.stdout + run.stderr
+    error = printed(run.stderr)
+    named = "source crm: options.field_map.contacts.tariff_plan maps `tariff_plan` to `plan`"
+    assert f"cxloop.yaml:{line}: {named}" in error
+    assert "add `plan` to `dimensions:`" in error
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "store.db").exists()
+    assert (len(served["hubspot"].requests), len(served["ga4"].requests)) == asked
