@@ -63,6 +63,7 @@ _KEYWORD = re.compile(r"[^\W\d_]+(?:[\s-]+[^\W\d_]+)*")
 _PUNCTUATION = frozenset(".,;:!?()")
 _NOT = re.compile(r"n['’]t\b")
 _CYRILLIC = re.compile(r"[а-яё]")
+SHARED_TRANSLATIONS = 2  # keywords a Russian and an English theme share to be one topic
 
 _EN_IRREGULAR = {
     "am": "be", "is": "be", "are": "be", "was": "be", "were": "be", "been": "be",
@@ -322,13 +323,53 @@ def discover_themes(texts: pd.Series, tagged: pd.DataFrame, n_themes: int = 5) -
 
 def proposed_topics(themes: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
     """`discover_themes` rows as taxonomy entries to paste under `topics:`, named after each
-    theme's top lemma, keywords split by language."""
+    theme's top lemma, keywords split by language.
+
+    A Russian theme and an English one sharing at least `SHARED_TRANSLATIONS` keywords by
+    `lexicons/translations.yaml` are one topic in two languages, named after the English one.
+    """
+    split = [_by_language(keywords) for keywords in themes["keywords"]]
+    russian_of = _translated_partners(split)
     proposed = {}
-    for keywords in themes["keywords"]:
-        by_language = {"ru": [w for w in keywords if _CYRILLIC.search(w)]}
-        by_language["en"] = [w for w in keywords if w not in by_language["ru"]]
-        proposed[keywords[0]] = {lang: words for lang, words in by_language.items() if words}
+    for i, (keywords, languages) in enumerate(zip(themes["keywords"], split, strict=True)):
+        if i in russian_of.values():
+            continue
+        if i in russian_of:
+            languages = {"ru": split[russian_of[i]]["ru"], **languages}
+        proposed[keywords[0]] = languages
     return proposed
+
+
+def _by_language(keywords: list[str]) -> dict[str, list[str]]:
+    by_language = {"ru": [w for w in keywords if _CYRILLIC.search(w)]}
+    by_language["en"] = [w for w in keywords if w not in by_language["ru"]]
+    return {lang: words for lang, words in by_language.items() if words}
+
+
+def _translated_partners(split: list[dict[str, list[str]]]) -> dict[int, int]:
+    """English-only theme → the Russian-only theme whose translated keywords it shares most
+    (at least `SHARED_TRANSLATIONS`), each theme in one pair at most."""
+    translations = _translations()
+    english = [i for i, languages in enumerate(split) if list(languages) == ["en"]]
+    pairs: dict[int, int] = {}
+    for i, languages in enumerate(split):
+        if list(languages) != ["ru"]:
+            continue
+        said = set().union(*(translations.get(word, frozenset()) for word in languages["ru"]))
+        shared = {j: len(said & set(split[j]["en"])) for j in english if j not in pairs}
+        best = max(shared, key=shared.__getitem__, default=None)
+        if best is not None and shared[best] >= SHARED_TRANSLATIONS:
+            pairs[best] = i
+    return pairs
+
+
+@cache
+def _translations() -> dict[str, frozenset[str]]:
+    """Russian lemma → its English lemmas, from `lexicons/translations.yaml`."""
+    return {
+        _lemma(ru, "ru"): frozenset(_lemma(en, "en") for en in english)
+        for ru, english in _read_yaml("translations.yaml").items()
+    }
 
 
 def verbatims(

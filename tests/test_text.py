@@ -7,6 +7,7 @@ import random
 import pandas as pd
 import pytest
 
+from connectors.demo import generate
 from connectors.errors import ConfigError
 from tasks.text import (
     Taxonomy,
@@ -438,3 +439,30 @@ def test_tag_topics_handles_fifty_thousand_texts() -> None:
     tagged = tag_topics(texts)
     expected = {(i, topic) for i, p in enumerate(picks) for topic in templates[p][1]}
     assert set(zip(tagged["text_index"], tagged["topic"], strict=True)) == expected
+
+
+def test_the_same_theme_in_russian_and_english_is_one_proposed_topic_in_both() -> None:
+    texts = pd.Series(PLANTED["ru"][1] + PLANTED["en"][1])
+    themes = discover_themes(texts, tag_topics(texts), 4)
+    assert len(themes) == 2  # found apart: the texts share no word across the languages
+
+    ((name, keywords),) = proposed_topics(themes).items()
+    assert name == "package" and list(keywords) == ["ru", "en"]
+    assert "упаковка" in keywords["ru"] and "package" in keywords["en"]
+    tagged = tag_topics(texts, Taxonomy.default({name: keywords}))
+    assert set(tagged.loc[tagged["topic"] == name, "text_index"]) == set(range(len(texts)))
+
+
+def test_themes_whose_words_do_not_translate_stay_separate_topics() -> None:
+    weather = ["Погода и город", "город и погода, музыка", "музыка, погода"]
+    texts = pd.Series(weather + PLANTED["en"][1])
+    proposed = proposed_topics(discover_themes(texts, tag_topics(texts), 4))
+    assert sorted(map(list, proposed.values())) == [["en"], ["ru"]]
+
+
+def test_the_demos_packaging_comments_propose_one_bilingual_topic() -> None:
+    comments = generate(customers=3_000).frames["survey_responses"]["comment"].dropna()
+    texts = comments.drop_duplicates().reset_index(drop=True)
+    proposed = proposed_topics(discover_themes(texts, tag_topics(texts), 5))
+    (keywords,) = [words for words in proposed.values() if list(words) == ["ru", "en"]]
+    assert "упаковка" in keywords["ru"] and {"box", "package"} <= set(keywords["en"])

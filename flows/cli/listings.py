@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -107,10 +107,16 @@ def journey(
     for row in stages.itertuples():
         table.add_row(
             row.stage, ", ".join(row.touchpoints), f"{row.tickets:,}",
-            num(row.csat_top2, 1), num(row.frt_median_hours, 2), num(row.conversion, 1),
+            num(row.csat_top2, 1), num(row.frt_median_hours, 2), _conversion(row),
             ", ".join(f"{k} {v:g}" for k, v in row.surveys.items()), ", ".join(row.barriers[:3]),
         )  # fmt: skip
     console.print(table)
+
+
+def _conversion(stage: Any) -> str:
+    """A stage's conversion, naming its web source when the store has several."""
+    several = len(stage.conversion_by_source) > 1
+    return num(stage.conversion, 1) + (f" ({stage.source})" if several and stage.source else "")
 
 
 def themes(
