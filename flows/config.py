@@ -28,6 +28,7 @@ DEFAULT_CONFIG = Path("cxloop.yaml")
 RESERVED_CUTS = frozenset(
     {*TABLES["customer"].columns, "email", "customer_id", "acquisition", "topic", "survey"}
     | {"stage", "hour", "weekday", "period", "ticket_topic", "ticket_channel", "agent", "team"}
+    | {"churn_risk"}
 )
 ENV_OVERRIDES = {
     "CXLOOP_DATABASE_URL": ("database_url",),

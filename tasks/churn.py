@@ -301,13 +301,3 @@ def save_churn(engine: Engine, run: ChurnRun) -> None:
         if run.published and not run.scores.empty:
             scores = run.scores.assign(run_at=at)
             store.upsert(conn, store.CustomerChurnRisk, scores, ["customer_id"])
-
-
-def churn_dimension(engine: Engine) -> pd.DataFrame:
-    """customer_id, churn_risk and probability of the published run; a loader left-joins it
-    on `customer_id` (customers without a score: not active in the last horizon)."""
-    from tasks import store
-
-    return store.read_frame(
-        engine, store.CustomerChurnRisk, ["customer_id", "churn_risk", "probability"]
-    )

@@ -144,17 +144,6 @@ Values = Annotated[
 ]
 
 
-class Population(Strict):
-    """Customer attributes a customer must match to take part (all given keys must match)."""
-
-    segment: Values = Field(default=None, description="customer.segment value(s) taking part.")
-    region: Values = Field(default=None, description="customer.region value(s) taking part.")
-    channel: Values = Field(default=None, description="customer.channel value(s) taking part.")
-
-    def filters(self) -> dict[str, list[str]]:
-        return {key: values for key, values in self.model_dump().items() if values}
-
-
 def _as_text(raw: object) -> object:
     """YAML scalars as the text CRM properties and CSV ids are compared as."""
     if isinstance(raw, bool):
@@ -183,6 +172,19 @@ class Group(BaseModel):
 
     def filters(self) -> dict[str, list[str]]:
         return {key: values for key, values in (self.model_extra or {}).items() if values}
+
+
+class Population(Group):
+    """Who may take part: customers matching every filter, on segment, region, channel, any
+    declared dimension, `churn_risk` or CRM attribute: `{segment: [loyal], churn_risk: high}`."""
+
+    segment: Values = Field(default=None, description="customer.segment value(s) taking part.")
+    region: Values = Field(default=None, description="customer.region value(s) taking part.")
+    channel: Values = Field(default=None, description="customer.channel value(s) taking part.")
+
+    def filters(self) -> dict[str, list[str]]:
+        fixed = {key: getattr(self, key) for key in ("segment", "region", "channel")}
+        return {key: values for key, values in fixed.items() if values} | super().filters()
 
 
 ArmValues = Annotated[
@@ -589,7 +591,9 @@ class Ranking:
     def unknown_attribute(self, hypothesis: Hypothesis, document: YamlDocument) -> str | None:
         """Why an attribute the assignment reads is no customer column or CRM property of
         the store, or None if all are."""
-        reads = hypothesis.assignment.reads()
+        reads = hypothesis.assignment.reads() + [
+            (("population", key), key) for key in hypothesis.population.filters()
+        ]
         known = self.known_attributes() if reads else None
         if known is None:
             return None
@@ -637,12 +641,16 @@ def stored_ticket_values(connection: Any) -> dict[str, frozenset[str]]:
 
 
 def stored_attributes(connection: Any) -> frozenset[str]:
-    """The customer columns and every CRM property key (`Customer.attributes`) stored."""
-    from sqlalchemy import select
+    """The customer columns, `churn_risk` while a published churn model scores customers,
+    and every CRM property key (`Customer.attributes`) stored."""
+    from sqlalchemy import func, inspect, select
 
-    from tasks.store import Customer
+    from tasks.store import Customer, CustomerChurnRisk
 
     columns = {"segment", "region", "channel", "language"}
+    if inspect(connection).has_table(CustomerChurnRisk.__tablename__):
+        scored = select(func.count()).select_from(CustomerChurnRisk)
+        columns |= {"churn_risk"} if connection.execute(scored).scalar_one() else set()
     keys = {
         key
         for (found,) in connection.execute(select(Customer.attributes))

@@ -182,18 +182,19 @@ def _latest(
 
 def customers_from_store(engine: Engine) -> pd.DataFrame:
     """Customers keyed by `customer_id` (their CRM id) with the attributes analyses cut by:
-    segment, region, channel and one text column per declared dimension
-    (`store.read_dimensions`)."""
+    segment, region, channel, one text column per declared dimension
+    (`store.read_dimensions`) and `churn_risk` while a published churn model scores them."""
     columns = ["source_id", "segment", "region", "channel", "created_at", "email_hash"]
     customers = store.read_frame(engine, store.Customer, columns)
     customers = customers.rename(columns={"source_id": "customer_id"})
-    dimensions = store.read_dimensions(engine)
-    declared = [c for c in dimensions.columns if c not in customers.columns]
-    if not declared:
-        return customers
-    # By position through Arrow: a merge on string ids would copy every customer column.
-    rows = rows_in(customers["customer_id"], dimensions["customer_id"])
-    for name in declared:
-        values = pd.api.extensions.take(dimensions[name].array, rows, allow_fill=True)
-        customers[name] = pd.Series(values, index=customers.index)
+    risk = store.read_churn_risk(engine).drop(columns="probability")
+    for extra in (store.read_dimensions(engine), risk):
+        added = [c for c in extra.columns if c not in customers.columns]
+        if not added or extra.empty:
+            continue
+        # By position through Arrow: a merge on string ids would copy every customer column.
+        rows = rows_in(customers["customer_id"], extra["customer_id"])
+        for name in added:
+            values = pd.api.extensions.take(extra[name].array, rows, allow_fill=True)
+            customers[name] = pd.Series(values, index=customers.index)
     return customers

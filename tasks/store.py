@@ -688,6 +688,12 @@ def _fetch_arrow(
     return pa.table(arrays, names=list(names))
 
 
+def read_churn_risk(engine: Engine) -> pd.DataFrame:
+    """`customer_id`, `churn_risk` and `probability` of the published churn model's scores
+    (none when the last model was not published)."""
+    return read_frame(engine, CustomerChurnRisk, ["customer_id", "churn_risk", "probability"])
+
+
 def read_dimensions(engine: Engine) -> pd.DataFrame:
     """Each customer's declared dimensions: `customer_id` (its `source_id`) and one text column
     per key stored in `customer.attributes` (a list value as its JSON text), None where a
@@ -719,12 +725,13 @@ def read_dimensions(engine: Engine) -> pd.DataFrame:
 
 
 def ingest_version(engine: Engine) -> tuple:
-    """Changes whenever ingestion commits a page: (streams, last cursor time, rows per table)."""
+    """Changes whenever ingestion commits a page or a churn model run is stored (its scores
+    are the customers' `churn_risk`): (streams, last cursor time, rows per table)."""
     with engine.connect() as conn:
         streams, last = conn.execute(select(func.count(), func.max(SyncState.updated_at))).one()
         rows = tuple(
             conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
-            for model in INGESTED.values()
+            for model in (*INGESTED.values(), ChurnModelRun)
         )
     return streams, str(last), rows
 

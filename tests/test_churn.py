@@ -8,14 +8,22 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from connectors.demo import DemoSource
 from flows.config import ChurnConfig, Config
 from flows.rank import save_churn_risk
+from flows.sync import sync_source
 from tasks import store
-from tasks.churn import ChurnError, churn_dimension, digest_context, run_churn, save_churn
+from tasks.churn import ChurnError, ChurnRun, digest_context, run_churn, save_churn
+from tasks.experiments import assignments
+from tasks.hypotheses import Hypothesis
 from tasks.loader import CxData
+from tasks.metrics import metric_table
+from tests.conftest import REPO
 
 HORIZON = 60
+SHIPPED = REPO / "hypotheses" / "auto-route-tickets.yaml"
 START = pd.Timestamp("2025-01-01")
 WINDOWS = 5
 TOPICS = np.array(["delivery", "payment", "login"])
@@ -154,13 +162,13 @@ def test_runs_are_stored_and_only_a_published_model_leaves_scores(tmp_path) -> N
     engine = store.open_store(f"sqlite:///{tmp_path}/cx.db")
     published = run_churn(company(30_000, 1, planted=True), SETTINGS)
     save_churn(engine, published)
-    dimension = churn_dimension(engine)
+    dimension = store.read_churn_risk(engine)
     assert len(dimension) == len(published.scores)
     assert dimension.set_index("customer_id")["churn_risk"].to_dict() == (
         published.scores.set_index("customer_id")["churn_risk"].to_dict()
     )
     save_churn(engine, run_churn(company(30_000, 4, planted=False), SETTINGS))
-    assert churn_dimension(engine).empty
+    assert store.read_churn_risk(engine).empty
     runs = store.read_frame(engine, store.ChurnModelRun)
     assert runs["published"].tolist() == [True, False]
     assert len(runs["calibration"].iloc[0]) >= 5 and "latest_ces" in runs["coefficients"].iloc[0]
@@ -172,7 +180,7 @@ def test_the_rank_step_reports_what_became_of_the_model(tmp_path) -> None:
     short = save_churn_risk.fn(url, company(2_000, 5, planted=True, windows=3), config)
     assert "needs 240" in short
     assert "AUC 0.8" in save_churn_risk.fn(url, company(30_000, 2, planted=True), config)
-    assert len(churn_dimension(store.open_store(url))) > 1_000
+    assert len(store.read_churn_risk(store.open_store(url))) > 1_000
 
 
 def test_gradient_boosting_is_validated_the_same_way() -> None:
@@ -180,3 +188,38 @@ def test_gradient_boosting_is_validated_the_same_way() -> None:
     run = run_churn(company(10_000, 7, planted=True), settings)
     assert run.model == "boosting" and run.coefficients == {}
     assert run.auc >= 0.75 and run.ece <= 0.05 and run.published
+
+
+def test_published_risk_is_a_dimension_of_metrics_and_populations_until_unpublished(
+    tmp_path,
+) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path}/cx.db")
+    sync_source(engine, DemoSource(customers=1_500, seed=5))
+    assert "churn_risk" not in CxData.latest(engine).customers.columns
+    ids = store.read_frame(engine, store.Customer, ["source_id"])["source_id"]
+    band = np.random.default_rng(5).choice(["high", "medium", "low"], len(ids))
+    scores = pd.DataFrame({"customer_id": ids[: len(ids) - 100], "churn_risk": band[:-100]})
+    scores = scores.assign(probability=0.5, value=100.0, expected_loss=50.0)
+    save_churn(engine, ChurnRun("logistic", HORIZON, True, "AUC 0.8", scores=scores))
+
+    data = CxData.latest(engine)  # a stored model run makes the cached load stale
+    risk = data.customers.set_index("customer_id")["churn_risk"]
+    assert risk.reindex(scores["customer_id"]).tolist() == scores["churn_risk"].tolist()
+    assert risk.isna().sum() == 100  # not scored: not active in the last horizon
+    table = metric_table(data, ["nps"], ["churn_risk"]).set_index("churn_risk")
+    answers = data.responses[data.responses["kind"] == "nps"].merge(
+        data.customers[["customer_id", "churn_risk"]], on="customer_id"
+    )
+    for value, group in answers.dropna(subset=["score"]).groupby("churn_risk"):
+        assert table.loc[value, "n"] == len(group)
+
+    hypothesis = Hypothesis.model_validate(
+        yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+        | {"population": {"churn_risk": "high", "segment": None}}
+    )
+    arms = assignments(hypothesis, data.customers)
+    high = scores.loc[scores["churn_risk"] == "high", "customer_id"]
+    assert set(arms["customer_id"]) == set(high)
+
+    save_churn(engine, ChurnRun("logistic", HORIZON, False, "AUC 0.52 below 0.6"))
+    assert "churn_risk" not in CxData.latest(engine).customers.columns
