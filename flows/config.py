@@ -498,8 +498,9 @@ def _check_dimensions(document: YamlDocument, config: Config) -> None:
             if problem := dimension_problem(name, declared):
                 where = document.where(("standards", i, "where", name))
                 problems.append(f"{where}: `standards.{i}.where`: {problem}")
+    scored = [*declared, *(["churn_risk"] if config.churn.enabled else [])]
     for i, name in enumerate(config.reports.breakdowns):
-        if problem := dimension_problem(name, declared):
+        if problem := dimension_problem(name, scored):
             where = document.where(("reports", "breakdowns", i))
             problems.append(f"{where}: `reports.breakdowns`: {problem}")
     if problems:

@@ -264,10 +264,14 @@ def breakdowns(
 ) -> list[dict[str, Any]]:
     """One breakdown per cut of `cuts` (`reports.breakdowns`): `by`, its `name`, its `key`
     metric and its `breakdown` rows. Contact cuts (`CONTACT_CUTS`) show the contact KPIs with
-    CSAT as the key; customer cuts (segment, region, declared dimensions) every KPI, NPS."""
+    CSAT as the key; customer cuts (segment, region, declared dimensions) every KPI, NPS.
+    A customer cut no customer has yet (`churn_risk` before a model is published) is left
+    out."""
     shown = []
     for by in cuts:
         contact = by in CONTACT_CUTS
+        if not contact and by not in current.customers.columns:
+            continue
         long = (
             kpis_by(current, by, csat_scale, CONTACT_KPIS)
             if contact

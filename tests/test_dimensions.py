@@ -114,6 +114,11 @@ def test_breakdowns_and_standards_may_cut_by_a_declared_dimension_only(tmp_path:
     wrong = body.replace("breakdowns: [segment, device]", "breakdowns: [segment, devise]")
     with pytest.raises(ConfigError, match=r"cxloop.yaml:12: .*devise.*device"):
         load_config(write_config(tmp_path, wrong))
+    at_risk = body.replace("breakdowns: [segment, device]", "breakdowns: [churn_risk]")
+    with pytest.raises(ConfigError, match="unknown dimension `churn_risk`"):
+        load_config(write_config(tmp_path, at_risk))
+    scored = load_config(write_config(tmp_path, at_risk + "churn: {enabled: true}\n"))
+    assert scored.reports.breakdowns == ["churn_risk"]
 
 
 def test_declared_dimensions_are_stored_per_customer_and_read_as_columns(
