@@ -235,6 +235,38 @@ def load_heatmap(
     return _draw(name, title, figure)
 
 
+def trend(
+    name: str,
+    series: pd.DataFrame,
+    title: str,
+    y_label: str,
+    marks: Sequence[tuple[date, str]],
+    months: Sequence[str],
+    decimal: str = ".",
+) -> Chart:
+    """Monthly values (`period` as each month's first day, `value`, `ci_low`, `ci_high`) as a
+    line with its 95% CI band where it has one; each of `marks` (day, label: a pilot start)
+    is a dashed line. Months are ticked by `months` (January first)."""
+    series = series.sort_values("period")
+    with mpl.rc_context(STYLE):
+        figure = _figure(2.6)
+        ax = figure.add_subplot()
+        ax.fill_between(series["period"], series["ci_low"], series["ci_high"],
+                        color=BAR_COLOUR, alpha=0.15, lw=0)  # fmt: skip
+        ax.plot(series["period"], series["value"], marker="o", ms=4, color=BAR_COLOUR, lw=2)
+        for day, label in marks:
+            at = pd.Timestamp(day)
+            ax.axvline(at, color=REFERENCE_COLOUR, ls="--", lw=1)
+            ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(3, -11),
+                        textcoords="offset points", color=REFERENCE_COLOUR)  # fmt: skip
+        ax.set_title(title, loc="left")
+        ax.set_ylabel(y_label)
+        ax.set_xticks(series["period"])
+        ax.set_xticklabels([months[p.month - 1] for p in series["period"]])
+        ax.yaxis.set_major_formatter(_numbers(decimal))
+    return _draw(name, title, figure)
+
+
 def treated_against_counterfactual(
     name: str,
     series: pd.DataFrame,

@@ -60,6 +60,10 @@ HIGHER_IS_BETTER = {
     "churn": False,
 }
 TOP_PAIN_POINTS = 10
+TREND_MONTHS = 12
+# The trend charts' KPIs: metric_table's name → the tiles' name.
+TREND_METRICS = {"nps": "nps", "csat_top2": "csat", "ces": "ces", "frt_hours": "frt_hours",
+                 "fcr": "fcr"}  # fmt: skip
 CHURN_WINDOW_DAYS = 90  # active = ordered in the 90 days before a date
 DEFAULT_BREAKDOWNS = ("segment", "region", "channel")
 CONTACT_KPIS = ("csat_top2", "ces", "frt_hours", "fcr")
@@ -460,6 +464,90 @@ def _figure(value: float, t: Mapping[str, Any], digits: int = 0) -> str:
     return number(value, digits) if language == "en" else localised(value, digits, language)
 
 
+def kpi_trends(
+    data: CxData, month: Month, csat_scale: int = 5, months: int = TREND_MONTHS
+) -> pd.DataFrame:
+    """The headline KPIs per month over the `months` months up to `month` (those the data
+    has): `period` (the month's first day), `metric` (named as the tiles name them), `value`,
+    `n`, `ci_low`, `ci_high` (NaN for the FRT median)."""
+    start = month.start - pd.DateOffset(months=months - 1)
+    window = within(data, Month(month.label, start, month.end))
+    table = metric_table(window, list(TREND_METRICS), period="month", csat_scale=csat_scale)
+    table = table.assign(
+        period=pd.PeriodIndex(table["period"], freq="M").to_timestamp(),
+        metric=table["metric"].map(TREND_METRICS),
+    )
+    return table[["period", "metric", "value", "n", "ci_low", "ci_high"]]
+
+
+def trend_charts(
+    trends: pd.DataFrame, hypotheses: Sequence[Hypothesis], t: Mapping[str, Any]
+) -> list[Chart]:
+    """One chart per KPI of `trends` with a month or more, each pilot's start inside the
+    window marked with its id."""
+    shown = [m for m in TREND_METRICS.values() if (trends["metric"] == m).sum() > 1]
+    first, last = trends["period"].min(), trends["period"].max() + pd.offsets.MonthBegin(1)
+    marks = [
+        (h.schedule.pilot.start, h.id)
+        for h in hypotheses
+        if first <= pd.Timestamp(h.schedule.pilot.start) < last
+    ]
+    return [
+        charts.trend(
+            f"trend-{metric}",
+            trends[trends["metric"] == metric],
+            t[metric],
+            t[f"unit_{metric}"],
+            marks,
+            t["months"],
+            t["decimal_mark"],
+        )
+        for metric in shown
+    ]
+
+
+def executive_summary(
+    tiles: pd.DataFrame,
+    top: pd.DataFrame,
+    hypotheses: Sequence[Hypothesis],
+    last_day: pd.Timestamp,
+    t: Mapping[str, Any],
+) -> list[dict[str, str]]:
+    """The lines of "What changed and what to do", each a `text` and the `link` to its
+    section: the KPI change (rows of `kpi_tiles`) largest against its CI among the
+    significant ones, the top pain point, and the pilots whose period ended by `last_day`
+    that still run (awaiting a decision)."""
+    words = t["executive"]
+    moved = tiles[tiles["verdict"] != "not_significant"].dropna(subset=["change_low"])
+    moved = moved.set_index("metric")
+    lines = []
+    if len(moved):
+        half = (moved["change_high"] - moved["change_low"]) / 2
+        metric = (moved["change"].abs() / half).idxmax()
+        row = moved.loc[metric]
+        change = f"{row['change']:+.1f}".replace(".", t["decimal_mark"])
+        lines.append({
+            "text": words["change"].format(metric=t[metric], change=change,
+                                           verdict=t[row["verdict"]]),
+            "link": f"#kpi-{metric}",
+        })  # fmt: skip
+    else:
+        lines.append({"text": words["no_change"], "link": "#kpis"})
+    if len(top):
+        first = top.iloc[0]
+        lines.append({"text": words["pain_point"].format(title=first["title"]),
+                      "link": "#pain-points"})  # fmt: skip
+    ended = [
+        h.id
+        for h in hypotheses
+        if h.status == "running" and pd.Timestamp(h.schedule.pilot.end) <= last_day
+    ]
+    if ended:
+        lines.append({"text": words["awaiting"].format(pilots=", ".join(ended)),
+                      "link": "#experiments"})  # fmt: skip
+    return lines
+
+
 def digest_context(
     data: CxData,
     pain: pd.DataFrame,
@@ -500,6 +588,8 @@ def digest_context(
         for b in shown
         if b["rows"]
     ]
+    trend_list = trend_charts(kpi_trends(data, month, csat_scale), hypotheses, t)
+    chart_list += trend_list
     chart_list += [
         charts.load_heatmap(
             "load",
@@ -537,6 +627,8 @@ def digest_context(
         "previous": month.previous(),
         "last_day": f"{month.end - pd.Timedelta(days=1):%Y-%m-%d}",
         "tiles": records(tiles),
+        "executive": executive_summary(tiles, top, hypotheses, month.end - pd.Timedelta(days=1), t),
+        "trends": [c.name for c in trend_list],
         **standards_context(standards, month, t),
         "weighting": post_stratified_nps(current),
         "response_rates": records(response_rates(data)),

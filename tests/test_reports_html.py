@@ -326,7 +326,7 @@ def test_digest_shows_kpis_breakdowns_load_pain_points_and_flags_the_low_region(
     # The key figure (LTV) leads, so it stays in view on a phone.
     row = f"premium\t{premium['ltv']:,.0f}\t{int(premium['customers']):,}\t{premium['aov']:,.0f}"
     assert row in text and "Customer value by segment" in text
-    assert len(view["charts"]) == len(rendered.charts) == 5
+    assert len(view["charts"]) == len(rendered.charts) == 10  # 3 breakdowns, 5 trends, load, pain
     assert all(c["width"] > 300 and c["height"] > 100 for c in view["charts"])
     assert shot.stat().st_size > 50_000
 
