@@ -539,11 +539,17 @@ def srm_p_value(arms: pd.DataFrame, pilot_share: float) -> float:
 def analysis_of(hypothesis: Hypothesis) -> Analysis:
     """`decision.analysis` when the file sets it, else CUPED for a hash split (randomised:
     the baseline only reduces variance), `auto` (the unit-level analysis) for arms that are
-    whole units (segment, attribute) and DiD for a list of customers."""
+    whole units (segment, attribute) and DiD for a list of customers or an attribute that
+    only flags the arms (one value each, `pilot` / `control`: one unit per arm is no panel)."""
     if hypothesis.decision.analysis:
         return hypothesis.decision.analysis
-    method = hypothesis.assignment.method
-    return {"hash": "cuped", "list": "did"}.get(method, "auto")
+    plan = hypothesis.assignment
+    if plan.method == "attribute" and all(
+        isinstance(arm, str) or (isinstance(arm, list) and len(arm) == 1)
+        for arm in (plan.pilot, plan.control)
+    ):
+        return "did"
+    return {"hash": "cuped", "list": "did"}.get(plan.method, "auto")
 
 
 def unit_column(hypothesis: Hypothesis) -> str:

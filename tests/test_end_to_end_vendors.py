@@ -12,6 +12,12 @@ no ticket or a ticket HubSpot does not have, a custom contact property declared 
 `device` dimension, and two web sources with the same funnel steps, so a wrong join, a wrong
 cut or a summed funnel changes a number. The bad-input cases of the data model (an undeclared
 dimension in a field map, an unknown `--by`) run the CLI against their own configuration.
+
+The same run evaluates a pilot as operations set it up: arms in the contact property
+`ab_autorouting` (pilot, control, or unset), the change touching delivery tickets only, and a
+first-response effect planted on just those tickets of pilot contacts in the pilot month. Its
+stored decision and estimate must equal a difference-in-differences computed directly from the
+served tickets of that topic and those arms.
 """
 
 from __future__ import annotations
@@ -70,6 +76,34 @@ AGENTS = {
     ("Anna", "Smirnova"): ([("Email", True)], True, 2.4),
 }
 REPEAT_DAYS = 3
+TICKETS = 360
+# A contact's `ab_autorouting` property by its index modulo 5; None: unset, in neither arm.
+ARMS = ("pilot", "pilot", "control", "control", None)
+PILOT_START = datetime(2026, 10, 1, tzinfo=UTC)
+# Delivery tickets wait in a queue of their own: this many minutes plus an exponential wait
+# averaging the second, not the segment speeds, so a month of them can show the planted effect.
+DELIVERY_QUEUE = (90, 30)
+FRT_EFFECT = -0.40  # on delivery tickets of pilot contacts from PILOT_START
+ROUTING_ID = "auto-route-delivery"
+# Arms fixed by operations default to the unit-level analysis, whose units here would be the two
+# values `pilot` and `control`: too few for a panel. The customer-level DiD is what decides, and
+# it is set explicitly so the direct computation below is that one estimator. The pilot has
+# ended, so it is read once at a fixed horizon.
+ROUTING = f"""\
+id: {ROUTING_ID}
+title: Auto-routing delivery tickets cuts their first response time
+owner: ops@example.com
+pain_point: ticket:delivery
+change: Delivery tickets go straight to the delivery queue
+metric: {{name: frt_hours, direction: decrease, expected_effect: -40%}}
+assignment: {{method: attribute, attribute: ab_autorouting, pilot: pilot, control: control}}
+scope: {{tickets: {{topic: [delivery]}}}}
+schedule:
+  baseline: {{start: 2026-09-01, end: 2026-09-30}}
+  pilot: {{start: 2026-10-01, end: 2026-10-31}}
+decision: {{alpha: 0.05, min_per_arm: 10, analysis: did, sequential: false}}
+status: running
+"""
 # Metrica goals counting the same funnel steps as GA4's events, each a share of the visits.
 GOALS = {"1001": "view_item", "1002": "add_to_cart", "1003": "begin_checkout", "1004": "purchase"}
 GOAL_SHARES = {"view_item": 0.62, "add_to_cart": 0.31, "begin_checkout": 0.17, "purchase": 0.07}
@@ -101,6 +135,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     seed_metrica(metrica, first_web_day, rng)
     root = tmp_path_factory.mktemp("e2e")
     (root / "hypotheses").mkdir()
+    (root / "hypotheses" / f"{ROUTING_ID}.yaml").write_text(ROUTING, encoding="utf-8")
     with HTTPServer() as web, HTTPServer() as counter, HTTPServer() as surveys, hubspot.running():
         ga4.serve(web)
         metrica.serve(counter)
@@ -127,11 +162,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 def configuration(root: Path, urls: dict[str, str], first_web_day: date) -> dict[str, Any]:
     """The user's cxloop.yaml: the four vendors at their fakes' addresses, the contacts'
-    `primary_device` property kept as the declared dimension `device`."""
+    `primary_device` property kept as the declared dimension `device`, the pilot arms'
+    `ab_autorouting` as the dimension of that name."""
     fast = {"backoff_base": 0.05, "max_wait": 5.0, "timeout": 10.0}
     return {
         "database_url": f"sqlite:///{root / 'store.db'}",
-        "dimensions": ["device"],
+        "dimensions": ["device", "ab_autorouting"],
         "fcr": {"repeat_days": REPEAT_DAYS},
         "sources": [
             {
@@ -140,7 +176,10 @@ def configuration(root: Path, urls: dict[str, str], first_web_day: date) -> dict
                 "options": {
                     "base_url": urls["crm"],
                     "field_map": {
-                        "contacts": {"primary_device": "device"},
+                        "contacts": {
+                            "primary_device": "device",
+                            "ab_autorouting": "ab_autorouting",
+                        },
                         "tickets": {"was_reopened": "reopened"},
                     },
                     "value_map": {"tickets": {"topic": {"DELIVERY": "delivery"}}},
@@ -212,11 +251,13 @@ def cxloop_json(served: dict[str, Any], *args: str) -> Any:
 
 
 def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Four owners in two teams (one archived), 80 contacts across segments, regions and
-    primary devices, 160 tickets over two months, 20 deals; returns contacts and tickets as
-    served. Segments get different reply speeds, so FRT differs by segment; every 9th ticket
-    has no contact, every 12th no reply yet, every 10th is unresolved, every 8th has no owner,
-    and about one resolved ticket in five was reopened."""
+    """Four owners in two teams (one archived), 80 contacts across segments, regions,
+    primary devices and pilot arms (`ARMS`), `TICKETS` tickets over two months, 20 deals;
+    returns contacts and tickets as served. Segments get different reply speeds, so FRT
+    differs by segment, except on delivery tickets (`DELIVERY_QUEUE`), whose FRT drops by
+    `FRT_EFFECT` for pilot contacts from `PILOT_START`; every 9th ticket has no contact, every
+    12th no reply yet, every 10th is unresolved, every 8th has no owner, and about one resolved
+    ticket in five was reopened."""
     leans = {
         hubspot.add_owner(first, last, teams, archived): lean
         for (first, last), (teams, archived, lean) in AGENTS.items()
@@ -236,23 +277,31 @@ def seed_crm(hubspot: FakeHubSpot, rng: np.random.Generator) -> tuple[pd.DataFra
             "hs_language": "ru",
             "primary_device": device,
         }
+        arm = ARMS[i % len(ARMS)]
+        properties |= {} if arm is None else {"ab_autorouting": arm}
         key = hubspot.add("contacts", properties, START - timedelta(days=90 - i))
         contacts.append(
             {"id": key, "email": email, "segment": segment, "region": REGIONS[i % 4]}
-            | {"device": device}
+            | {"device": device, "arm": arm}
         )
     customers = pd.DataFrame(contacts)
     speed = {"subscriber": 30, "lead": 90, "customer": 240, "evangelist": 600}
     tickets = []
-    for i in range(160):
+    for i in range(TICKETS):
         created = START + timedelta(minutes=int(rng.integers(0, 60 * 24 * 60)))
         contact = None if i % 9 == 4 else customers.iloc[int(rng.integers(0, 80))]
-        minutes = int(rng.exponential(speed[contact["segment"]] if contact is not None else 120))
+        category = list(CATEGORIES)[i % 3]
+        wait = rng.exponential()
+        if category == "DELIVERY":
+            piloted = contact is not None and contact["arm"] == "pilot" and created >= PILOT_START
+            fixed, mean = DELIVERY_QUEUE
+            minutes = int((fixed + mean * wait) * (1 + FRT_EFFECT if piloted else 1))
+        else:
+            minutes = int(wait * (speed[contact["segment"]] if contact is not None else 120))
         replied = None if i % 12 == 7 else created + timedelta(minutes=minutes + 1)
         resolved = None if i % 10 == 3 else created + timedelta(hours=30)
         reopened = resolved is not None and bool(rng.random() < 0.2)
         owner = None if i % 8 == 5 else owners[int(rng.integers(0, len(owners)))]
-        category = list(CATEGORIES)[i % 3]
         properties = {
             "subject": f"Order {i}",
             "content": f"Где заказ {i}? Курьер не приехал." if category == "DELIVERY" else "Вопрос",
@@ -389,8 +438,8 @@ def agents(owners: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def who(served: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tickets and answer sets with the segment, region and device of the customer they belong
-    to (the CRM id when given, else the contact with the same trimmed, lower-cased e-mail);
+    """Tickets and answer sets with the segment, region, device and pilot arm of the customer
+    they belong (the CRM id when given, else the contact with the same trimmed, lower-cased e-mail);
     tickets with their owner's name and team, answers with the topic, agent and team of the
     ticket their hidden field names (NaN for none or an unknown one)."""
     customers = served["contacts"].set_index("id")
@@ -400,7 +449,7 @@ def who(served: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     answers["customer"] = answers["customer_id"].fillna(found)
     tickets = served["tickets"].copy()
     for frame in (answers, tickets):
-        for cut in ("segment", "region", "device"):
+        for cut in ("segment", "region", "device", "arm"):
             frame[cut] = frame["customer"].map(customers[cut])
     owners = agents(served["owners"])
     tickets["agent"] = tickets["owner"].map(owners["agent"])
@@ -504,6 +553,27 @@ def expected_ticket_cut(served: dict[str, Any], cut: str, repeat_days: int) -> p
     return pd.DataFrame({"value": grouped.mean(), "n": grouped.size()}).sort_index()
 
 
+def expected_frt_pilot(served: dict[str, Any], topic: str | None = "delivery") -> dict[str, Any]:
+    """The pilot's difference-in-differences of mean FRT (hours) over the answered tickets on
+    `topic` (every topic for None) of contacts in an arm, September against October, relative
+    to the pilot arm's counterfactual October mean (its September mean plus the control's
+    change); with the arm × period means and counts, and the customers per arm seen in
+    October."""
+    tickets, _ = who(served)
+    tickets["hours"] = (tickets["replied"] - tickets["created"]).dt.total_seconds() / 3600
+    month = tickets["created"] >= PILOT_START.replace(tzinfo=None)
+    tickets["period"] = np.where(month, "pilot period", "baseline")
+    used = tickets.dropna(subset=["hours", "arm"])
+    used = used if topic is None else used[used["topic"] == topic]
+    cells = used.groupby(["arm", "period"])["hours"].agg(mean="mean", n="size")
+    m = cells["mean"].unstack("period")
+    control_change = m.loc["control", "pilot period"] - m.loc["control", "baseline"]
+    counterfactual = m.loc["pilot", "baseline"] + control_change
+    change = m.loc["pilot", "pilot period"] - counterfactual
+    seen = used[used["period"] == "pilot period"].groupby("arm")["customer"].nunique()
+    return {"effect": change / counterfactual, "cells": cells, "customers": seen.to_dict()}
+
+
 def web_cells(ga4: FakeGA4) -> pd.DataFrame:
     """The GA4 fake's daily cells as a frame: date, device, sessions, active users, events."""
     return pd.DataFrame(
@@ -544,14 +614,15 @@ def test_store_holds_exactly_what_the_vendors_served(served: dict[str, Any]) -> 
     counts = store.row_counts(served["engine"])
     answers = served["answers"]
     assert counts["customer"] == len(served["contacts"]) == 80
-    assert counts["ticket"] == len(served["tickets"]) == 160
+    assert counts["ticket"] == len(served["tickets"]) == TICKETS
     assert counts["orders"] == 20
     assert counts["survey_response"] == len(answers) + answers["csat"].notna().sum()
     tickets = store.read_frame(served["engine"], store.Ticket).set_index("source_id")
     expected, _ = who(served)
     expected = expected.set_index("id")
     assert tickets["topic"].sort_index().tolist() == expected["topic"].sort_index().tolist()
-    assert tickets["customer_id"].isna().sum() == expected["customer"].isna().sum() == 18
+    no_contact = sum(i % 9 == 4 for i in range(TICKETS))
+    assert tickets["customer_id"].isna().sum() == expected["customer"].isna().sum() == no_contact
     for column in ("agent", "team", "reopened"):
         got = tickets[column].sort_index().replace({np.nan: None}).tolist()
         assert got == expected[column].sort_index().replace({np.nan: None}).tolist(), column
@@ -734,3 +805,30 @@ def test_undeclared_dimension_in_a_field_map_stops_the_run_before_any_store(
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "store.db").exists()
     assert (len(served["hubspot"].requests), len(served["ga4"].requests)) == asked
+
+
+def test_pilot_with_arms_from_a_hubspot_property_and_a_delivery_scope_is_adopted_as_computed(
+    served: dict[str, Any],
+) -> None:
+    results = store.read_frame(served["engine"], store.ExperimentResult)
+    (row,) = results[results["hypothesis_id"] == ROUTING_ID].itertuples()
+    expected = expected_frt_pilot(served)
+
+    assert (row.metric, row.role, row.relative, row.decision) == (
+        "frt_hours", "primary", True, "adopt",
+    )  # fmt: skip
+    assert row.estimate == pytest.approx(expected["effect"], rel=1e-9)
+    assert row.ci_low <= FRT_EFFECT <= row.ci_high < 0
+    assert {"pilot": row.n_pilot, "control": row.n_control} == expected["customers"]
+    assert row.cells["analysis"] == "did" and row.cells["estimand"] == "ratio"
+    stored = pd.DataFrame(row.cells["rows"]).set_index(["arm", "period"]).sort_index()
+    pd.testing.assert_frame_equal(stored, expected["cells"], check_dtype=False, rtol=1e-9)
+    contacts = served["contacts"]
+    arms = store.read_frame(served["engine"], store.Assignment)
+    assert dict(zip(arms["customer_id"], arms["arm"], strict=True)) == dict(
+        contacts.dropna(subset=["arm"])[["id", "arm"]].itertuples(index=False)
+    )  # unset contacts are in neither arm
+    everything = expected_frt_pilot(served, topic=None)
+    assert abs(everything["effect"] - expected["effect"]) > 0.1  # the scope changes the number
+    assert f"{ROUTING_ID}: adopt" in printed(served["run"])
+    assert (served["root"] / "reports" / f"experiment-{ROUTING_ID}.html").exists()

@@ -17,7 +17,13 @@ import pytest
 import yaml
 
 from connectors.errors import HypothesisError
-from tasks.experiments import assignments, evaluate, pilot_observations, unmatched_ids
+from tasks.experiments import (
+    analysis_of,
+    assignments,
+    evaluate,
+    pilot_observations,
+    unmatched_ids,
+)
 from tasks.hypotheses import Hypothesis, load_hypothesis
 from tasks.loader import CxData
 from tasks.metrics import with_ticket_measures
@@ -346,3 +352,17 @@ def test_an_attribute_no_customer_has_and_surveys_without_ticket_ids_are_named_e
     with pytest.raises(HypothesisError, match="carry no `ticket_id`"):
         pilot_observations("nps", unlinked, routing(tmp_path))
     assert len(pilot_observations("frt_hours", unlinked, routing(tmp_path)))  # tickets need none
+
+
+def test_an_attribute_flagging_the_arms_is_judged_per_customer_without_a_unit_warning(
+    tmp_path: Path,
+) -> None:
+    flagged = routing(tmp_path)
+    assert analysis_of(flagged) == "did"
+    evaluation = evaluate(flagged, company(seed=11))
+    assert not any("unit-level" in warning for warning in evaluation.warnings)
+    regions = routing(tmp_path, **{
+        "{method: attribute, attribute: ab_autorouting, pilot: pilot, control: control}":
+        "{method: attribute, attribute: region, pilot: Siberia, control: [Urals, Volga, South]}"
+    })  # fmt: skip
+    assert analysis_of(regions) == "auto"
