@@ -1093,7 +1093,7 @@ def decide(
         return "inconclusive", {"rule": rule, "metrics": by_status["unknown"]
                                 or by_status["unproven"], **shown}  # fmt: skip
     if significant:
-        return "adopt", {"rule": "as_expected", **shown}
+        return "adopt", {"rule": "as_expected" if guardrails else "as_expected_unguarded", **shown}
     detectable = _fmt(primary, primary.mde(rules.alpha, wanted))
     return "inconclusive", {
         "rule": "no_change",

@@ -359,8 +359,10 @@ def test_an_attribute_flagging_the_arms_is_judged_per_customer_without_a_unit_wa
 ) -> None:
     flagged = routing(tmp_path)
     assert analysis_of(flagged) == "did"
-    evaluation = evaluate(flagged, company(seed=11))
+    evaluation = evaluate(flagged, company(seed=11, customers=2_000))
     assert not any("unit-level" in warning for warning in evaluation.warnings)
+    # No guardrails: an adoption says so instead of claiming they hold.
+    assert evaluation.decision == "adopt" and evaluation.reason.endswith("no guardrails set")
     regions = routing(tmp_path, **{
         "{method: attribute, attribute: ab_autorouting, pilot: pilot, control: control}":
         "{method: attribute, attribute: region, pilot: Siberia, control: [Urals, Volga, South]}"
