@@ -276,6 +276,15 @@ def _before_after(primary: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return table
 
 
+def status_label(hypothesis: Hypothesis, newest: pd.Timestamp, t: Mapping[str, Any]) -> str:
+    """The pilot's status in words: "ended, awaiting decision" for one still running whose
+    pilot period the data (`newest`, its clock) has passed."""
+    ended = pd.notna(newest) and newest.date() > hypothesis.schedule.pilot.end
+    if hypothesis.status == "running" and ended:
+        return t["ended_awaiting"]
+    return t[hypothesis.status]
+
+
 def experiment_context(
     hypothesis: Hypothesis,
     results: pd.DataFrame,
@@ -326,6 +335,7 @@ def experiment_context(
         "running_header": f"{t['experiment_report']}: {h.title} · {t['pilot']}: "
         f"{schedule.pilot.start} … {schedule.pilot.end}",
         "h": h,
+        "status": status_label(h, newest, t),
         "primary": primary,
         "results": rows,
         "pain_point": records(ranked.drop(columns=["evidence"], errors="ignore"))[0]

@@ -16,7 +16,7 @@ from tasks.hypotheses import load_hypothesis
 from tasks.labels import alert_text, labels, pain_title, reason_text
 from tasks.loader import CxData
 from tasks.outputs import print_pdf, record_report, write_index, write_report
-from tasks.pilot_report import build_experiment, experiment_verbatims
+from tasks.pilot_report import build_experiment, experiment_verbatims, status_label
 from tasks.render import effect, render
 from tests.conftest import REPO
 from tests.test_reports_html import Demo, demo_company, render_both
@@ -216,3 +216,17 @@ def test_pilot_report_quotes_the_arm_sizes_its_stored_srm_test_counted(small: De
     srm = re.search(r'id="srm">(.*?)</p>', report.html, re.S).group(1)
     assert "1,234" in srm and "5,678" in srm
     assert "1234 / 5678" in report.markdown
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_a_running_pilot_past_its_end_reads_ended_awaiting_decision(language: str) -> None:
+    t = labels(language)
+    running = load_hypothesis(REPO / "hypotheses" / "auto-route-tickets.yaml").model_copy(
+        update={"status": "running"}
+    )
+    end = pd.Timestamp(running.schedule.pilot.end)
+    assert status_label(running, end, t) == t["running"]
+    assert status_label(running, end + pd.Timedelta(days=1), t) == t["ended_awaiting"]
+    concluded = running.model_copy(update={"status": "concluded"})
+    assert status_label(concluded, end + pd.Timedelta(days=1), t) == t["concluded"]
+    assert status_label(running, pd.NaT, t) == t["running"]
