@@ -267,6 +267,33 @@ def trend(
     return _draw(name, title, figure)
 
 
+def intervals(
+    name: str, rows: Sequence[dict], title: str, margin_label: str, decimal: str = "."
+) -> Chart:
+    """One panel per metric (`rows`: `label`, `estimate`, `ci_low`, `ci_high`, `unit`,
+    optional `margin`), each on its own scale: the estimate with its 95% CI, zero, and a
+    guardrail's margin as a red dashed line."""
+    with mpl.rc_context(STYLE):
+        figure = _figure(0.7 + 0.95 * max(len(rows), 1))
+        axes = figure.subplots(max(len(rows), 1), 1, squeeze=False)[:, 0]
+        figure.suptitle(title, x=0, ha="left", fontsize=STYLE["axes.titlesize"],
+                        fontweight="bold")  # fmt: skip
+        for ax, row in zip(axes, rows, strict=False):
+            value, low, high = row["estimate"], row["ci_low"], row["ci_high"]
+            ax.errorbar([value], [0], xerr=[[value - low], [high - value]], fmt="o", lw=1.5,
+                        color=ARM_COLOURS["pilot"], ecolor="#343a40", capsize=4)  # fmt: skip
+            ax.axvline(0, color=REFERENCE_COLOUR, lw=1)
+            margin = row.get("margin")
+            if margin is not None:
+                ax.axvline(margin, color=ALERT_COLOUR, ls="--", lw=1.2, label=margin_label)
+                ax.legend(loc="upper left", bbox_to_anchor=(1, 1.1), frameon=False)
+            ax.set_yticks([])
+            ax.set_title(f"{row['label']}, {row['unit']}", loc="left", fontsize=STYLE["font.size"])
+            ax.xaxis.set_major_formatter(_numbers(decimal))
+            ax.grid(axis="y", visible=False)
+    return _draw(name, title, figure)
+
+
 def treated_against_counterfactual(
     name: str,
     series: pd.DataFrame,

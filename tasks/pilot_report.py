@@ -276,6 +276,28 @@ def _before_after(primary: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return table
 
 
+def metric_intervals(
+    rows: list[dict[str, Any]], guardrails: list[dict[str, Any]], t: Mapping[str, Any]
+) -> list[Chart]:
+    """The per-metric interval chart (none without an estimate): primary, secondary and
+    guardrail metrics with their 95% CIs, relative effects in %, each guardrail's margin."""
+    margins = {g["metric"]: g["margin"] for g in guardrails}
+    shown = [
+        {
+            "label": f"{t[r['metric']]} ({t[r['role']]})",
+            **{k: r[k] * (100 if r["relative"] else 1) for k in ("estimate", "ci_low", "ci_high")},
+            "unit": "%" if r["relative"] else t[OBSERVATION_UNITS.get(r["metric"], "unit_score")],
+            "margin": margins.get(r["metric"]) if r["role"] == "guardrail" else None,
+        }
+        for r in rows
+        if all(_finite(r.get(k)) for k in ("estimate", "ci_low", "ci_high"))
+    ]
+    if not shown:
+        return []
+    return [charts.intervals("effects", shown, t["effects_chart"], t["margin"],
+                             t["decimal_mark"])]  # fmt: skip
+
+
 def status_label(hypothesis: Hypothesis, newest: pd.Timestamp, t: Mapping[str, Any]) -> str:
     """The pilot's status in words: "ended, awaiting decision" for one still running whose
     pilot period the data (`newest`, its clock) has passed."""
@@ -327,6 +349,7 @@ def experiment_context(
     table = _before_after(primary)
     unit_context, unit_charts = unit_analysis(h, primary, t)
     guardrails = [_guardrail(guard, by_metric.get(guard.metric, {})) for guard in h.guardrails]
+    effects = metric_intervals(rows, guardrails, t)
     ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
     srm_p = primary["srm_p"] if primary else None
     context = {
@@ -365,10 +388,10 @@ def experiment_context(
         "method": _method(primary),
         "unit": unit,
         "unit_analysis": unit_context,
-        "charts": {"target": chart, **{c.name: c for c in unit_charts}},
+        "charts": {"target": chart, **{c.name: c for c in [*effects, *unit_charts]}},
         "generated_at": generated_at(),
     }
-    return context, [chart, *unit_charts]
+    return context, [chart, *effects, *unit_charts]
 
 
 def build_experiment(

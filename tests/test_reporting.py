@@ -16,7 +16,12 @@ from tasks.hypotheses import load_hypothesis
 from tasks.labels import alert_text, labels, pain_title, reason_text
 from tasks.loader import CxData
 from tasks.outputs import print_pdf, record_report, write_index, write_report
-from tasks.pilot_report import build_experiment, experiment_verbatims, status_label
+from tasks.pilot_report import (
+    build_experiment,
+    experiment_verbatims,
+    metric_intervals,
+    status_label,
+)
 from tasks.render import effect, render
 from tests.conftest import REPO
 from tests.test_reports_html import Demo, demo_company, render_both
@@ -230,3 +235,25 @@ def test_a_running_pilot_past_its_end_reads_ended_awaiting_decision(language: st
     concluded = running.model_copy(update={"status": "concluded"})
     assert status_label(concluded, end + pd.Timedelta(days=1), t) == t["concluded"]
     assert status_label(running, pd.NaT, t) == t["running"]
+
+
+def test_the_interval_chart_has_a_panel_per_estimated_metric_and_the_guardrail_margin() -> None:
+    t = labels("en")
+    rows = [
+        {"metric": "frt_hours", "role": "primary", "relative": True,
+         "estimate": -0.366, "ci_low": -0.471, "ci_high": -0.240},
+        {"metric": "nps", "role": "secondary", "relative": False,
+         "estimate": 7.9, "ci_low": 2.1, "ci_high": 13.6},
+        {"metric": "csat", "role": "guardrail", "relative": False,
+         "estimate": -0.02, "ci_low": -0.09, "ci_high": 0.05},
+        {"metric": "fcr", "role": "secondary", "relative": False,
+         "estimate": None, "ci_low": None, "ci_high": None},
+    ]  # fmt: skip
+    guardrails = [{"metric": "csat", "margin": -0.1}]
+    (chart,) = metric_intervals(rows, guardrails, t)
+    for label in ("First response time (primary), %", "NPS (secondary), points",
+                  "CSAT (guardrail), score", t["margin"]):  # fmt: skip
+        assert label in chart.svg
+    assert t["fcr"] not in chart.svg  # no estimate, no panel
+    assert chart.svg.count(">margin<") == 1
+    assert metric_intervals(rows[3:], guardrails, t) == []

@@ -280,7 +280,8 @@ def test_experiment_report_shows_estimate_decision_and_escaped_verbatims(
         assert f"{n:,}" in text
     assert "Guardrails" in text and ("holds" in text or "breached" in text)
     assert "no mismatch" in text or "sample ratio mismatch" in text
-    assert [c["title"] for c in view["charts"]] == [rendered.charts[0].title]
+    assert [c["title"] for c in view["charts"]] == [c.title for c in rendered.charts]
+    assert [c.name for c in rendered.charts] == ["target", "effects"]
     assert all(c["width"] > 300 and c["height"] > 150 for c in view["charts"])
     assert SCRIPT_COMMENT in view["quotes"]
     # The pilot targets delivery tickets: the verbatims are what customers said about delivery.
@@ -341,7 +342,8 @@ def test_russian_labels_and_user_templates_override_the_defaults(demo, tmp_path)
     assert all(english not in digest for english in ("ickets about", "Customers in", " grew "))
     experiment = russian["experiment"].html
     assert "как и ожидалось (95% ДИ " in experiment and "ограничители соблюдены" in experiment
-    assert "Статус: идёт" in experiment and "(снижение)" in experiment
+    # The data runs past the pilot's end and it is still `running`: it awaits a decision.
+    assert "Статус: завершён, ждёт решения" in experiment and "(снижение)" in experiment
     assert "as expected" not in experiment and "95% CI" not in experiment
     ticks = re.findall(r">(\d{1,2}) (\w+)</text>", experiment)  # Mondays on the date axis
     assert {month for _, month in ticks} == {"сен", "окт"} and "Oct" not in experiment
