@@ -2,8 +2,9 @@
 
 No Prefect, no ORM, no cxloop imports: what a data engineer would write in an afternoon.
 Arms come from the same hash as cxloop's (`pandas.util.hash_pandas_object` of `salt:id`),
-since a pilot's assignment is an input, not something to reinvent; the pilots are read from
-the same `hypotheses/*.yaml`. Only point estimates are computed, with the analysis cxloop
+since a pilot's assignment is an input, not something to reinvent, or from the `segment`
+filters of a region pilot (a ticket `scope` filters its ticket metrics); the pilots are read
+from the same `hypotheses/*.yaml`. Only point estimates are computed, with the analysis cxloop
 picks (regression adjustment on customer means for a hash split, else DiD solved from cell
 sums; a relative effect as a ratio of means), not cxloop's clustered or always-valid
 intervals; customers in an earlier concurrent pilot are not excluded, as valid hypothesis
@@ -188,6 +189,26 @@ def arms(customers: pd.DataFrame, salt: str, share: float) -> pd.DataFrame:
     return pd.DataFrame({"customer_id": customers["source_id"].to_numpy(), "arm": arm})
 
 
+def segment_arms(customers: pd.DataFrame, pilot: dict, control: dict) -> pd.DataFrame:
+    """`customer_id`, `arm` of the customers matching every `pilot` (or `control`) filter
+    (column: value or list of values); the others take no part."""
+    picked = {}
+    for arm, filters in (("pilot", pilot), ("control", control)):
+        mask = np.ones(len(customers), dtype=bool)
+        for column, values in filters.items():
+            values = [values] if isinstance(values, str) else values
+            mask &= customers[column].isin(values).to_numpy()
+        picked[arm] = customers.loc[mask, "source_id"]
+    return pd.concat(
+        [pd.DataFrame({"customer_id": ids.to_numpy(), "arm": arm}) for arm, ids in picked.items()],
+        ignore_index=True,
+    )
+
+
+def _quoted(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def pilot_metrics(pilot: dict) -> list[tuple[str, bool]]:
     """(metric, relative) for the primary, secondary and guardrail metrics of a hypothesis."""
     targets = [pilot["metric"], *pilot.get("secondary_metrics", [])]
@@ -238,7 +259,11 @@ def _pilots(con: duckdb.DuckDBPyConnection, hypotheses_dir: Path) -> list[dict]:
             values = [values] if isinstance(values, str) else values
             eligible = eligible[eligible[column].isin(values)]
         split = pilot["assignment"]
-        con.register("arms", arms(eligible, split["salt"], split["pilot_share"]))
+        if split["method"] == "hash":
+            con.register("arms", arms(eligible, split["salt"], split["pilot_share"]))
+        else:  # segment: the arms are whole regions, segments or channels
+            con.register("arms", segment_arms(eligible, split["pilot"], split["control"]))
+        ticket_filters = ((pilot.get("scope") or {}).get("tickets") or {}).items()
         window = {
             "base_start": pd.Timestamp(pilot["schedule"]["baseline"]["start"]),
             "base_end": pd.Timestamp(pilot["schedule"]["baseline"]["end"]) + pd.Timedelta(days=1),
@@ -251,14 +276,18 @@ def _pilots(con: duckdb.DuckDBPyConnection, hypotheses_dir: Path) -> list[dict]:
         for metric, relative in pilot_metrics(pilot):
             available = ("survey", "channel") if metric in SURVEY_METRICS else ("channel", "topic")
             covariates = [c for c in adjust if c in available]
-            means = con.execute(
-                CUSTOMER_MEANS.format(observations=OBSERVATIONS[metric]), window
-            ).df()
+            observations = OBSERVATIONS[metric]
+            if metric not in SURVEY_METRICS and ticket_filters:
+                observations = f"SELECT * FROM ({observations}) WHERE " + " AND ".join(
+                    f"{column} IN ({', '.join(_quoted(v) for v in values)})"
+                    for column, values in ticket_filters
+                )
+            means = con.execute(CUSTOMER_MEANS.format(observations=observations), window).df()
             if analysis == "cuped":
                 effect = adjusted(means, relative)
             else:
                 sql = DID_CELLS.format(
-                    observations=OBSERVATIONS[metric],
+                    observations=observations,
                     covariates="".join(f", o.{c}" for c in covariates),
                 )
                 effect = did(con.execute(sql, window).df(), covariates, relative)

@@ -7,7 +7,9 @@ chat with a lower CSAT there. Customers carry two declared dimensions, `device` 
 post-ticket surveys carry their ticket's id. Customers with an unresolved or reopened ticket
 or a detractor score stop ordering more often. Two pilots run in October: auto-routing
 tickets cuts first response time by 40% and lifts NPS by 8 points for its pilot arm; a chat
-greeting script does nothing. `generate()` returns the data and the truth, so tests can
+greeting script does nothing. Two region pilots run from 2026-08-03 to 2026-09-27 on delivery
+tickets: a new courier partner in Siberia cuts their first response time by 40%; a courier
+app in Volga does nothing. `generate()` returns the data and the truth, so tests can
 check that cxloop recovers it. Unlike vendor connectors this one builds frames with numpy:
 it is the vendor.
 """
@@ -129,6 +131,39 @@ PILOTS = {
 
 
 @dataclass(frozen=True)
+class RegionPilot:
+    """A change made in one whole region (it cannot be split per customer): first replies to
+    its `topic` tickets created from `start` to `end` take `frt_factor` times as long.
+    `hypotheses/<id>.yaml` describes the same pilot."""
+
+    region: str
+    topic: str
+    start: date
+    end: date
+    frt_factor: float = 1.0
+
+    def effects(self) -> dict[str, float]:
+        """Planted effects: relative for FRT (−0.4 is −40%), none on NPS."""
+        return {"frt_hours": self.frt_factor - 1.0, "nps": 0.0}
+
+    def touches(self, region: np.ndarray, topic: np.ndarray, at: pd.Series) -> np.ndarray:
+        """Per ticket (its customer's region, its topic, when raised): whether the pilot ran it."""
+        during = (at >= pd.Timestamp(self.start)) & (
+            at < pd.Timestamp(self.end) + pd.Timedelta(days=1)
+        )
+        return (region == self.region) & (topic == self.topic) & during.to_numpy()
+
+
+# A new courier partner in Siberia answers delivery tickets sooner; Volga's courier app does not.
+REGION_PILOTS = {
+    "courier-siberia": RegionPilot(
+        "Siberia", "delivery", date(2026, 8, 3), date(2026, 9, 27), frt_factor=0.6
+    ),
+    "courier-volga": RegionPilot("Volga", "delivery", date(2026, 8, 3), date(2026, 9, 27)),
+}
+
+
+@dataclass(frozen=True)
 class CellPain:
     """A ticket topic that costs `nps_shift` more (share moved from promoter to detractor,
     so 200·shift NPS points) for customers whose `dimension` is `value`, and whose tickets
@@ -192,7 +227,8 @@ CHURN = Churn(base=0.06, bad_ticket=0.40, detractor=0.20, delay_days=30.0)
 class Truth:
     """What the generator planted: pain points in order of expected reach × impact, the
     intersection pains (`cells`, same columns, the impact being the interaction), the slow
-    team, the churn model with each customer's planted churn time, pilots."""
+    team, the churn model with each customer's planted churn time, the pilots' effects (hash
+    and region pilots alike) and the region pilots themselves."""
 
     pain_points: pd.DataFrame
     pilots: dict[str, dict[str, float]]
@@ -202,6 +238,7 @@ class Truth:
     churn: Churn = CHURN
     low_nps_region: str = "Siberia"
     complaint_surge: str = "returns"
+    region_pilots: dict[str, RegionPilot] = field(default_factory=lambda: dict(REGION_PILOTS))
 
     @property
     def pain_point_order(self) -> list[str]:
@@ -424,6 +461,8 @@ def _tickets(
     frt_hours = np.where(piloted, frt_hours * PILOTS["auto-route-tickets"].frt_factor, frt_hours)
     team, agent = _staff(staff, channel)
     frt_hours = frt_hours * _slowdown(people, owner, topic, channel, team)
+    # A factor on the draws already made: the region pilots take nothing from the streams.
+    frt_hours = frt_hours * _region_pilot_factor(people["region"].to_numpy()[owner], topic, created)
     first_response = created + pd.to_timedelta(np.maximum(frt_hours, 10 / 3600), unit="h")
     resolved = first_response + pd.to_timedelta(4 * np.exp(rng.normal(0, 1.0, m)), unit="h")
     unresolved = staff.random(m) < UNRESOLVED_RATE
@@ -459,6 +498,14 @@ def _staff(rng: np.random.Generator, channel: np.ndarray) -> tuple[np.ndarray, n
     roster = np.array(list(TEAMS.values()), dtype=object)
     row = pd.Index(list(TEAMS)).get_indexer(team)
     return team, roster[row, rng.integers(0, roster.shape[1], len(channel))]
+
+
+def _region_pilot_factor(region: np.ndarray, topic: np.ndarray, at: pd.Series) -> np.ndarray:
+    """Per ticket, how many times as long its first reply takes under the region pilots."""
+    factor = np.ones(len(topic))
+    for pilot in REGION_PILOTS.values():
+        factor = np.where(pilot.touches(region, topic, at), factor * pilot.frt_factor, factor)
+    return factor
 
 
 def _slowdown(
@@ -734,7 +781,7 @@ def _truth(people: pd.DataFrame, reach: pd.DataFrame, churned_at: pd.Series) -> 
     cells["score"] = cells["reach_share"] * 100 * cells["impact"]
     return Truth(
         pain_points=table,
-        pilots={h: p.effects() for h, p in PILOTS.items()},
+        pilots={h: p.effects() for h, p in {**PILOTS, **REGION_PILOTS}.items()},
         cells=cells,
         churned_at=churned_at,
     )

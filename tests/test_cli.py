@@ -123,7 +123,7 @@ def test_a_source_that_cannot_open_fails_the_run_but_not_the_other_sources(proje
 
 def test_hypotheses_validate_and_list_commands(project: Path) -> None:
     valid = cxloop("hypotheses", "validate", cwd=project)
-    assert valid.returncode == 0 and "2 hypotheses valid" in valid.stdout
+    assert valid.returncode == 0 and "4 hypotheses valid" in valid.stdout
     listed = cxloop("hypotheses", "list", cwd=project)
     assert "auto-route-tickets" in listed.stdout and "-40%" in listed.stdout
 

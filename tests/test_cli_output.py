@@ -75,7 +75,10 @@ def test_backlog_and_hypotheses_json_equal_the_stores_ranking_and_arms(demo: Pat
     pain = store.read_frame(db, store.PainPoint)
     latest = pain[pain["period"] == pain["period"].max()].set_index("key")
     ranked = [r for r in rows(demo, "backlog") if r["rank"] is not None]
-    assert len(ranked) == len(latest)
+    # one row per pain point and hypothesis: three pilots address delivery tickets
+    assert {r["key"] for r in ranked} == set(latest.index)
+    assert len(ranked) == len(latest) + 2
+    assert len({(r["key"], r["hypothesis"]) for r in ranked}) == len(ranked)
     for record in ranked:
         assert record["score"] == pytest.approx(latest.loc[record["key"], "score"]), record
         assert record["rank"] == latest.loc[record["key"], "rank"], record
@@ -85,7 +88,12 @@ def test_backlog_and_hypotheses_json_equal_the_stores_ranking_and_arms(demo: Pat
     primary = results[results["role"] == "primary"].sort_values("as_of")
     estimates = primary.groupby("hypothesis_id")["estimate"].last()
     listed = rows(demo, "hypotheses", "list", HYPOTHESES)
-    assert {r["id"] for r in listed} == {"auto-route-tickets", "chat-greeting-script"}
+    assert {r["id"] for r in listed} == {
+        "auto-route-tickets",
+        "chat-greeting-script",
+        "courier-siberia",
+        "courier-volga",
+    }
     for record in listed:
         assert record["pilot"] == arms[record["id"], "pilot"], record
         assert record["control"] == arms[record["id"], "control"], record

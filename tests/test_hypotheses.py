@@ -35,7 +35,12 @@ def _error(path: Path) -> str:
 
 def test_shipped_hypotheses_are_valid() -> None:
     found = load_hypotheses(REPO / "hypotheses")
-    assert {h.id for h in found} == {"auto-route-tickets", "chat-greeting-script"}
+    assert {h.id for h in found} == {
+        "auto-route-tickets",
+        "chat-greeting-script",
+        "courier-siberia",
+        "courier-volga",
+    }
     effect = next(h for h in found if h.id == "auto-route-tickets").metric.expected_effect
     assert (effect.value, effect.relative) == (-0.4, True)
 
