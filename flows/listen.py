@@ -1,5 +1,6 @@
 """`cxloop listen`: vendors' webhooks into the store as they happen, and a detractor alert
-within seconds of a bad answer after a contact.
+within seconds of a bad answer after a contact. `cxloop serve` runs the same listener beside its
+deployments when a source takes webhooks (`listen_beside`).
 
 `POST /webhooks/<kind>/<source>` takes the webhooks of a configured source of that kind
 (`typeform`, `usedesk`, `amocrm`, `jivo`; see `connectors.webhooks` for how each is
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import uvicorn
 from prefect.events import emit_event
 from sqlalchemy import case, select
 from sqlalchemy.engine import Engine
@@ -49,7 +52,7 @@ from connectors.webhooks import (
     signed,
     typeform_body,
 )
-from flows.config import DEFAULT_CONFIG, load_config
+from flows.config import DEFAULT_CONFIG, Config, load_config
 from tasks import store
 from tasks.mapping import to_canonical
 from tasks.metrics import nps_points
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 ROUTE = "/webhooks/{kind}/{source}"
 REMAP_SECONDS = 60.0
 DETRACTOR = "cxloop.alert.detractor"
+GRACE_SECONDS = 2  # for requests in flight when the listener stops; the store has the rest
 
 
 @dataclass
@@ -106,6 +110,18 @@ def open_listener(config_path: Path = DEFAULT_CONFIG) -> Listener:
     """The listener for `config_path`'s sources that take webhooks and have their secret set;
     `ConfigError` if none does. A source whose secret is missing is logged, not served."""
     config = load_config(config_path)
+    receivers = webhook_receivers(config)
+    if not receivers:
+        raise ConfigError(
+            f"{config_path}: no source takes webhooks; configure a typeform, usedesk, amocrm or "
+            "jivo source and set its CXLOOP_WEBHOOK_SECRET_<SOURCE> variable."
+        )
+    return Listener(config.store(), receivers)
+
+
+def webhook_receivers(config: Config) -> dict[str, Receiver]:
+    """A receiver per source of `config` that takes webhooks and has its secret set, by name;
+    a source whose secret is missing is logged and left out."""
     receivers: dict[str, Receiver] = {}
     for source in config.sources:
         try:
@@ -115,12 +131,7 @@ def open_listener(config_path: Path = DEFAULT_CONFIG) -> Listener:
             continue
         if receiver is not None:
             receivers[source.name] = receiver
-    if not receivers:
-        raise ConfigError(
-            f"{config_path}: no source takes webhooks; configure a typeform, usedesk, amocrm or "
-            "jivo source and set its CXLOOP_WEBHOOK_SECRET_<SOURCE> variable."
-        )
-    return Listener(config.store(), receivers)
+    return receivers
 
 
 def create_app(listener: Listener) -> Starlette:
@@ -266,17 +277,83 @@ def ticket_agent(engine: Engine, source: str, ticket: str) -> str | None:
         return conn.execute(query).scalar()
 
 
-def listen(config_path: Path = DEFAULT_CONFIG, host: str = "127.0.0.1", port: int = 8088) -> None:
-    """Serves the webhooks of `config_path`'s sources on `host:port` until stopped.
+@dataclass
+class Listening:
+    """A listener's app served by uvicorn on a thread of this process."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Stops answering (requests in flight get `GRACE_SECONDS`), then stops mapping."""
+        self.server.should_exit = True
+        self.thread.join()
+
+
+def start_listening(listener: Listener, host: str = "127.0.0.1", port: int = 8088) -> Listening:
+    """`listener` answering on `host:port`, once it does; says its URLs on stdout. The one way
+    both `cxloop listen` and `cxloop serve` start it.
 
     The access log stays off: Jivo's and amoCRM's URLs carry their secret.
     """
-    import uvicorn
-
-    listener = open_listener(config_path)
+    settings = uvicorn.Config(
+        create_app(listener),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=GRACE_SECONDS,
+    )
+    server = uvicorn.Server(settings)
+    thread = threading.Thread(target=_run, args=(server,), name="cxloop-listen", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():  # uvicorn ends the thread if it cannot bind
+        thread.join(0.05)
+    if not server.started:
+        raise ConfigError(
+            f"cannot listen for webhooks on {host}:{port} (see the error above); "
+            "choose another port, or stop what holds it."
+        )
     for name, receiver in listener.receivers.items():
-        print(f"webhooks of {name}: POST http://{host}:{port}/webhooks/{receiver.kind}/{name}")
-    uvicorn.run(create_app(listener), host=host, port=port, access_log=False, log_level="info")
+        print(
+            f"webhooks of {name}: POST http://{host}:{port}/webhooks/{receiver.kind}/{name}",
+            flush=True,
+        )
+    return Listening(server, thread)
+
+
+def _run(server: uvicorn.Server) -> None:
+    """Runs `server` on this thread; a failed start (uvicorn exits) is left to the caller."""
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way of saying it could not bind; `server.started` stays False
+        return
+
+
+def listen(config_path: Path = DEFAULT_CONFIG, host: str = "127.0.0.1", port: int = 8088) -> None:
+    """Serves the webhooks of `config_path`'s sources on `host:port` until SIGINT or SIGTERM."""
+    listening = start_listening(open_listener(config_path), host, port)
+    stopping = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda _number, _frame: stopping.set())
+    while not stopping.wait(1.0):  # timed: an untimed wait is not interrupted on Windows
+        pass
+    listening.stop()
+
+
+def listen_beside(config_path: Path, host: str, port: int) -> Listening | None:
+    """The webhook listener of `config_path` started as `start_listening` does, for a command
+    that serves something else (`cxloop serve`); None, said on stdout, when `config_path`
+    is missing or none of its sources takes webhooks."""
+    if not config_path.exists():
+        print(f"Not listening for webhooks: no {config_path} here.", flush=True)
+        return None
+    config = load_config(config_path)
+    receivers = webhook_receivers(config)
+    if not receivers:
+        print(f"Not listening for webhooks: no source in {config_path} takes them.", flush=True)
+        return None
+    return start_listening(Listener(config.store(), receivers), host, port)
 
 
 DEMO_FORMS = {"post_ticket_csat": "csat", "post_ticket_ces": "ces"}

@@ -3,6 +3,8 @@
 For a single machine without a Prefect worker: the deployments are registered with the
 Prefect API (ephemeral, or `PREFECT_API_URL`) and their scheduled runs execute as
 subprocesses of this one, in the directory it was started in (where `cxloop.yaml` is).
+When that configuration has a source that takes webhooks, the `cxloop listen` receiver runs
+in this process too, beside the deployments, and stops with them.
 
 SIGINT or SIGTERM stops it within 10 s at any point after the command starts (a `Shutdown`
 is installed before Prefect loads): before any deployment is registered it exits at once;
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
     from prefect.runner import Runner
+
+    from flows.listen import Listening
 
 DEFAULT_PREFECT_YAML = Path("prefect.yaml")
 STOP_SECONDS = 8.0  # a clean stop's budget: the process is gone within 10 s of the signal
@@ -142,17 +146,40 @@ class Shutdown:
         _exit(1, f"no clean stop within {STOP_SECONDS:g} s: stopped without it.")
 
 
+@dataclass(frozen=True)
+class Webhooks:
+    """Where `serve_all` listens for the webhooks of `config_path`'s sources."""
+
+    config_path: Path
+    host: str = "127.0.0.1"
+    port: int = 8088
+
+
 @dataclass
 class _Progress:
     """How far the serving thread got, read by the main thread once a signal came."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     registering: bool = False
+    listening: Listening | None = None
     error: BaseException | None = None
 
+    def stop_listening(self) -> None:
+        """Stops the webhook listener, if one was started and is not stopped yet."""
+        with self.lock:
+            listening, self.listening = self.listening, None
+        if listening is not None:
+            listening.stop()
 
-def serve_all(prefect_yaml: Path = DEFAULT_PREFECT_YAML, shutdown: Shutdown | None = None) -> None:
-    """Serve the deployments until SIGINT or SIGTERM; returns once they stopped cleanly.
+
+def serve_all(
+    prefect_yaml: Path = DEFAULT_PREFECT_YAML,
+    shutdown: Shutdown | None = None,
+    webhooks: Webhooks | None = None,
+) -> None:
+    """Serve the deployments until SIGINT or SIGTERM, and the webhooks of
+    `webhooks.config_path` when it has a source that takes them; returns once all stopped
+    cleanly.
 
     Prefect loads and serves in a thread, so that this one only waits and takes the
     signals (pass a `Shutdown` made earlier to take them from then on). On shutdown the
@@ -162,23 +189,37 @@ def serve_all(prefect_yaml: Path = DEFAULT_PREFECT_YAML, shutdown: Shutdown | No
     shutdown = shutdown or Shutdown()
     progress = _Progress()
     serving = threading.Thread(
-        target=_serve, args=(prefect_yaml, shutdown, progress), name="cxloop-serve", daemon=True
+        target=_serve,
+        args=(prefect_yaml, webhooks, shutdown, progress),
+        name="cxloop-serve",
+        daemon=True,
     )
     serving.start()
     while serving.is_alive():
         if shutdown.requested.is_set():
             with progress.lock:
-                if not progress.registering:  # nothing registered, so nothing to pause
-                    _exit(0, "stopped before serving anything.")
+                registering = progress.registering
+            if not registering:  # nothing registered, so nothing to pause
+                progress.stop_listening()
+                _exit(0, "stopped before serving anything.")
         serving.join(POLL_SECONDS)
     if progress.error is not None:
         raise progress.error
     shutdown.stopped.set()
 
 
-def _serve(prefect_yaml: Path, shutdown: Shutdown, progress: _Progress) -> None:
-    """In the serving thread: register the deployments, then run them until `shutdown`."""
+def _serve(
+    prefect_yaml: Path, webhooks: Webhooks | None, shutdown: Shutdown, progress: _Progress
+) -> None:
+    """In the serving thread: start listening for `webhooks`, register the deployments, then
+    run them until `shutdown`; the listener stops last."""
     try:
+        if webhooks is not None:
+            from flows.listen import listen_beside
+
+            listening = listen_beside(webhooks.config_path, webhooks.host, webhooks.port)
+            with progress.lock:
+                progress.listening = listening
         from prefect.runner import Runner
 
         served = deployments(prefect_yaml)
@@ -198,6 +239,8 @@ def _serve(prefect_yaml: Path, shutdown: Shutdown, progress: _Progress) -> None:
         asyncio.run(_run(runner, registered, shutdown.requested))
     except BaseException as exc:  # handed to the main thread, which raises it
         progress.error = exc
+    finally:
+        progress.stop_listening()
 
 
 async def _run(runner: Runner, registered: list[UUID], requested: threading.Event) -> None:

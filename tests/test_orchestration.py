@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
@@ -45,6 +44,7 @@ from connectors.demo import STREAM_TABLES, generate
 from flows.names import project_of
 from tasks import store
 from tasks.mapping import to_canonical
+from tests import serve_process
 from tests.conftest import REPO, _free_port
 
 pytestmark = pytest.mark.prefect
@@ -227,8 +227,6 @@ def test_cycle_deployed_from_prefect_yaml_completes_on_a_process_worker_with_art
 
 
 STOP_WITHIN = 10  # seconds from the signal to the exit, at any point of `cxloop serve`
-# A bound for start-up, not a pause: the tests go on as soon as Prefect says it is ready.
-START_WITHIN = 300
 SIGNALS = pytest.mark.parametrize(
     "stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
 )
@@ -252,39 +250,6 @@ def serve_env(prefect_env: dict) -> dict:
     }
 
 
-@contextmanager
-def _serving(project: Path, env: dict) -> Iterator[subprocess.Popen]:
-    """`cxloop serve` started in `project`, its output in serve.out and serve.err; killed if
-    a test leaves it running."""
-    with (project / "serve.out").open("w") as out, (project / "serve.err").open("w") as err:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cxloop"), "serve"],
-            cwd=project,
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _output(project: Path) -> str:
-    return (project / "serve.out").read_text() + (project / "serve.err").read_text()
-
-
-def _wait_for(ready, process: subprocess.Popen, project: Path, what: str) -> None:
-    """Return once `ready()` is true; fail if serve exits or `START_WITHIN` passes first."""
-    deadline = time.monotonic() + START_WITHIN
-    while not ready():
-        assert process.poll() is None, f"serve exited before {what}:\n{_output(project)}"
-        assert time.monotonic() < deadline, f"no {what} in {START_WITHIN} s:\n{_output(project)}"
-        time.sleep(0.1)
-
-
 def _healthy(env: dict) -> bool:
     url = f"http://127.0.0.1:{env['PREFECT_RUNNER_SERVER_PORT']}/health"
     try:
@@ -303,14 +268,8 @@ def _served() -> dict[str, object]:
 def _signal_stops(serving: subprocess.Popen, stop_with: signal.Signals, project: Path) -> None:
     """Send `stop_with`; fail unless serve exits cleanly within `STOP_WITHIN` seconds with
     every registered schedule paused."""
-    serving.send_signal(stop_with)
-    try:
-        serving.wait(timeout=STOP_WITHIN)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve did not stop within {STOP_WITHIN} s:\n{_output(project)}")
-    err = (project / "serve.err").read_text()
-    assert serving.returncode == 0, _output(project)
-    assert "Traceback" not in err and "never awaited" not in err, err
+    err = serve_process.stop(serving, project, STOP_WITHIN, stop_with)
+    assert "never awaited" not in err, err
     assert all(d.paused for d in _served().values())  # no runs pile up unserved
 
 
@@ -318,8 +277,8 @@ def _signal_stops(serving: subprocess.Popen, stop_with: signal.Signals, project:
 def test_serve_registers_every_deployment_with_its_schedules_and_stops_on_signal(
     serve_env: dict, project: Path, stop_with: signal.Signals
 ) -> None:
-    with _serving(project, serve_env) as serving:
-        _wait_for(lambda: _healthy(serve_env), serving, project, "healthy runner")
+    with serve_process.serving(project, serve_env) as serving:
+        serve_process.wait_for(lambda: _healthy(serve_env), serving, project, "healthy runner")
         found = _served()
         expected = {_full_name(e): _expected_schedules(e) for e in SPEC["deployments"]}
         assert {name: _schedules(d) for name, d in found.items() if not d.paused} == expected
@@ -337,8 +296,8 @@ def test_serve_stops_within_ten_seconds_of_a_signal_during_start_up(
     is registered but before the runner is ready; what was registered ends paused."""
     started = lambda: "Using the Prefect server" in (project / "serve.out").read_text()  # noqa: E731
     ready = started if moment == "command started" else lambda: bool(_served())
-    with _serving(project, serve_env) as serving:
-        _wait_for(ready, serving, project, moment)
+    with serve_process.serving(project, serve_env) as serving:
+        serve_process.wait_for(ready, serving, project, moment)
         assert not _healthy(serve_env), "the runner was ready before the signal"
 
         _signal_stops(serving, stop_with, project)

@@ -169,11 +169,27 @@ def serve(
     prefect_yaml: Annotated[
         Path, typer.Option("--prefect-yaml", help="Deployments to serve.")
     ] = Path("prefect.yaml"),
+    config: ConfigOption = DEFAULT,
+    listen: Annotated[
+        bool,
+        typer.Option(
+            "--listen/--no-listen",
+            help="Also receive webhooks, as `cxloop listen` does, when a source takes them.",
+        ),
+    ] = True,
+    listen_port: Annotated[
+        int, typer.Option("--listen-port", help="Port to receive webhooks on.")
+    ] = 8088,
+    listen_host: Annotated[
+        str, typer.Option("--listen-host", help="Address to bind (put HTTPS in front).")
+    ] = "127.0.0.1",
 ) -> None:
-    """Serve every deployment in prefect.yaml on its schedule until Ctrl-C or SIGTERM."""
-    from flows.serve import Shutdown, serve_all
+    """Serve every deployment in prefect.yaml on its schedule until Ctrl-C or SIGTERM, and
+    the webhooks of cxloop.yaml's sources beside them."""
+    from flows.serve import Shutdown, Webhooks, serve_all
 
     shutdown = Shutdown()  # first, so that a signal at any point of the start-up stops it
     with user_errors():
         starting()
-        serve_all(prefect_yaml, shutdown)
+        webhooks = Webhooks(config, listen_host, listen_port) if listen else None
+        serve_all(prefect_yaml, shutdown, webhooks)
