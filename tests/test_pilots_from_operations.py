@@ -3,6 +3,8 @@ contacts the change touches (a ticket scope), and reports that render for every 
 
 from __future__ import annotations
 
+import email
+import email.policy
 import html
 import os
 import re
@@ -15,8 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pypdf import PdfReader
 
 from connectors.errors import HypothesisError
+from tasks.delivery import email_message
 from tasks.experiments import (
     analysis_of,
     assignments,
@@ -27,7 +31,7 @@ from tasks.experiments import (
 from tasks.hypotheses import Hypothesis, load_hypothesis
 from tasks.loader import CxData
 from tasks.metrics import with_ticket_measures
-from tasks.outputs import write_report
+from tasks.outputs import print_pdf, write_report
 from tasks.pilot_report import build_experiment
 from tasks.pilot_store import result_rows
 from tests.conftest import REPO
@@ -235,6 +239,26 @@ METHODS = {
     "attribute": "{method: attribute, attribute: ab_autorouting, pilot: pilot, control: control}",
     "list": "{method: list, pilot: ops/pilot.csv, control: rest}",
 }
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_assignment_method_renders_as_email_and_pdf_with_its_arms(
+    tmp_path: Path, method: str
+) -> None:
+    (tmp_path / "ops").mkdir()
+    ids = "".join(f"C{i}\n" for i in range(0, 600, 2))
+    (tmp_path / "ops" / "pilot.csv").write_text(f"customer_id\n{ids}", encoding="utf-8")
+    h = routing(tmp_path, **{METHODS["attribute"]: METHODS[method]})
+    _, rendered = _report(h, company(2))
+    sent = email_message(rendered.title, rendered.email_html, rendered.text, rendered.charts)
+    message = email.message_from_bytes(sent.as_bytes(), policy=email.policy.default)
+    body = message.get_body(("html",)).get_content()
+    assert str(h.assignment) in html.unescape(re.sub(r"<[^>]+>", " ", body))
+    assert all(f"cid:{chart.cid}" in body for chart in rendered.charts) and rendered.charts
+    assert "tickets with topic: delivery" in message.get_body(("plain",)).get_content()
+    pdf = print_pdf(write_report(rendered, tmp_path / "out"))
+    printed = " ".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert h.id in printed and "delivery" in printed and len(PdfReader(pdf).pages) >= 2
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
