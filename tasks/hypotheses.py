@@ -541,7 +541,9 @@ class Ranking:
     url: str | None = field(default=None, compare=False)  # to read those two when asked
 
     @cached_property
-    def _stored(self) -> tuple[frozenset[str], dict[str, frozenset[str]]] | None:
+    def _stored(
+        self,
+    ) -> tuple[frozenset[str] | None, dict[str, frozenset[str]] | None] | None:
         """The store's attributes and ticket values, read once, only if a hypothesis needs
         them: reading every customer's CRM properties costs seconds on a large store."""
         if self.url is None:
@@ -627,12 +629,15 @@ class Ranking:
         return None
 
 
-def stored_ticket_values(connection: Any) -> dict[str, frozenset[str]]:
-    """The distinct values of each ticket attribute a scope filters on, as stored."""
+def stored_ticket_values(connection: Any) -> dict[str, frozenset[str]] | None:
+    """The distinct values of each ticket attribute a scope filters on, as stored; None
+    while the store holds no ticket (a scope is checked once there is something to see)."""
     from sqlalchemy import select
 
     from tasks.store import Ticket
 
+    if connection.execute(select(Ticket.id).limit(1)).first() is None:
+        return None
     return {
         key: frozenset(v for (v,) in connection.execute(select(column).distinct()) if v is not None)
         for key in TicketScope.model_fields
@@ -640,13 +645,16 @@ def stored_ticket_values(connection: Any) -> dict[str, frozenset[str]]:
     }
 
 
-def stored_attributes(connection: Any) -> frozenset[str]:
+def stored_attributes(connection: Any) -> frozenset[str] | None:
     """The customer columns, `churn_risk` while a published churn model scores customers,
-    and every CRM property key (`Customer.attributes`) stored."""
+    and every CRM property key (`Customer.attributes`) stored; None while the store holds no
+    customer (attributes are checked once there is something to see)."""
     from sqlalchemy import func, inspect, select
 
     from tasks.store import Customer, CustomerChurnRisk
 
+    if connection.execute(select(Customer.id).limit(1)).first() is None:
+        return None
     columns = {"segment", "region", "channel", "language"}
     if inspect(connection).has_table(CustomerChurnRisk.__tablename__):
         scored = select(func.count()).select_from(CustomerChurnRisk)

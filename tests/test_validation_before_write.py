@@ -154,7 +154,7 @@ def test_a_cycle_without_hypotheses_directory_warns_and_goes_on(
 def test_yml_hypotheses_are_validated_too(project: Path) -> None:
     (project / ROUTE).rename(project / ROUTE.with_suffix(".yml"))
     result = cxloop("hypotheses", "validate")
-    assert result.exit_code == 0 and "2 hypotheses valid" in result.stdout, result.output
+    assert result.exit_code == 0 and "4 hypotheses valid" in result.stdout, result.output
 
 
 def rank(url: str, *ranked: tuple[str, str]) -> None:
@@ -173,7 +173,7 @@ def rank(url: str, *ranked: tuple[str, str]) -> None:
 def test_a_fresh_project_accepts_any_pain_point_with_a_warning_and_creates_no_store(project):
     edit(project / ROUTE, "pain_point: ticket:delivery", "pain_point: ticket:anything")
     result = cxloop("hypotheses", "validate")
-    assert result.exit_code == 0 and "2 hypotheses valid" in result.stdout, result.output
+    assert result.exit_code == 0 and "4 hypotheses valid" in result.stdout, result.output
     assert "no pain-point ranking yet" in result.stderr and "cxloop rank" in result.stderr
     assert not (project / ".cxloop").exists()
 
@@ -193,7 +193,7 @@ def test_an_unranked_pain_point_stops_the_command_unless_declared_new(project, c
     assert store.row_counts(engine)["customer"] == 0  # the run stopped before ingesting
     edit(project / ROUTE, "pain_point: ticket:delivry", "pain_point: ticket:delivry\nnew: true")
     valid = cxloop("hypotheses", "validate")
-    assert valid.exit_code == 0 and "2 hypotheses valid" in valid.stdout, valid.output
+    assert valid.exit_code == 0 and "4 hypotheses valid" in valid.stdout, valid.output
     assert "warning" not in valid.stderr
 
 

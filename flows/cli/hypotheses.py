@@ -64,7 +64,8 @@ def validate(
 
 
 def _unit_designs(config: Path, found: list[Hypothesis]) -> list[UnitDesign]:
-    """The design check of every pilot whose arms are whole units, on the store's data."""
+    """The design check of every pilot whose arms are whole units, on the store's data (none
+    before the store holds a customer: there is nothing to check a design against)."""
     from flows.config import load_config
     from tasks.experiments import analysis_of
     from tasks.loader import CxData
@@ -76,6 +77,8 @@ def _unit_designs(config: Path, found: list[Hypothesis]) -> list[UnitDesign]:
         return []
     cfg = load_config(config)
     data = CxData.latest(cfg.store(), cfg.business_hours.calendar(), cfg.timezone)
+    if data.customers.empty:
+        return []
     data = with_crm_properties(data, cfg.store_url, units)
     return [d for h in units if (d := unit_design(h, data, found)) is not None]
 
