@@ -241,15 +241,21 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_assignment_method_renders_as_email_and_pdf_with_its_arms(
-    tmp_path: Path, method: str
-) -> None:
+def _method_report(tmp_path: Path, method: str) -> tuple[Hypothesis, object]:
+    """The routing pilot with the arms of `method` (a list's pilot ids in ops/pilot.csv) and
+    its rendered report."""
     (tmp_path / "ops").mkdir()
     ids = "".join(f"C{i}\n" for i in range(0, 600, 2))
     (tmp_path / "ops" / "pilot.csv").write_text(f"customer_id\n{ids}", encoding="utf-8")
     h = routing(tmp_path, **{METHODS["attribute"]: METHODS[method]})
-    _, rendered = _report(h, company(2))
+    return h, _report(h, company(2))[1]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_assignment_method_renders_as_email_and_pdf_with_its_arms(
+    tmp_path: Path, method: str
+) -> None:
+    h, rendered = _method_report(tmp_path, method)
     sent = email_message(rendered.title, rendered.email_html, rendered.text, rendered.charts)
     message = email.message_from_bytes(sent.as_bytes(), policy=email.policy.default)
     body = message.get_body(("html",)).get_content()
@@ -265,11 +271,7 @@ def test_every_assignment_method_renders_as_email_and_pdf_with_its_arms(
 def test_every_assignment_method_renders_html_and_markdown_with_its_arms_and_scope(
     tmp_path: Path, method: str
 ) -> None:
-    (tmp_path / "ops").mkdir()
-    ids = "".join(f"C{i}\n" for i in range(0, 600, 2))
-    (tmp_path / "ops" / "pilot.csv").write_text(f"customer_id\n{ids}", encoding="utf-8")
-    h = routing(tmp_path, **{METHODS["attribute"]: METHODS[method]})
-    _, rendered = _report(h, company(2))
+    h, rendered = _method_report(tmp_path, method)
     text = re.sub(r"<[^>]+>", " ", rendered.html)
     for shown in (text, rendered.markdown):
         assert str(h.assignment) in html.unescape(shown) or str(h.assignment) in shown
