@@ -307,9 +307,21 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-@cache
 def open_store(url: str) -> Engine:
-    """An engine on `url` with every table created; a clear `StoreError` if unreachable."""
+    """An engine on `url` with every table created; a clear `StoreError` if unreachable.
+
+    A relative SQLite path is made absolute first: one engine per file, even when the
+    process changes its working directory between two stores with the same relative URL."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url.removeprefix("sqlite:///")
+        if path and not path.startswith(":memory:"):
+            url = f"sqlite:///{Path(path).resolve()}"
+    return _open_store(url)
+
+
+@cache
+def _open_store(url: str) -> Engine:
+    """`open_store` of an absolute URL, one engine per URL and process."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # Streams load concurrently: SQLite writers queue for the lock instead of failing fast.

@@ -180,6 +180,21 @@ def test_a_store_made_by_an_older_cxloop_gains_the_new_columns(store_url: str) -
     assert store.read_frame(engine, store.Ticket)["topic"].tolist() == ["delivery"]
 
 
+def test_one_relative_url_in_two_working_directories_opens_two_stores(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        engine = store.open_store("sqlite:///.cxloop/store.db")
+        if name == "a":
+            store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {})
+        counts.append(store.row_counts(engine)["ticket"])
+    assert counts == [1, 0]
+    assert (tmp_path / "b" / ".cxloop" / "store.db").exists()
+
+
 def test_analysis_data_is_reloaded_only_after_new_records_arrive(tmp_path) -> None:
     from tasks.loader import CxData
 
