@@ -28,14 +28,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from pydantic import SecretStr
 
 from connectors.base import Page
 from connectors.canonical import FieldMap
-from connectors.crm import CrmOptions
+from connectors.crm import CrmOptions, PassCursor
 from connectors.errors import ConfigError
 from connectors.http import (
     HttpClient,
@@ -50,12 +49,14 @@ from connectors.http import (
     json_error,
     vendor_client,
 )
+from connectors.paging import NextUrlPaging
 
 TOKEN_ENV = "AMOCRM_TOKEN"
 OAUTH_ENV = ("AMOCRM_CLIENT_ID", "AMOCRM_CLIENT_SECRET", "AMOCRM_REFRESH_TOKEN")
 LIMIT = 250
 WON = "142"
 CLOCK_SKEW = timedelta(minutes=5)
+PAGING = NextUrlPaging("page")  # `_links.next.href` carries the next page's number
 TIMES = ("created_at", "updated_at", "closed_at")
 
 AMOCRM: dict[str, FieldMap] = {
@@ -168,8 +169,8 @@ def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
 class AmoStream(HttpStream):
     """One amoCRM list; records leave flattened and mapped to canonical columns.
 
-    Cursor between passes: `{"since"}` (Unix time the last pass began, less `CLOCK_SKEW`).
-    Within a pass also `page` (the next one) and `started`.
+    Cursor: a `PassCursor` (Unix seconds; `since` is when the last pass began, less
+    `CLOCK_SKEW`), with `page`.
     """
 
     page_size = LIMIT
@@ -183,15 +184,16 @@ class AmoStream(HttpStream):
         self._not_won: list[str] = []
 
     def request(self, cursor: dict) -> Request:
+        position = PassCursor.from_dict(cursor)
         params: dict[str, Any] = {
-            "page": cursor.get("page", 1),
+            "page": 1 if position.page is None else position.page,
             "limit": self.page_size,
             "order[id]": "asc",
         }
         if self.name == "leads":
             params["with"] = "contacts"
-        if cursor.get("since"):
-            params["filter[updated_at][from]"] = cursor["since"]
+        if position.since:
+            params["filter[updated_at][from]"] = position.since
         return Request("GET", self.path, params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
@@ -200,13 +202,14 @@ class AmoStream(HttpStream):
             isinstance(r, dict) and r["id"] for r in records
         ):
             raise TypeError(f"`_embedded.{self.name}` must be a list of records with an `id`")
-        started = cursor.get("started") or int((datetime.now(UTC) - CLOCK_SKEW).timestamp())
+        position = PassCursor.from_dict(cursor)
+        started = position.started or int((datetime.now(UTC) - CLOCK_SKEW).timestamp())
         after = ((body or {}).get("_links") or {}).get("next")
         if not after:
-            return Step(records, {"since": started}, done=True)
-        page = int(parse_qs(urlsplit(after["href"]).query)["page"][0])
-        window = {"since": cursor["since"]} if cursor.get("since") else {}
-        return Step(records, window | {"page": page, "started": started}, done=False)
+            return Step(records, PassCursor(started).to_dict(), done=True)
+        page = PAGING.after(after["href"])
+        window = PassCursor(position.since or None, page=page, started=started)
+        return Step(records, window.to_dict(), done=False)
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages of records changed after `cursor`; a leads page passes on the leads it read

@@ -33,7 +33,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -44,6 +44,7 @@ from pydantic import SecretStr
 from connectors.agents import Agent, AgentDirectory, full_name
 from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
+from connectors.cursors import StoredCursor
 from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
@@ -345,13 +346,30 @@ def responsible_users(client: HttpClient, ids: list[str], where: str) -> dict[st
     }
 
 
+@dataclass(frozen=True)
+class EntityCursor(StoredCursor):
+    """Where reads of a CRM entity stand: `since`, the portal time the last pass began, and
+    `skip`, the ids (→ modified time) of records stored from then on; within a pass also
+    `after_id` (the last ID stored), `started` (this pass's portal start time), `seen` (the
+    next `skip`) and `pages` (how many list pages the next call asks for).
+
+    Saved as the JSON `{"since", "skip"}` (`{}` before the first pass ends), or within a pass
+    `{"since", "skip", "after_id", "started", "seen", "pages"}`, `since` and `skip` left out
+    on a first pass. Times as the portal writes them (ISO 8601 with its offset), IDs as
+    numbers.
+    """
+
+    since: str | None = None
+    skip: Mapping[str, str] | None = None
+    after_id: int | None = None
+    started: str | None = None
+    seen: Mapping[str, str] | None = None
+    pages: int | None = None
+
+
 class Bitrix24Stream(HttpStream):
     """One CRM entity; records leave flattened (multi-fields → first value) and mapped.
-
-    Cursor between passes: `{"since", "skip"}` (portal time the last pass began; ids → modified
-    time of records stored from then on). Within a pass also `after_id` (last ID stored),
-    `started` (this pass's portal start time), `seen` (the next `skip`) and `pages` (how many
-    list pages the next call asks for).
+    Cursor: an `EntityCursor`.
     """
 
     page_size = PAGE
@@ -380,28 +398,30 @@ class Bitrix24Stream(HttpStream):
         self.select = ["*", *sorted(wanted)]
 
     def request(self, cursor: dict) -> Request:
-        pages = cursor.get("pages", 1)
+        position = EntityCursor.from_dict(cursor)
+        pages = _asked(position)
         if pages == 1:
-            return Request("POST", self.path, json=self._list_params(cursor, 0))
+            return Request("POST", self.path, json=self._list_params(position, 0))
         commands = {
-            f"c{i}": f"{self.path}?{php_query(self._list_params(cursor, i * PAGE))}"
+            f"c{i}": f"{self.path}?{php_query(self._list_params(position, i * PAGE))}"
             for i in range(pages)
         }
         return Request("POST", "batch", json={"halt": 0, "cmd": commands})
 
-    def _list_params(self, cursor: dict, start: int) -> dict[str, Any]:
+    def _list_params(self, position: EntityCursor, start: int) -> dict[str, Any]:
         filters = dict(self.filters)
-        if cursor.get("since"):
-            filters[f">={self.cursor_field}"] = cursor["since"]
-        if cursor.get("after_id"):
-            filters[">ID"] = cursor["after_id"]
+        if position.since:
+            filters[f">={self.cursor_field}"] = position.since
+        if position.after_id:
+            filters[">ID"] = position.after_id
         return {"select": self.select, "filter": filters, "order": {"ID": "ASC"}, "start": start}
 
     def parse(self, body: Any, cursor: dict) -> Step:
-        pages = self._pages(body, cursor)
-        started = cursor.get("started") or body["time"]["date_start"]
-        since, skip = cursor.get("since"), cursor.get("skip", {})
-        seen, after_id = dict(cursor.get("seen", {})), cursor.get("after_id", 0)
+        position = EntityCursor.from_dict(cursor)
+        pages = self._pages(body, position)
+        started = position.started or body["time"]["date_start"]
+        since, skip = position.since, {} if position.skip is None else position.skip
+        seen, after_id = dict(position.seen or {}), position.after_id or 0
         fresh, fetched, start = [], 0, utc_naive(started)
         for records, _, _ in pages:
             if not isinstance(records, list):
@@ -417,24 +437,21 @@ class Bitrix24Stream(HttpStream):
                     seen[key] = modified
         _, more, total = pages[-1]
         if not more:
-            return Step(fresh, {"since": started, "skip": seen}, done=True)
+            return Step(fresh, EntityCursor(started, seen).to_dict(), done=True)
         remaining = int(total) - fetched
-        window = {"since": since, "skip": skip} if since else {}
-        return Step(
-            fresh,
-            window
-            | {
-                "after_id": after_id,
-                "started": started,
-                "seen": seen,
-                "pages": min(self.batch_pages, max(1, math.ceil(remaining / PAGE))),
-            },
-            done=False,
+        window = EntityCursor(since, skip) if since else EntityCursor()
+        following = replace(
+            window,
+            after_id=after_id,
+            started=started,
+            seen=seen,
+            pages=min(self.batch_pages, max(1, math.ceil(remaining / PAGE))),
         )
+        return Step(fresh, following.to_dict(), done=False)
 
-    def _pages(self, body: Any, cursor: dict) -> list[tuple[Any, bool, Any]]:
+    def _pages(self, body: Any, position: EntityCursor) -> list[tuple[Any, bool, Any]]:
         """(records, whether more follow, total matching) per list page in the answer."""
-        asked = cursor.get("pages", 1)
+        asked = _asked(position)
         if asked == 1:
             return [(body["result"], body.get("next") is not None, body.get("total", 0))]
         batch = body["result"]
@@ -442,7 +459,7 @@ class Bitrix24Stream(HttpStream):
         if errors:
             raise SourceError(
                 f"source {self.source}, stream {self.name}, batch after ID "
-                f"{cursor.get('after_id', 0)}: Bitrix24 answered {describe(errors)}; nothing "
+                f"{position.after_id or 0}: Bitrix24 answered {describe(errors)}; nothing "
                 "of this batch was saved, and a rerun resumes from it once that is fixed."
             )
         results, more = batch["result"], batch.get("result_next") or {}
@@ -460,6 +477,11 @@ class Bitrix24Stream(HttpStream):
             flat.append(row)
         rows = self.fields.apply(flat, self.table, where)
         return rows if self.agents is None else self.agents.named(rows, where, str.isdigit)
+
+
+def _asked(position: EntityCursor) -> int:
+    """How many list pages the call after `position` asks for."""
+    return 1 if position.pages is None else position.pages
 
 
 def _first_value(value: Any) -> Any:

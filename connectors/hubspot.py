@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -31,6 +31,7 @@ from connectors.agents import Agent, AgentDirectory, full_name
 from connectors.base import Page, with_deletions
 from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
+from connectors.cursors import StoredCursor
 from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
@@ -42,6 +43,7 @@ from connectors.http import (
     json_error,
     rate_limiter,
 )
+from connectors.paging import TokenPaging
 from connectors.scales import survey_scales
 
 API = "https://api.hubapi.com"
@@ -52,6 +54,7 @@ SEARCH_CAP = 10_000
 # Incremental sync starts this long before the full sync began, in case clocks disagree.
 CLOCK_SKEW_MS = 5 * 60_000
 RECORD_KEYS = frozenset({"id", "createdAt", "updatedAt", "archived"})
+PAGING = TokenPaging("after")  # lists, search and owners all take the `after` the last page named
 
 
 @dataclass(frozen=True)
@@ -189,31 +192,38 @@ def _policy(response: httpx.Response) -> str | None:
     return body.get("policyName") if isinstance(body, dict) else None
 
 
+def next_after(body: Any) -> Any:
+    """The token HubSpot names for the next page (`paging.next.after`); None on the last."""
+    return (body.get("paging") or {}).get("next", {}).get("after")
+
+
 def owners(client: HttpClient, where: str) -> dict[str, Agent]:
     """Every owner, active and archived (their tickets keep them), by owner id: the owner's
     name (its email when it has none) and primary team (else its first)."""
     found: dict[str, Agent] = {}
     for archived in ("false", "true"):
-        after: str | None = ""
-        while after is not None:
-            params = {"limit": LIST_LIMIT, "archived": archived}
-            params |= {"after": after} if after else {}
+        after: str | None = None
+        while True:
+            params = {"limit": LIST_LIMIT, "archived": archived} | PAGING.ask(after)
             request = Request("GET", OWNERS, params=params)
-            page, after = client.fetch(request, f"{where} (owners)", "owners", _owners_page)
+            parse = partial(_owners_page, sent=after)
+            page, after = client.fetch(request, f"{where} (owners)", "owners", parse)
             found |= page
+            if after is None:
+                break
     return found
 
 
-def _owners_page(body: Any) -> tuple[dict[str, Agent], str | None]:
-    """One page of owners by id, and the cursor of the next page (None on the last)."""
+def _owners_page(body: Any, sent: str | None) -> tuple[dict[str, Agent], str | None]:
+    """One page of owners by id, and the token of the next page (None on the last) after the
+    page asked for with `sent`."""
     agents = {}
     for owner in body["results"]:
         teams = owner.get("teams") or []
         team = next((t for t in teams if t.get("primary")), teams[0] if teams else None)
         name = full_name(owner.get("firstName"), owner.get("lastName")) or owner.get("email")
         agents[str(owner["id"])] = Agent(name, team["name"] if team else None)
-    after = (body.get("paging") or {}).get("next", {}).get("after")
-    return agents, None if after is None else str(after)
+    return agents, PAGING.after(next_after(body), sent)
 
 
 def feedback_rows(rows: list[dict], csat_scale: int) -> list[dict]:
@@ -242,13 +252,49 @@ def _ms(value: str) -> int:
     return round(utc_naive(value).replace(tzinfo=UTC).timestamp() * 1000)
 
 
+@dataclass(frozen=True)
+class ObjectCursor(StoredCursor):
+    """Where an object stream's reads stand. During the full sync, the list's next-page token
+    `after` and `started`, when the full sync began; after it, search from `since`, passing
+    over the ids in `skip`, already stored at that millisecond; while search pages through
+    records that all share one millisecond, also its offset `after` and the newest time read
+    (`high`) with the ids read at it (`high_ids`).
+
+    Saved as the JSON `{"after", "started"}`, `{"since"}` (the full sync read through),
+    `{"since", "skip"}` or `{"since", "skip", "after", "high", "high_ids"}`: times in epoch
+    ms, `after` and ids as text.
+    """
+
+    since: int | None = None
+    skip: tuple[str, ...] | None = None
+    after: str | None = None
+    started: int | None = None
+    high: int | None = None
+    high_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ArchivedCursor(StoredCursor):
+    """Where reads of the archived list stand: `since`, epoch ms, and the ids `applied` (each
+    with its `archivedAt`, epoch ms) archived at or after it already passed on; while a read
+    pages, also the list's next-page token `after`, and the `next_since` and `next_applied`
+    the next read starts from.
+
+    Saved as the JSON `{"since", "applied"}` (`{}` reads as since 0, nothing applied), plus
+    `"after"`, `"next_since"` and `"next_applied"` while a read pages.
+    """
+
+    since: int = 0
+    applied: Mapping[str, int] = field(default_factory=dict)
+    after: str | None = None
+    next_since: int | None = None
+    next_applied: Mapping[str, int] | None = None
+
+
 class HubSpotStream(HttpStream):
     """One CRM object type; records leave mapped to canonical columns by `fields`.
 
-    Cursor: `{"after", "started"}` during the full sync; `{"since", "skip"}` (epoch ms, ids
-    already stored at that millisecond) for search, plus `after`, `high`, `high_ids` only while
-    paging through records that all share one millisecond; and `deleted`, the cursor of the
-    stream's `ArchivedRecords`.
+    Cursor: an `ObjectCursor`, plus `deleted`, the cursor of the stream's `ArchivedRecords`.
     """
 
     def __init__(
@@ -287,25 +333,24 @@ class HubSpotStream(HttpStream):
         return with_deletions(super().read, self.deletions, cursor)
 
     def request(self, cursor: dict) -> Request:
-        if "since" not in cursor:
+        position = ObjectCursor.from_dict(cursor)
+        if position.since is None:
             params = {"limit": self.page_size, "properties": ",".join(self.properties)}
             params |= {"archived": "false"}
             if self.associations:
                 params["associations"] = ",".join(self.associations)
-            if "after" in cursor:
-                params["after"] = cursor["after"]
+            params |= PAGING.ask(position.after)
             return Request("GET", self.path, params=params)
         modified = {"propertyName": self.cursor_field}
         body: dict[str, Any] = {
             "filterGroups": [
-                {"filters": [modified | {"operator": "GTE", "value": str(cursor["since"])}]}
+                {"filters": [modified | {"operator": "GTE", "value": str(position.since)}]}
             ],
             "sorts": [modified | {"direction": "ASCENDING"}],
             "properties": self.properties,
             "limit": self.search_page_size,
         }
-        if "after" in cursor:
-            body["after"] = cursor["after"]
+        body |= PAGING.ask(position.after)
         return Request("POST", f"{self.path}/search", json=body, limiter=self.search_limiter)
 
     def parse(self, body: Any, cursor: dict) -> Step:
@@ -314,17 +359,19 @@ class HubSpotStream(HttpStream):
             isinstance(r, dict) and r["id"] and isinstance(r["properties"], dict) for r in results
         ):
             raise TypeError("`results` must be a list of objects with `id` and `properties`")
-        after = (body.get("paging") or {}).get("next", {}).get("after")
-        if "since" in cursor:
-            return self._window_step(results, None if after is None else str(after), cursor)
-        started = cursor.get("started", int(time.time() * 1000))
+        position = ObjectCursor.from_dict(cursor)
+        after = PAGING.after(next_after(body), position.after)
+        if position.since is not None:
+            return self._window_step(results, after, position)
+        started = int(time.time() * 1000) if position.started is None else position.started
         if after is None:
-            return Step(results, {"since": started - CLOCK_SKEW_MS}, done=True)
-        return Step(results, {"after": str(after), "started": started}, done=False)
+            return Step(results, ObjectCursor(since=started - CLOCK_SKEW_MS).to_dict(), done=True)
+        return Step(results, ObjectCursor(after=after, started=started).to_dict(), done=False)
 
-    def _window_step(self, results: list[dict], after: str | None, cursor: dict) -> Step:
-        since, skip = cursor["since"], set(cursor.get("skip", []))
-        high, high_ids = cursor.get("high", since), list(cursor.get("high_ids", sorted(skip)))
+    def _window_step(self, results: list[dict], after: str | None, position: ObjectCursor) -> Step:
+        since, skip = position.since, set(position.skip or ())
+        high = since if position.high is None else position.high
+        high_ids = list(sorted(skip) if position.high_ids is None else position.high_ids)
         fresh = []
         for record in results:
             modified, key = _ms(record["properties"][self.cursor_field]), str(record["id"])
@@ -338,7 +385,7 @@ class HubSpotStream(HttpStream):
         if after is None or high > since:
             # Search again from the newest time read, not by offset: a record changed while
             # paging moves to the end of the order and would shift an unread one past `after`.
-            return Step(fresh, {"since": high, "skip": high_ids}, done=after is None)
+            return Step(fresh, ObjectCursor(high, tuple(high_ids)).to_dict(), done=after is None)
         if int(after) + self.search_page_size > self.search_cap:
             raise SourceError(
                 f"source {self.source}, stream {self.name}: more than {self.search_cap:,} "
@@ -346,8 +393,10 @@ class HubSpotStream(HttpStream):
                 "them. Delete this stream's row in sync_state to run a full sync instead."
             )
         # The whole page shares `since`: only an offset gets past it.
-        window = {"since": since, "skip": sorted(skip), "after": after}
-        return Step(fresh, window | {"high": high, "high_ids": high_ids}, done=False)
+        window = ObjectCursor(
+            since, tuple(sorted(skip)), after, high=high, high_ids=tuple(high_ids)
+        )
+        return Step(fresh, window.to_dict(), done=False)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
         """Flattened (`id`, properties, `associations.<type>` = first associated id) and mapped;
@@ -385,12 +434,10 @@ class ArchivedRecords(HttpStream):
     """Ids of one object type's records archived (deleted, or merged into another) since the
     last read, from the list with `archived=true`, which cannot be filtered by time.
 
-    Cursor: `{"since", "applied"}`, epoch ms and the ids (with their `archivedAt`) archived at
-    or after it already passed on; `{}` passes on every archived record. While a read pages
-    through the list, also `after`, `next_since` (when this read began, less `CLOCK_SKEW_MS`)
-    and `next_applied`. The list is not in archival order, so a record archived during a read
-    may land behind the page being read: the next read starts from when this one began to find
-    it, skipping what this one passed on.
+    Cursor: an `ArchivedCursor`; `{}` passes on every archived record. A read's `next_since` is
+    when it began, less `CLOCK_SKEW_MS`: the list is not in archival order, so a record archived
+    during a read may land behind the page being read, and the next read starts from when this
+    one began to find it, skipping what this one passed on.
     """
 
     def __init__(self, source: str, client: HttpClient, name: str, page_size: int) -> None:
@@ -400,8 +447,7 @@ class ArchivedRecords(HttpStream):
 
     def request(self, cursor: dict) -> Request:
         params = {"limit": self.page_size, "archived": "true", "properties": "hs_object_id"}
-        if "after" in cursor:
-            params["after"] = cursor["after"]
+        params |= PAGING.ask(ArchivedCursor.from_dict(cursor).after)
         return Request("GET", self.path, params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
@@ -410,20 +456,22 @@ class ArchivedRecords(HttpStream):
             isinstance(r, dict) and r["id"] and r["archivedAt"] for r in results
         ):
             raise TypeError("`results` must be a list of objects with `id` and `archivedAt`")
-        since, applied = cursor.get("since", 0), cursor.get("applied", {})
-        next_since = cursor.get("next_since", int(time.time() * 1000) - CLOCK_SKEW_MS)
-        next_applied, gone = dict(cursor.get("next_applied", {})), []
+        position = ArchivedCursor.from_dict(cursor)
+        next_since = position.next_since
+        if next_since is None:
+            next_since = int(time.time() * 1000) - CLOCK_SKEW_MS
+        next_applied, gone = dict(position.next_applied or {}), []
         for record in results:
             key, archived = str(record["id"]), _ms(record["archivedAt"])
-            if archived >= since and applied.get(key) != archived:
+            if archived >= position.since and position.applied.get(key) != archived:
                 gone.append(record)
             if archived >= next_since:
                 next_applied[key] = archived
-        after = (body.get("paging") or {}).get("next", {}).get("after")
+        after = PAGING.after(next_after(body), position.after)
         if after is None:
-            return Step(gone, {"since": next_since, "applied": next_applied}, done=True)
-        paging = {"after": str(after), "next_since": next_since, "next_applied": next_applied}
-        return Step(gone, {"since": since, "applied": applied} | paging, done=False)
+            return Step(gone, ArchivedCursor(next_since, next_applied).to_dict(), done=True)
+        paging = replace(position, after=after, next_since=next_since, next_applied=next_applied)
+        return Step(gone, paging.to_dict(), done=False)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
         return [{"source_id": str(record["id"])} for record in records]

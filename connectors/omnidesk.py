@@ -31,7 +31,7 @@ import httpx
 from pydantic import SecretStr
 
 from connectors.canonical import FieldMap
-from connectors.crm import CrmOptions
+from connectors.crm import CrmOptions, PassCursor
 from connectors.errors import ConfigError, SourceError
 from connectors.http import (
     HttpClient,
@@ -173,8 +173,8 @@ def _normalised(record: Mapping[str, Any]) -> dict[str, Any]:
 class OmnideskStream(HttpStream):
     """One Omnidesk list; records leave mapped to canonical columns by `fields`.
 
-    Cursor between passes: `{"since"}` (Unix time the last pass began, less `CLOCK_SKEW`).
-    Within a pass also `page` (the next one) and `started` (when this pass began).
+    Cursor: a `PassCursor` (Unix seconds; `since` is when the last pass began, less
+    `CLOCK_SKEW`), with `page`.
     """
 
     page_size = LIMIT
@@ -201,25 +201,28 @@ class OmnideskStream(HttpStream):
         self._names: dict[str, dict[str, str]] | None = None
 
     def request(self, cursor: dict) -> Request:
-        params: dict[str, Any] = {"page": cursor.get("page", 1), "limit": LIMIT}
-        if cursor.get("since"):
-            params[self.since_param] = cursor["since"]
+        position = PassCursor.from_dict(cursor)
+        page = 1 if position.page is None else position.page
+        params: dict[str, Any] = {"page": page, "limit": LIMIT}
+        if position.since:
+            params[self.since_param] = position.since
         return Request("GET", self.path, params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
         records, total = listed(body, self.wrapper)
-        page = cursor.get("page", 1)
-        started = cursor.get("started") or int((datetime.now(UTC) - CLOCK_SKEW).timestamp())
+        position = PassCursor.from_dict(cursor)
+        page = 1 if position.page is None else position.page
+        started = position.started or int((datetime.now(UTC) - CLOCK_SKEW).timestamp())
         if page * LIMIT >= total or len(records) < LIMIT:
-            return Step(records, {"since": started}, done=True)
+            return Step(records, PassCursor(started).to_dict(), done=True)
         if page == MAX_PAGE:
             raise SourceError(
                 f"source {self.source}, stream {self.name}: {total:,} records changed since "
                 f"the last pass, more than Omnidesk lists ({MAX_PAGE} pages of {LIMIT}). Set "
                 f"sync_state's cursor for this stream to a later `since` and sync again."
             )
-        window = {"since": cursor["since"]} if cursor.get("since") else {}
-        return Step(records, window | {"page": page + 1, "started": started}, done=False)
+        window = PassCursor(position.since or None, page=page + 1, started=started)
+        return Step(records, window.to_dict(), done=False)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
         """Cases gain their first staff reply and staff and group names; rated cases become

@@ -4,6 +4,7 @@ Airbyte's paginator strategies): what to ask for next, from what the last page s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -34,3 +35,32 @@ class NextUrlPaging:
     def after(self, url: str | None) -> int | None:
         """The number the next page's `url` asks for; None on the last page (no link)."""
         return int(httpx.URL(url).params[self.param]) if url else None
+
+
+@dataclass(frozen=True)
+class TokenPaging:
+    """Pages by an opaque token the last answer names (HubSpot's `paging.next.after`, the last
+    response's token that Typeform's `before` takes), sent back as the field `param`."""
+
+    param: str
+
+    def ask(self, token: str | None) -> dict[str, str]:
+        """The field asking for the page after `token`; none for the first page (no token)."""
+        return {} if token is None else {self.param: token}
+
+    def after(self, named: Any, sent: str | None) -> str | None:
+        """The token of the next page, as text: the one `named` by the answer to the request
+        that `sent` its token; None on the last page (nothing named).
+
+        `ValueError` when `named` repeats `sent`: the vendor would answer the same page again,
+        and paging would never end.
+        """
+        if named is None:
+            return None
+        token = str(named)
+        if token == sent:
+            raise ValueError(
+                f"the next page's `{self.param}` token {token!r} is the one this page was asked "
+                "for with, so paging would not advance"
+            )
+        return token

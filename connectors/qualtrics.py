@@ -40,6 +40,7 @@ from connectors.http import (
 from connectors.surveys import (
     LATE_ARRIVALS,
     AnswerSet,
+    SurveyCursor,
     SurveyEntry,
     SurveyOptions,
     SurveyQuestion,
@@ -130,8 +131,9 @@ def _answers(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Responses(SurveyResponses):
-    """One survey's responses, read from one export per sync. Cursor: `{"since"}` between
-    syncs, plus `after` (the last committed recorded date and response id) within one."""
+    """One survey's responses, read from one export per sync. Cursor: a `SurveyCursor`,
+    `since` between syncs, plus `after` (the last committed recorded date and response id)
+    within one."""
 
     def __init__(
         self, options: QualtricsSource, client: HttpClient, entry: SurveyEntry, fields: FieldMap
@@ -148,21 +150,22 @@ class Responses(SurveyResponses):
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages of the responses recorded since `cursor`'s `since` that follow its `after`."""
         where = f"source {self.source}, stream {self.name}"
-        responses = self.export(cursor.get("since"), where)
-        kept = {"since": cursor["since"]} if "since" in cursor else {}
+        position = SurveyCursor.from_dict(cursor)
+        responses = self.export(position.since, where)
         if not responses:
             return
-        final = {"since": iso(utc_naive(responses[-1]["values"]["recordedDate"]) - LATE_ARRIVALS)}
-        done = tuple(cursor.get("after") or ("", ""))
+        newest = utc_naive(responses[-1]["values"]["recordedDate"])
+        final = SurveyCursor(iso(newest - LATE_ARRIVALS))
+        done = position.after or ("", "")
         left = [r for r in responses if _order(r) > done]
         if not left:
-            yield Page([], final, 1)
+            yield Page([], final.to_dict(), 1)
             return
         for number, start in enumerate(range(0, len(left), self.page_size), start=1):
             chunk = left[start : start + self.page_size]
             last = start + self.page_size >= len(left)
-            step = final if last else kept | {"after": list(_order(chunk[-1]))}
-            yield Page(self.transform(chunk, f"{where}, page {number}"), step, number)
+            step = final if last else SurveyCursor(position.since, after=_order(chunk[-1]))
+            yield Page(self.transform(chunk, f"{where}, page {number}"), step.to_dict(), number)
 
     def export(self, since: str | None, where: str) -> list[dict]:
         """The responses recorded since `since` (all if None), oldest first, from a finished

@@ -36,7 +36,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -47,6 +47,7 @@ from connectors.agents import Agent, AgentDirectory
 from connectors.base import Page, with_deletions
 from connectors.canonical import FieldMap, utc_naive
 from connectors.crm import CrmOptions
+from connectors.cursors import StoredCursor
 from connectors.errors import ConfigError
 from connectors.http import (
     HttpClient,
@@ -280,12 +281,24 @@ def case_owners(
     return found
 
 
+@dataclass(frozen=True)
+class SoqlCursor(StoredCursor):
+    """Where a SOQL stream's reads stand: the last stored record's SystemModstamp (`since`, as
+    Salesforce wrote it) and Id (`after_id`); while a query is paged in this run, also `next`,
+    the `nextRecordsUrl` to follow.
+
+    Saved as the JSON `{"since", "after_id"}` (`{}` before a record is stored), plus `"next"`
+    while paging.
+    """
+
+    since: str | None = None
+    after_id: str | None = None
+    next: str | None = None
+
+
 class SoqlStream(HttpStream):
     """One sObject's records by SOQL through the `resource` (query or queryAll) that match
-    `condition`, oldest change first.
-
-    Cursor: `{"since", "after_id"}` (the last stored record's SystemModstamp and Id), plus
-    `next` (the `nextRecordsUrl` to follow) while a query is being paged in this run.
+    `condition`, oldest change first. Cursor: a `SoqlCursor`.
     """
 
     resource = "query"
@@ -301,13 +314,13 @@ class SoqlStream(HttpStream):
 
     def read(self, cursor: dict) -> Iterator[Page]:
         """Pages after `cursor`; a saved `nextRecordsUrl` is not reused, as it may have expired."""
-        return super().read({k: v for k, v in cursor.items() if k != "next"})
+        return super().read(replace(SoqlCursor.from_dict(cursor), next=None).to_dict())
 
-    def soql(self, cursor: dict) -> str:
-        """The query for records after `cursor`, oldest change first."""
+    def soql(self, position: SoqlCursor) -> str:
+        """The query for records after `position`, oldest change first."""
         where = [self.condition] if self.condition else []
-        if "since" in cursor:
-            since, after = soql_datetime(cursor["since"]), cursor["after_id"]
+        if position.since is not None:
+            since, after = soql_datetime(position.since), position.after_id
             where.append(f"({MODIFIED} > {since} OR ({MODIFIED} = {since} AND Id > '{after}'))")
         query = f"SELECT {', '.join(self.select)} FROM {self.sobject}"
         if where:
@@ -315,9 +328,10 @@ class SoqlStream(HttpStream):
         return f"{query} ORDER BY {MODIFIED}, Id"
 
     def request(self, cursor: dict) -> Request:
-        if "next" in cursor:
-            return Request("GET", cursor["next"])
-        return Request("GET", self.path, params={"q": self.soql(cursor)})
+        position = SoqlCursor.from_dict(cursor)
+        if position.next is not None:
+            return Request("GET", position.next)
+        return Request("GET", self.path, params={"q": self.soql(position)})
 
     def parse(self, body: Any, cursor: dict) -> Step:
         records = body["records"]
@@ -325,12 +339,13 @@ class SoqlStream(HttpStream):
             isinstance(r, dict) and r["Id"] and r[MODIFIED] for r in records
         ):
             raise TypeError(f"`records` must be a list of objects with `Id` and `{MODIFIED}`")
-        after = {k: v for k, v in cursor.items() if k != "next"}
+        after = replace(SoqlCursor.from_dict(cursor), next=None)
         if records:
-            after = {"since": records[-1][MODIFIED], "after_id": records[-1]["Id"]}
+            after = SoqlCursor(records[-1][MODIFIED], records[-1]["Id"])
         if body["done"]:
-            return Step(records, after, done=True)
-        return Step(records, after | {"next": str(body["nextRecordsUrl"])}, done=False)
+            return Step(records, after.to_dict(), done=True)
+        following = replace(after, next=str(body["nextRecordsUrl"]))
+        return Step(records, following.to_dict(), done=False)
 
 
 class DeletedRecords(SoqlStream):

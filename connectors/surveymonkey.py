@@ -36,6 +36,7 @@ from connectors.paging import NextUrlPaging
 from connectors.surveys import (
     AnswerSet,
     Parsed,
+    SurveyCursor,
     SurveyOptions,
     SurveyQuestion,
     SurveyResponses,
@@ -132,8 +133,8 @@ def details_questions(details: Mapping[str, Any]) -> list[SurveyQuestion]:
 
 class Responses(SurveyResponses, HttpStream):
     """One survey's completed responses; `choices` (choice id → value) is read from the
-    survey's `/details` as each read starts. Cursor: `{"since"}` between syncs, plus `page` and
-    `high` within one."""
+    survey's `/details` as each read starts. Cursor: a `SurveyCursor`, `since` between syncs,
+    plus `page` and `high` within one."""
 
     choices: dict[str, Any]
 
@@ -151,15 +152,16 @@ class Responses(SurveyResponses, HttpStream):
         yield from super().read(cursor)
 
     def request(self, cursor: dict) -> Request:
+        position = SurveyCursor.from_dict(cursor)
         params = {
             "per_page": self.page_size,
-            "page": cursor.get("page", 1),
+            "page": 1 if position.page is None else position.page,
             "sort_by": "date_modified",
             "sort_order": "DESC",
             "status": "completed",
         }
-        if "since" in cursor:
-            params["start_modified_at"] = cursor["since"]
+        if position.since is not None:
+            params["start_modified_at"] = position.since
         return Request("GET", f"/v3/surveys/{self.survey_id}/responses/bulk", params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
@@ -169,9 +171,9 @@ class Responses(SurveyResponses, HttpStream):
         ):
             raise TypeError("`data` must be a list of responses with `id` and `pages`")
         page = PAGING.after((body.get("links") or {}).get("next"))
-        more = None if page is None else {"page": page}
+        more = None if page is None else SurveyCursor(page=page)
         times = [r["date_modified"] for r in data]
-        return newest_first(data, times, cursor, more, since=modified_since)
+        return newest_first(data, times, SurveyCursor.from_dict(cursor), more, since=modified_since)
 
     def answer_sets(self, records: Sequence[Mapping[str, Any]]) -> list[AnswerSet]:
         """Responses, each answer under its question id, choices resolved."""

@@ -9,12 +9,13 @@ import html
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 
 from connectors.base import Rejection, log_rejections
 from connectors.canonical import FieldMap, utc_naive
+from connectors.cursors import StoredCursor
 from connectors.errors import ConfigError
 from connectors.http import HttpClient, Parsed, Request, Step
 from connectors.http_source import HttpSource
@@ -141,29 +142,50 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class SurveyCursor(StoredCursor):
+    """Where a survey stream's reads stand: `since`, the time the next sync asks from, as the
+    vendor takes it; while a sync pages newest first, also where the next page starts
+    (Typeform's `before`, a response token; SurveyMonkey's `page`, from 1) and the newest time
+    read so far (`high`); while Qualtrics pages one export, `after` instead: the recorded date
+    and id of the last response stored.
+
+    Saved as the JSON `{"since"}` (`{}` until a first sync reads through), plus `"before"` or
+    `"page"`, and `"high"` (`YYYY-MM-DDTHH:MM:SSZ`); or plus `"after"`, a two-item list.
+    """
+
+    since: str | None = None
+    before: str | None = None
+    page: int | None = None
+    after: tuple[str, str] | None = None
+    high: str | None = None
+
+
 def newest_first(
     records: Sequence[Mapping[str, Any]],
     times: Iterable[str],
-    cursor: dict,
-    more: dict | None,
+    cursor: SurveyCursor,
+    more: SurveyCursor | None,
     since: Callable[[datetime], str] = iso,
 ) -> Step:
     """The step of a stream read newest first, from one page's `records` and their `times`.
 
-    While `more` (what asks for the next page, e.g. `{"before": token}`) is given, the cursor
-    keeps the sync's `since` and the newest time seen (`high`); on the last page it becomes
-    `{"since": high - LATE_ARRIVALS}`, written by `since`, for the next sync. Records changed
-    while a sync pages move to its front, so they shift older ones to later pages: re-read, never
-    skipped.
+    While `more` (where the next page starts, e.g. `SurveyCursor(before=token)`) is given, the
+    cursor keeps the sync's `since` and the newest time seen (`high`); on the last page it
+    becomes `{"since": high - LATE_ARRIVALS}`, written by `since`, for the next sync. Records
+    changed while a sync pages move to its front, so they shift older ones to later pages:
+    re-read, never skipped.
     """
     seen = [utc_naive(t) for t in times]
-    if "high" in cursor:
-        seen.append(utc_naive(cursor["high"]))
+    if cursor.high is not None:
+        seen.append(utc_naive(cursor.high))
     high = max(seen, default=None)
-    kept = {"since": cursor["since"]} if "since" in cursor else {}
+    kept = SurveyCursor(cursor.since)
     if more is None:
-        return Step(records, kept if high is None else {"since": since(high - LATE_ARRIVALS)}, True)
-    return Step(records, kept | more | ({"high": iso(high)} if high else {}), done=False)
+        last = kept if high is None else SurveyCursor(since(high - LATE_ARRIVALS))
+        return Step(records, last.to_dict(), done=True)
+    following = replace(more, since=cursor.since, high=iso(high) if high else None)
+    return Step(records, following.to_dict(), done=False)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,10 @@ from connectors.http import (
     Step,
     json_error,
 )
+from connectors.paging import TokenPaging
 from connectors.surveys import (
     AnswerSet,
+    SurveyCursor,
     SurveyOptions,
     SurveyQuestion,
     SurveyResponses,
@@ -40,6 +42,7 @@ API = "https://api.typeform.com"
 TOKEN_ENV = "TYPEFORM_TOKEN"
 SCOPES = "responses:read"
 PAGE_LIMIT = 1000
+PAGING = TokenPaging("before")  # a page's last response token asks for the older ones
 TYPEFORM = survey_fields("hidden")
 """Typeform's default fields: identity, and the ticket a post-contact survey is about, from
 the form's hidden fields (`customer_id`, `email`, `channel`, `ticket_id`)."""
@@ -97,16 +100,18 @@ def form_questions(form: Mapping[str, Any]) -> list[SurveyQuestion]:
 
 
 class Responses(SurveyResponses, HttpStream):
-    """One form's responses (`survey_id` is the form id). Cursor: `{"since"}` between syncs,
-    plus `before` and `high` within one."""
+    """One form's responses (`survey_id` is the form id). Cursor: a `SurveyCursor`, `since`
+    between syncs, plus `before` and `high` within one."""
 
     def questions_listed(self) -> list[SurveyQuestion]:
         """The form's questions, from its definition (`GET /forms/{id}`)."""
         return self.definition("form definition", f"/forms/{self.survey_id}", form_questions)
 
     def request(self, cursor: dict) -> Request:
+        position = SurveyCursor.from_dict(cursor)
         params = {"page_size": self.page_size}
-        params |= {key: cursor[key] for key in ("since", "before") if key in cursor}
+        params |= {"since": position.since} if position.since is not None else {}
+        params |= PAGING.ask(position.before)
         return Request("GET", f"/forms/{self.survey_id}/responses", params=params)
 
     def parse(self, body: Any, cursor: dict) -> Step:
@@ -116,9 +121,12 @@ class Responses(SurveyResponses, HttpStream):
             for i in items
         ):
             raise TypeError("`items` must be a list of responses with `token` and `answers`")
-        more = {"before": items[-1]["token"]} if items and int(body["page_count"]) > 1 else None
+        position = SurveyCursor.from_dict(cursor)
+        last = items[-1]["token"] if items and int(body["page_count"]) > 1 else None
+        before = PAGING.after(last, position.before)
+        more = None if before is None else SurveyCursor(before=before)
         times = [i["submitted_at"] for i in items if i.get("submitted_at")]
-        return newest_first(items, times, cursor, more)
+        return newest_first(items, times, position, more)
 
     def answer_sets(self, records: Sequence[Mapping[str, Any]]) -> list[AnswerSet]:
         """Submitted responses, each answer under its field id and ref."""

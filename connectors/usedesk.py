@@ -27,7 +27,7 @@ import httpx
 from pydantic import SecretStr
 
 from connectors.canonical import FieldMap, utc_naive
-from connectors.crm import CrmOptions
+from connectors.crm import CrmOptions, PassCursor
 from connectors.http import (
     HttpClient,
     HttpStream,
@@ -155,8 +155,8 @@ def first_agent_reply(comments: Sequence[Mapping[str, Any]]) -> str | None:
 class UsedeskStream(HttpStream):
     """One Usedesk list; records leave mapped to canonical columns by `fields`.
 
-    Cursor between passes: `{"since"}` (Usedesk time the last pass began, less `CLOCK_SKEW`).
-    Within a pass also `offset` (the next page) and `started` (when this pass began).
+    Cursor: a `PassCursor` (Usedesk time; `since` is when the last pass began, less
+    `CLOCK_SKEW`), with `offset`.
     """
 
     page_size = PAGE
@@ -170,21 +170,22 @@ class UsedeskStream(HttpStream):
         self._names: dict[str, dict[str, str]] | None = None
 
     def request(self, cursor: dict) -> Request:
-        body: dict[str, Any] = {"offset": cursor.get("offset", 0)}
-        if cursor.get("since"):
-            body[self.since] = cursor["since"]
+        position = PassCursor.from_dict(cursor)
+        body: dict[str, Any] = {"offset": 0 if position.offset is None else position.offset}
+        if position.since:
+            body[self.since] = position.since
         return Request("POST", self.path, json=body)
 
     def parse(self, body: Any, cursor: dict) -> Step:
         if not isinstance(body, list) or not all(isinstance(r, dict) and r["id"] for r in body):
             raise TypeError("a list page must be a JSON array of records with an `id`")
-        started = cursor.get("started") or usedesk_time(datetime.now(UTC) - CLOCK_SKEW)
+        position = PassCursor.from_dict(cursor)
+        started = position.started or usedesk_time(datetime.now(UTC) - CLOCK_SKEW)
         if len(body) < PAGE:
-            return Step(body, {"since": started}, done=True)
-        window = {"since": cursor["since"]} if cursor.get("since") else {}
-        return Step(
-            body, window | {"offset": cursor.get("offset", 0) + 1, "started": started}, False
-        )
+            return Step(body, PassCursor(started).to_dict(), done=True)
+        offset = 1 + (0 if position.offset is None else position.offset)
+        window = PassCursor(position.since or None, offset=offset, started=started)
+        return Step(body, window.to_dict(), False)
 
     def transform(self, records: Sequence[Mapping[str, Any]], where: str) -> list[dict]:
         """Tickets gain their first agent reply and the names of assignee and group; clients
