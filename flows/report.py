@@ -90,6 +90,7 @@ def render_reports(config: Config, kinds: Sequence[str]) -> tuple[list[Rendered]
                             settings.template_dir,
                             config.taxonomy,
                             settings.paper,
+                            settings.breakdowns,
                         ),
                     )
                 )

@@ -18,7 +18,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.dates import MO, WeekdayLocator, num2date
+from matplotlib.dates import MO, DayLocator, WeekdayLocator, num2date
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
@@ -340,4 +340,42 @@ def treated_against_counterfactual(
             lw=0,
         )
         _weekly_axes(ax, start, pilot_label, title, y_label, months, len(series))
+    return _draw(name, title, figure)
+
+
+def cumulative(
+    name: str,
+    points: pd.DataFrame,
+    title: str,
+    y_label: str,
+    expected: tuple[float, str] | None,
+    months: Sequence[str],
+    decimal: str = ".",
+) -> Chart:
+    """An estimate recomputed on the data up to each day (`day`, `estimate`, `ci_low`,
+    `ci_high`) as a line in its interval band, zero drawn, and the `expected` effect (value,
+    label) as a dashed line; about eight day ticks read as day and month (`months`, January
+    first), axis numbers with `decimal` as the decimal mark."""
+    points = points.assign(day=pd.to_datetime(points["day"])).sort_values("day")
+    with mpl.rc_context(STYLE):
+        figure = _figure(3.0)
+        ax = figure.add_subplot()
+        colour = ARM_COLOURS["pilot"]
+        ax.fill_between(points["day"], points["ci_low"], points["ci_high"], color=colour,
+                        alpha=0.15, lw=0)  # fmt: skip
+        ax.plot(points["day"], points["estimate"], color=colour, lw=2, marker="o", ms=3)
+        ax.axhline(0, color=REFERENCE_COLOUR, lw=1)
+        if expected is not None:
+            ax.axhline(expected[0], color=REFERENCE_COLOUR, ls="--", lw=1.2)
+            ax.annotate(expected[1], (0, expected[0]), xycoords=("axes fraction", "data"),
+                        xytext=(4, 3), textcoords="offset points",
+                        color=REFERENCE_COLOUR)  # fmt: skip
+        span = max(1, (points["day"].max() - points["day"].min()).days) if len(points) else 1
+        ax.xaxis.set_major_locator(DayLocator(interval=max(1, -(-span // 7))))
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda x, _: f"{num2date(x).day} {months[num2date(x).month - 1]}")
+        )
+        ax.yaxis.set_major_formatter(_numbers(decimal))
+        ax.set_title(title, loc="left")
+        ax.set_ylabel(y_label)
     return _draw(name, title, figure)

@@ -4,21 +4,25 @@ arms and the data, and the report in every format."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from babel import Locale
 
 from tasks import charts
 from tasks.charts import Chart
+from tasks.cumulative_effect import cumulative_effect
 from tasks.experiments import SRM_ALPHA, analysis_of, in_period, pilot_observations
 from tasks.hypotheses import Guardrail, Hypothesis, Period
 from tasks.labels import labels, reason_text, titled, worded
 from tasks.loader import CxData
 from tasks.metrics import mean_ci_by
 from tasks.render import Rendered, effect, generated_at, localised, records, render_report
+from tasks.segment_effects import segment_effects
 from tasks.text import Taxonomy, tag_topics, verbatims
 
 OBSERVATION_UNITS = {
@@ -31,6 +35,8 @@ OBSERVATION_UNITS = {
     "repeat": "unit_percent",
 }
 VERBATIMS = 3
+SEGMENT_COLUMNS = ("dimension", "group", "estimate", "ci_low", "ci_high", "p_adjusted",
+                   "n_pilot", "n_control")  # fmt: skip
 PLACEBO_BARS = 30  # more placebo assignments than this are summarised by their p-value only
 
 
@@ -298,6 +304,102 @@ def metric_intervals(
                              t["decimal_mark"])]  # fmt: skip
 
 
+def _p_table(value: float | None, t: Mapping[str, Any]) -> str:
+    """A p-value for a table cell: two significant digits, `< 0.001` below that."""
+    if value is not None and value < 0.001:
+        return "< " + f"{0.001:g}".replace(".", t["decimal_mark"])
+    return _p(value, t)
+
+
+def segment_section(
+    hypothesis: Hypothesis,
+    obs: pd.DataFrame,
+    arms: pd.DataFrame,
+    customers: pd.DataFrame,
+    dimensions: Sequence[str],
+    t: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """What the report shows of the primary effect by group of `dimensions` (those the
+    customers carry as columns), Holm-adjusted across the groups; None without any."""
+    properties = customers.get("attributes", pd.Series(dtype=object)).dropna()
+    known = {*customers.columns, *(k for p in properties if isinstance(p, dict) for k in p)}
+    shown = [d for d in dict.fromkeys(dimensions) if d in known - {"attributes"}]
+    if not shown:
+        return None
+    found = segment_effects(hypothesis, obs, arms, customers, shown)
+    analysis = t["analysis_cuped" if analysis_of(hypothesis) == "cuped" else "analysis_did"]
+    plural = Locale.parse(t["lang"]).plural_form(found.family)
+    fields = {
+        "analysis": analysis[:1].upper() + analysis[1:],
+        "family": t["segment_groups"][plural].format(n=found.family),
+        "alpha": f"{found.alpha:g}".replace(".", t["decimal_mark"]),
+        "min": found.min_per_arm,
+    }
+    rows = [
+        {**row, "name": f"{t['breakdown_names'].get(row['dimension'], row['dimension'])}: "
+         f"{row['group']}", "p_shown": _p_table(row["p_adjusted"], t)}
+        for row in records(found.rows)
+    ]  # fmt: skip
+    return {
+        "rows": rows,
+        "relative": found.relative,
+        "family": found.family,
+        "note": t["segment_note"].format(**fields),
+        "none": t["segment_none"].format(**fields) if not found.family else None,
+    }
+
+
+def cumulative_section(
+    hypothesis: Hypothesis,
+    obs: pd.DataFrame,
+    arms: pd.DataFrame,
+    last: date,
+    t: Mapping[str, Any],
+) -> tuple[dict[str, Any] | None, list[Chart]]:
+    """The primary estimate on the data up to each day (week) of the pilot until `last`, and
+    its chart; None before the pilot has an estimate."""
+    pilot = hypothesis.schedule.pilot
+    if last < pilot.start:
+        return None, []
+    found = cumulative_effect(hypothesis, obs, arms, last)
+    if not len(found.points):
+        return None, []
+    scale = 100 if found.relative else 1
+    shown = found.points.assign(**{k: found.points[k] * scale
+                                   for k in ("estimate", "ci_low", "ci_high")})  # fmt: skip
+    metric = hypothesis.metric
+    unit = "%" if found.relative else t[OBSERVATION_UNITS.get(metric.name, "unit_score")]
+    step = t["cumulative_steps"][found.step]
+    title = t["cumulative_chart"].format(metric=t[metric.name], step=step)
+    chart = charts.cumulative(
+        "cumulative",
+        shown,
+        title,
+        f"{t['cumulative_axis']}, {unit}",
+        (metric.expected_effect.value * scale, t["cumulative_expected"]),
+        t["months"],
+        t["decimal_mark"],
+    )
+    final = found.points.iloc[-1]
+    interval = t["cumulative_interval"]["sequential" if found.sequential else "fixed"]
+    note = t["cumulative_note"].format(
+        interval=interval,
+        day=f"{final['day']:%Y-%m-%d}",
+        estimate=_signed(float(final["estimate"]), found.relative, t),
+    )
+    points = records(found.points)
+    context = {
+        "points": points,
+        # Markdown and plain-text e-mail list every seventh point and the last, not all.
+        "milestones": [p for i, p in enumerate(points) if i % 7 == 6 or i == len(points) - 1],
+        "step": found.step,
+        "note": note,
+        "relative": found.relative,
+        "interval": interval,
+    }
+    return context, [chart]
+
+
 def status_label(hypothesis: Hypothesis, newest: pd.Timestamp, t: Mapping[str, Any]) -> str:
     """The pilot's status in words: "ended, awaiting decision" for one still running whose
     pilot period the data (`newest`, its clock) has passed."""
@@ -315,12 +417,14 @@ def experiment_context(
     pain: pd.DataFrame,
     t: dict[str, Any],
     taxonomy: Taxonomy | None = None,
+    breakdowns: Sequence[str] = ("segment",),
 ) -> tuple[dict[str, Any], list[Chart]]:
     """What the before-and-after report of `hypothesis` shows, and its chart.
 
     `results` are this hypothesis' latest `experiment_result` rows (one per metric), `arms`
     its assignment (`customer_id`, `arm`), `pain` the current pain-point ranking, `taxonomy`
-    the topics that pick the verbatims.
+    the topics that pick the verbatims, `breakdowns` the customer dimensions the effect is
+    shown by (for pilots judged per customer).
     """
     h, schedule = hypothesis, hypothesis.schedule
     rows = records(results)
@@ -350,6 +454,14 @@ def experiment_context(
     unit_context, unit_charts = unit_analysis(h, primary, t)
     guardrails = [_guardrail(guard, by_metric.get(guard.metric, {})) for guard in h.guardrails]
     effects = metric_intervals(rows, guardrails, t)
+    # A unit pilot's verdict is the unit-level one; per-customer cuts would not be its effect.
+    per_customer = primary is not None and (unit_context is None or unit_context["fallback"])
+    segments = (
+        segment_section(h, obs, arms, data.customers, breakdowns, t) if per_customer else None
+    )
+    cumulative, cumulative_charts = (
+        cumulative_section(h, obs, arms, end, t) if per_customer else (None, [])
+    )
     ranked = titled(pain[pain["key"] == h.pain_point], t) if len(pain) else pain
     srm_p = primary["srm_p"] if primary else None
     context = {
@@ -388,10 +500,15 @@ def experiment_context(
         "method": _method(primary),
         "unit": unit,
         "unit_analysis": unit_context,
-        "charts": {"target": chart, **{c.name: c for c in [*effects, *unit_charts]}},
+        "segments": segments,
+        "cumulative": cumulative,
+        "charts": {
+            "target": chart,
+            **{c.name: c for c in [*effects, *cumulative_charts, *unit_charts]},
+        },
         "generated_at": generated_at(),
     }
-    return context, [chart, *effects, *unit_charts]
+    return context, [chart, *effects, *cumulative_charts, *unit_charts]
 
 
 def build_experiment(
@@ -404,10 +521,14 @@ def build_experiment(
     template_dir: Path | None = None,
     taxonomy: Taxonomy | None = None,
     paper: str = "a4",
+    breakdowns: Sequence[str] = ("segment",),
 ) -> Rendered:
-    """The before-and-after report of `hypothesis` in every format, printed on `paper`."""
+    """The before-and-after report of `hypothesis` in every format, printed on `paper`, its
+    effect shown by each dimension of `breakdowns` (`reports.breakdowns`)."""
     t = labels(language, template_dir)
-    context, chart_list = experiment_context(hypothesis, results, arms, data, pain, t, taxonomy)
+    context, chart_list = experiment_context(
+        hypothesis, results, arms, data, pain, t, taxonomy, breakdowns
+    )
     primary = context["primary"]
     decided = primary and primary["decision"]
     news = f"{hypothesis.title}: {t[primary['decision']] if decided else t['not_evaluated']}"
@@ -417,6 +538,9 @@ def build_experiment(
         "results": [{k: r[k] for k in keep} for r in context["results"]],
         "before_after": context["table"],
     }
+    if context["segments"]:
+        rows = context["segments"]["rows"]
+        tables["segment_effects"] = [{k: r[k] for k in SEGMENT_COLUMNS} for r in rows]
     return render_report(
         "experiment",
         experiment_name(hypothesis.id),

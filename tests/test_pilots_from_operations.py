@@ -361,8 +361,8 @@ def test_reports_of_every_method_and_a_guardrail_without_data_read_right_in_chro
         assert status == "no data", (method, status)
         assert (
             "Sample ratio check" in text
-            # The arms over time and the per-metric intervals.
-            and browser.evaluate("document.querySelectorAll('svg.chart').length") == 2
+            # The arms over time, the per-metric intervals and the cumulative estimate.
+            and browser.evaluate("document.querySelectorAll('svg.chart').length") == 3
         )
 
 
