@@ -71,7 +71,8 @@ class ReportConfig(Strict):
     pdf: bool = Field(False, description="Also print each report to PDF (headless Chromium).")
     breakdowns: list[str] = Field(
         ["segment", "region", "channel"],
-        description="Cuts the digest breaks the KPIs down by: customer columns or dimensions.",
+        description="Cuts the digest breaks the KPIs down by, and the pilot reports the effect "
+        "by: customer columns or dimensions.",
     )
     paper: Literal["a4", "letter"] = Field("a4", description="PDF paper size.")
     chromium: str = Field("chromium", description="Chromium executable that prints the PDFs.")
@@ -241,6 +242,22 @@ class HoldoutConfig(Strict):
         return Holdout(self.share, self.salt, self.since)
 
 
+class RankingConfig(Strict):
+    """What the pain-point ranking orders by."""
+
+    by: Literal["nps", "revenue"] = Field(
+        "nps",
+        description="`nps`: by points at stake; `revenue`: by revenue at stake (needs orders "
+        "or a published churn model).",
+    )
+    value_per_point: float | None = Field(
+        None,
+        gt=0,
+        description="Revenue one NPS point is worth per customer; by default it is taken from "
+        "the orders of promoters and detractors.",
+    )
+
+
 class FcrConfig(Strict):
     """How first-contact resolution is counted."""
 
@@ -333,6 +350,9 @@ class Config(Strict):
     )
     churn: ChurnConfig = Field(
         ChurnConfig(), description="At-risk customers: churn horizon, risk cut-offs, model."
+    )
+    ranking: RankingConfig = Field(
+        RankingConfig(), description="Pain-point ranking: by NPS points or by revenue."
     )
 
     @property

@@ -16,6 +16,7 @@ from tasks import store
 from tasks.alerts import Alert, detect_alerts
 from tasks.loader import CxData, unmatched_message
 from tasks.metrics import KPIS, csi, metric_table
+from tasks.money import published_scores
 from tasks.pain_points import rank_pain_points
 from tasks.standards import evaluate, newly_missed, snapshot_rows, summary
 
@@ -85,7 +86,10 @@ def save_pain_points(url: str, data: CxData, config: Config, period: str) -> pd.
         config.efforts,
         config.funnel_steps,
         config.taxonomy,
+        ranking=config.ranking.by,
+        value_per_point=config.ranking.value_per_point,
         funnel_source=config.funnel_source,
+        churn=published_scores(store.open_store(url)) if config.churn.enabled else None,
     )
     rows = ranked.assign(period=period, computed_at=store.now_utc())
     store.save_rows(store.open_store(url), store.PainPoint, rows, ("period", "key"))
@@ -172,9 +176,9 @@ def rank(config_path: Path = DEFAULT_CONFIG, config: Config | None = None) -> li
     if any(unmatched.values()):
         logger.warning("%s", unmatched_message(unmatched))
     save_snapshots(url, data, config, period)
-    ranked = save_pain_points(url, data, config, period)
-    if config.churn.enabled:
+    if config.churn.enabled:  # first: the pain points' money scale reads the new scores
         logger.info("churn risk: %s", save_churn_risk(url, data, config))
+    ranked = save_pain_points(url, data, config, period)
     if config.standards:
         judged = judge_standards(url, data, config)
         logger.info("standards in their latest month: %s", summary(judged))

@@ -643,6 +643,7 @@ def digest_context(
         "peak": peak,
         "pain_points": records(top.drop(columns=["evidence"], errors="ignore")) if len(top) else [],
         "evidence": top["evidence"].tolist() if len(top) else [],
+        "pain_words": t["pain_table"],
         "experiments": experiments,
         "alerts": [_alert(a, t) for a in alerts],
         "charts": {c.name: c for c in chart_list},
@@ -748,7 +749,8 @@ def build_digest(
         ],
         "pain_points": [
             {k: p[k] for k in ("rank", "key", "reach", "impact", "confidence", "effort", "score")}
-            for p in context["pain_points"]
+            | {k: e.get(k) for k in ("raw_impact", "revenue_at_stake")}
+            for p, e in zip(context["pain_points"], context["evidence"], strict=True)
         ],
         "teams": [
             {

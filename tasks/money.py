@@ -12,22 +12,45 @@ within each segment, so a segment that spends more and scores higher is not mist
 A configured value per NPS point per customer replaces the one from orders. A conversion leak
 of `impact` points over `reach` sessions loses reach × impact / 100 orders of the average
 order value.
+
+When a published churn model scores customers (`tasks.churn`), the money scale is churn
+instead: a pain point puts at risk what its affected customers are expected to stop spending
+beyond comparable customers who were not affected,
+
+    revenue_at_risk = Σ over affected scored customers i of (p_i − p̄_s(i)) × value_i
+
+where p is the model's churn probability, value the customer's revenue in the model's last
+horizon, and p̄_s the mean probability of the unaffected scored customers of the same stratum
+(segment, region, contacted support or not). Its CI treats each stratum's comparable mean as
+estimated and the affected probabilities as draws around it: per stratum, variance
+σ²_s × (Σ value_i² + (Σ value_i)² / n_comparable). Customers the model does not score had no
+order in its last horizon, so nothing of theirs is at risk.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from connectors.errors import ConfigError
+from tasks.moments import Z95
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 NPS_FORMULA = (
     "reach × impact × (revenue per promoter − revenue per detractor, within segment) / 200"
 )
 CONFIGURED_FORMULA = "reach × impact × configured value per NPS point"
 CONVERSION_FORMULA = "reach × impact / 100 × average order value"
+CHURN_FORMULA = (
+    "Σ over affected customers of (churn probability − comparable customers' mean, same "
+    "segment, region and support contact) × their revenue in the churn model's horizon"
+)
+CHURN_COLUMNS = ["scored", "churn_uplift", "revenue_at_risk", "revenue_ci_low", "revenue_ci_high"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,74 @@ def formulas(unit: pd.Series, value: PointValue) -> pd.Series:
         np.where(unit.str.startswith("conversion"), CONVERSION_FORMULA, value.formula),
         index=unit.index,
     )
+
+
+def published_scores(engine: Engine) -> pd.DataFrame:
+    """`customer_id`, `probability` and `value` of the published churn model's scores (none
+    when the last model was not published): what `churn_at_risk` prices pain points with."""
+    from tasks import store
+
+    return store.read_frame(
+        engine, store.CustomerChurnRisk, ["customer_id", "probability", "value"]
+    )
+
+
+def churn_at_risk(members: pd.DataFrame, scores: pd.DataFrame, strata: pd.Series) -> pd.DataFrame:
+    """Per `key` of `members` (`key`, `customer_id`): expected revenue its affected customers
+    put at risk beyond comparable ones (see the module docstring), index `key`.
+
+    `scores` holds `customer_id`, `probability`, `value` per scored customer; `strata` maps
+    customer ids to their comparison stratum. Columns `scored` (affected customers compared),
+    `churn_uplift` (value-weighted probability over the comparable customers', in points),
+    `revenue_at_risk` and its 95% CI `revenue_ci_low`, `revenue_ci_high`. Affected customers
+    of a stratum with fewer than two unaffected scored customers are not compared.
+    """
+    scored = scores.drop_duplicates("customer_id").set_index("customer_id")
+    p = scored["probability"].astype(float)
+    frame = pd.DataFrame(
+        {
+            "stratum": strata.reindex(scored.index).fillna("?").to_numpy(),
+            "p": p.to_numpy(),
+            "p2": (p**2).to_numpy(),
+        },
+        index=scored.index,
+    )
+    totals = frame.groupby("stratum")[["p", "p2"]].agg(["size", "sum"])
+    hit = members[["key", "customer_id"]].dropna().drop_duplicates()
+    hit = hit.join(frame, on="customer_id", how="inner")
+    hit["v"] = scored["value"].astype(float).reindex(hit["customer_id"]).to_numpy()
+    hit = hit.assign(pv=hit["p"] * hit["v"], v2=hit["v"] ** 2)
+    by = hit.groupby(["key", "stratum"])[["p", "p2", "v", "pv", "v2"]]
+    cells = by.sum().join(by.size().rename("n"))
+    stratum = cells.index.get_level_values("stratum")
+    n_c = totals[("p", "size")].reindex(stratum).to_numpy() - cells["n"].to_numpy()
+    sum_c = totals[("p", "sum")].reindex(stratum).to_numpy() - cells["p"].to_numpy()
+    sq_c = totals[("p2", "sum")].reindex(stratum).to_numpy() - cells["p2"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_c = sum_c / n_c
+        var_c = np.clip(sq_c - n_c * mean_c**2, 0, None) / (n_c - 1)
+    compared = pd.DataFrame(
+        {
+            "n": cells["n"].to_numpy(),
+            "v": cells["v"].to_numpy(),
+            "risk": cells["pv"].to_numpy() - mean_c * cells["v"].to_numpy(),
+            "var": var_c * (cells["v2"].to_numpy() + cells["v"].to_numpy() ** 2 / n_c),
+        },
+        index=cells.index.get_level_values("key"),
+    )[n_c >= 2]
+    per_key = compared.groupby(level=0).sum()
+    half = Z95 * np.sqrt(per_key["var"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uplift = 100 * per_key["risk"] / per_key["v"].where(per_key["v"] > 0)
+    return pd.DataFrame(
+        {
+            "scored": per_key["n"].astype(int),
+            "churn_uplift": uplift,
+            "revenue_at_risk": per_key["risk"],
+            "revenue_ci_low": per_key["risk"] - half,
+            "revenue_ci_high": per_key["risk"] + half,
+        }
+    ).rename_axis("key")
 
 
 def require_orders(orders: pd.DataFrame) -> None:

@@ -25,7 +25,8 @@ Impacts are points of an outcome share: NPS points (promoters minus detractors, 
 conversion points (%). Reach share × impact is then the points at stake for the whole base (or
 all funnel entrants), so candidates of every kind rank on one scale. Confidence shrinks the score
 when the impact's 95% CI is wide; effort comes from `efforts:` in the config. Revenue at stake
-(`tasks.money`) prices the same loss; `ranking="revenue"` ranks by it.
+(`tasks.money`) prices the same loss, through the churn model's probabilities when one is
+published; `ranking="revenue"` ranks by it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ from tasks.labels import labels, titled
 from tasks.loader import CxData, ticket_ids
 from tasks.metrics import dimension_columns, nps_points
 from tasks.moments import Z95, Moments
-from tasks.money import PointValue, formulas, require_orders, revenue_at_stake
+from tasks.money import (
+    CHURN_FORMULA,
+    PointValue,
+    churn_at_risk,
+    formulas,
+    require_orders,
+    revenue_at_stake,
+)
 from tasks.text import Taxonomy, redact_pii, tag_topics
 
 MIN_RESPONDENTS = 30
@@ -62,6 +70,13 @@ ABOUT_TICKET = "survey about the ticket"
 AFFECTED_DETRACTOR = "affected detractor"
 CELL_METHOD = "interaction: the gap in the cell beyond the topic's gap elsewhere"
 NO_VERBATIMS = "no comment names this topic and no survey answer is linked to these tickets"
+# How a ticket topic's impact was estimated, by the reason code the key-driver check gives
+# when the two disagree (see `_driver`).
+IMPACT_METHODS = {
+    "post_contact": "post-contact answers about these tickets vs about other tickets",
+    "adjusted": "regression on topics, contact and segment, region",
+}
+RAW_METHOD = "raw gap (too few respondents to adjust)"
 
 
 def cell_dimensions(customers: pd.DataFrame) -> list[str]:
@@ -166,6 +181,7 @@ def rank_pain_points(
     ranking: str = "nps",
     value_per_point: float | None = None,
     funnel_source: str | None = None,
+    churn: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every candidate with an impact CI (two or more affected respondents or sessions; see
     the module docstring), best first, with its components.
@@ -176,13 +192,16 @@ def rank_pain_points(
     `funnel_source`, else from `tasks.funnels.main_source`. `dimensions` are the customer
     columns cells cut by (default: `cell_dimensions`). `ranking` is `nps` (by `score`) or
     `revenue` (by `revenue_score`, needs orders); `value_per_point` overrides the revenue
-    per customer per NPS point that orders give. Explained marginals rank after the rest.
+    per customer per NPS point that orders give; `churn` (`customer_id`, `probability`,
+    `value`: a published churn model's scores, `tasks.money.published_scores`) prices the
+    NPS-scale candidates by their affected customers' churn against comparable ones instead
+    (`tasks.money.churn_at_risk`). Explained marginals rank after the rest.
     Each row's `evidence` holds counts, labelled redacted verbatims, and for ticket topics
     the key-driver estimate and whether it agrees.
     """
     if ranking not in ("nps", "revenue"):
         raise ValueError(f"ranking: {ranking!r} is not one of nps, revenue")
-    if ranking == "revenue":
+    if ranking == "revenue" and (churn is None or churn.empty):  # churn scores carry value
         require_orders(data.orders)
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
@@ -228,20 +247,21 @@ def rank_pain_points(
         * ranked["confidence"]
         / ranked["effort"]
     )
-    segment = data.customers.drop_duplicates("customer_id").set_index("customer_id")["segment"]
-    value = PointValue.from_orders(data.orders, latest, value_per_point, segment)
-    ranked["revenue_at_stake"] = revenue_at_stake(
-        ranked["reach"], ranked["impact"], ranked["unit"], value
+    ranked = _priced(ranked, data, latest, value_per_point, found, churn)
+    ranked["revenue_score"] = (
+        ranked["revenue_at_stake"] * ranked["revenue_confidence"] / ranked["effort"]
     )
-    ranked["revenue_score"] = ranked["revenue_at_stake"] * ranked["confidence"] / ranked["effort"]
     ranked = _folded(ranked)
     by = "score" if ranking == "nps" else "revenue_score"
     ranked = ranked.assign(_explained=ranked["explained_by"].notna()).sort_values(
         ["_explained", by, "reach"], ascending=[True, False, False], ignore_index=True
     )
     ranked["rank"] = np.arange(1, len(ranked) + 1)
-    ranked["evidence"] = _explained(ranked, value, _with_verbatims(ranked, found, latest))
-    return ranked.drop(columns=["respondents", "_explained", *CELL_ONLY], errors="ignore")
+    ranked["evidence"] = _explained(ranked, _with_verbatims(ranked, found, latest))
+    return ranked.drop(
+        columns=["respondents", "_explained", "revenue_formula", "churn_scored", *CELL_ONLY],
+        errors="ignore",
+    )
 
 
 RAW_COLUMNS = ["raw_impact", "raw_ci_low", "raw_ci_high"]
@@ -298,27 +318,103 @@ def _folded(ranked: pd.DataFrame) -> pd.DataFrame:
     return ranked.assign(explained_by=explained.astype(object).where(explained.notna(), None))
 
 
-def _explained(ranked: pd.DataFrame, value: PointValue, evidence: list) -> list:
+def _priced(
+    ranked: pd.DataFrame,
+    data: CxData,
+    latest: pd.DataFrame,
+    value_per_point: float | None,
+    found: list[Found],
+    churn: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """`ranked` with its money scale: `revenue_at_stake` with a 95% CI (`revenue_ci_low`,
+    `revenue_ci_high`), `revenue_confidence` (from that CI), `revenue_formula`, and, when
+    `churn` scores customers, `churn_uplift` and `churn_scored` (`tasks.money`).
+
+    Without churn scores an NPS loss is priced through the orders (its CI from the impact's);
+    with them every NPS-scale candidate is priced by its affected customers' churn, so one
+    ranking never mixes the two. Funnel leaks stay priced in lost orders.
+    """
+    customers = data.customers.drop_duplicates("customer_id").set_index("customer_id")
+    value = PointValue.from_orders(data.orders, latest, value_per_point, customers["segment"])
+    reach, unit = ranked["reach"], ranked["unit"]
+    priced = ranked.assign(
+        revenue_at_stake=revenue_at_stake(reach, ranked["impact"], unit, value),
+        revenue_ci_low=revenue_at_stake(reach, ranked["impact_ci_low"], unit, value),
+        revenue_ci_high=revenue_at_stake(reach, ranked["impact_ci_high"], unit, value),
+        revenue_confidence=ranked["confidence"],
+        revenue_formula=formulas(unit, value),
+    )
+    if churn is None or churn.empty:
+        return priced
+    members = pd.concat([f.members for f in found], ignore_index=True)
+    # A region's customers have no comparable customers in their own region.
+    regional = members["key"].str.startswith("region:")
+    risk = pd.concat(
+        [
+            churn_at_risk(members[~regional], churn, comparable_strata(data)),
+            churn_at_risk(members[regional], churn, comparable_strata(data, ("segment",))),
+        ]
+    ).reindex(priced["key"])
+    risk = risk.fillna({"scored": 0, "revenue_at_risk": 0.0, "revenue_ci_low": 0.0,
+                        "revenue_ci_high": 0.0}).set_axis(priced.index)  # fmt: skip
+    nps = unit == NPS_UNIT
+    at_risk = risk["revenue_at_risk"]
+    churned = {
+        "revenue_at_stake": at_risk.clip(lower=0),
+        "revenue_ci_low": risk["revenue_ci_low"],
+        "revenue_ci_high": risk["revenue_ci_high"],
+        "revenue_confidence": confidence(
+            at_risk, risk["revenue_ci_high"] - at_risk, risk["scored"]
+        ),
+        "revenue_formula": pd.Series(CHURN_FORMULA, index=priced.index),
+    }
+    for column, values in churned.items():
+        priced[column] = values.where(nps, priced[column])
+    priced["churn_uplift"] = risk["churn_uplift"].where(nps)
+    priced["churn_scored"] = risk["scored"].where(nps)
+    return priced
+
+
+def comparable_strata(data: CxData, by: Sequence[str] = ("segment", "region")) -> pd.Series:
+    """Each customer's stratum for comparisons of churn: the columns `by` and whether they
+    contacted support at all (`tasks.comparable` adjusts NPS for the same)."""
+    customers = data.customers.drop_duplicates("customer_id").set_index("customer_id")
+    contacted = customers.index.isin(data.tickets["customer_id"].dropna())
+    parts = [customers[c].astype(object).fillna("?").astype(str) for c in by if c in customers]
+    label = pd.Series(np.where(contacted, "contacted", "no contact"), index=customers.index)
+    for part in parts:
+        label = part + "|" + label
+    return label
+
+
+def _explained(ranked: pd.DataFrame, evidence: list) -> list:
     """Each row's evidence plus how its ranking reads: raw against adjusted impact, the
-    FDR decision, what explains it, and the revenue formula."""
-    formula = formulas(ranked["unit"], value)
-    columns = ["raw_impact", "p_value", "q_value", "significant", "explained_by"]
+    FDR decision, what explains it, and the revenue at stake with its CI and formula."""
+    columns = ["raw_impact", "p_value", "q_value", "significant", "explained_by",
+               "revenue_at_stake", "revenue_ci_low", "revenue_ci_high", "revenue_formula",
+               "churn_uplift", "churn_scored"]  # fmt: skip
     rows = ranked.reindex(columns=columns)
     out = []
-    for ev, row, text, revenue in zip(
-        evidence, rows.itertuples(index=False), formula, ranked["revenue_at_stake"], strict=True
-    ):
+    for ev, row in zip(evidence, rows.itertuples(index=False), strict=True):
         extra = {
             "raw_impact": _round(row.raw_impact),
             "p_value": float(f"{row.p_value:.2g}") if pd.notna(row.p_value) else None,
             "q_value": float(f"{row.q_value:.2g}") if pd.notna(row.q_value) else None,
             "significant": bool(row.significant),
             "explained_by": row.explained_by,
-            "revenue_at_stake": None if pd.isna(revenue) else round(float(revenue), 2),
-            "revenue_formula": text,
+            "revenue_at_stake": _money(row.revenue_at_stake),
+            "revenue_ci": [_money(row.revenue_ci_low), _money(row.revenue_ci_high)],
+            "revenue_formula": row.revenue_formula,
         }
+        if pd.notna(row.churn_scored):
+            extra["churn_uplift"] = _round(row.churn_uplift)
+            extra["churn_scored"] = int(row.churn_scored)
         out.append(ev | extra)
     return out
+
+
+def _money(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 2)
 
 
 @dataclass(frozen=True)
@@ -469,8 +565,9 @@ def _reach(pairs: pd.DataFrame, dims: pd.DataFrame, by_customer: bool = False) -
     return pd.concat(parts).rename("reach") if parts else pd.Series(dtype=float, name="reach")
 
 
+# Ticket measures a pain point's mechanism compares (shares in %, FRT in hours).
 MECHANISM = {"frt_hours": "frt", "sla_breach": "sla_breach", "escalation": "escalation",
-             "reopened": "reopen"}  # fmt: skip
+             "reopen_rate": "reopen"}  # fmt: skip
 
 
 def _mechanism(tickets: pd.DataFrame, values: dict[str, pd.Series]) -> pd.DataFrame:
@@ -639,30 +736,25 @@ def ticket_topics(
     raw = {"impact": "raw_impact", "impact_ci_low": "raw_ci_low", "impact_ci_high": "raw_ci_high"}
     for column, fallback in raw.items():
         gaps[column] = gaps[column].fillna(gaps[fallback])
-    method = np.select(
-        [use_post, gaps["contact_adjusted"].notna()],
-        ["post-contact answers about these tickets vs about other tickets",
-         "regression on topics, contact and segment, region"],
-        "raw gap (too few respondents to adjust)",
-    )  # fmt: skip
+    known = [use_post, gaps["contact_adjusted"].notna()]
+    method = np.select(known, list(IMPACT_METHODS.values()), RAW_METHOD)
+    reason = np.select(known, list(IMPACT_METHODS), "raw")
     topic = gaps["key"].str.removeprefix("ticket:")
     counts = tickets["topic"].value_counts()
     cells = _worst_cells(tickets, data.customers, points)
     drivers = key_drivers(data.tickets, latest).set_index("key")
+    ways = _against_rest(tickets, tickets["topic"])
     evidence = []
-    rows = zip(gaps["key"], topic, method, gaps.itertuples(), strict=True)
-    for key, name, how, row in rows:
+    rows = zip(gaps["key"], topic, method, reason, gaps.itertuples(), strict=True)
+    for key, name, how, why, row in rows:
         extra = {"tickets": int(counts[name]), "worst_cells": cells.get(name, []),
                  "impact_method": str(how), "raw_impact": _round(row.raw_impact)}  # fmt: skip
         if pd.notna(row.contact_adjusted):
             extra["contact_adjusted"] = bool(row.contact_adjusted)
+        if name in ways.index:
+            extra["mechanism"] = _mechanism_text(ways.loc[name])
         if key in drivers.index:
-            driver = drivers.loc[key].round(2).to_dict()
-            driver["driver_p"] = float(f"{drivers.at[key, 'driver_p']:.2g}")
-            driver["driver_agrees"] = bool(
-                driver["driver_ci_low"] <= row.impact <= driver["driver_ci_high"]
-            )
-            extra.update(driver)
+            extra.update(_driver(drivers.loc[key], row.impact, str(why)))
         evidence.append(_counts(row) | extra)
     table = gaps.drop(columns=["contact_adjusted", "impact_p"]).assign(
         kind="ticket_topic", evidence=evidence
@@ -670,6 +762,27 @@ def ticket_topics(
     topical = members.assign(topic=tickets["topic"].to_numpy())
     linked = pd.DataFrame({"key": members["key"], "ticket": _ids_or_none(tickets)})
     return Found(table, members, on_topic(topical, linked, mentions, data.responses))
+
+
+def _driver(driver: pd.Series, impact: float, reason: str) -> dict:
+    """The key-driver estimate of a topic beside its ranking impact: `driver_agrees` when the
+    impact lies in the driver's CI, else `driver_reason` says which estimate differs how:
+    `post_contact` (the ranking reads the answers about the topic's tickets, the driver each
+    customer's latest relationship NPS), `adjusted` (the ranking also holds contacting
+    support, segment and region fixed, the driver only the other topics) or `raw`."""
+    out = driver.round(2).to_dict()
+    out["driver_p"] = float(f"{driver['driver_p']:.2g}")
+    out["driver_agrees"] = bool(out["driver_ci_low"] <= impact <= out["driver_ci_high"])
+    if not out["driver_agrees"]:
+        out["driver_reason"] = reason
+    return out
+
+
+def _against_rest(tickets: pd.DataFrame, groups: pd.Series) -> pd.DataFrame:
+    """Per value of `groups` (one per ticket): mean ticket measures of its tickets against
+    all other tickets' (`frt_in`, `frt_out`, …; see `_mechanism`), index the value."""
+    table = _mechanism(tickets.assign(topic="all"), {"group": groups})
+    return table.droplevel(["row", "dimension"]) if len(table) else table
 
 
 def _ids_or_none(tickets: pd.DataFrame) -> pd.Series:
@@ -750,14 +863,21 @@ def comment_topics(data: CxData, points: pd.Series, mentions: pd.DataFrame) -> F
 
 
 def regions(data: CxData, points: pd.Series) -> Found:
-    """`region:<region>` candidates: a region whose customers score lower than the rest."""
+    """`region:<region>` candidates: a region whose customers score lower than the rest;
+    evidence adds its tickets' measures against other regions' (`mechanism`)."""
     customers = data.customers.dropna(subset=["region"])
     members = pd.DataFrame(
         {"key": "region:" + customers["region"], "customer_id": customers["customer_id"]}
     )
     gaps = nps_gaps(points, members)
-    table = gaps.assign(kind="region", evidence=[_counts(row) for row in gaps.itertuples()])
-    return Found(table, members)
+    region = customers.drop_duplicates("customer_id").set_index("customer_id")["region"]
+    ways = _against_rest(data.tickets, lookup(data.tickets["customer_id"], region))
+    evidence = []
+    for key, row in zip(gaps["key"], gaps.itertuples(), strict=True):
+        name = key.removeprefix("region:")
+        extra = {"mechanism": _mechanism_text(ways.loc[name])} if name in ways.index else {}
+        evidence.append(_counts(row) | extra)
+    return Found(gaps.assign(kind="region", evidence=evidence), members)
 
 
 def peak_hours(tickets: pd.DataFrame, threshold: float = PEAK_LOAD) -> list[int]:

@@ -3,6 +3,8 @@ the quotes under a cell are about its topic."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,11 +37,13 @@ def _pick(rng: np.random.Generator, shares: dict[str, float], n: int) -> np.ndar
     return rng.choice(list(shares), n, p=np.array(list(shares.values())) / sum(shares.values()))
 
 
-def synthetic_company(seed: int, n: int = 80_000, planted: bool = True) -> CxData:
+def synthetic_company(
+    seed: int, n: int = 80_000, planted: bool = True, cells: Sequence[tuple] = PLANTED
+) -> CxData:
     """A seeded company: customers with segment, region, channel, device; tickets (some
-    customers two); relationship NPS; comments on- and off-topic. With `planted`, the three
-    `PLANTED` cells lose NPS (delivery tickets in Siberia also wait 4× longer for a reply)
-    and every topic costs a small `MARGINAL_SHIFT`; without, nothing differs anywhere."""
+    customers two); relationship NPS; comments on- and off-topic. With `planted`, the
+    `cells` (of `PLANTED`) lose NPS (delivery tickets in Siberia also wait 4× longer for a
+    reply) and every planted topic costs a small `MARGINAL_SHIFT`; without, nothing differs."""
     rng = np.random.default_rng(seed)
     ids = np.array([f"c{i}" for i in range(n)])
     customers = pd.DataFrame(
@@ -72,10 +76,12 @@ def synthetic_company(seed: int, n: int = 80_000, planted: bool = True) -> CxDat
     )
     hit = pd.crosstab(tickets["customer_id"], tickets["topic"]).reindex(ids, fill_value=0) > 0
     shift = np.zeros(n)
-    in_cell = {}
-    for _, column, value, name, moved in PLANTED:
+    in_cell = {name: np.zeros(n, dtype=bool) for name in TOPICS}
+    for _, _, _, name, _ in PLANTED:  # the planted topics cost a little everywhere
+        shift += planted * hit[name].to_numpy() * MARGINAL_SHIFT
+    for _, column, value, name, moved in cells:
         in_cell[name] = hit[name].to_numpy() & (customers[column].to_numpy() == value)
-        shift += planted * (in_cell[name] * moved + hit[name].to_numpy() * MARGINAL_SHIFT)
+        shift += planted * in_cell[name] * moved
     answered = rng.random(n) < 0.7
     u = rng.random(n)
     score = np.where(u < 0.5 - shift, 10.0, np.where(u < 0.8 - shift, 8.0, 3.0))
@@ -152,6 +158,19 @@ def test_a_company_with_no_planted_pain_flags_no_cell_in_19_of_20_seeds() -> Non
         )
         flagged += bool(ranked["significant"].any())
     assert flagged <= 1
+
+
+def test_marginals_one_planted_cell_explains_never_rank_above_it_over_20_seeds() -> None:
+    key, _, value, topic, _ = PLANTED[0]
+    halves = [f"ticket:{topic}", f"region:{value}"]
+    for seed in range(20):
+        company = synthetic_company(200 + seed, 10_000, cells=PLANTED[:1])
+        ranked = rank_pain_points(company, {}, (), None, DIMENSIONS).set_index("key")
+        cell = ranked.loc[key]
+        assert cell["significant"] and cell["rank"] == 1, (seed, ranked.index[:3].tolist())
+        explained = ranked[ranked["explained_by"] == key]
+        assert set(halves) <= set(explained.index), (seed, explained.index.tolist())
+        assert (explained["rank"] > cell["rank"]).all(), seed
 
 
 def test_interaction_is_the_difference_in_differences_of_the_four_quadrants() -> None:

@@ -179,6 +179,18 @@ class Browser:
         self.call("Page.navigate", session=True, url=page.resolve().as_uri())
         self.wait_for("Page.loadEventFired")
 
+    def open_at(self, page: Path, width: int) -> None:
+        """Open `page` in a viewport `width` CSS pixels wide, as a phone (< 600) or laptop."""
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=844,
+            deviceScaleFactor=1,
+            mobile=width < 600,
+        )
+        self.open(page)
+
     def evaluate(self, expression: str) -> object:
         result = self.call(
             "Runtime.evaluate", session=True, expression=expression, returnByValue=True
@@ -281,7 +293,7 @@ def test_experiment_report_shows_estimate_decision_and_escaped_verbatims(
     assert "Guardrails" in text and ("holds" in text or "breached" in text)
     assert "no mismatch" in text or "sample ratio mismatch" in text
     assert [c["title"] for c in view["charts"]] == [c.title for c in rendered.charts]
-    assert [c.name for c in rendered.charts] == ["target", "effects"]
+    assert [c.name for c in rendered.charts] == ["target", "effects", "cumulative"]
     assert all(c["width"] > 300 and c["height"] > 150 for c in view["charts"])
     assert SCRIPT_COMMENT in view["quotes"]
     # The pilot targets delivery tickets: the verbatims are what customers said about delivery.

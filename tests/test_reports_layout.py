@@ -61,15 +61,7 @@ def browser() -> Browser:
 
 def measure(browser: Browser, page: Path, width: int) -> dict:
     """The page's layout measured at `width` CSS pixels, as a phone or laptop shows it."""
-    browser.call(
-        "Emulation.setDeviceMetricsOverride",
-        session=True,
-        width=width,
-        height=844,
-        deviceScaleFactor=1,
-        mobile=width < 600,
-    )
-    browser.open(page)
+    browser.open_at(page, width)
     view = browser.evaluate(LAYOUT)
     assert browser.errors() == []
     return view
