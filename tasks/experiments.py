@@ -604,7 +604,22 @@ def _estimate(
     periods: tuple[Period, Period] | None = None,
 ) -> Estimate:
     baseline, pilot = periods or (hypothesis.schedule.baseline, hypothesis.schedule.pilot)
-    rules, obs = hypothesis.decision, pilot_observations(metric, data, hypothesis)
+    obs = pilot_observations(metric, data, hypothesis)
+    return estimate_on(metric, estimand, obs, arms, hypothesis, baseline, pilot)
+
+
+def estimate_on(
+    metric: str,
+    estimand: Estimand,
+    obs: pd.DataFrame,
+    arms: pd.DataFrame,
+    hypothesis: Hypothesis,
+    baseline: Period,
+    pilot: Period,
+) -> Estimate:
+    """The per-customer estimate of `metric` from observations `obs`, as `evaluate` makes it:
+    CUPED for `analysis: cuped`, else DiD with its `adjust_for`, fixed-horizon at `alpha`."""
+    rules = hypothesis.decision
     if analysis_of(hypothesis) == "cuped":
         return cuped(metric, obs, arms, baseline, pilot, estimand, rules.alpha)
     return did(metric, obs, arms, baseline, pilot, estimand, rules.alpha, rules.adjust_for)

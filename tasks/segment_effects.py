@@ -20,11 +20,9 @@ from scipy import stats
 
 from tasks.experiments import (
     Estimate,
-    analysis_of,
     attribute_values,
-    cuped,
-    did,
     estimand_of,
+    estimate_on,
     holm_adjusted,
     in_period,
 )
@@ -38,17 +36,12 @@ Estimator = Callable[[pd.DataFrame, pd.DataFrame, Period], Estimate]
 
 
 def customer_estimator(hypothesis: Hypothesis) -> Estimator:
-    """The primary metric's per-customer estimator as `evaluate` runs it (CUPED for
-    `analysis: cuped`, else DiD with its `adjust_for`), as a function of the observations,
-    the arms and the pilot period, fixed-horizon at `decision.alpha`."""
-    metric, rules = hypothesis.metric.name, hypothesis.decision
-    baseline, estimand = hypothesis.schedule.baseline, estimand_of(hypothesis.metric)
-    if analysis_of(hypothesis) == "cuped":
-        return lambda obs, arms, pilot: cuped(
-            metric, obs, arms, baseline, pilot, estimand, rules.alpha
-        )
-    return lambda obs, arms, pilot: did(
-        metric, obs, arms, baseline, pilot, estimand, rules.alpha, rules.adjust_for
+    """The primary metric's per-customer estimator as `evaluate` runs it (`estimate_on`), as a
+    function of the observations, the arms and the pilot period."""
+    metric, baseline = hypothesis.metric.name, hypothesis.schedule.baseline
+    estimand = estimand_of(hypothesis.metric)
+    return lambda obs, arms, pilot: estimate_on(
+        metric, estimand, obs, arms, hypothesis, baseline, pilot
     )
 
 
@@ -140,7 +133,7 @@ def segment_effects(
         )
         # Each group's estimate reads only its own customers' observations.
         tagged = obs.merge(member[["customer_id", "group"]], on="customer_id")
-        own = {group: rows.drop(columns="group") for group, rows in tagged.groupby("group")}
+        own = {group: part.drop(columns="group") for group, part in tagged.groupby("group")}
         for group, n in counts.iterrows():
             enough = n.min() >= min_per_arm
             mine = member[member["group"] == group]
