@@ -172,10 +172,10 @@ def headline(url: str) -> dict[str, list[dict]]:
     kpis = kpis[kpis["dims"].eq("all") | kpis["dims"].str.startswith("segment=")]
     kpis = kpis.assign(segment=kpis.pop("dims").str.removeprefix("segment=")).drop(columns="period")
     pain = store.read_frame(engine, store.PainPoint, ["key", "rank", "reach", "impact", "score"])
-    # The baseline ranks ticket topics only (no `@` cells); compare those, in their order
-    # among themselves.
+    # The baseline ranks ticket topics only (no `@` cells) and folds no topic under a cell
+    # that explains it; compare those in their order by score among themselves.
     topics = pain["key"].str.startswith("ticket:") & ~pain["key"].str.contains("@", regex=False)
-    pain = pain[topics].sort_values("rank")
+    pain = pain[topics].sort_values(["score", "reach"], ascending=False, kind="stable")
     pain = pain.assign(rank=range(1, len(pain) + 1))
     results = store.read_frame(
         engine,

@@ -1,34 +1,40 @@
 """Built-in demo company: deterministic per seed, any size, with planted truths to recover.
 
-The company runs from 2026-05-01 to 2026-10-31. Ticket topics hurt NPS by known amounts
-(the planted pain points), three more hurt only in one cell (delivery in Siberia, where
-replies are also slow; payment on mobile; returns for b2b), and one support team is slow in
-chat with a lower CSAT there. Customers carry two declared dimensions, `device` and `plan`;
-post-ticket surveys carry their ticket's id. Customers with an unresolved or reopened ticket
-or a detractor score stop ordering more often. Two pilots run in October: auto-routing
-tickets cuts first response time by 40% and lifts NPS by 8 points for its pilot arm; a chat
-greeting script does nothing. Two region pilots run from 2026-08-03 to 2026-09-27 on delivery
-tickets: a new courier partner in Siberia cuts their first response time by 40%; a courier
-app in Volga does nothing. `generate()` returns the data and the truth, so tests can
-check that cxloop recovers it. Unlike vendor connectors this one builds frames with numpy:
-it is the vendor.
+The company runs from 2025-11-01 to 2026-10-31 (web sessions from 2026-05-01). Ticket topics
+hurt NPS by known amounts (the planted pain points), three more hurt only in one cell
+(delivery in Siberia, where replies are also slow; payment on mobile; returns for b2b), the
+checkout breaks on mobile for new customers only, and one support team is slow in chat with
+a lower CSAT there. Customers carry two declared
+dimensions, `device` and `plan`; post-ticket surveys carry their ticket's id. Customers order
+often, and each unresolved or reopened ticket and each detractor score may make them stop.
+Two pilots run in October: auto-routing tickets cuts first response time by 40% and lifts
+NPS by 8 points for its pilot arm; a chat greeting script does nothing. Two region pilots run
+from 2026-08-03 to 2026-09-27 on delivery tickets: a new courier partner in Siberia cuts
+their first response time by 40%; a courier app in Volga does nothing. `generate()` returns
+the data and the truth, so tests can check that cxloop recovers it; with `null=True` it
+plants nothing (`NULL`). Unlike vendor connectors this one builds frames with numpy: it is
+the vendor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from connectors import demo_comments
 from connectors.arms import assign_arms
 from connectors.base import Page
 from connectors.errors import ConfigError
 
-START = pd.Timestamp("2026-05-01")
+START = pd.Timestamp("2025-11-01")  # twelve months: the churn model needs four horizons of orders
+# The six months first generated; the six before them draw from generators of their own, so
+# that adding them changed no record of these.
+RECENT = pd.Timestamp("2026-05-01")
 END = pd.Timestamp("2026-11-01")
 MONTH_DAYS = 30.44
 PAGE_ROWS = 10_000
@@ -56,8 +62,8 @@ TOPICS = {
     "delivery": {"rate": 0.0372, "nps_shift": 0.15, "csat_drop": 0.15, "frt_factor": 1.5},
     "payment": {"rate": 0.0139, "nps_shift": 0.20, "csat_drop": 0.20, "frt_factor": 1.0},
     "login": {"rate": 0.0251, "nps_shift": 0.06, "csat_drop": 0.05, "frt_factor": 0.8},
-    "product_quality": {"rate": 0.0103, "nps_shift": 0.05, "csat_drop": 0.10, "frt_factor": 1.2},
-    "returns": {"rate": 0.0121, "nps_shift": 0.03, "csat_drop": 0.05, "frt_factor": 1.0},
+    "product_quality": {"rate": 0.0103, "nps_shift": 0.03, "csat_drop": 0.10, "frt_factor": 1.2},
+    "returns": {"rate": 0.0121, "nps_shift": 0.02, "csat_drop": 0.05, "frt_factor": 1.0},
 }
 ESCALATION_RATE = {"delivery": 0.06, "payment": 0.15, "login": 0.03, "product_quality": 0.08,
                    "returns": 0.04}  # fmt: skip
@@ -68,14 +74,16 @@ NPS_BASE = {  # P(promoter), P(detractor)
     "b2b": (0.45, 0.15),
 }
 SURGE = ("returns", pd.Timestamp("2026-10-01"))  # returns tickets double in October: an alert
-REGION_NPS_SHIFT = {"Siberia": 0.035}  # a planted low-NPS region: 7 points below the rest
+REGION_NPS_SHIFT = {"Siberia": 0.12}  # a planted low-NPS region: 24 points below the rest
 NPS_RESPONSE_RATE = {"new": 0.12, "loyal": 0.35, "premium": 0.30, "b2b": 0.18}
 TICKET_RATE_FACTOR = {"new": 2.0, "loyal": 1.0, "premium": 1.0, "b2b": 1.0}
-ORDER_RATE = {"new": 0.2, "loyal": 0.35, "premium": 0.5, "b2b": 0.8}
+# Orders a month: often enough that an active customer rarely goes a churn horizon (90 days)
+# without one, so "no order in the horizon" means churn, not a pause.
+ORDER_RATE = {"new": 1.2, "loyal": 1.5, "premium": 2.0, "b2b": 2.5}
 ORDER_MEDIAN = {"new": 1800.0, "loyal": 2200.0, "premium": 5200.0, "b2b": 15000.0}
 FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
-# Devices convert alike up to checkout; mobile checkout leaks (a planted funnel pain point).
-STEP_CONVERSION = {"desktop": [0.60, 0.28, 0.52, 0.72], "mobile": [0.60, 0.28, 0.52, 0.65],
+# Devices convert alike up to checkout, and nearly alike into purchase but for `FUNNEL_PAIN`.
+STEP_CONVERSION = {"desktop": [0.60, 0.28, 0.52, 0.72], "mobile": [0.60, 0.28, 0.52, 0.72],
                    "tablet": [0.60, 0.28, 0.52, 0.70]}  # fmt: skip
 # Each customer's primary device, drawn with the web funnel's shares (its sessions follow them).
 DEVICE_SHARE = {"desktop": 0.38, "mobile": 0.54, "tablet": 0.08}
@@ -99,6 +107,7 @@ TEAMS = {
 ROUTING = {"chat": {"Чат-1": 0.5, "Чат-2": 0.5}, "messenger": {"Чат-1": 0.5, "Чат-2": 0.5},
            "email": {"Почта": 1.0}, "phone": {"Phone Care": 1.0}}  # fmt: skip
 UNRESOLVED_RATE = 0.04  # tickets still open at the end: the customer gave up waiting
+EXPLAINED_SHARE = 0.5  # the truth's `explained_by`: a cell holding this share of a marginal
 BAD_TICKET_DAYS = 3.0  # a reopening or giving up comes this long after the ticket was raised
 
 
@@ -185,10 +194,27 @@ class CellPain:
 
 
 CELL_PAINS = (
-    CellPain("delivery", "region", "Siberia", 0.12, frt_factor=2.0),
-    CellPain("payment", "device", "mobile", 0.125),
-    CellPain("returns", "segment", "b2b", 0.17),
+    CellPain("delivery", "region", "Siberia", 0.15, frt_factor=2.0),
+    CellPain("payment", "device", "mobile", 0.12),
+    CellPain("returns", "segment", "b2b", 0.2),
 )
+
+
+@dataclass(frozen=True)
+class FunnelPain:
+    """A funnel step that breaks on one device for one segment only: sessions there convert
+    into the funnel's last step at `conversion` instead of the device's own rate."""
+
+    device: str
+    segment: str
+    conversion: float
+
+    @property
+    def key(self) -> str:
+        return f"funnel:{FUNNEL[-1]}:{self.device}@segment={self.segment}"
+
+
+FUNNEL_PAIN = FunnelPain("mobile", "new", 0.55)
 
 
 @dataclass(frozen=True)
@@ -207,20 +233,69 @@ SLOW_TEAM = SlowTeam("Чат-2", "chat", frt_factor=2.5, csat_drop=0.15)
 
 @dataclass(frozen=True)
 class Churn:
-    """Chance that a customer stops ordering within the window: `base`, plus `bad_ticket`
-    after an unresolved or reopened ticket, plus `detractor` after a detractor NPS score.
-    A customer churning after a bad experience stops within `delay_days` of the first one."""
+    """How customers stop ordering: each one with chance `base` at a random time of their
+    months here, and after each unresolved or reopened ticket (`bad_ticket`) and each
+    detractor NPS score (`detractor`) with that chance within `delay_days` of it; the earliest
+    of these times is when they stop (it may fall after `END`)."""
 
     base: float
     bad_ticket: float
     detractor: float
     delay_days: float
 
-    def probability(self, bad_ticket: np.ndarray, detractor: np.ndarray) -> np.ndarray:
-        return self.base + self.bad_ticket * bad_ticket + self.detractor * detractor
+    def probability(self, bad_tickets: np.ndarray, detractors: np.ndarray) -> np.ndarray:
+        """The chance of churning at all, given how many bad tickets and detractor scores."""
+        stay = (1 - self.base) * (1 - self.bad_ticket) ** bad_tickets
+        return 1 - stay * (1 - self.detractor) ** detractors
 
 
-CHURN = Churn(base=0.06, bad_ticket=0.40, detractor=0.20, delay_days=30.0)
+CHURN = Churn(base=0.08, bad_ticket=0.60, detractor=0.30, delay_days=30.0)
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything the demo plants, in one value: `PLANTED` is the demo company, `NULL` the same
+    company with no pain, pilot effect, slow team or feature-driven churn."""
+
+    topics: dict[str, dict[str, float]]
+    cells: tuple[CellPain, ...]
+    slow_team: SlowTeam
+    pilots: dict[str, Pilot]
+    region_pilots: dict[str, RegionPilot]
+    region_nps_shift: dict[str, float]
+    step_conversion: dict[str, list[float]]
+    funnel_pain: FunnelPain | None
+    churn: Churn
+    surge: tuple[str, pd.Timestamp] | None
+    order_rate: dict[str, float]
+    themes_follow_scores: bool
+
+    def neutral(self) -> World:
+        """This world with every planted effect removed and every volume kept but orders: every
+        customer orders at the lowest rate and none churns, so whether one orders in the next
+        months is independent of anything known before. Comment themes are shuffled across
+        respondents, so what a comment is about says nothing of its score."""
+        plain = {"nps_shift": 0.0, "csat_drop": 0.0, "frt_factor": 1.0}
+        return World(
+            topics={t: {**spec, **plain} for t, spec in self.topics.items()},
+            cells=(),
+            slow_team=replace(self.slow_team, frt_factor=1.0, csat_drop=0.0),
+            pilots={h: replace(p, frt_factor=1.0, nps_points=0.0) for h, p in self.pilots.items()},
+            region_pilots={h: replace(p, frt_factor=1.0) for h, p in self.region_pilots.items()},
+            region_nps_shift={},
+            step_conversion={d: self.step_conversion["desktop"] for d in self.step_conversion},
+            funnel_pain=None,
+            churn=replace(self.churn, base=0.0, bad_ticket=0.0, detractor=0.0),
+            surge=None,
+            order_rate=dict.fromkeys(self.order_rate, min(self.order_rate.values())),
+            themes_follow_scores=False,
+        )
+
+
+PLANTED = World(TOPICS, CELL_PAINS, SLOW_TEAM, PILOTS, REGION_PILOTS, REGION_NPS_SHIFT,
+                STEP_CONVERSION, FUNNEL_PAIN, CHURN, SURGE, ORDER_RATE,
+                themes_follow_scores=True)  # fmt: skip
+NULL = PLANTED.neutral()
 
 
 @dataclass(frozen=True)
@@ -236,13 +311,16 @@ class Truth:
     churned_at: pd.Series = field(default_factory=lambda: pd.Series(dtype="datetime64[ns]"))
     slow_team: SlowTeam = SLOW_TEAM
     churn: Churn = CHURN
-    low_nps_region: str = "Siberia"
-    complaint_surge: str = "returns"
+    low_nps_region: str | None = "Siberia"
+    complaint_surge: str | None = "returns"
     region_pilots: dict[str, RegionPilot] = field(default_factory=lambda: dict(REGION_PILOTS))
 
     @property
-    def pain_point_order(self) -> list[str]:
-        return list(self.pain_points.sort_values("score", ascending=False).index)
+    def planted_order(self) -> list[str]:
+        """Every planted pain a CX lead should see, best first: the pain points and cells,
+        without the marginals a cell explains (the cell names them)."""
+        own = self.pain_points[self.pain_points["explained_by"].isna()]["score"]
+        return list(pd.concat([own, self.cells["score"]]).sort_values(ascending=False).index)
 
 
 @dataclass(frozen=True)
@@ -253,60 +331,6 @@ class DemoCompany:
     truth: Truth
 
 
-COMMENTS = {
-    ("delivery", "ru"): [
-        "Курьер опоздал на два дня, доставка просто ужасная",
-        "Заказ привезли не в тот интервал, никто не предупредил",
-        "Доставка сорвалась дважды, очень разочарован",
-    ],
-    ("delivery", "en"): [
-        "The courier was two days late and nobody called",
-        "Delivery slot missed again, very disappointing",
-    ],
-    ("payment", "ru"): [
-        "Деньги списали дважды, возврат до сих пор не пришёл",
-        "Оплата картой не проходит, пришлось звонить в банк",
-    ],
-    ("payment", "en"): [
-        "I was charged twice and still have no refund",
-        "Card payment keeps failing at checkout",
-    ],
-    ("login", "ru"): ["Не могу войти в личный кабинет, код не приходит"],
-    ("login", "en"): ["Cannot log in, the verification code never arrives"],
-    ("product_quality", "ru"): ["Товар пришёл с браком, качество хуже, чем на фото"],
-    ("product_quality", "en"): ["The item arrived damaged, quality is poor"],
-    ("returns", "ru"): ["Возврат оформляли три недели"],
-    ("returns", "en"): ["The return took three weeks to process"],
-    ("promoter", "ru"): [
-        "Всё отлично, спасибо! Быстро и удобно",
-        "Неплохо, пользуюсь давно и доволен",
-        "Отличный сервис, поддержка помогла за пять минут",
-    ],
-    ("promoter", "en"): ["Great service, fast and easy", "Not bad at all, I keep coming back"],
-    # Packaging is in no shipped topic: the untagged theme `cxloop themes` should propose.
-    ("passive", "ru"): [
-        "В целом нормально, но цены могли бы быть ниже",
-        "Ничего особенного",
-        "Упаковка мятая, коробка порвана",
-        "Коробка пришла мятая, упаковку стоит улучшить",
-    ],
-    ("passive", "en"): [
-        "It is fine, nothing special",
-        "OK overall, prices could be lower",
-        "Flimsy packaging, the box was crushed",
-        "The packaging was crushed and the box torn",
-    ],
-    ("detractor", "ru"): [
-        "Не понравилось обслуживание, больше не закажу",
-        "Поддержка отвечает очень долго",
-        "Перезвоните мне: +7 (912) 345-67-89, жду ответа уже неделю",
-    ],
-    ("detractor", "en"): [
-        "Support is slow and unhelpful",
-        "Please email me at angry.customer@example.com, nobody answers",
-        "<script>alert('xss')</script> your site is broken",
-    ],
-}
 TICKET_TEXT = {
     "delivery": ("Где мой заказ? Курьер не приехал", "Where is my order? The courier never came"),
     "payment": ("Двойное списание по карте", "I was charged twice for one order"),
@@ -316,30 +340,49 @@ TICKET_TEXT = {
 }
 
 
-def generate(customers: int = 20_000, seed: int = 7) -> DemoCompany:
-    """The demo company with `customers` customers, identical for identical arguments."""
+def generate(customers: int = 20_000, seed: int = 7, null: bool = False) -> DemoCompany:
+    """The demo company with `customers` customers, identical for identical arguments; with
+    `null`, the same company with nothing planted (`NULL`)."""
+    world = NULL if null else PLANTED
     rng = np.random.default_rng(seed)
     # Later additions draw from generators of their own, so the other streams stay as they were.
     people = _with_dimensions(np.random.default_rng([seed, 3]), _customers(rng, customers))
-    topics_hit, tickets = _tickets(rng, people, np.random.default_rng([seed, 2]))
-    reach = reach_probability(people)
+    recent_hits, recent = _tickets(rng, people, np.random.default_rng([seed, 2]), world)
+    early = np.random.default_rng([seed, 4])
+    early_hits, earlier = _tickets(early, people, early, world, (START, RECENT), len(recent))
+    hits = recent_hits | early_hits
+    reach = reach_probability(people, world)
+    answers = [
+        _nps_responses(rng, people, hits, reach, world),
+        _ticket_surveys(rng, recent, world),
+        _nps_responses(early, people, hits, reach, world, (START, RECENT), first=10**7),
+        _ticket_surveys(early, earlier, world),
+    ]
     # In time order, so any first rows hold every kind of answer (readers that infer a
     # column's type from its first rows see linked ticket ids and comments alike).
-    responses = pd.concat(
-        [_nps_responses(rng, people, topics_hit, reach), _ticket_surveys(rng, tickets)],
-        ignore_index=True,
-    ).sort_values("submitted_at", kind="stable", ignore_index=True)
-    escalation = pd.Series(tickets["topic"]).map(ESCALATION_RATE).to_numpy()
-    tickets["escalated"] = np.random.default_rng([seed, 1]).random(len(tickets)) < escalation
-    orders, churned_at = _orders(rng, people, tickets, responses)
+    responses = pd.concat(answers[2:] + answers[:2], ignore_index=True).sort_values(
+        "submitted_at", kind="stable", ignore_index=True
+    )
+    recent["escalated"] = _escalated(np.random.default_rng([seed, 1]), recent)
+    earlier["escalated"] = _escalated(early, earlier)
+    tickets = pd.concat([earlier, recent], ignore_index=True)
+    web = _web(rng, people, world)
+    buyers = np.random.default_rng([seed, 5])
+    orders, churned_at = _orders(buyers, people, tickets, responses, world)
     frames = {
-        "customers": people.drop(columns=["exposure_months", "arm"]),
+        "customers": people.drop(columns=["exposure_months", "early_months", "arm"]),
         "tickets": tickets.drop(columns=["segment"]),
         "survey_responses": responses,
         "orders": orders,
-        "web_metrics": _web(rng, people),
+        "web_metrics": web,
     }
-    return DemoCompany(frames=frames, truth=_truth(people, reach, churned_at))
+    return DemoCompany(frames=frames, truth=_truth(people, reach, churned_at, world))
+
+
+def _escalated(rng: np.random.Generator, tickets: pd.DataFrame) -> np.ndarray:
+    """Per ticket, whether it was escalated (chance by topic, `ESCALATION_RATE`)."""
+    escalation = pd.Series(tickets["topic"]).map(ESCALATION_RATE).to_numpy()
+    return rng.random(len(tickets)) < escalation
 
 
 def _pick(rng: np.random.Generator, weights: dict[str, float], n: int) -> np.ndarray:
@@ -350,9 +393,9 @@ def _pick(rng: np.random.Generator, weights: dict[str, float], n: int) -> np.nda
 
 def _customers(rng: np.random.Generator, n: int) -> pd.DataFrame:
     segment = _pick(rng, SEGMENTS, n)
-    window_days = (END - START).days
-    established = START - pd.to_timedelta(rng.integers(30, 1200, n), unit="D")
-    newcomer = START + pd.to_timedelta(rng.integers(0, window_days, n), unit="D")
+    window_days = (END - RECENT).days
+    established = RECENT - pd.to_timedelta(rng.integers(30, 1200, n), unit="D")
+    newcomer = RECENT + pd.to_timedelta(rng.integers(0, window_days, n), unit="D")
     created = np.where(segment == "new", newcomer, established)
     ids = pd.Series([f"C{i:07d}" for i in range(1, n + 1)])
     people = pd.DataFrame(
@@ -366,13 +409,19 @@ def _customers(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "email": "customer" + ids.str[1:].str.lstrip("0") + "@example.com",
         }
     )
-    people["exposure_months"] = (END - people["created_at"].clip(lower=START)).dt.days / MONTH_DAYS
+    people["exposure_months"] = _months(people["created_at"], RECENT, END)
+    people["early_months"] = _months(people["created_at"], START, RECENT)
     people["arm"] = None
     for pilot in PILOTS.values():
         eligible = people["segment"].isin(pilot.segments)
         arms = assign_arms(people.loc[eligible, "source_id"], pilot.salt, pilot.pilot_share)
         people.loc[eligible, "arm"] = np.where(arms == "pilot", pilot.salt, None)
     return people
+
+
+def _months(created: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+    """Months each customer (created at `created`) was here between `start` and `end`."""
+    return ((end - created.clip(lower=start)).dt.days / MONTH_DAYS).clip(lower=0)
 
 
 def _with_dimensions(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
@@ -384,14 +433,15 @@ def _with_dimensions(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataF
     return people.assign(device=_pick(rng, DEVICE_SHARE, len(people)), plan=plan)
 
 
-def reach_probability(people: pd.DataFrame) -> pd.DataFrame:
+def reach_probability(people: pd.DataFrame, world: World = PLANTED) -> pd.DataFrame:
     """Per customer (rows of `people`) and topic: the chance of at least one ticket on it."""
     factor = people["segment"].map(TICKET_RATE_FACTOR)
+    months = people["exposure_months"] + people["early_months"]
+    surge = world.surge[0] if world.surge else None
     return pd.DataFrame(
         {
-            topic: 1
-            - np.exp(-spec["rate"] * factor * (people["exposure_months"] + (topic == SURGE[0])))
-            for topic, spec in TOPICS.items()
+            topic: 1 - np.exp(-spec["rate"] * factor * (months + (topic == surge)))
+            for topic, spec in world.topics.items()
         }
     )
 
@@ -416,32 +466,43 @@ def _random_times(
 
 
 def _tickets(
-    rng: np.random.Generator, people: pd.DataFrame, staff: np.random.Generator
+    rng: np.random.Generator,
+    people: pd.DataFrame,
+    staff: np.random.Generator,
+    world: World,
+    span: tuple[pd.Timestamp, pd.Timestamp] = (RECENT, END),
+    numbered_after: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tickets per customer and topic, plus follow-ups, each with its agent and team (drawn
-    from `staff`, as are the tickets left unresolved); returns (topic hits matrix, tickets)."""
+    """Tickets raised in `span` per customer and topic, plus follow-ups, each with its agent
+    and team (drawn from `staff`, as are the tickets left unresolved), numbered after
+    `numbered_after`; returns (topic hits matrix, tickets)."""
     n = len(people)
+    lo_span, hi_span = span
+    months = (people["exposure_months"] if span[0] == RECENT else people["early_months"]).to_numpy()
     factor = people["segment"].map(TICKET_RATE_FACTOR).to_numpy()
     counts = {
-        topic: rng.poisson(spec["rate"] * factor * people["exposure_months"].to_numpy())
-        for topic, spec in TOPICS.items()
+        topic: rng.poisson(spec["rate"] * factor * months) for topic, spec in world.topics.items()
     }
-    surge_topic, surge_start = SURGE
-    surge = rng.poisson(TOPICS[surge_topic]["rate"] * factor * (people["created_at"] < END))
+    surging = world.surge is not None and lo_span <= world.surge[1] < hi_span
+    if surging:
+        surge_topic, surge_start = world.surge
+        rate = world.topics[surge_topic]["rate"]
+        surge = rng.poisson(rate * factor * (people["created_at"] < hi_span))
     hits = pd.DataFrame({topic: c > 0 for topic, c in counts.items()}, index=people.index)
-    hits[surge_topic] |= surge > 0
     owner = np.concatenate([np.repeat(np.arange(n), c) for c in counts.values()])
     topic = np.concatenate([np.repeat(t, c.sum()) for t, c in counts.items()])
-    lo = people["created_at"].clip(lower=START).iloc[owner].reset_index(drop=True)
-    created = _random_times(rng, lo, END, len(owner), by_hour=True)
-    surge_owner = np.repeat(np.arange(n), surge)
-    surge_lo = people["created_at"].clip(lower=surge_start).iloc[surge_owner].reset_index(drop=True)
-    owner = np.concatenate([owner, surge_owner])
-    topic = np.concatenate([topic, np.repeat(surge_topic, len(surge_owner))])
-    created = pd.concat(
-        [created, _random_times(rng, surge_lo, END, len(surge_owner), by_hour=True)],
-        ignore_index=True,
-    )
+    lo = people["created_at"].clip(lower=lo_span).iloc[owner].reset_index(drop=True)
+    created = _random_times(rng, lo, hi_span, len(owner), by_hour=True)
+    if surging:
+        hits[surge_topic] |= surge > 0
+        surge_owner = np.repeat(np.arange(n), surge)
+        surge_lo = people["created_at"].clip(lower=surge_start).iloc[surge_owner]
+        owner = np.concatenate([owner, surge_owner])
+        topic = np.concatenate([topic, np.repeat(surge_topic, len(surge_owner))])
+        surge_at = _random_times(
+            rng, surge_lo.reset_index(drop=True), hi_span, len(surge_owner), by_hour=True
+        )
+        created = pd.concat([created, surge_at], ignore_index=True)
     follow = rng.random(len(owner)) < np.where(topic == "delivery", 0.25, 0.12)
     owner = np.concatenate([owner, owner[follow]])
     topic = np.concatenate([topic, topic[follow]])
@@ -449,20 +510,22 @@ def _tickets(
     created = pd.concat(
         [created, created[follow].reset_index(drop=True) + later], ignore_index=True
     )
-    keep = (created < END).to_numpy()
+    keep = (created < hi_span).to_numpy()
     owner, topic, created = owner[keep], topic[keep], created[keep].reset_index(drop=True)
     m = len(owner)
 
     channel = _pick(rng, CHANNELS, m)
     median = pd.Series(channel).map(CHANNEL_MEDIAN_FRT_HOURS).to_numpy()
-    median = median * pd.Series(topic).map({t: s["frt_factor"] for t, s in TOPICS.items()})
-    piloted = _in_pilot(people["arm"].to_numpy()[owner], created, "auto-route-tickets")
+    median = median * pd.Series(topic).map({t: s["frt_factor"] for t, s in world.topics.items()})
+    route = world.pilots["auto-route-tickets"]
+    piloted = _in_pilot(people["arm"].to_numpy()[owner], created, route)
     frt_hours = median.to_numpy() * np.exp(rng.normal(0, 0.8, m))
-    frt_hours = np.where(piloted, frt_hours * PILOTS["auto-route-tickets"].frt_factor, frt_hours)
+    frt_hours = np.where(piloted, frt_hours * route.frt_factor, frt_hours)
     team, agent = _staff(staff, channel)
-    frt_hours = frt_hours * _slowdown(people, owner, topic, channel, team)
+    frt_hours = frt_hours * _slowdown(people, owner, topic, channel, team, world)
     # A factor on the draws already made: the region pilots take nothing from the streams.
-    frt_hours = frt_hours * _region_pilot_factor(people["region"].to_numpy()[owner], topic, created)
+    region = people["region"].to_numpy()[owner]
+    frt_hours = frt_hours * _region_pilot_factor(region, topic, created, world)
     first_response = created + pd.to_timedelta(np.maximum(frt_hours, 10 / 3600), unit="h")
     resolved = first_response + pd.to_timedelta(4 * np.exp(rng.normal(0, 1.0, m)), unit="h")
     unresolved = staff.random(m) < UNRESOLVED_RATE
@@ -485,7 +548,8 @@ def _tickets(
             "team": team,
         }
     ).sort_values(["created_at", "customer_id"], kind="stable", ignore_index=True)
-    tickets.insert(0, "source_id", [f"T{i:08d}" for i in range(1, m + 1)])
+    numbers = range(numbered_after + 1, numbered_after + m + 1)
+    tickets.insert(0, "source_id", [f"T{i:08d}" for i in numbers])
     return hits, tickets
 
 
@@ -500,10 +564,12 @@ def _staff(rng: np.random.Generator, channel: np.ndarray) -> tuple[np.ndarray, n
     return team, roster[row, rng.integers(0, roster.shape[1], len(channel))]
 
 
-def _region_pilot_factor(region: np.ndarray, topic: np.ndarray, at: pd.Series) -> np.ndarray:
+def _region_pilot_factor(
+    region: np.ndarray, topic: np.ndarray, at: pd.Series, world: World
+) -> np.ndarray:
     """Per ticket, how many times as long its first reply takes under the region pilots."""
     factor = np.ones(len(topic))
-    for pilot in REGION_PILOTS.values():
+    for pilot in world.region_pilots.values():
         factor = np.where(pilot.touches(region, topic, at), factor * pilot.frt_factor, factor)
     return factor
 
@@ -514,19 +580,19 @@ def _slowdown(
     topic: np.ndarray,
     channel: np.ndarray,
     team: np.ndarray,
+    world: World,
 ) -> np.ndarray:
     """Per ticket, how many times longer its first reply takes: in a slow cell, or with the
     slow team in its slow channel."""
-    factor = np.where((team == SLOW_TEAM.team) & (channel == SLOW_TEAM.channel),
-                      SLOW_TEAM.frt_factor, 1.0)  # fmt: skip
-    for cell in CELL_PAINS:
+    slow = world.slow_team
+    factor = np.where((team == slow.team) & (channel == slow.channel), slow.frt_factor, 1.0)
+    for cell in world.cells:
         member = (people[cell.dimension] == cell.value).to_numpy()
         factor = np.where((topic == cell.topic) & member[owner], factor * cell.frt_factor, factor)
     return factor
 
 
-def _in_pilot(arm: np.ndarray, at: pd.Series, hypothesis: str) -> np.ndarray:
-    pilot = PILOTS[hypothesis]
+def _in_pilot(arm: np.ndarray, at: pd.Series, pilot: Pilot) -> np.ndarray:
     during = (at >= pd.Timestamp(pilot.start)) & (
         at < pd.Timestamp(pilot.end) + pd.Timedelta(days=1)
     )
@@ -534,11 +600,17 @@ def _in_pilot(arm: np.ndarray, at: pd.Series, hypothesis: str) -> np.ndarray:
 
 
 def _nps_responses(
-    rng: np.random.Generator, people: pd.DataFrame, hits: pd.DataFrame, reach: pd.DataFrame
+    rng: np.random.Generator,
+    people: pd.DataFrame,
+    hits: pd.DataFrame,
+    reach: pd.DataFrame,
+    world: World,
+    span: tuple[pd.Timestamp, pd.Timestamp] = (RECENT, END),
+    first: int = 1,
 ) -> pd.DataFrame:
-    """Monthly relationship NPS: response odds by segment, scores shifted by topics, cells
-    (`reach`: `reach_probability`) and pilot."""
-    months = pd.date_range(START, END, freq="MS")[:-1]
+    """Monthly relationship NPS over `span`, numbered from `first`: response odds by segment,
+    scores shifted by topics, cells (`reach`: `reach_probability`) and pilot."""
+    months = pd.date_range(*span, freq="MS")[:-1]
     n = len(people)
     rate = people["segment"].map(NPS_RESPONSE_RATE).to_numpy()
     answered = rng.random((n, len(months))) < rate[:, None]
@@ -550,11 +622,12 @@ def _nps_responses(
     month_start = pd.Series(months[month])
     submitted = month_start + pd.to_timedelta(rng.random(m) * 28, unit="D")
     base = people["segment"].map(NPS_BASE)
-    shift = sum(hits[t].to_numpy() * spec["nps_shift"] for t, spec in TOPICS.items())
-    shift = shift + people["region"].map(REGION_NPS_SHIFT).fillna(0.0).to_numpy()
-    shift = shift + _cell_shift(people, hits, reach)
-    piloted = _in_pilot(people["arm"].to_numpy()[who], submitted, "auto-route-tickets")
-    shift = shift[who] - piloted * PILOTS["auto-route-tickets"].nps_points / 200
+    shift = sum(hits[t].to_numpy() * spec["nps_shift"] for t, spec in world.topics.items())
+    shift = shift + people["region"].map(world.region_nps_shift).fillna(0.0).to_numpy()
+    shift = shift + _cell_shift(people, hits, reach, world.cells)
+    route = world.pilots["auto-route-tickets"]
+    piloted = _in_pilot(people["arm"].to_numpy()[who], submitted, route)
+    shift = shift[who] - piloted * route.nps_points / 200
     p_pro = np.clip(base.str[0].to_numpy()[who] - shift, 0.01, 0.95)
     p_det = np.clip(base.str[1].to_numpy()[who] + shift, 0.01, 0.99 - p_pro)
     u = rng.random(m)
@@ -568,11 +641,13 @@ def _nps_responses(
     worst_topic = hits.iloc[who].idxmax(axis=1).where(hits.iloc[who].any(axis=1)).to_numpy()
     language = people["language"].to_numpy()[who]
     theme = np.where((kind == "detractor") & pd.notna(worst_topic), worst_topic, kind)
-    comment = _comments(rng, theme, language)
+    if not world.themes_follow_scores:  # what a comment is about says nothing of its score
+        theme = rng.permutation(theme)
+    comment = demo_comments.comments(rng, theme, language)
     comment = np.where(rng.random(m) < 0.4, comment, None)
     return pd.DataFrame(
         {
-            "source_id": [f"N{i:08d}" for i in range(1, m + 1)],
+            "source_id": [f"N{i:08d}" for i in range(first, first + m)],
             "customer_id": people["source_id"].to_numpy()[who],
             "survey": "relationship_nps",
             "kind": "nps",
@@ -585,37 +660,30 @@ def _nps_responses(
     )
 
 
-def _cell_shift(people: pd.DataFrame, hits: pd.DataFrame, reach: pd.DataFrame) -> np.ndarray:
+def _cell_shift(
+    people: pd.DataFrame, hits: pd.DataFrame, reach: pd.DataFrame, cells: tuple[CellPain, ...]
+) -> np.ndarray:
     """Per customer, the NPS shift of the intersection pains: `CellPain.nps_shift` inside the
     cell less the topic's expected share inside it, so the topic's marginal keeps its size."""
     shift = np.zeros(len(people))
-    for cell in CELL_PAINS:
+    for cell in cells:
         inside = (people[cell.dimension] == cell.value).to_numpy()
         centre = _share_inside(reach[cell.topic], inside)
         shift += hits[cell.topic].to_numpy() * cell.nps_shift * (inside - centre)
     return shift
 
 
-def _comments(rng: np.random.Generator, theme: np.ndarray, language: np.ndarray) -> np.ndarray:
-    """A templated comment per (theme, language), chosen at random among the templates."""
-    out = np.empty(len(theme), dtype=object)
-    pick = rng.random(len(theme))
-    for (key, lang), texts in COMMENTS.items():
-        mask = (theme == key) & (language == lang)
-        out[mask] = np.array(texts, dtype=object)[(pick[mask] * len(texts)).astype(int)]
-    return out
-
-
-def _ticket_surveys(rng: np.random.Generator, tickets: pd.DataFrame) -> pd.DataFrame:
+def _ticket_surveys(rng: np.random.Generator, tickets: pd.DataFrame, world: World) -> pd.DataFrame:
     """CSAT (1–5) and CES (1–7, 7 = very easy) after resolved tickets, each linked to its
     ticket (`ticket_id`); the slow team's CSAT in its slow channel is lower."""
-    drop = tickets["topic"].map({t: s["csat_drop"] for t, s in TOPICS.items()}).to_numpy()
-    slow = (tickets["team"] == SLOW_TEAM.team) & (tickets["channel"] == SLOW_TEAM.channel)
+    drop = tickets["topic"].map({t: s["csat_drop"] for t, s in world.topics.items()}).to_numpy()
+    team = world.slow_team
+    slow = (tickets["team"] == team.team) & (tickets["channel"] == team.channel)
     resolved = tickets["resolved_at"].notna().to_numpy()
     csat_rate = np.where(tickets["segment"] == "new", 0.5, 0.3)
     frames = []
     for kind, rate, top_base, team_drop in (
-        ("csat", csat_rate, 0.78, SLOW_TEAM.csat_drop),
+        ("csat", csat_rate, 0.78, team.csat_drop),
         ("ces", 0.2, 0.70, 0.0),
     ):
         asked = rng.random(len(tickets)) < rate
@@ -647,61 +715,73 @@ def _ticket_surveys(rng: np.random.Generator, tickets: pd.DataFrame) -> pd.DataF
 
 
 def _orders(
-    rng: np.random.Generator, people: pd.DataFrame, tickets: pd.DataFrame, responses: pd.DataFrame
+    rng: np.random.Generator,
+    people: pd.DataFrame,
+    tickets: pd.DataFrame,
+    responses: pd.DataFrame,
+    world: World,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Purchases until each customer's churn, and the planted churn times (NaT: stays).
 
-    Customers churn with `CHURN`'s probability: at a random date, or within `delay_days` of
-    their first bad experience when they had one.
+    Customers churn as `World.churn` says, and order at `World.order_rate` until they do.
     """
+    churn, n = world.churn, len(people)
     start = people["created_at"].clip(lower=START)
-    anytime = start + pd.to_timedelta(rng.random(len(people)) * (END - START).days, unit="D")
-    bad_ticket_at, detractor_at = bad_experiences(people, tickets, responses)
-    first_bad = pd.concat([bad_ticket_at, detractor_at], axis=1).min(axis=1)
-    after_bad = first_bad + (anytime - start) * (CHURN.delay_days / (END - START).days)
-    p = CHURN.probability(bad_ticket_at.notna().to_numpy(), detractor_at.notna().to_numpy())
-    churned_at = after_bad.where(first_bad.notna(), anytime).where(rng.random(len(people)) < p)
+    anytime = start + (END - start) * rng.random(n)
+    base = anytime.where(rng.random(n) < churn.base)
+    events = bad_experiences(tickets, responses)
+    chance = np.where(events["kind"] == "bad_ticket", churn.bad_ticket, churn.detractor)
+    fired = events[rng.random(len(events)) < chance]
+    after = fired["at"] + pd.to_timedelta(rng.random(len(fired)) * churn.delay_days, unit="D")
+    row = pd.Index(people["source_id"]).get_indexer(fired["customer_id"])
+    triggered = after.groupby(row).min().reindex(range(n)).set_axis(people.index)
+    churned_at = pd.concat([base, triggered], axis=1).min(axis=1)
     active_until = churned_at.where(churned_at < END, END)
-    months = ((active_until - start).dt.days / MONTH_DAYS).clip(0)
-    counts = rng.poisson(people["segment"].map(ORDER_RATE).to_numpy() * months.to_numpy())
-    owner = np.repeat(np.arange(len(people)), counts)
-    lo = people["created_at"].clip(lower=START).iloc[owner].reset_index(drop=True)
-    created = _random_times(rng, lo, END, len(owner))
-    created = created.where(created < active_until.iloc[owner].to_numpy(), lo)
+    active = (active_until - start).clip(lower=pd.Timedelta(0))
+    rate = people["segment"].map(world.order_rate).to_numpy()
+    counts = rng.poisson(rate * (active / pd.Timedelta(days=MONTH_DAYS)).to_numpy())
+    owner = np.repeat(np.arange(n), counts)
+    created = start.iloc[owner].to_numpy() + active.iloc[owner].to_numpy() * rng.random(len(owner))
     median = people["segment"].map(ORDER_MEDIAN).to_numpy()[owner]
     orders = pd.DataFrame(
         {
             "source_id": [f"O{i:08d}" for i in range(1, len(owner) + 1)],
             "customer_id": people["source_id"].to_numpy()[owner],
             "amount": np.round(median * np.exp(rng.normal(0, 0.5, len(owner))), 2),
-            "created_at": created,
+            "created_at": pd.Series(created).dt.floor("s"),
             "status": "paid",
         }
-    )
+    ).sort_values(["created_at", "source_id"], kind="stable", ignore_index=True)
     return orders, churned_at.set_axis(people["source_id"]).rename("churned_at")
 
 
-def bad_experiences(
-    people: pd.DataFrame, tickets: pd.DataFrame, responses: pd.DataFrame
-) -> tuple[pd.Series, pd.Series]:
-    """Per customer (rows of `people`): when they first had an unresolved or reopened ticket
-    (`BAD_TICKET_DAYS` after raising it), and when they first gave a detractor NPS (NaT:
-    never)."""
-    ids = pd.Index(people["source_id"])
+def bad_experiences(tickets: pd.DataFrame, responses: pd.DataFrame) -> pd.DataFrame:
+    """Every bad experience (`customer_id`, `at`, `kind`): an unresolved or reopened ticket
+    (`bad_ticket`, `BAD_TICKET_DAYS` after it was raised) and a detractor NPS score
+    (`detractor`, when it was given)."""
     bad = tickets[tickets["reopened"].to_numpy() | tickets["resolved_at"].isna().to_numpy()]
-    at = bad["created_at"] + pd.Timedelta(days=BAD_TICKET_DAYS)
-    ticket_at = at.groupby(bad["customer_id"].to_numpy()).min()
     low = responses[(responses["kind"] == "nps") & (responses["score"] <= 6)]
-    detractor_at = low.groupby("customer_id")["submitted_at"].min()
-    return (
-        ticket_at.reindex(ids).set_axis(people.index),
-        detractor_at.reindex(ids).set_axis(people.index),
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "customer_id": bad["customer_id"],
+                    "at": bad["created_at"] + pd.Timedelta(days=BAD_TICKET_DAYS),
+                    "kind": "bad_ticket",
+                }
+            ),
+            pd.DataFrame(
+                {"customer_id": low["customer_id"], "at": low["submitted_at"], "kind": "detractor"}
+            ),
+        ],
+        ignore_index=True,
     )
 
 
-def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
-    """Daily funnel sessions per segment × device × step; mobile checkout leaks most."""
-    days = pd.date_range(START, END, freq="D")[:-1]
+def _web(rng: np.random.Generator, people: pd.DataFrame, world: World) -> pd.DataFrame:
+    """Daily funnel sessions from `RECENT` per segment × device × step; the last step breaks
+    where `World.funnel_pain` says."""
+    days = pd.date_range(RECENT, END, freq="D")[:-1]
     segments = people["segment"].value_counts()
     grid = pd.MultiIndex.from_product(
         [days, segments.index, list(DEVICE_SHARE)], names=["date", "segment", "device"]
@@ -711,7 +791,11 @@ def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
     cell = pd.MultiIndex.from_frame(grid[["segment", "device"]])
     visits = mix.reindex(cell, fill_value=0).to_numpy() * 0.05
     counts = [rng.poisson(visits)]
-    rates = np.array([STEP_CONVERSION[d] for d in grid["device"]])
+    rates = np.array([world.step_conversion[d] for d in grid["device"]])
+    pain = world.funnel_pain
+    if pain is not None:
+        broken = (grid["device"] == pain.device) & (grid["segment"] == pain.segment)
+        rates[broken.to_numpy(), -1] = pain.conversion
     for step in range(len(FUNNEL) - 1):
         counts.append(rng.binomial(counts[-1], rates[:, step]))
     web = pd.concat(
@@ -730,36 +814,32 @@ def _web(rng: np.random.Generator, people: pd.DataFrame) -> pd.DataFrame:
     return web
 
 
-def _truth(people: pd.DataFrame, reach: pd.DataFrame, churned_at: pd.Series) -> Truth:
+def _truth(people: pd.DataFrame, reach: pd.DataFrame, churned_at: pd.Series, world: World) -> Truth:
     """Expected reach share × impact of every planted pain point and intersection pain.
 
     Ticket topics: share of customers with ≥1 ticket on the topic, NPS gap. The low-NPS region:
     its share of customers, NPS gap (its own shift plus its part of the cells cut by region).
-    Mobile checkout: mobile sessions reaching checkout over all entering the funnel, the other
-    devices' checkout conversion minus mobile's, in points. Cells: share of customers in the
-    cell with ≥1 ticket on its topic, the interaction in NPS points, the FRT factor there.
+    The broken funnel step: its cell's sessions reaching checkout over all entering the funnel,
+    the interaction in conversion points. Cells (ticket topics in `cells`): share of customers
+    in the cell with ≥1 ticket on its topic, the interaction in NPS points, the FRT factor
+    there. A marginal of which a cell holds at least `EXPLAINED_SHARE` of the points at stake
+    (reach × impact) is `explained_by` it (returns hurt b2b customers almost only).
     """
     rows = {
         f"ticket:{topic}": {
             "reach_share": float(reach[topic].mean()),
             "impact": 200 * spec["nps_shift"],
         }
-        for topic, spec in TOPICS.items()
+        for topic, spec in world.topics.items()
     }
-    for region, shift in REGION_NPS_SHIFT.items():
+    for region, shift in world.region_nps_shift.items():
         inside = (people["region"] == region).to_numpy()
         rows[f"region:{region}"] = {
             "reach_share": REGIONS[region],
-            "impact": 200 * (shift + _cells_gap(people, reach, "region", inside)),
+            "impact": 200 * (shift + _cells_gap(people, reach, "region", inside, world.cells)),
         }
-    others = {d: s for d, s in DEVICE_SHARE.items() if d != "mobile"}
-    rates = {d: STEP_CONVERSION[d][-1] for d in DEVICE_SHARE}
-    reached = {d: DEVICE_SHARE[d] * np.prod(STEP_CONVERSION[d][:-1]) for d in DEVICE_SHARE}
-    other_rate = sum(reached[d] * rates[d] for d in others) / sum(reached[d] for d in others)
-    rows[f"funnel:{FUNNEL[-1]}:mobile"] = {
-        "reach_share": reached["mobile"],
-        "impact": 100 * (other_rate - rates["mobile"]),
-    }
+    if world.funnel_pain is not None:
+        rows[world.funnel_pain.key] = _funnel_pain(people, world)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["score"] = table["reach_share"] * 100 * table["impact"]
     cells = pd.DataFrame.from_dict(
@@ -774,26 +854,71 @@ def _truth(people: pd.DataFrame, reach: pd.DataFrame, churned_at: pd.Series) -> 
                 "impact": 200 * cell.nps_shift,
                 "frt_factor": cell.frt_factor,
             }
-            for cell in CELL_PAINS
+            for cell in world.cells
         },
         orient="index",
+        columns=["topic", "dimension", "value", "reach_share", "impact", "frt_factor"],
     )
     cells["score"] = cells["reach_share"] * 100 * cells["impact"]
+    table["explained_by"] = _explained_by(table, cells)
     return Truth(
         pain_points=table,
-        pilots={h: p.effects() for h, p in {**PILOTS, **REGION_PILOTS}.items()},
+        pilots={h: p.effects() for h, p in {**world.pilots, **world.region_pilots}.items()},
         cells=cells,
         churned_at=churned_at,
+        slow_team=world.slow_team,
+        churn=world.churn,
+        low_nps_region=next(iter(world.region_nps_shift), None),
+        complaint_surge=world.surge[0] if world.surge else None,
+        region_pilots=dict(world.region_pilots),
     )
+
+
+def _funnel_pain(people: pd.DataFrame, world: World) -> dict[str, float]:
+    """The broken step's cell: its sessions reaching the step before over all entrants, and
+    its interaction, (device elsewhere + segment on other devices) − (cell + neither), in
+    conversion points; sessions follow the customers' own segment × device mix."""
+    pain = world.funnel_pain
+    mix = people.groupby(["segment", "device"]).size() / len(people)
+    ahead = mix * [np.prod(world.step_conversion[d][:-1]) for _, d in mix.index]
+    rate = pd.Series([world.step_conversion[d][-1] for _, d in mix.index], index=mix.index)
+    segment = ahead.index.get_level_values("segment") == pain.segment
+    device = ahead.index.get_level_values("device") == pain.device
+    rate[segment & device] = pain.conversion
+
+    def mean(where: np.ndarray) -> float:
+        return float((ahead[where] * rate[where]).sum() / ahead[where].sum())
+
+    interaction = mean(device & ~segment) + mean(segment & ~device)
+    interaction -= pain.conversion + mean(~segment & ~device)
+    return {"reach_share": float(ahead[segment & device].sum()), "impact": 100 * interaction}
+
+
+def _explained_by(table: pd.DataFrame, cells: pd.DataFrame) -> pd.Series:
+    """Per marginal, the cell holding at least `EXPLAINED_SHARE` of its points at stake (None
+    if none does); a cell's halves are its topic and, cut by region, its region."""
+    explained = pd.Series(None, index=table.index, dtype=object)
+    for key, cell in cells.iterrows():
+        stake = cell["reach_share"] * cell["impact"]
+        for half in (f"ticket:{cell['topic']}", f"{cell['dimension']}:{cell['value']}"):
+            if half in table.index:
+                points = table.loc[half, "reach_share"] * table.loc[half, "impact"]
+                if points > 0 and stake >= EXPLAINED_SHARE * points:
+                    explained[half] = key
+    return explained
 
 
 def _cells_gap(
-    people: pd.DataFrame, reach: pd.DataFrame, dimension: str, inside: np.ndarray
+    people: pd.DataFrame,
+    reach: pd.DataFrame,
+    dimension: str,
+    inside: np.ndarray,
+    cells: tuple[CellPain, ...],
 ) -> float:
-    """The expected NPS shift that the cells cut by `dimension` add to the customers
+    """The expected NPS shift that the `cells` cut by `dimension` add to the customers
     `inside` a value of it, beyond the rest (a share; ×200 for points)."""
     gap = 0.0
-    for cell in CELL_PAINS:
+    for cell in cells:
         if cell.dimension != dimension:
             continue
         in_cell = (people[dimension] == cell.value).to_numpy()
@@ -840,11 +965,13 @@ class DemoStream:
 
 @dataclass
 class DemoSource:
-    """The demo company as a source: `customers` and `seed` fix every record."""
+    """The demo company as a source: `customers` and `seed` fix every record; `null` makes
+    it the company with nothing planted."""
 
     name: str = "demo"
     customers: int = 20_000
     seed: int = 7
+    null: bool = False
     kind: str = field(default="demo", init=False)
 
     def __post_init__(self) -> None:
@@ -855,11 +982,15 @@ class DemoSource:
                     f"sources.{self.name}.options.{option}: got {value!r}; write a whole "
                     f"number of at least {least:,}, e.g. {option}: {getattr(DemoSource, option)}."
                 )
+        if not isinstance(self.null, bool):
+            raise ConfigError(
+                f"sources.{self.name}.options.null: got {self.null!r}; write true or false."
+            )
 
     @cached_property
     def company(self) -> DemoCompany:
-        return generate(self.customers, self.seed)
+        return generate(self.customers, self.seed, self.null)
 
     def streams(self) -> list[DemoStream]:
-        dataset = f"{self.customers}:{self.seed}"
+        dataset = f"{self.customers}:{self.seed}" + (":null" if self.null else "")
         return [DemoStream(self.company, name, dataset) for name in STREAM_TABLES]

@@ -19,7 +19,7 @@ that anything is flagged by 5% too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,16 +118,30 @@ def peeled(grid: CellGrid, y: np.ndarray, q: float = Q_FDR, most: int = 10) -> p
     still counts every cell tested.
     """
     y = y.astype(float).copy()
+
+    def remove(cell: pd.Series) -> None:
+        y[grid.in_cell(cell["row"], cell["dimension"], cell["value"])] += cell["interaction"]
+
+    return _peel(lambda: grid.table(y), remove, q, most)
+
+
+def _peel(
+    cut: Callable[[], pd.DataFrame],
+    remove: Callable[[pd.Series], None],
+    q: float,
+    most: int,
+) -> pd.DataFrame:
+    """`peeled`'s loop: `cut()` tabulates the cells, `remove(cell)` adds a taken cell's
+    interaction back to its units before the next cut."""
     taken: list[pd.DataFrame] = []
-    table = grid.table(y)
+    table = cut()
     while len(taken) < most and len(table):
         best = table.loc[[table["interaction_p"].idxmin()]]
         if not best["interaction_p"].iloc[0] <= q * (len(taken) + 1) / len(table):
             break
         taken.append(best)
-        first = best.iloc[0]
-        y[grid.in_cell(first["row"], first["dimension"], first["value"])] += first["interaction"]
-        table = grid.table(y)
+        remove(best.iloc[0])
+        table = cut()
     keys = ["row", "dimension", "value"]
     found = pd.concat(taken, ignore_index=True) if taken else table.iloc[:0]
     rest = table.merge(found[keys], on=keys, how="left", indicator=True)
@@ -152,7 +166,8 @@ def _counted(codes: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarr
 def funnel_cells(
     web: pd.DataFrame, steps: Sequence[str], source: str | None = None
 ) -> pd.DataFrame:
-    """Interaction contrasts of step conversion for every (step, device, segment) cell.
+    """Interaction contrasts of step conversion for every (step, device, segment) cell,
+    peeled as `peeled` peels customer cells.
 
     Rows are `step:device`, the dimension `segment`; each step's sessions are the units, the
     outcome 100 if they went on from the step before, else 0. Margins sum within the step.
@@ -177,17 +192,27 @@ def funnel_cells(
             "sum_sq": 100.0**2 * went_on.ravel(),
         }
     )
-    long = long[long["n"] > 0]
+    long = long[long["n"] > 0].reset_index(drop=True)
     long["row"] = long["step"] + ":" + long["device"]
-    cell = Moments.from_frame(long.set_index(["step", "row", "col"]))
-    index = cell.n.index
 
-    def margin(by: list[str]) -> Moments:
-        sums = long.groupby(by)[["n", "sum", "sum_sq"]].transform("sum").set_index(index)
-        return Moments.from_frame(sums)
+    def cut() -> pd.DataFrame:
+        cell = Moments.from_frame(long.set_index(["step", "row", "col"]))
+        index = cell.n.index
 
-    frame = cell_frame(cell, margin(["row"]), margin(["step", "col"]), margin(["step"]))
-    return frame.assign(dimension="segment")[CELL_COLUMNS]
+        def margin(by: list[str]) -> Moments:
+            sums = long.groupby(by)[["n", "sum", "sum_sq"]].transform("sum").set_index(index)
+            return Moments.from_frame(sums)
+
+        frame = cell_frame(cell, margin(["row"]), margin(["step", "col"]), margin(["step"]))
+        return frame.assign(dimension="segment")[CELL_COLUMNS].reset_index(drop=True)
+
+    def remove(cell: pd.Series) -> None:
+        hit = (long["row"] == cell["row"]) & (long["col"] == cell["value"])
+        shift, n, total = cell["interaction"], long.loc[hit, "n"], long.loc[hit, "sum"]
+        long.loc[hit, "sum_sq"] += 2 * shift * total + n * shift**2
+        long.loc[hit, "sum"] = total + shift * n
+
+    return _peel(cut, remove, Q_FDR, 10)
 
 
 CELL_COLUMNS = [

@@ -18,8 +18,9 @@ A candidate is a group of affected customers (or sessions) found in a cell of th
   or team (post-contact answers), a region × segment, a funnel step × device × segment. A
   cell is kept only when it is worse than its halves explain; Benjamini–Hochberg at
   `Q_FDR` over the whole family (every candidate's p-value) decides, and every row says
-  whether it is `significant`. A marginal the cell explains (no loss left outside the cell)
-  is marked `explained_by` and ranked after the unexplained ones.
+  whether it is `significant`. A marginal the cell explains (the cell holds at least
+  `EXPLAINED_SHARE` of its points at stake) is marked `explained_by` and ranked after the
+  unexplained ones.
 
 Impacts are points of an outcome share: NPS points (promoters minus detractors, in %) or
 conversion points (%). Reach share × impact is then the points at stake for the whole base (or

@@ -109,8 +109,10 @@ def cx_data(company: DemoCompany) -> CxData:
         STREAM_TABLES[name]: to_canonical(STREAM_TABLES[name], frame, name)
         for name, frame in company.frames.items()
     }
+    customers = tables["customer"].rename(columns={"source_id": "customer_id"})
+    declared = pd.DataFrame(list(customers["attributes"]), index=customers.index)
     return CxData(
-        customers=tables["customer"].rename(columns={"source_id": "customer_id"}),
+        customers=customers.join(declared),  # a column per declared dimension, as the store's
         tickets=with_ticket_measures(tables["ticket"]),
         responses=tables["survey_response"],
         orders=tables["orders"],

@@ -27,10 +27,10 @@ def test_size_scales_with_customers() -> None:
 
 
 def test_truth_orders_planted_pain_points_by_reach_times_impact(company) -> None:
-    assert company.truth.pain_point_order[:3] == [
+    assert company.truth.planted_order[:3] == [
         "ticket:delivery",
         "ticket:payment",
-        "ticket:login",
+        "region:Siberia",
     ]
     assert company.truth.pilots["auto-route-tickets"] == {"frt_hours": -0.4, "nps": 8.0}
     assert company.truth.pilots["chat-greeting-script"] == {"frt_hours": 0.0, "nps": 0.0}

@@ -6,6 +6,7 @@ in Chromium."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def test_region_pilots_scale_first_replies_and_leave_every_other_draw_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with_pilots = generate(5000, 7)
-    monkeypatch.setattr(demo, "REGION_PILOTS", {})
+    monkeypatch.setattr(demo, "PLANTED", replace(demo.PLANTED, region_pilots={}))
     without = generate(5000, 7)
     for name, frame in without.frames.items():
         if name not in ("tickets", "survey_responses"):

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import kendalltau
 
 from connectors.demo import (
     CELL_PAINS,
     DEVICE_SHARE,
     END,
+    FUNNEL_PAIN,
     PLAN_SHARE,
     ROUTING,
     TEAMS,
@@ -29,9 +31,10 @@ from tasks.mapping import to_canonical
 from tasks.metrics import metric_table
 from tasks.pain_points import rank_pain_points
 from tasks.standards import evaluate
-from tests.conftest import REPO
+from tests.conftest import REPO, cx_data
 
 FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
+DIMENSIONS = ["segment", "region", "channel", "language", "device", "plan"]
 Z = 4.0  # sampling error allowed, in standard errors: a planted effect off by more is a bug
 
 
@@ -178,6 +181,9 @@ def test_intersection_pains_cost_their_recorded_interaction_and_keep_topic_margi
 def test_customers_churn_more_after_unresolved_or_reopened_tickets_and_detractor_scores(
     big,
 ) -> None:
+    """Over the twelve months, the churn share per count of bad tickets and detractor scores
+    is what `Churn.probability` plants, and churners stop ordering at their churn time,
+    mostly within the planted delay after a bad experience."""
     customers = big.frames["customers"].set_index("source_id")
     tickets, orders = big.frames["tickets"], big.frames["orders"]
     r = big.frames["survey_responses"]
@@ -185,36 +191,41 @@ def test_customers_churn_more_after_unresolved_or_reopened_tickets_and_detractor
     low = r[(r["kind"] == "nps") & (r["score"] <= 6)]
     flags = pd.DataFrame(
         {
-            "bad_ticket": customers.index.isin(bad["customer_id"]),
-            "detractor": customers.index.isin(low["customer_id"]),
+            "bad_tickets": bad["customer_id"].value_counts().reindex(customers.index, fill_value=0),
+            "detractors": low["customer_id"].value_counts().reindex(customers.index, fill_value=0),
             "churned": big.truth.churned_at.reindex(customers.index).notna().to_numpy(),
         },
         index=customers.index,
     )
-    rates = flags.groupby(["bad_ticket", "detractor"])["churned"].agg(["mean", "size"])
+    rates = flags.groupby(["bad_tickets", "detractors"])["churned"].agg(["mean", "size"])
     churn = big.truth.churn
-    for (bad_ticket, detractor), row in rates.iterrows():
-        expected = churn.probability(np.array(bad_ticket), np.array(detractor))
+    checked = 0
+    for (bad_tickets, detractors), row in rates[rates["size"] >= 200].iterrows():
+        expected = churn.probability(np.array(bad_tickets), np.array(detractors))
         se = np.sqrt(expected * (1 - expected) / row["size"])
-        assert _within(row["mean"], expected, se), (bad_ticket, detractor)
-    # Churned customers order nothing after their churn, which follows the first bad
+        assert _within(row["mean"], expected, se), (bad_tickets, detractors)
+        checked += 1
+    assert checked >= 6
+    # Churned customers order nothing after their churn, which mostly follows a bad
     # experience within the planted delay.
     stopped = big.truth.churned_at.dropna()
     after = orders["created_at"].to_numpy() >= orders["customer_id"].map(stopped).to_numpy()
     assert not after.any()
-    first_bad = pd.concat(
+    events = pd.concat(
         [
-            (bad["created_at"] + pd.Timedelta(days=3)).groupby(bad["customer_id"]).min(),
-            low.groupby("customer_id")["submitted_at"].min(),
-        ],
-        axis=1,
-    ).min(axis=1)
-    delay = (stopped - first_bad.reindex(stopped.index)).dropna().dt.days
-    assert delay.between(0, churn.delay_days).all() and len(delay) > 0.5 * len(stopped)
+            pd.DataFrame(
+                {"customer_id": bad["customer_id"], "at": bad["created_at"] + pd.Timedelta(days=3)}
+            ),
+            pd.DataFrame({"customer_id": low["customer_id"], "at": low["submitted_at"]}),
+        ]
+    ).merge(stopped.rename("stopped"), left_on="customer_id", right_index=True)
+    delay = (events["stopped"] - events["at"]).dt.total_seconds() / 86_400
+    explained = events.loc[delay.between(0, churn.delay_days), "customer_id"].nunique()
+    assert explained > 0.5 * len(stopped)
     # From the orders alone: customers with a bad experience fall silent more often.
     last = orders.groupby("customer_id")["created_at"].max().reindex(customers.index)
     silent = (last.isna() | (last < END - pd.Timedelta(days=60))).to_numpy()
-    flagged = flags["bad_ticket"].to_numpy() | flags["detractor"].to_numpy()
+    flagged = (flags["bad_tickets"] + flags["detractors"] > 0).to_numpy()
     assert silent[flagged].mean() > silent[~flagged].mean() + 0.05
 
 
@@ -271,7 +282,7 @@ def test_cxloop_ranks_every_planted_intersection_pain_as_a_significant_cell(
     dimensions = ["segment", "region", "channel", "language", "device", "plan"]
     ranked = rank_pain_points(stored, {"default": 2.0}, FUNNEL, dimensions=dimensions)
     ranked = ranked.set_index("key")
-    assert list(ranked.index[:3]) == company.truth.pain_point_order[:3]
+    assert list(ranked.index[:3]) == company.truth.planted_order[:3]
     for key, truth in company.truth.cells.iterrows():
         row = ranked.loc[key]
         assert row["significant"], key
@@ -283,3 +294,25 @@ def test_cxloop_ranks_every_planted_intersection_pain_as_a_significant_cell(
     assert siberia["frt_ratio"] == pytest.approx(
         company.truth.cells.loc["ticket:delivery@region=Siberia", "frt_factor"], rel=0.25
     )
+
+
+@pytest.mark.parametrize("seed", [7, 21, 99])
+def test_every_planted_pain_ranks_under_its_own_key_in_the_planted_order(seed: int) -> None:
+    """The three intersection pains, the broken funnel cell and the marginal pains: each
+    named by one candidate (the cell, not its halves), the top 3 exact, Kendall's tau ≥ 0.9
+    over them all; the marginals a planted cell explains are folded under it. At 40,000
+    customers: at 20,000 the smallest pains' confidence is noise and swaps them."""
+    company = generate(40_000, seed)
+    truth = company.truth
+    ranked = rank_pain_points(cx_data(company), {"default": 2.0}, FUNNEL, dimensions=DIMENSIONS)
+    ranked = ranked.set_index("key")
+    planted = truth.planted_order
+    assert list(ranked.index[:3]) == planted[:3]
+    assert ranked.loc[planted, "explained_by"].isna().all()
+    cells = [key for key in planted if "@" in key]
+    assert ranked.loc[cells, "significant"].all()
+    scores = pd.concat([truth.pain_points["score"], truth.cells["score"]])[planted]
+    assert kendalltau(scores, -ranked.loc[planted, "rank"]).statistic >= 0.9
+    folded = truth.pain_points["explained_by"].dropna()
+    assert (ranked.loc[folded.index, "explained_by"] == folded).all()
+    assert ranked.loc["funnel:purchase:mobile", "explained_by"] == FUNNEL_PAIN.key

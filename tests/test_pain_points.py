@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from connectors.demo import generate
+from connectors.demo import FUNNEL_PAIN, generate
 from tasks.loader import CxData
 from tasks.pain_points import (
     backlog,
@@ -26,12 +26,12 @@ FUNNEL = ["visit", "view_item", "add_to_cart", "begin_checkout", "purchase"]
 def test_planted_pain_points_come_out_top_three_in_order(seed: int) -> None:
     company = generate(20_000, seed)
     ranked = rank_pain_points(cx_data(company), {"default": 2.0})
-    assert list(ranked["key"][:3]) == company.truth.pain_point_order[:3]
+    assert list(ranked["key"][:3]) == company.truth.planted_order[:3]
 
 
 def test_impact_ci_covers_the_planted_nps_gap_of_the_top_pain_points(company, demo_data) -> None:
     ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
-    for key in company.truth.pain_point_order[:3]:
+    for key in company.truth.planted_order[:3]:
         gap = company.truth.pain_points.loc[key, "impact"]
         assert ranked.loc[key, "impact_ci_low"] <= gap <= ranked.loc[key, "impact_ci_high"], key
         reach = company.truth.pain_points.loc[key, "reach_share"]
@@ -98,7 +98,8 @@ def test_key_drivers_recover_the_planted_nps_cost_of_each_top_topic(company, dem
     from tasks.pain_points import key_drivers, latest_nps
 
     drivers = key_drivers(demo_data.tickets, latest_nps(demo_data)).set_index("key")
-    for key in company.truth.pain_point_order[:3]:
+    topics = [key for key in company.truth.planted_order if key.startswith("ticket:")]
+    for key in [key for key in topics if "@" not in key][:3]:
         gap = company.truth.pain_points.loc[key, "impact"]
         assert drivers.loc[key, "driver_ci_low"] <= gap <= drivers.loc[key, "driver_ci_high"], key
     ranked = rank_pain_points(demo_data, {"default": 2.0}).set_index("key")
@@ -109,13 +110,13 @@ def test_key_drivers_recover_the_planted_nps_cost_of_each_top_topic(company, dem
 def test_every_kind_of_planted_pain_point_is_found_with_its_impact(seed: int) -> None:
     company = generate(20_000, seed)
     ranked = rank_pain_points(cx_data(company), {"default": 2.0}, FUNNEL).set_index("key")
-    assert list(ranked.index[:3]) == company.truth.pain_point_order[:3]
-    for key in ("region:Siberia", "funnel:purchase:mobile"):
+    assert list(ranked.index[:3]) == company.truth.planted_order[:3]
+    for key in ("region:Siberia", FUNNEL_PAIN.key):
         truth = company.truth.pain_points.loc[key, "impact"]
         assert ranked.loc[key, "impact_ci_low"] <= truth <= ranked.loc[key, "impact_ci_high"], key
         assert ranked.loc[key, "score"] > 0, key
     assert set(ranked["kind"]) >= {"ticket_topic", "region", "funnel_step", "comment_topic"}
-    assert ranked.loc["funnel:purchase:mobile", "unit"] == "conversion points"
+    assert ranked.loc[FUNNEL_PAIN.key, "unit"] == "conversion points"
     assert ranked.loc["ticket:delivery", "unit"] == "NPS points"
     comment = ranked[ranked["kind"] == "comment_topic"].iloc[0]
     quotes = pd.Series(comment["evidence"]["verbatims"])
@@ -123,7 +124,7 @@ def test_every_kind_of_planted_pain_point_is_found_with_its_impact(seed: int) ->
     assert len(quotes) and set(tags["text_index"]) == set(quotes.index)
     assert (tags["topic"] == comment.name.split(":")[1]).any()
     unplanted = ranked[
-        ranked.index.str.startswith("funnel:") & ~ranked.index.str.endswith("mobile")
+        ranked.index.str.startswith("funnel:") & ~ranked.index.str.contains(":mobile")
     ]
     assert (unplanted["confidence"] < 0.5).all()
 

@@ -51,6 +51,14 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Random seed; the same seed gives the same company.")
     ] = 7,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            help="The same company with nothing planted: no pain, pilot effect, slow team or "
+            "churn driven by bad experiences.",
+        ),
+    ] = False,
     webhooks: Annotated[
         str | None,
         typer.Option(
@@ -76,16 +84,16 @@ def demo(
     from tasks.hypotheses import DEMO_HYPOTHESES
 
     config = yaml.safe_load(example_text())
-    name = f"demo-{customers}-{seed}"
-    config["sources"] = [
-        {"name": "demo", "kind": "demo", "options": {"customers": customers, "seed": seed}}
-    ]
+    name = f"demo-{customers}-{seed}" + ("-null" if null else "")
+    options = {"customers": customers, "seed": seed} | ({"null": True} if null else {})
+    config["sources"] = [{"name": "demo", "kind": "demo", "options": options}]
     config["database_url"] = f"sqlite:///.cxloop/{name}.db"
     config["hypotheses_dir"] = str(DEMO_HYPOTHESES)
     path = Path(".cxloop") / f"{name}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    console.print(f"Demo company: {customers:,} customers, seed {seed} (config {path})")
+    kind = "Null demo company (nothing planted)" if null else "Demo company"
+    console.print(f"{kind}: {customers:,} customers, seed {seed} (config {path})")
     run(path, verbose)
 
 
