@@ -680,7 +680,7 @@ def _ticket_surveys(rng: np.random.Generator, tickets: pd.DataFrame, world: Worl
     team = world.slow_team
     slow = (tickets["team"] == team.team) & (tickets["channel"] == team.channel)
     resolved = tickets["resolved_at"].notna().to_numpy()
-    csat_rate = np.where(tickets["segment"] == "new", 0.5, 0.3)
+    csat_rate = np.where(tickets["segment"] == "new", 0.5, 0.45)
     frames = []
     for kind, rate, top_base, team_drop in (
         ("csat", csat_rate, 0.78, team.csat_drop),

@@ -87,8 +87,11 @@ class ReportConfig(Strict):
 class AlertConfig(Strict):
     """How sure and how large a change must be to raise an alert."""
 
-    alpha: float = Field(
-        default=0.01, gt=0, lt=0.5, description="Significance level: how sure an alert must be."
+    q: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="False discovery rate across all of a run's alert tests (Benjamini–Hochberg).",
     )
     min_growth: float = Field(default=1.3, gt=1, description="Ticket volume growth per day.")
 

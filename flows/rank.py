@@ -99,7 +99,7 @@ def save_pain_points(url: str, data: CxData, config: Config, period: str) -> pd.
 @frame_task(task_run_name="raise alerts")
 def raise_alerts(url: str, data: CxData, csat_scale: int, settings: AlertConfig) -> list[Alert]:
     """Detect, store and emit as Prefect events (`cxloop.alert.<kind>`) the period's alerts."""
-    alerts = detect_alerts(data, csat_scale, settings.alpha, settings.min_growth)
+    alerts = detect_alerts(data, csat_scale, settings.q, settings.min_growth)
     publish_alerts(url, alerts)
     return alerts
 

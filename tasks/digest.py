@@ -23,6 +23,7 @@ from tasks.identity import lookup
 from tasks.labels import alert_text, labels, titled, worded
 from tasks.loader import CxData
 from tasks.metrics import (
+    MEDIAN_METRICS,
     REPEAT_DAYS,
     SLA_HOURS,
     churn,
@@ -138,8 +139,8 @@ def kpi_tiles(data: CxData, month: Month, csat_scale: int) -> pd.DataFrame:
     Columns: `metric`, `value`, `n`, `pending` (tickets whose outcome is still open, see
     `metric_table`), `ci_low`, `ci_high`, `previous`, `change`, `change_low`, `change_high`
     (95% CI of the change from both months' CIs, `difference_ci`: Newcombe's for the shares'
-    Wilson CIs), `verdict` (`better`, `worse` or `not_significant`). FRT is a median and has
-    no CI, so its change has no verdict.
+    Wilson CIs), `verdict` (`better`, `worse` or `not_significant`). FRT's CI is the
+    Kaplan–Meier median's (`metrics.km_median_by`).
     """
     frames = []
     for label, period in (("now", month), ("before", month.previous())):
@@ -325,7 +326,7 @@ def team_ranking(data: CxData, month: Month, csat_scale: int = 5) -> dict[str, A
     order = pd.DataFrame(
         {"mean_rank": ranks.mean(axis=1), "frt": values.loc[ranked, "frt_hours"]}
     ).sort_values(["mean_rank", "frt"], ascending=[True, False], kind="stable")
-    shares = table.dropna(subset=["ci_low"])
+    shares = table[~table["metric"].isin(MEDIAN_METRICS)]  # a mean of medians is no reference
     weighted = (shares["value"] * shares["n"]).groupby(shares["metric"]).sum()
     reference = (weighted / shares.groupby("metric")["n"].sum()).to_dict()
     cells = {team: {r["metric"]: r for r in records(rows)} for team, rows in table.groupby("team")}
@@ -469,7 +470,7 @@ def kpi_trends(
 ) -> pd.DataFrame:
     """The headline KPIs per month over the `months` months up to `month` (those the data
     has): `period` (the month's first day), `metric` (named as the tiles name them), `value`,
-    `n`, `ci_low`, `ci_high` (NaN for the FRT median)."""
+    `n`, `ci_low`, `ci_high`."""
     start = month.start - pd.DateOffset(months=months - 1)
     window = within(data, Month(month.label, start, month.end))
     table = metric_table(window, list(TREND_METRICS), period="month", csat_scale=csat_scale)

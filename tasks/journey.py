@@ -133,4 +133,4 @@ def _frt_median(tickets: pd.DataFrame) -> float:
             "all": 0,
         }
     )
-    return float(km_median_by(spells, ["all"]).iloc[0])
+    return float(km_median_by(spells, ["all"])["value"].iloc[0])

@@ -251,12 +251,14 @@ def metric_table(
     breach leave them out of `n` and `value`. FRT's `value` is the Kaplan–Meier median
     (`km_median_by`), unanswered tickets censored at the clock and counted in `n` and
     `pending`; its `mean` is over answered tickets only. ART gives its median and mean of
-    resolved tickets. Medians have no CI. Dimensions a metric does not have (e.g. `topic`
-    for NPS) leave that metric out. `stage` is the journey stage `stages` maps a ticket's
-    topic or a response's survey to. Customer cuts (segment, region, acquisition, declared
-    dimensions) are the unit's customer's; ticket cuts (`TICKET_CUTS`) are a ticket's own
-    and, for survey and comment metrics, those of the answer's linked ticket (answers with
-    none are left out of the cut: `CxData.unmatched` counts them).
+    resolved tickets. A median's CI is Brookmeyer–Crowley's (`km_median_by`): `ci_high` is
+    inf where the data bound it from below only, both NaN where they bound it not at all;
+    `se` is NaN. Dimensions a metric does not have (e.g. `topic` for NPS) leave that metric
+    out. `stage` is the journey stage `stages` maps a ticket's topic or a response's survey
+    to. Customer cuts (segment, region, acquisition, declared dimensions) are the unit's
+    customer's; ticket cuts (`TICKET_CUTS`) are a ticket's own and, for survey and comment
+    metrics, those of the answer's linked ticket (answers with none are left out of the cut:
+    `CxData.unmatched` counts them).
     """
     check_cuts(by, known_cuts(data))
     customer = customer_cuts(data.customers)
@@ -318,12 +320,13 @@ def _cells(metric: str, cells: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     table["pending"] = sums["rows"] - sums["n"]
     if metric not in MEDIAN_METRICS:
         return table
-    table = table.rename(columns={"value": "mean"}).assign(se=np.nan, ci_low=np.nan, ci_high=np.nan)
-    if metric not in WAITED:
-        return table.assign(value=cells.groupby(keys, observed=True)["value"].median())
+    table = table.rename(columns={"value": "mean"}).assign(se=np.nan)
+    if metric not in WAITED:  # ART: of resolved tickets, none censored
+        spells = cells[keys].assign(time=cells["value"], observed=True)
+        return table.assign(**km_median_by(spells, keys))
     answered = cells["value"].notna()
     spells = cells[keys].assign(time=cells["value"].fillna(cells["waited"]), observed=answered)
-    return table.assign(value=km_median_by(spells, keys), n=table["n"] + table["pending"])
+    return table.assign(**km_median_by(spells, keys), n=table["n"] + table["pending"])
 
 
 def period_labels(at: pd.Series, freq: str) -> pd.Series:
@@ -384,39 +387,93 @@ def difference_ci(now: pd.DataFrame, before: pd.DataFrame) -> tuple[pd.Series, p
     return change - low, change + high
 
 
-# Survival within this of 1/2 counts as exactly 1/2 (the product's rounding error is far less).
+# Survival within this of 1/2 counts as exactly 1/2 (the curve's rounding error is far less).
 HALF_TOLERANCE = 1e-9
+MEDIAN_COLUMNS = ("value", "ci_low", "ci_high")
 
 
-def km_median_by(spells: pd.DataFrame, by: list[str]) -> pd.Series:
-    """Kaplan–Meier median of `time` per group of `by`, where `observed` is False for a time
-    that is censored (the event has not happened by then); NaN where survival stays above 1/2.
+def km_median_by(spells: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Kaplan–Meier median of `time` per group of `by` (`value`) with its 95% CI (`ci_low`,
+    `ci_high`), where `observed` is False for a time that is censored (the event has not
+    happened by then).
 
     The median is the first time the survival curve falls to 1/2 or below, or the midpoint
     to the next event where it rests at exactly 1/2, so without censoring it is the ordinary
-    median. Off that tie it equals statsmodels' `SurvfuncRight(...).quantile(0.5)`.
+    median; NaN where survival stays above 1/2. Off that tie it equals statsmodels'
+    `SurvfuncRight(...).quantile(0.5)`. The CI is Brookmeyer–Crowley's, as statsmodels'
+    `quantile_ci(0.5, method="cloglog")`: from the first event time whose survival is
+    within 1.96 Greenwood standard errors of 1/2 (on the log(−log) scale) to the event time
+    after the last such one; `ci_high` is inf when that last one is the group's last event,
+    and both are NaN when no event time qualifies.
     """
     spells = spells.dropna(subset=["time", *by])
     grouped = spells.groupby(by, observed=True)
-    index = grouped.size().index
+    table = pd.DataFrame(np.nan, index=grouped.size().index, columns=list(MEDIAN_COLUMNS))
     if spells.empty:
-        return pd.Series(np.nan, index=index, dtype=float)
-    group = grouped.ngroup().to_numpy()
-    time, observed = spells["time"].to_numpy(float), spells["observed"].to_numpy(bool)
-    order = np.lexsort((~observed, time, group))  # at a tie, events before censorings
-    group, time, observed = group[order], time[order], observed[order]
-    # Row by row with ties split, the factors 1 − 1/at-risk telescope to the tie's (n − d)/n.
+        return table
+    curve = _km_curve(
+        grouped.ngroup().to_numpy(),
+        spells["time"].to_numpy(float),
+        spells["observed"].to_numpy(bool),
+    )
+    if curve.empty:
+        return table
+    group, time, survival = (curve[c].to_numpy() for c in ("group", "time", "survival"))
     first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    size = np.diff(np.r_[first, len(group)])
-    at_risk = np.repeat(size, size) - (np.arange(len(group)) - np.repeat(first, size))
-    factor = np.where(observed, 1 - 1 / at_risk, 1.0)
-    survival = pd.Series(factor).groupby(group).cumprod().to_numpy()
-    tie = np.flatnonzero(np.r_[True, (group[1:] != group[:-1]) | (time[1:] != time[:-1])])
-    last_of_tie = np.r_[tie[1:], len(group)] - 1
-    survival = np.repeat(survival[last_of_tie], np.diff(np.r_[tie, len(group)]))
     reached = _first_time(time, survival <= 0.5 + HALF_TOLERANCE, first)
     below = _first_time(time, survival < 0.5 - HALF_TOLERANCE, first)
-    return pd.Series((reached + np.where(np.isnan(below), reached, below)) / 2, index=index)
+    low, high = _median_ci(curve, first)
+    table.iloc[group[first]] = np.column_stack(
+        [(reached + np.where(np.isnan(below), reached, below)) / 2, low, high]
+    )
+    return table
+
+
+def _km_curve(group: np.ndarray, time: np.ndarray, observed: np.ndarray) -> pd.DataFrame:
+    """The Kaplan–Meier curve at each event time of each group (codes 0…): `group`, `time`,
+    `survival` and its Greenwood standard error `se` (NaN once the curve reaches 0), sorted
+    by group and time. Step for step as statsmodels' `SurvfuncRight`, so that which event
+    times fall in the median's CI never differs from it by a rounding."""
+    order = np.lexsort((time, group))
+    group, time, observed = group[order], time[order], observed[order]
+    tie = np.flatnonzero(np.r_[True, (group[1:] != group[:-1]) | (time[1:] != time[:-1])])
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    size = np.diff(np.r_[first, len(group)])
+    # At risk just before a tie: the group's rows from the tie's first one on.
+    starts = np.repeat(first + size, size)[tie]
+    at_risk = (starts - tie).astype(float)
+    events = np.add.reduceat(observed.astype(float), tie)
+    kept = events > 0
+    group, time, at_risk, events = group[tie][kept], time[tie][kept], at_risk[kept], events[kept]
+    factor = 1 - events / at_risk
+    emptied = factor < 1e-16
+    log_survival = pd.Series(np.log(np.where(emptied, 1e-16, factor))).groupby(group).cumsum()
+    survival = np.where(emptied, 0.0, np.exp(log_survival.to_numpy()))
+    # Greenwood's sum; where a tie empties the risk set, the variance is undefined from there.
+    term = events / np.clip(at_risk * (at_risk - events), 1e-12, np.inf)
+    variance = pd.Series(np.where(emptied, np.inf, term)).groupby(group).cumsum().to_numpy()
+    se = np.sqrt(np.where(np.isinf(variance), np.nan, variance)) * survival
+    return pd.DataFrame({"group": group, "time": time, "survival": survival, "se": se})
+
+
+def _median_ci(curve: pd.DataFrame, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brookmeyer–Crowley 95% CI (low, high) of the median for each run of `curve`'s rows
+    starting at `first` (see `km_median_by`)."""
+    survival, se, time = (curve[c].to_numpy() for c in ("survival", "se", "time"))
+    # statsmodels' default transform; where survival is 0 the test is NaN, never in the set.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_log = np.log(-np.log(survival))
+        slope = -1 / (survival * np.log(survival))
+        r = (log_log - np.log(-np.log(0.5))) / (slope * se)
+    inside = np.abs(r) <= Z95
+    position = np.arange(len(curve))
+    start = np.minimum.reduceat(np.where(inside, position, len(curve)), first)
+    end = np.maximum.reduceat(np.where(inside, position, -1), first)
+    found = end >= 0
+    last = np.r_[first[1:], len(curve)] - 1
+    low = np.where(found, time[np.minimum(start, len(curve) - 1)], np.nan)
+    high = np.where(end < last, time[np.minimum(end + 1, len(curve) - 1)], np.inf)
+    return low, np.where(found, high, np.nan)
 
 
 def _first_time(time: np.ndarray, where: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -526,16 +583,18 @@ def lifetime_value(aov: float, purchases_per_year: float, lifetime_years: float)
 def customer_value(orders: pd.DataFrame, customers: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per value of `by`: AOV, purchases per customer per year, annual churn, lifetime, LTV.
 
-    Churn compares the first and last 90 days of the order history and is annualised;
-    lifetime is 1 / annual churn (capped at 10 years).
+    Each group is measured from its own first order (a segment of newcomers has no history
+    before they came) to the newest order: churn compares the first and last 90 days of
+    that span and is annualised; lifetime is 1 / annual churn (capped at 10 years).
     """
     frame = orders.assign(
         group=lookup(orders["customer_id"], customers.set_index("customer_id")[by])
     )
-    start, end = frame["created_at"].min(), frame["created_at"].max()
-    years = max((end - start).days, 1) / 365.25
+    end = frame["created_at"].max()
     rows = []
     for group, part in frame.groupby("group"):
+        start = part["created_at"].min()
+        years = max((end - start).days, 1) / 365.25
         active, kept = retention(part, start + pd.Timedelta(days=90), end)
         span = max((end - start).days - 90, 1) / 365.25
         churn = 1 - (kept / active) ** (1 / span) if active else np.nan

@@ -89,10 +89,12 @@ def evaluate(
     """Each standard per period: `RESULT_COLUMNS`, `status` one of `STATUSES`.
 
     `standards` have `metric`, `target`, `where` (dimension → value) and `direction`
-    (None: `default_direction`). Judged on the 95% CI: missed only when it lies wholly on
-    the wrong side of the target, at risk when it straddles it. Medians have no CI, so
-    they are judged on the value. Raises `ConfigError` for a `where` value the data never
-    has, with the closest one.
+    (None: `default_direction`). Judged on the 95% CI: met when it lies wholly on the good
+    side of the target, missed only when it lies wholly on the wrong side, at risk when it
+    straddles it. A median (FRT, ART) is judged on its Brookmeyer–Crowley CI: unknown when
+    the data give it none, at risk rather than missed when the CI is open at one end or the
+    median is not reached yet. Raises `ConfigError` for a `where` value the data never has,
+    with the closest one.
     """
     frames = [_judge(data, i, s, period, csat_scale, min_n) for i, s in enumerate(standards)]
     if not frames:
@@ -110,12 +112,19 @@ def _judge(
     for dim, value in where.items():
         _check_seen(index, dim, value, table[dim])
         table = table[table[dim] == value]
-    low = table["ci_low"].fillna(table["value"])
-    high = table["ci_high"].fillna(table["value"])
+    low, high = table["ci_low"], table["ci_high"]
     good_low, good_high = (low, high) if direction == "above" else (-high, -low)
     goal = standard.target if direction == "above" else -standard.target
+    # A median not reached yet is judged neither way, and a CI open at one end is no miss:
+    # a miss alerts, quoting both ends of its CI.
+    known = table["value"].notna()
+    bounded = known & np.isfinite(low) & np.isfinite(high)
     status = np.select(
-        [table["n"] < min_n, good_low >= goal, good_high < goal],
+        [
+            (table["n"] < min_n) | low.isna(),
+            known & (good_low >= goal),
+            bounded & (good_high < goal),
+        ],
         ["unknown", "met", "missed"],
         "at_risk",
     )
@@ -171,11 +180,6 @@ def newly_missed(results: pd.DataFrame, stored: pd.DataFrame) -> list[Alert]:
     (earlier snapshots) did not already have missed for that period."""
     latest = results.sort_values("period").groupby("standard", sort=False).tail(1)
     missed = latest[latest["status"] == "missed"]
-    # A median has no CI: its alert shows the value as both ends.
-    missed = missed.assign(
-        ci_low=missed["ci_low"].fillna(missed["value"]),
-        ci_high=missed["ci_high"].fillna(missed["value"]),
-    )
     if not stored.empty:
         known = stored.loc[stored["status"] == "missed", ["period", "standard"]]
         seen = missed.merge(known, on=["period", "standard"], how="left", indicator=True)

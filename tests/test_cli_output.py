@@ -15,7 +15,6 @@ from rich.console import Console
 
 from flows.cli import summary
 from tasks import store
-from tasks.labels import labels
 from tests.test_cli import cxloop
 
 CUSTOMERS = 600
@@ -225,12 +224,11 @@ def test_summary_at_80_columns_lists_the_alerts_raised_and_each_pilots_decision_
     lines = (demo / "summary.txt").read_text(encoding="utf-8").splitlines()
     db = engine(demo)
     raised = store.read_frame(db, store.Alert)
-    assert len(raised), "the demo company raises alerts"
-    what = " ".join(column(lines, "Alerts raised this run", 1))
-    kinds = " ".join(column(lines, "Alerts raised this run", 0))
-    for alert in raised.itertuples():
-        assert alert.message in what, (alert.message, what)
-        assert labels("en")["alert_kinds"][alert.kind] in kinds, (alert.kind, kinds)
+    # 600 customers hold no change that survives Benjamini-Hochberg over the run's ~60 alert
+    # tests; the one a per-test alpha raised (CSAT by phone, n 2 -> 6) was noise.
+    assert raised.empty, list(raised["message"])
+    title = next(i for i, line in enumerate(lines) if "Alerts raised this run" in line)
+    assert "None." in " ".join(lines[title : title + 7])
     results = store.read_frame(db, store.ExperimentResult)
     decided = results[results["role"] == "primary"].sort_values("as_of").groupby("hypothesis_id")
     for hypothesis, decision in decided["decision"].last().items():
@@ -244,7 +242,7 @@ def test_alerts_wrap_whole_at_80_columns_with_their_size(monkeypatch: pytest.Mon
     evidence = {
         "metric": "nps", "cut": "segment", "group": "premium", "before": 31.46,
         "after": 12.04, "change": -19.42, "p_value": 0.0012, "n_before": 1234, "n_after": 1187,
-        "period_before": "2026-09",
+        "period_before": "2026-09", "q_value": 0.03,
     }  # fmt: skip
     alert = Alert("nps_drop", "nps_drop:segment=premium", "2026-10", evidence)
     monkeypatch.setattr(summary, "console", Console(width=80, record=True))

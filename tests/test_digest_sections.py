@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.duration.survfunc import SurvfuncRight
 from statsmodels.stats.proportion import proportion_confint
 
 from tasks import store
@@ -251,7 +252,10 @@ def test_slow_team_ranks_first_with_its_numbers_and_a_small_team_is_too_few(
     assert first[0] == f"1. Slow\n{tickets} tickets"
     assert first[1] == "1.0"  # the worst team in every KPI
     frt, fcr, reopen, csat, sla = first[2:7]
-    assert frt == f"{slow['frt_hours']:.2f}\nn {tickets}"  # a median: no CI
+    october = data.tickets[data.tickets["created_at"].dt.to_period("M") == "2026-10"]
+    waits = october.loc[october["team"] == "Slow", "frt_hours"].to_numpy()
+    lo, hi = SurvfuncRight(waits, np.ones(len(waits))).quantile_ci(0.5)  # all answered
+    assert frt == f"{slow['frt_hours']:.2f}\n{lo:.1f} … {hi:.1f} · n {tickets}"
     assert fcr.startswith(f"▼ {slow['fcr']:.1f}\n")
     assert reopen.startswith(f"▼ {slow['reopen_rate']:.1f}\n")
     assert sla.startswith(f"▼ {slow['sla_breach']:.1f}\n")
