@@ -21,6 +21,11 @@ from tasks.metrics import with_ticket_measures
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist each worker gets a Prefect home of its own (every subprocess inherits it),
+# so two workers' ephemeral servers never share one Prefect database.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"cxloop-prefect-{worker}-")
+
 
 def _free_port() -> int:
     with socket.socket() as s:

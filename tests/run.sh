@@ -28,4 +28,5 @@ echo "== lint"
 .venv/bin/ruff format --check .
 
 echo "== tests"
-exec .venv/bin/python -m pytest "$@"
+# One worker per core, each test file on one worker (its module fixtures are built once).
+exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"
