@@ -103,6 +103,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's console 200 columns wide for this test, whatever width it was created with
+    (rich fixes it at creation when COLUMNS is set then); undone after the test."""
+    from flows.cli import terminal
+
+    monkeypatch.setattr(terminal.console, "_width", 200)
+
+
 @pytest.fixture(scope="session")
 def company() -> DemoCompany:
     return generate(20_000, 7)

@@ -28,6 +28,9 @@ from tests.fakes.qualtrics import FakeQualtrics
 from tests.fakes.surveymonkey import FakeSurveyMonkey
 from tests.fakes.typeform import FakeTypeform, answer
 
+# Tables are read back cell by cell: a console narrower than a question would wrap it.
+pytestmark = pytest.mark.usefixtures("wide_console")
+
 TOKENS = {
     "TYPEFORM_TOKEN": "tfp_inspect_5d4c3b2a1f0e",
     "SURVEYMONKEY_TOKEN": "sm_inspect_9a8b7c6d5e4f",
