@@ -89,8 +89,8 @@ class CellGrid:
             index = pd.MultiIndex.from_arrays([self.row_names[r], names[c]], names=["row", "col"])
 
             grand = Moments(float(known.sum()), float(y[known].sum()), float((y[known] ** 2).sum()))
-            parts = [_on(sums, at, index) for sums, at in ((cell, present), (row, r), (col, c))]
-            frame = cell_frame(*parts, grand)
+            parts = [_on(sums, at) for sums, at in ((cell, present), (row, r), (col, c))]
+            frame = cell_frame(*parts, grand, index)
             tables.append(frame.assign(dimension=dim))
         if not tables:
             return pd.DataFrame(columns=CELL_COLUMNS)
@@ -149,9 +149,9 @@ def _peel(
     return pd.concat([found, rest], ignore_index=True)
 
 
-def _on(sums: tuple[np.ndarray, ...], at: np.ndarray, index: pd.Index) -> Moments:
+def _on(sums: tuple[np.ndarray, ...], at: np.ndarray) -> Moments:
     """The moments `sums` (count, sum, sum of squares arrays) taken at positions `at`."""
-    return Moments(*(pd.Series(v[at], index=index) for v in sums))
+    return Moments(*(v[at] for v in sums))
 
 
 def _counted(codes: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
@@ -240,10 +240,12 @@ CELL_COLUMNS = [
 ]
 
 
-def cell_frame(cell: Moments, row: Moments, col: Moments, grand: Moments) -> pd.DataFrame:
+def cell_frame(
+    cell: Moments, row: Moments, col: Moments, grand: Moments, index: pd.Index | None = None
+) -> pd.DataFrame:
     """The four quadrants of each cell and its contrasts, from the cell's, its row's, its
-    column's and everyone's moments (all aligned on the cell index, levels `row` and `col`;
-    `grand` may be scalar).
+    column's and everyone's moments (Series aligned on the cell index, levels `row` and
+    `col`, or arrays in the order of `index`; `grand` may be scalar).
 
     `gap` is the column's other units' mean minus the cell's (what the row costs within the
     column, against comparable units) with a normal 95% CI. `row_outside` is the row's loss
@@ -259,29 +261,29 @@ def cell_frame(cell: Moments, row: Moments, col: Moments, grand: Moments) -> pd.
     gap_low, gap_high = normal_ci(gap, gap_se)
     row_outside, row_se = d.mean - b.mean, np.sqrt(b.se**2 + d.se**2)
     col_outside, col_se = d.mean - c.mean, np.sqrt(c.se**2 + d.se**2)
-    index = cell.n.index
+    index = cell.n.index if index is None else index
     frame = pd.DataFrame(
         {
             "row": index.get_level_values("row"),
             "value": index.get_level_values("col"),
-            "n_cell": a.n.to_numpy(),
-            "n_row_rest": _values(b.n, index),
-            "n_col_rest": _values(c.n, index),
-            "n_rest": _values(d.n, index),
-            "mean_cell": a.mean.to_numpy(),
-            "mean_row_rest": _values(b.mean, index),
-            "mean_col_rest": _values(c.mean, index),
-            "mean_rest": _values(d.mean, index),
-            "interaction": _values(interaction, index),
-            "interaction_se": _values(se, index),
-            "interaction_p": _values(_worse_p(interaction, se), index),
-            "gap": _values(gap, index),
-            "gap_ci_low": _values(gap_low, index),
-            "gap_ci_high": _values(gap_high, index),
-            "row_outside": _values(row_outside, index),
-            "row_outside_p": _values(_worse_p(row_outside, row_se), index),
-            "col_outside": _values(col_outside, index),
-            "col_outside_p": _values(_worse_p(col_outside, col_se), index),
+            "n_cell": _values(a.n),
+            "n_row_rest": _values(b.n),
+            "n_col_rest": _values(c.n),
+            "n_rest": _values(d.n),
+            "mean_cell": _values(a.mean),
+            "mean_row_rest": _values(b.mean),
+            "mean_col_rest": _values(c.mean),
+            "mean_rest": _values(d.mean),
+            "interaction": _values(interaction),
+            "interaction_se": _values(se),
+            "interaction_p": _values(_worse_p(interaction, se)),
+            "gap": _values(gap),
+            "gap_ci_low": _values(gap_low),
+            "gap_ci_high": _values(gap_high),
+            "row_outside": _values(row_outside),
+            "row_outside_p": _values(_worse_p(row_outside, row_se)),
+            "col_outside": _values(col_outside),
+            "col_outside_p": _values(_worse_p(col_outside, col_se)),
         }
     )
     thick = frame[["n_cell", "n_row_rest", "n_col_rest", "n_rest"]].min(axis=1) >= MIN_QUADRANT
@@ -295,11 +297,11 @@ def q_values(p: pd.Series) -> pd.Series:
     return pd.Series(adjusted, index=known.index, dtype=float).reindex(p.index)
 
 
-def _values(series: pd.Series | float, index: pd.Index) -> np.ndarray:
-    return pd.Series(series, index=index).to_numpy(dtype=float)
+def _values(values: pd.Series | np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=float)
 
 
-def _worse_p(loss: pd.Series, se: pd.Series) -> pd.Series:
+def _worse_p(loss: pd.Series | np.ndarray, se: pd.Series | np.ndarray) -> np.ndarray:
     """One-sided p-value that `loss` > 0 (the group is worse), normal approximation."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return pd.Series(stats.norm.sf(loss / se), index=loss.index)
+        return stats.norm.sf(_values(loss) / _values(se))

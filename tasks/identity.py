@@ -26,6 +26,9 @@ def identify(records: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ids(values: pd.Series | pd.Index) -> pa.Array:
+    """Ids as Arrow: numbers (customer numbers, `CxData.numbered`) as floats, else text."""
+    if pd.api.types.is_numeric_dtype(values):
+        return pa.array(np.asarray(values, dtype=float), from_pandas=True)
     return pa.array(values, type=pa.large_string(), from_pandas=True)
 
 

@@ -19,7 +19,7 @@ from connectors.errors import HypothesisError
 
 Z95 = 1.959963984540054
 
-Number = float | pd.Series
+Number = float | pd.Series | np.ndarray
 # The squared values' column while grouping, named to clash with no column of the caller.
 SQUARED = "__squared__"
 
@@ -95,7 +95,7 @@ class Moments:
         """`values` as the fields are: a Series on their groups, or a number."""
         if isinstance(self.n, pd.Series):
             return pd.Series(values, index=self.n.index)
-        return float(values)
+        return values if isinstance(self.n, np.ndarray) else float(values)
 
     def _combined(self, other: Moments, sign: int) -> Moments:
         return Moments(

@@ -40,7 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from tasks.cells import Q_FDR, CellGrid, funnel_cells, peeled, q_values
-from tasks.comparable import adjusted_impacts, independent_columns
+from tasks.comparable import adjusted_impacts, independent_columns, robust_ols
 from tasks.funnels import funnel, funnel_rows
 from tasks.identity import is_in, lookup
 from tasks.labels import labels, titled
@@ -120,27 +120,35 @@ def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
     `respondents_unaffected`, `nps_affected`, `nps_unaffected`, `impact`, `impact_ci_low`,
     `impact_ci_high` (normal CI of the difference of means, unequal variances).
     """
-    members = members.drop_duplicates(["key", "customer_id"])
-    hit = members.join(points.rename("p"), on="customer_id", how="inner")
-    inside = Moments.by(hit, "key", "p")
+    # On integer codes: the (key, customer) pairs number millions, the keys a few hundred.
+    key, keys = pd.factorize(members["key"], sort=True)
+    who, ids = pd.factorize(members["customer_id"])
+    width = np.int64(len(ids) + 1)  # customer code + 1, so an unknown customer is 0
+    pairs = np.unique(key[key >= 0].astype(np.int64) * width + who[key >= 0] + 1)
+    pair_key, pair_who = pairs // width, pairs % width - 1
+    named = pair_who >= 0
+    reach = np.bincount(pair_key[named], minlength=len(keys))
+    at = pd.Index(points.index).get_indexer(ids)[pair_who[named]]
+    values = points.to_numpy(dtype=float)[at[at >= 0]]
+    hit = pair_key[named][at >= 0]
+    inside = Moments(*(np.bincount(hit, w, len(keys)) for w in (None, values, values**2)))
     outside = Moments.of(points) - inside
     impact = outside.mean - inside.mean
     half = Z95 * np.hypot(inside.se, outside.se)
-    n, n_out, mean_in, mean_out = inside.n, outside.n, inside.mean, outside.mean
-    gaps = pd.DataFrame(
+    answered = inside.n > 0
+    return pd.DataFrame(
         {
-            "respondents": n,
-            "respondents_unaffected": n_out,
-            "nps_affected": mean_in,
-            "nps_unaffected": mean_out,
+            "key": np.asarray(keys, dtype=object),
+            "respondents": inside.n,
+            "respondents_unaffected": outside.n,
+            "nps_affected": inside.mean,
+            "nps_unaffected": np.where(answered, outside.mean, np.nan),
             "impact": impact,
             "impact_ci_low": impact - half,
             "impact_ci_high": impact + half,
+            "reach": reach,
         }
     )
-    reach = members.groupby("key")["customer_id"].nunique().rename("reach")
-    unanswered = {"respondents": 0, "respondents_unaffected": len(points)}
-    return gaps.join(reach, how="right").fillna(unanswered).reset_index()
 
 
 def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
@@ -151,8 +159,6 @@ def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
     span (every respondent has exactly one) gets no row. Columns `key`, `driver_impact`
     (points lost), `driver_ci_low`, `driver_ci_high`, `driver_p`.
     """
-    import statsmodels.api as sm
-
     pairs = tickets[["customer_id", "topic"]].dropna()
     topic, topics = pd.factorize(pairs["topic"], sort=True)
     row = pd.Index(latest["customer_id"]).get_indexer(pairs["customer_id"])
@@ -160,15 +166,15 @@ def key_drivers(tickets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
     design[row[row >= 0], topic[row >= 0]] = 1.0
     frame = pd.DataFrame(design, columns=pd.Index(topics).astype(str)).assign(const=1.0)
     frame = frame[independent_columns(frame[["const", *frame.columns[:-1]]])]
-    fit = sm.OLS(nps_points(latest["score"]).to_numpy(), frame.to_numpy()).fit(cov_type="HC1")
-    ci = fit.conf_int()[1:]
+    params, se = robust_ols(nps_points(latest["score"]).to_numpy(dtype=float), frame.to_numpy())
+    impact, se = -params[1:], se[1:]
     return pd.DataFrame(
         {
             "key": "ticket:" + frame.columns[1:],
-            "driver_impact": -fit.params[1:],
-            "driver_ci_low": -ci[:, 1],
-            "driver_ci_high": -ci[:, 0],
-            "driver_p": fit.pvalues[1:],
+            "driver_impact": impact,
+            "driver_ci_low": impact - Z95 * se,
+            "driver_ci_high": impact + Z95 * se,
+            "driver_p": 2 * stats.norm.sf(np.abs(impact / se)),
         }
     )
 
@@ -204,6 +210,12 @@ def rank_pain_points(
         raise ValueError(f"ranking: {ranking!r} is not one of nps, revenue")
     if ranking == "revenue" and (churn is None or churn.empty):  # churn scores carry value
         require_orders(data.orders)
+    numbered = data.numbered()
+    if churn is not None:
+        number = pd.Series(numbered.customers["customer_id"].to_numpy(),
+                           index=data.customers["customer_id"])  # fmt: skip
+        churn = churn.assign(customer_id=lookup(churn["customer_id"], number))
+    data = numbered
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
     mentions = topic_mentions(data.responses, taxonomy)
@@ -459,11 +471,13 @@ class Cells:
         if kept.empty:
             return Found.none()
         frames = []
+        units = self.pairs["unit"]
+        by_dim = {dim: self.dims[dim].reindex(units).to_numpy() for dim in set(kept["dimension"])}
+        rows = self.pairs["row"].to_numpy()
         for key, row, dim, value in zip(
             kept["key"], kept["row"], kept["dimension"], kept["value"], strict=True
         ):
-            values = self.dims[dim].reindex(self.pairs["unit"]).to_numpy()
-            hit = (self.pairs["row"].to_numpy() == row) & (values == value)
+            hit = (rows == row) & (by_dim[dim] == value)
             frames.append(self.pairs.loc[hit].assign(key=key, topic=row))
         members = pd.concat(frames, ignore_index=True)
         said = None
@@ -477,7 +491,8 @@ class Cells:
 def topic_cells(data: CxData, points: pd.Series, dims: Sequence[str]) -> Cells:
     """`ticket:<topic>@<dimension>=<value>` cells over customer `dims`, among respondents who
     contacted support (so contacting at all is the same on both sides)."""
-    tickets = data.tickets.dropna(subset=["topic", "customer_id"])
+    kept = (data.tickets["topic"].notna() & data.tickets["customer_id"].notna()).to_numpy()
+    tickets = data.tickets[kept]
     if tickets.empty or not dims:
         return Cells.none()
     pairs = pd.DataFrame(
@@ -491,7 +506,7 @@ def topic_cells(data: CxData, points: pd.Series, dims: Sequence[str]) -> Cells:
     frame = customers[list(dims)]
     contacted = points[is_in(pd.Series(points.index), pairs["unit"])]
     cells = _cut(contacted, pairs, frame)
-    values = {d: lookup(tickets["customer_id"], customers[d]) for d in dims}
+    values = {d: data.customer_column("tickets", d)[kept] for d in dims}
     table = _cell_table(cells, "ticket:", "ticket_topic", _reach(pairs, frame),
                         _mechanism(tickets, values))  # fmt: skip
     return Cells(table, pairs, frame, topical=True)
@@ -555,14 +570,27 @@ def funnel_step_cells(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
 
 def _reach(pairs: pd.DataFrame, dims: pd.DataFrame, by_customer: bool = False) -> pd.Series:
     """Distinct affected units (customers with `by_customer`) per (row, dimension, value)."""
-    counted = "customer_id" if by_customer else "unit"
+    row_code, rows = pd.factorize(pairs["row"])
+    rows = np.asarray(rows)
+    # (unit, row) pairs are distinct already: counting units needs no distinct count
+    who = pd.factorize(pairs["customer_id"])[0] if by_customer else None
     parts = []
     for dim in dims.columns:
-        value = dims[dim].reindex(pairs["unit"]).to_numpy()
-        frame = pairs.assign(value=value, dimension=dim).dropna(subset=["value"])
-        groups = frame.groupby(["row", "dimension", "value"])[counted]
-        # (unit, row) pairs are distinct already: counting units needs no nunique
-        parts.append(groups.nunique() if by_customer else groups.size())
+        col_code, cols = pd.factorize(dims[dim].reindex(pairs["unit"]))
+        known = (row_code >= 0) & (col_code >= 0)
+        flat = row_code[known].astype(np.int64) * len(cols) + col_code[known]
+        if who is not None:
+            seen = who[known] >= 0
+            distinct = np.unique(flat[seen] * (who.max() + 1) + who[known][seen])
+            flat = distinct // (who.max() + 1)
+        count = np.bincount(flat, minlength=len(rows) * len(cols))
+        present = np.flatnonzero(count)
+        index = pd.MultiIndex.from_arrays(
+            [rows[present // len(cols)], np.full(len(present), dim),
+             np.asarray(cols)[present % len(cols)]],
+            names=["row", "dimension", "value"],
+        )  # fmt: skip
+        parts.append(pd.Series(count[present], index=index))
     return pd.concat(parts).rename("reach") if parts else pd.Series(dtype=float, name="reach")
 
 
@@ -575,24 +603,38 @@ def _mechanism(tickets: pd.DataFrame, values: dict[str, pd.Series]) -> pd.DataFr
     """Per (row, dimension, value): mean ticket measures of the topic inside the cell and
     of the same topic outside it (`frt_in`, `frt_out`, …), from sums by subtraction."""
     measures = [m for m in MECHANISM if m in tickets]
-    numbers = tickets[measures].astype(float)
+    numbers = tickets[measures].to_numpy(dtype=float)
+    seen = ~np.isnan(numbers)
+    numbers = np.where(seen, numbers, 0.0)
+    row_code, rows = pd.factorize(tickets["topic"])
+    names = [f"{MECHANISM[m]}_{side}" for side in ("in", "out") for m in measures]
     parts = []
     for dim, value in values.items():
-        frame = numbers.assign(row=tickets["topic"].to_numpy(), value=value.to_numpy())
-        frame = frame.dropna(subset=["row", "value"])
-        sums = frame.groupby(["row", "value"])[measures].agg(["sum", "count"])
-        totals = frame.groupby("row")[measures].agg(["sum", "count"])
-        rest = totals.reindex(sums.index.get_level_values("row")).set_axis(sums.index) - sums
-        inside = sums.xs("sum", axis=1, level=1) / sums.xs("count", axis=1, level=1)
-        outside = rest.xs("sum", axis=1, level=1) / rest.xs("count", axis=1, level=1)
-        table = pd.concat(
-            [inside.rename(columns=lambda m: f"{MECHANISM[m]}_in"),
-             outside.rename(columns=lambda m: f"{MECHANISM[m]}_out")], axis=1
-        )  # fmt: skip
-        parts.append(table.assign(dimension=dim).set_index("dimension", append=True))
+        col_code, cols = pd.factorize(value)
+        known = (row_code >= 0) & (col_code >= 0)
+        flat = row_code[known] * len(cols) + col_code[known]
+        shape = (len(rows), len(cols))
+
+        def summed(weights: np.ndarray, flat: np.ndarray = flat, shape: tuple = shape):
+            return np.bincount(flat, weights, shape[0] * shape[1]).reshape(shape)
+
+        sums = [summed(numbers[known, j]) for j in range(len(measures))]
+        counts = [summed(seen[known, j].astype(float)) for j in range(len(measures))]
+        r, c = np.nonzero(summed(np.ones(len(flat))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inside = [(s / n)[r, c] for s, n in zip(sums, counts, strict=True)]
+            outside = [
+                ((s.sum(axis=1, keepdims=True) - s) / (n.sum(axis=1, keepdims=True) - n))[r, c]
+                for s, n in zip(sums, counts, strict=True)
+            ]
+        index = pd.MultiIndex.from_arrays(
+            [np.asarray(rows)[r], np.full(len(r), dim), np.asarray(cols)[c]],
+            names=["row", "dimension", "value"],
+        )
+        parts.append(pd.DataFrame(dict(zip(names, inside + outside, strict=True)), index=index))
     if not parts:
         return pd.DataFrame()
-    return pd.concat(parts).reorder_levels(["row", "dimension", "value"])
+    return pd.concat(parts)
 
 
 def _cell_table(
@@ -1019,7 +1061,7 @@ def _with_verbatims(ranked: pd.DataFrame, found: list[Found], latest: pd.DataFra
         .merge(voices, on="customer_id")
         .assign(source=AFFECTED_DETRACTOR)
         for f in found
-        if f.said is None
+        if f.said is None and len(f.members)
     ]
     chosen = (
         pd.concat([*said, *affected], ignore_index=True)

@@ -199,21 +199,32 @@ def tag_topics(texts: pd.Series, taxonomy: Taxonomy | None = None) -> pd.DataFra
     """
     taxonomy = taxonomy or Taxonomy.default()
     tokens = _tokens(texts)
-    lemma = tokens["lemma"].to_numpy(dtype=object)
+    code = tokens["lemma"].cat.codes.to_numpy().astype(np.int64)
+    vocabulary = {lemma: i for i, lemma in enumerate(tokens["lemma"].cat.categories)}
     row = tokens["row"].to_numpy()
-    by_length: dict[int, dict[str, tuple[str, ...]]] = {}
+    by_length: dict[int, dict[tuple[int, ...], tuple[str, ...]]] = {}
     for phrase, topics in taxonomy.phrases().items():
-        by_length.setdefault(phrase.count(" ") + 1, {})[phrase] = topics
+        words = phrase.split(" ")
+        if all(w in vocabulary for w in words):  # else no text has it
+            key = tuple(vocabulary[w] for w in words)
+            by_length.setdefault(len(key), {})[key] = topics
     hits = []
     for length, table in by_length.items():
-        firsts = {phrase.split(" ", 1)[0] for phrase in table}
-        start = np.flatnonzero(pd.Series(lemma).isin(firsts).to_numpy())
-        start = start[start + length - 1 < len(lemma)]
+        start = np.arange(max(len(code) - length + 1, 0))
         start = start[row[start + length - 1] == row[start]]
-        gram = pd.Series(lemma[start], index=row[start], dtype=object)
-        for offset in range(1, length):
-            gram = gram + " " + lemma[start + offset]
-        hits.append(gram.map(table).dropna().explode())
+        # Matched word by word: `state` numbers the phrase prefix each start has matched.
+        state = np.zeros(len(start), dtype=np.int64)
+        ids: dict[tuple[int, ...], int] = {(): 0}
+        for offset in range(length):
+            level = sorted({key[: offset + 1] for key in table})
+            steps = pd.Index([ids[p[:-1]] * len(vocabulary) + p[-1] for p in level])
+            at = steps.get_indexer(state * len(vocabulary) + code[start + offset])
+            start, state = start[at >= 0], at[at >= 0]
+            ids = {p: i for i, p in enumerate(level)}
+        topics = np.empty(len(ids), dtype=object)
+        for phrase, i in ids.items():
+            topics[i] = table[phrase]
+        hits.append(pd.Series(topics[state], index=row[start], dtype=object).explode())
     found = pd.concat(hits) if hits else pd.Series(dtype=object)
     pairs = (
         pd.DataFrame({"row": found.index.to_numpy(dtype=int), "topic": found.to_numpy()})
@@ -236,7 +247,7 @@ def sentiment(texts: pd.Series) -> pd.DataFrame:
     |score| < 0.05 is neutral; empty or NA text scores 0.
     """
     lexicon = _lexicon()
-    tokens = _tokens(texts)
+    tokens = _tokens(texts).astype({"lemma": object})
     lemma = tokens["lemma"]
     row = tokens["row"].to_numpy()
     starts_text = np.r_[True, row[1:] != row[:-1]] if len(row) else np.zeros(0, dtype=bool)
@@ -268,7 +279,7 @@ def discover_themes(texts: pd.Series, tagged: pd.DataFrame, n_themes: int = 5) -
 
     columns = ["theme", "keywords", "n_texts", "examples"]
     untagged = texts[~texts.index.isin(tagged["text_index"])].dropna()
-    tokens = _tokens(untagged)
+    tokens = _tokens(untagged).astype({"lemma": object})
     lexicon = _lexicon()
     words = tokens[
         (tokens["lemma"].str.len() > 1)
@@ -439,7 +450,8 @@ def _read_yaml(name: str) -> dict:
 
 
 def _tokens(texts: pd.Series) -> pd.DataFrame:
-    """One row per token in text order: `row` (position of its text in `texts`) and `lemma`.
+    """One row per token in text order: `row` (position of its text in `texts`) and `lemma`
+    (categorical).
 
     Tokens are words and clause punctuation; "n't" becomes "not". Each distinct word is
     lemmatised once per language, by the language of its text.
@@ -450,13 +462,21 @@ def _tokens(texts: pd.Series) -> pd.DataFrame:
     row = np.repeat(np.arange(len(per_text)), counts)
     codes, distinct = pd.factorize(np.fromiter(chain.from_iterable(per_text), dtype=object))
     language = detect_language(texts).to_numpy()[row]
-    lemma = np.empty(len(row), dtype=object)
+    # Lemmas as codes into one vocabulary: matching phrases on integers, not on strings.
+    tables, lemmas = {}, []
     for lang in LANGUAGES:
-        used = codes[language == lang]
-        table = np.empty(len(distinct), dtype=object)
-        needed = np.unique(used)
-        table[needed] = [_lemma(word, lang) for word in distinct[needed]]
-        lemma[language == lang] = table[used]
+        needed = np.unique(codes[language == lang])
+        tables[lang] = needed
+        lemmas += [_lemma(word, lang) for word in distinct[needed]]
+    lemma_code, vocabulary = pd.factorize(np.array(lemmas, dtype=object))
+    code = np.empty(len(row), dtype=np.int64)
+    offset = 0
+    for lang, needed in tables.items():
+        table = np.full(len(distinct), -1, dtype=np.int64)
+        table[needed] = lemma_code[offset : offset + len(needed)]
+        offset += len(needed)
+        code[language == lang] = table[codes[language == lang]]
+    lemma = pd.Categorical.from_codes(code, categories=pd.Index(vocabulary, dtype=object))
     return pd.DataFrame({"row": row, "lemma": lemma})
 
 

@@ -8,10 +8,12 @@ import pytest
 
 from connectors.demo import FUNNEL_PAIN, generate
 from tasks.loader import CxData
+from tasks.metrics import nps_points
 from tasks.pain_points import (
     backlog,
     confidence,
     funnel_leaks,
+    key_drivers,
     nps_gaps,
     peak_hours,
     rank_pain_points,
@@ -325,6 +327,49 @@ def test_adjusted_impact_is_the_statsmodels_regression_on_topics_contact_segment
     assert table.loc["a", "impact_ci_low"] == pytest.approx(-high, abs=1e-6)
     assert table.loc["a", "impact_ci_high"] == pytest.approx(-low, abs=1e-6)
     assert table["contact_adjusted"].all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_ols_is_statsmodels_hc1_on_skewed_heteroscedastic_data(seed: int) -> None:
+    import statsmodels.api as sm
+
+    from tasks.comparable import robust_ols
+
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([np.ones(2_000), rng.random((2_000, 4)) < [0.02, 0.3, 0.5, 0.9]])
+    y = x @ rng.normal(0, 30, 5) + rng.exponential(1 + 40 * x[:, 1], 2_000)
+    params, se = robust_ols(y, x.astype(float))
+    fit = sm.OLS(y, x.astype(float)).fit(cov_type="HC1")
+    np.testing.assert_allclose(params, fit.params, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(se, fit.bse, rtol=1e-9)
+
+
+def test_key_drivers_are_the_statsmodels_hc1_regression_on_topic_indicators() -> None:
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(5)
+    ids = [f"c{i}" for i in range(800)]
+    latest = pd.DataFrame({"customer_id": ids, "score": rng.integers(0, 11, 800).astype(float)})
+    raised = rng.random(800) < 0.5
+    tickets = pd.DataFrame(
+        {
+            "customer_id": np.array(ids, dtype=object)[raised],
+            "topic": rng.choice(["billing", "delivery", "login"], raised.sum()),
+        }
+    )
+    drivers = key_drivers(tickets, latest).set_index("key")
+    design = pd.DataFrame(
+        {t: latest["customer_id"].isin(tickets.loc[tickets["topic"] == t, "customer_id"])
+         for t in ["billing", "delivery", "login"]}
+    ).astype(float)  # fmt: skip
+    fit = sm.OLS(nps_points(latest["score"]), sm.add_constant(design)).fit(cov_type="HC1")
+    ci = fit.conf_int()
+    for topic in ["billing", "delivery", "login"]:
+        row = drivers.loc[f"ticket:{topic}"]
+        assert row["driver_impact"] == pytest.approx(-fit.params[topic], abs=1e-6)
+        assert row["driver_ci_low"] == pytest.approx(-ci.loc[topic, 1], abs=1e-6)
+        assert row["driver_ci_high"] == pytest.approx(-ci.loc[topic, 0], abs=1e-6)
+        assert row["driver_p"] == pytest.approx(fit.pvalues[topic], rel=1e-6)
 
 
 def test_raw_gap_is_biased_when_contact_itself_costs_nps_and_adjusted_is_not() -> None:
