@@ -124,7 +124,7 @@ def nps_gaps(points: pd.Series, members: pd.DataFrame) -> pd.DataFrame:
     key, keys = pd.factorize(members["key"], sort=True)
     who, ids = pd.factorize(members["customer_id"])
     width = np.int64(len(ids) + 1)  # customer code + 1, so an unknown customer is 0
-    pairs = np.unique(key[key >= 0].astype(np.int64) * width + who[key >= 0] + 1)
+    pairs = pd.unique(key[key >= 0].astype(np.int64) * width + who[key >= 0] + 1)
     pair_key, pair_who = pairs // width, pairs % width - 1
     named = pair_who >= 0
     reach = np.bincount(pair_key[named], minlength=len(keys))
@@ -581,7 +581,7 @@ def _reach(pairs: pd.DataFrame, dims: pd.DataFrame, by_customer: bool = False) -
         flat = row_code[known].astype(np.int64) * len(cols) + col_code[known]
         if who is not None:
             seen = who[known] >= 0
-            distinct = np.unique(flat[seen] * (who.max() + 1) + who[known][seen])
+            distinct = pd.unique(flat[seen] * (who.max() + 1) + who[known][seen])
             flat = distinct // (who.max() + 1)
         count = np.bincount(flat, minlength=len(rows) * len(cols))
         present = np.flatnonzero(count)
@@ -715,14 +715,16 @@ def topic_mentions(responses: pd.DataFrame, taxonomy: Taxonomy | None = None) ->
     `comment`, `submitted_at`, `topic`, and `ticket_id` where answers carry it. Each distinct
     text is tagged once."""
     said = responses[responses["comment"].notna()]
-    texts = said["comment"].drop_duplicates().reset_index(drop=True)
-    tags = tag_topics(texts, taxonomy)
-    tagged = pd.DataFrame(
-        {"comment": texts[tags["text_index"]].to_numpy(), "topic": tags["topic"].to_numpy()}
+    text, texts = pd.factorize(said["comment"])
+    tags = tag_topics(pd.Series(texts, dtype=object), taxonomy)
+    # Joined on the texts' numbers: comparing a million comments as strings costs seconds.
+    hits = pd.DataFrame({"text": text, "row": np.arange(len(said))}).merge(
+        pd.DataFrame({"text": tags["text_index"].to_numpy(), "topic": tags["topic"].to_numpy()})
     )
     columns = [c for c in ("customer_id", "ticket_id", "kind", "comment", "submitted_at")
                if c in said.columns]  # fmt: skip
-    return said[columns].merge(tagged, on="comment")
+    rows = said[columns].iloc[hits["row"].to_numpy()].reset_index(drop=True)
+    return rows.assign(topic=hits["topic"].to_numpy())
 
 
 def linked_answers(data: CxData) -> pd.DataFrame:
@@ -1022,15 +1024,26 @@ def _worst_cells(
     """Per topic, the segment × channel cells whose customers lose the most NPS points in all
     (reach × gap), with at least `MIN_RESPONDENTS` respondents."""
     segment = lookup(tickets["customer_id"], customers.set_index("customer_id")["segment"])
-    cell = tickets["topic"] + "|" + segment.fillna("?") + "|" + tickets["channel"].fillna("?")
+    # A cell is numbered from its parts' codes: no string per ticket.
+    codes, names = zip(
+        *(pd.factorize(part.fillna("?"), sort=True)
+          for part in (tickets["topic"], segment, tickets["channel"])),
+        strict=True,
+    )  # fmt: skip
+    sizes = [len(n) for n in names]
+    cell = (codes[0].astype(np.int64) * sizes[1] + codes[1]) * sizes[2] + codes[2]
     gaps = nps_gaps(points, pd.DataFrame({"key": cell, "customer_id": tickets["customer_id"]}))
     gaps = gaps[gaps["respondents"] >= MIN_RESPONDENTS]
     gaps = gaps.assign(weight=gaps["reach"] * gaps["impact"]).sort_values("weight", ascending=False)
-    parts = gaps["key"].str.split("|", expand=True)
+    key = gaps["key"].to_numpy(dtype=np.int64)
+    parts = zip(
+        np.asarray(names[0])[key // (sizes[1] * sizes[2])],
+        np.asarray(names[1])[key // sizes[2] % sizes[1]],
+        np.asarray(names[2])[key % sizes[2]],
+        strict=True,
+    )
     out: dict[str, list[dict]] = {}
-    for (topic, seg, channel), row in zip(
-        parts.itertuples(index=False), gaps.itertuples(), strict=True
-    ):
+    for (topic, seg, channel), row in zip(parts, gaps.itertuples(), strict=True):
         if len(out.setdefault(topic, [])) < top:
             out[topic].append(
                 {

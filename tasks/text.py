@@ -465,7 +465,7 @@ def _tokens(texts: pd.Series) -> pd.DataFrame:
     # Lemmas as codes into one vocabulary: matching phrases on integers, not on strings.
     tables, lemmas = {}, []
     for lang in LANGUAGES:
-        needed = np.unique(codes[language == lang])
+        needed = pd.unique(codes[language == lang])
         tables[lang] = needed
         lemmas += [_lemma(word, lang) for word in distinct[needed]]
     lemma_code, vocabulary = pd.factorize(np.array(lemmas, dtype=object))
