@@ -571,27 +571,38 @@ def funnel_step_cells(web: pd.DataFrame, steps: Sequence[str]) -> pd.DataFrame:
 def _reach(pairs: pd.DataFrame, dims: pd.DataFrame, by_customer: bool = False) -> pd.Series:
     """Distinct affected units (customers with `by_customer`) per (row, dimension, value)."""
     row_code, rows = pd.factorize(pairs["row"])
-    rows = np.asarray(rows)
     # (unit, row) pairs are distinct already: counting units needs no distinct count
     who = pd.factorize(pairs["customer_id"])[0] if by_customer else None
     parts = []
     for dim in dims.columns:
-        col_code, cols = pd.factorize(dims[dim].reindex(pairs["unit"]))
-        known = (row_code >= 0) & (col_code >= 0)
-        flat = row_code[known].astype(np.int64) * len(cols) + col_code[known]
+        known, flat, cols = _flat_cells(row_code, dims[dim].reindex(pairs["unit"]))
         if who is not None:
+            width = who.max() + 1
             seen = who[known] >= 0
-            distinct = pd.unique(flat[seen] * (who.max() + 1) + who[known][seen])
-            flat = distinct // (who.max() + 1)
+            flat = pd.unique(flat[seen] * width + who[known][seen]) // width
         count = np.bincount(flat, minlength=len(rows) * len(cols))
         present = np.flatnonzero(count)
-        index = pd.MultiIndex.from_arrays(
-            [rows[present // len(cols)], np.full(len(present), dim),
-             np.asarray(cols)[present % len(cols)]],
-            names=["row", "dimension", "value"],
-        )  # fmt: skip
+        index = _cell_index(rows, cols, present // len(cols), present % len(cols), dim)
         parts.append(pd.Series(count[present], index=index))
     return pd.concat(parts).rename("reach") if parts else pd.Series(dtype=float, name="reach")
+
+
+def _flat_cells(row_code: np.ndarray, value: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """The units with a row and a value (`known`), their cell's number (row code × values +
+    value code) and the values, for `np.bincount` per cell."""
+    col_code, cols = pd.factorize(value)
+    known = (row_code >= 0) & (col_code >= 0)
+    return known, row_code[known].astype(np.int64) * len(cols) + col_code[known], cols
+
+
+def _cell_index(
+    rows: pd.Index, cols: pd.Index, r: np.ndarray, c: np.ndarray, dim: str
+) -> pd.MultiIndex:
+    """The (row, dimension, value) index of the cells at row codes `r` and value codes `c`."""
+    return pd.MultiIndex.from_arrays(
+        [np.asarray(rows)[r], np.full(len(r), dim), np.asarray(cols)[c]],
+        names=["row", "dimension", "value"],
+    )
 
 
 # Ticket measures a pain point's mechanism compares (shares in %, FRT in hours).
@@ -610,9 +621,7 @@ def _mechanism(tickets: pd.DataFrame, values: dict[str, pd.Series]) -> pd.DataFr
     names = [f"{MECHANISM[m]}_{side}" for side in ("in", "out") for m in measures]
     parts = []
     for dim, value in values.items():
-        col_code, cols = pd.factorize(value)
-        known = (row_code >= 0) & (col_code >= 0)
-        flat = row_code[known] * len(cols) + col_code[known]
+        known, flat, cols = _flat_cells(row_code, value)
         shape = (len(rows), len(cols))
 
         def summed(weights: np.ndarray, flat: np.ndarray = flat, shape: tuple = shape):
@@ -627,11 +636,8 @@ def _mechanism(tickets: pd.DataFrame, values: dict[str, pd.Series]) -> pd.DataFr
                 ((s.sum(axis=1, keepdims=True) - s) / (n.sum(axis=1, keepdims=True) - n))[r, c]
                 for s, n in zip(sums, counts, strict=True)
             ]
-        index = pd.MultiIndex.from_arrays(
-            [np.asarray(rows)[r], np.full(len(r), dim), np.asarray(cols)[c]],
-            names=["row", "dimension", "value"],
-        )
-        parts.append(pd.DataFrame(dict(zip(names, inside + outside, strict=True)), index=index))
+        columns = dict(zip(names, inside + outside, strict=True))
+        parts.append(pd.DataFrame(columns, index=_cell_index(rows, cols, r, c, dim)))
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts)
