@@ -109,12 +109,13 @@ class CxData:
         strays = pd.Index(pd.concat(unknown).dropna().unique()) if unknown else pd.Index([])
 
         def numbers(table: str) -> np.ndarray:
-            known = first[np.maximum(rows[table], 0)]
+            out, unknown = first.take(rows[table]), rows[table] < 0  # -1 takes the last: reset
             if not len(strays):  # the usual case: every record's customer is known or NaN
-                return np.where(rows[table] >= 0, known, np.nan)
-            stray = rows_in(getattr(self, table)["customer_id"], strays)
-            stray = np.where(stray >= 0, len(first) + stray, np.nan)
-            return np.where(rows[table] >= 0, known, stray)
+                out[unknown] = np.nan
+                return out
+            stray = rows_in(getattr(self, table)["customer_id"][unknown], strays)
+            out[unknown] = np.where(stray >= 0, len(first) + stray, np.nan)
+            return out
 
         tables = {t: getattr(self, t).assign(customer_id=numbers(t)) for t in named}
         coded = replace(self, customers=self.customers.assign(customer_id=first), **tables)

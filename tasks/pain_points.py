@@ -33,6 +33,7 @@ published; `ranking="revenue"` ranks by it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ from scipy import stats
 from tasks.cells import Q_FDR, CellGrid, funnel_cells, peeled, q_values
 from tasks.comparable import adjusted_impacts, independent_columns, robust_ols
 from tasks.funnels import funnel, funnel_rows
-from tasks.identity import is_in, lookup
+from tasks.identity import THREADS, is_in, lookup
 from tasks.labels import labels, titled
 from tasks.loader import CxData, ticket_ids
 from tasks.metrics import dimension_columns, nps_points
@@ -218,22 +219,38 @@ def rank_pain_points(
     data = numbered
     latest = latest_nps(data)
     points = pd.Series(nps_points(latest["score"]).to_numpy(), index=latest["customer_id"])
-    mentions = topic_mentions(data.responses, taxonomy)
     dims = [d for d in (cell_dimensions(data.customers) if dimensions is None else dimensions)
             if d in data.customers.columns]  # fmt: skip
-    found = [
-        ticket_topics(data, latest, points, mentions),
-        comment_topics(data, points, mentions),
-        regions(data, points),
-        peak_load(data, points),
-    ]
-    cells = [topic_cells(data, points, dims), post_contact_cells(data), region_cells(data, points)]
+    web = funnel_rows(data.web, funnel_steps, funnel_source)
+    # The kinds are independent and mostly in numpy and Arrow (which release the GIL): the
+    # pool finds the rest while this thread tags comments and ranks the topics they name.
+    with ThreadPoolExecutor(max_workers=max(THREADS - 1, 1)) as pool:
+        others = [
+            pool.submit(kind, *args)
+            for kind, *args in [
+                (topic_cells, data, points, dims),
+                (regions, data, points),
+                (post_contact_cells, data),
+                (region_cells, data, points),
+                (peak_load, data, points),
+                (funnel_leaks, web, funnel_steps),
+                (funnel_step_cells, web, funnel_steps),
+            ]
+        ]
+        mentions = topic_mentions(data.responses, taxonomy)
+        topics = [
+            ticket_topics(data, latest, points, mentions),
+            comment_topics(data, points, mentions),
+        ]
+        cells_in, regional, post_contact, regions_in, peak, leaks, steps = (
+            f.result() for f in others
+        )
+    found = [*topics, regional, peak]
+    cells = [cells_in, post_contact, regions_in]
     base = max(data.customers["customer_id"].nunique(), 1)
     tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT)
               for f in [*found, *cells] if not f.table.empty]  # fmt: skip
-    web = funnel_rows(data.web, funnel_steps, funnel_source)
-    tables += [t for t in [funnel_leaks(web, funnel_steps), funnel_step_cells(web, funnel_steps)]
-               if not t.empty]  # fmt: skip
+    tables += [t for t in [leaks, steps] if not t.empty]
     if not tables:
         return pd.DataFrame()
     ranked = pd.concat(tables, ignore_index=True)
@@ -874,11 +891,14 @@ def on_topic(
     """Comments to quote per key, each with its `source`: the affected customers' comments
     that name the key's topic (`members`: `key`, `customer_id`, `topic`), and comments of
     answers linked to the key's tickets (`linked`: `key`, `ticket`)."""
+    # Only the few members with a comment can match: drop the rest before comparing texts.
+    members = members[is_in(members["customer_id"], mentions["customer_id"])]
     named = members.drop_duplicates().merge(mentions, on=["customer_id", "topic"])
     frames = [named[["key", "comment", "submitted_at"]].assign(source=NAMES_TOPIC)]
     if linked is not None and "ticket_id" in responses.columns:
         about = responses.loc[responses["ticket_id"].notna() & responses["comment"].notna()]
         about = about.assign(ticket=about["ticket_id"].astype(str))
+        linked = linked[is_in(linked["ticket"], about["ticket"])]
         hit = linked.dropna().drop_duplicates().merge(about, on="ticket")
         frames.insert(0, hit[["key", "comment", "submitted_at"]].assign(source=ABOUT_TICKET))
     return pd.concat(frames, ignore_index=True)

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pymorphy3
 import yaml
 
@@ -120,11 +121,26 @@ def redact_pii_series(s: pd.Series) -> pd.Series:
 
 
 def detect_language(s: pd.Series) -> pd.Series:
-    """Language per text: "ru" if it has more Cyrillic than Latin letters, else "en" (also NA)."""
-    text = s.astype("string").fillna("")
-    cyrillic = text.str.count(r"[а-яёА-ЯЁ]")
-    latin = text.str.count(r"[A-Za-z]")
-    return pd.Series(np.where(cyrillic > latin, "ru", "en"), index=s.index, dtype="string")
+    """Language per text: "ru" if it has more Cyrillic (а–я, ё, either case) than Latin
+    (A–Z, a–z) letters, else "en" (also NA).
+
+    Counted on the UTF-8 bytes of all texts at once: a Latin letter is one ASCII byte, a
+    Russian letter a lead byte D0 or D1 with a second byte in its range.
+    """
+    text = pa.array(s.astype(object), type=pa.large_string(), from_pandas=True).fill_null("")
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :][: len(text) + 1]
+    data = np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8)[: offsets[-1]]
+    lower = data | 0x20  # ASCII letters in lower case; a UTF-8 continuation byte stays ≥ 0xA0
+    latin = (lower >= ord("a")) & (lower <= ord("z"))
+    lead, second = data[:-1], data[1:]
+    russian = ((lead == 0xD0) & ((second == 0x81) | ((second >= 0x90) & (second <= 0xBF)))) | (
+        (lead == 0xD1) & ((second == 0x91) | ((second >= 0x80) & (second <= 0x8F)))
+    )
+    # Per text: letters before its end minus before its start (a pair never spans two texts:
+    # a text's last byte is never a lead byte).
+    counts = [np.concatenate([[0], np.cumsum(flags, dtype=np.int64)]) for flags in (latin, russian)]
+    latin_n, russian_n = (np.diff(c[np.minimum(offsets, len(c) - 1)]) for c in counts)
+    return pd.Series(np.where(russian_n > latin_n, "ru", "en"), index=s.index, dtype="string")
 
 
 def lemmas(text: str, language: str) -> list[str]:

@@ -327,6 +327,18 @@ def test_id_lookups_through_arrow_match_pandas_map_and_isin() -> None:
     assert is_in(keys, pd.Series(["C1", None])).tolist() == [False, False, False, True, False]
 
 
+def test_millions_of_ids_looked_up_in_slices_on_all_cores_find_each_position() -> None:
+    from tasks.identity import PARALLEL_ROWS, rows_in
+
+    known = pd.Index([f"C{i:07d}" for i in range(50_000)])
+    picks = np.random.default_rng(3).integers(-5_000, len(known), PARALLEL_ROWS + 7)
+    keys = pd.Series(np.where(picks >= 0, known.take(np.maximum(picks, 0)), "X"), dtype="str")
+    keys[::97] = None
+    expected = known.get_indexer(keys)  # missing and unknown keys: -1
+    assert np.array_equal(rows_in(keys, known), expected)
+    assert np.array_equal(rows_in(keys[:1000], known), expected[:1000])  # one slice
+
+
 def test_cuts_by_customer_attribute_join_each_row_to_its_customer(demo_data: CxData) -> None:
     attributes = demo_data.customers.set_index("customer_id")
     for table in ("tickets", "responses"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,6 +85,18 @@ def test_detect_language_by_majority_script() -> None:
         ]
     )
     assert detect_language(texts).tolist() == ["ru", "en", "ru", "en", "en"]
+
+
+def test_detect_language_counts_letters_as_the_regular_expressions_do() -> None:
+    rng = np.random.default_rng(5)
+    alphabet = list("абвёЁяЯюАzZaAqЀѐҐђΩé1 ,-😀ﬀ")
+    texts = pd.Series(["".join(rng.choice(alphabet, rng.integers(0, 9))) for _ in range(3000)])
+    texts[::50] = None
+    text = texts.astype("string").fillna("")
+    russian = text.str.count(r"[а-яёА-ЯЁ]") > text.str.count(r"[A-Za-z]")
+    expected = np.where(russian, "ru", "en").tolist()
+    assert detect_language(texts).tolist() == expected
+    assert detect_language(texts.iloc[7:]).tolist() == expected[7:]  # a slice's offsets
 
 
 def test_lemmas_in_both_languages() -> None:
