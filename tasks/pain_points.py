@@ -224,10 +224,11 @@ def rank_pain_points(
     web = funnel_rows(data.web, funnel_steps, funnel_source)
     # The kinds are independent and mostly in numpy and Arrow (which release the GIL): the
     # pool finds the rest while this thread tags comments and ranks the topics they name.
-    with ThreadPoolExecutor(max_workers=max(THREADS - 1, 1)) as pool:
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
         others = [
             pool.submit(kind, *args)
             for kind, *args in [
+                (ticket_topics, data, latest, points),
                 (topic_cells, data, points, dims),
                 (regions, data, points),
                 (post_contact_cells, data),
@@ -238,14 +239,11 @@ def rank_pain_points(
             ]
         ]
         mentions = topic_mentions(data.responses, taxonomy)
-        topics = [
-            ticket_topics(data, latest, points, mentions),
-            comment_topics(data, points, mentions),
-        ]
-        cells_in, regional, post_contact, regions_in, peak, leaks, steps = (
+        commented = comment_topics(data, points, mentions)
+        tickets, cells_in, regional, post_contact, regions_in, peak, leaks, steps = (
             f.result() for f in others
         )
-    found = [*topics, regional, peak]
+    found = [quoted(tickets, mentions, data.responses), commented, regional, peak]
     cells = [cells_in, post_contact, regions_in]
     base = max(data.customers["customer_id"].nunique(), 1)
     tables = [f.table.assign(reach_share=f.table["reach"] / base, unit=NPS_UNIT)
@@ -497,12 +495,11 @@ class Cells:
             hit = (rows == row) & (by_dim[dim] == value)
             frames.append(self.pairs.loc[hit].assign(key=key, topic=row))
         members = pd.concat(frames, ignore_index=True)
-        said = None
-        if self.topical:
-            linked = members[["key", "unit"]].set_axis(["key", "ticket"], axis=1).astype(str)
-            said = on_topic(members[["key", "customer_id", "topic"]],
-                            linked if self.tickets else None, mentions, responses)  # fmt: skip
-        return Found(pd.DataFrame(), members[["key", "customer_id"]], said)
+        if not self.topical:
+            return Found(pd.DataFrame(), members[["key", "customer_id"]])
+        if self.tickets:
+            members["ticket"] = members["unit"].astype(str)
+        return quoted(Found(pd.DataFrame(), members), mentions, responses)
 
 
 def topic_cells(data: CxData, points: pd.Series, dims: Sequence[str]) -> Cells:
@@ -771,11 +768,9 @@ def linked_answers(data: CxData) -> pd.DataFrame:
     )
 
 
-def ticket_topics(
-    data: CxData, latest: pd.DataFrame, points: pd.Series, mentions: pd.DataFrame
-) -> Found:
+def ticket_topics(data: CxData, latest: pd.DataFrame, points: pd.Series) -> Found:
     """`ticket:<topic>` candidates; evidence adds the worst segment × channel cells and the
-    key-driver estimate.
+    key-driver estimate. Members carry each ticket's `topic` and id (`ticket`) for `quoted`.
 
     The impact is against comparable customers (`tasks.comparable.adjusted_impacts`), or,
     for a topic with `MIN_RESPONDENTS` linked post-contact answers, the answers about other
@@ -827,9 +822,19 @@ def ticket_topics(
     table = gaps.drop(columns=["contact_adjusted", "impact_p"]).assign(
         kind="ticket_topic", evidence=evidence
     )
-    topical = members.assign(topic=tickets["topic"].to_numpy())
-    linked = pd.DataFrame({"key": members["key"], "ticket": _ids_or_none(tickets)})
-    return Found(table, members, on_topic(topical, linked, mentions, data.responses))
+    members = members.assign(topic=tickets["topic"], ticket=_ids_or_none(tickets))
+    return Found(table, members)
+
+
+def quoted(found: Found, mentions: pd.DataFrame, responses: pd.DataFrame) -> Found:
+    """`found` with the comments to quote (`on_topic`): its members (`key`, `customer_id`,
+    `topic`, and `ticket` where they are tickets) keep only `key` and `customer_id`."""
+    members = found.members
+    if "topic" not in members:  # `Found.none()`
+        return found
+    linked = members[["key", "ticket"]] if "ticket" in members else None
+    said = on_topic(members[["key", "customer_id", "topic"]], linked, mentions, responses)
+    return Found(found.table, members[["key", "customer_id"]], said)
 
 
 def _driver(driver: pd.Series, impact: float, reason: str) -> dict:
