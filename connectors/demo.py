@@ -37,7 +37,7 @@ START = pd.Timestamp("2025-11-01")  # twelve months: the churn model needs four 
 RECENT = pd.Timestamp("2026-05-01")
 END = pd.Timestamp("2026-11-01")
 MONTH_DAYS = 30.44
-PAGE_ROWS = 10_000
+PAGE_ROWS = 200_000
 MIN_CUSTOMERS = 100  # one customer breaks the generator; a few dozen leave little to rank
 
 SEGMENTS = {"new": 0.30, "loyal": 0.40, "premium": 0.15, "b2b": 0.15}

@@ -46,6 +46,10 @@ BATCH_ROWS = 5_000
 JSON_CONTROL = re.compile(r"\\\\|\\[bf]|\\u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
 TEXTUAL = ("string", "mixed", "mixed-integer")  # inferred dtypes whose values may be strings
 WAL_WAIT_SECONDS = 30
+# SQLite's page cache while a page of rows is written, and after (its default). A transaction
+# rewrites each index page it touches once if the pages stay in the cache, and again each
+# time the cache spills them; pooled connections give the memory back when they return.
+WRITE_CACHE_KIB, CACHE_KIB = 262_144, 2_000
 SCHEMA_LOCK = 0x63786C6F6F70  # "cxloop": the advisory lock key schema changes take
 
 
@@ -70,7 +74,7 @@ class Customer(Record, table=True):
 
 class Ticket(Record, table=True):
     __table_args__ = (UniqueConstraint("source", "source_id"),)
-    customer_id: str | None = Field(default=None, index=True)
+    customer_id: str | None = None
     email_hash: str | None = None
     channel: str | None = None
     topic: str | None = None
@@ -88,7 +92,7 @@ class Ticket(Record, table=True):
 class SurveyResponse(Record, table=True):
     __tablename__ = "survey_response"
     __table_args__ = (UniqueConstraint("source", "source_id"),)
-    customer_id: str | None = Field(default=None, index=True)
+    customer_id: str | None = None
     email_hash: str | None = None
     ticket_id: str | None = None  # the ticket's source_id, for a post-contact survey
     survey: str
@@ -114,7 +118,7 @@ class WebMetric(Record, table=True):
 class Order(Record, table=True):
     __tablename__ = "orders"
     __table_args__ = (UniqueConstraint("source", "source_id"),)
-    customer_id: str | None = Field(default=None, index=True)
+    customer_id: str | None = None
     amount: float
     created_at: NaiveDatetime
     status: str | None = None
@@ -329,6 +333,7 @@ def _open_store(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "checkin", _default_cache)
     try:
         with engine.begin() as conn:
             _create_schema(conn)
@@ -376,6 +381,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     _write_ahead_log(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _default_cache(dbapi_connection: Any, _record: Any) -> None:
+    if dbapi_connection is not None:  # None once the pool has invalidated the connection
+        dbapi_connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
 
 def _write_ahead_log(cursor: sqlite3.Cursor) -> None:
@@ -549,6 +559,8 @@ def load_page(
         [{"source": source, "stream": stream, "cursor": cursor, "updated_at": now_utc()}]
     )
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
         written = upsert(conn, model, rows, ("source", "source_id"))
         removed = delete(conn, model, gone)
         upsert(conn, SyncState, state, ("source", "stream"))
