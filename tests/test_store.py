@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import JSON, Column, String, TypeDecorator
+from sqlalchemy import JSON, Column, String, TypeDecorator, event
 from sqlalchemy.engine import Engine
 
 from connectors.base import Page
@@ -280,3 +281,20 @@ def test_timestamps_keep_whole_microseconds_on_both_backends(store_url: str) -> 
     store.load_page(engine, store.Ticket, fine, "crm", "tickets", {})
     stored = store.read_frame(engine, store.Ticket)["created_at"].iloc[0]
     assert stored == pd.Timestamp("2026-10-01 10:00:00.123456")
+
+
+def test_sqlite_writes_a_page_with_a_large_cache_and_the_pool_gets_the_default_back(
+    tmp_path: Path,
+) -> None:
+    engine = store.open_store(f"sqlite:///{tmp_path / 'cache.db'}")
+    during: list[int] = []
+
+    def cache_of(conn, cursor, statement, *_args) -> None:
+        if statement.startswith("INSERT INTO ticket"):
+            during.append(cursor.connection.execute("PRAGMA cache_size").fetchone()[0])
+
+    event.listen(engine, "before_cursor_execute", cache_of)
+    store.load_page(engine, store.Ticket, _tickets(["T1", "T2"]), "crm", "tickets", {"page": 1})
+    with engine.connect() as conn:
+        after = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    assert (during, after) == ([-store.WRITE_CACHE_KIB], -store.CACHE_KIB)
