@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as csv
 from pydantic import NaiveDatetime
 from sqlalchemy import (
     JSON,
@@ -416,7 +417,8 @@ def upsert(
 
     One `INSERT … ON CONFLICT DO UPDATE` (or `DO NOTHING` without `update`) on tuples built
     column by column, no ORM, no dict per row: on SQLite a prepared statement run with the
-    driver's `executemany`, on PostgreSQL fed by `COPY` (see `_copy_upsert`). Columns the
+    driver's `executemany`, on PostgreSQL fed by `COPY` as CSV that Arrow writes (see
+    `_copy_upsert`). Columns the
     table lacks are ignored; columns `rows` lacks get their default on insert and keep their
     stored value on update.
     """
@@ -441,12 +443,12 @@ def upsert(
     )
     insert = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)})"
     conflict = f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) {on_conflict}"
-    converted = [_driver_values(rows[c.name], c, conn.dialect.name) for c in columns]
+    converted = pa.table([_driver_column(rows[c.name], c) for c in columns], names=names)
     if conn.dialect.name == "postgresql":
-        _copy_upsert(conn, table.name, names, converted, insert, conflict, keys, update)
+        _copy_upsert(conn, table.name, converted, insert, conflict, keys, update)
         return len(rows)
     sql = f"{insert} VALUES ({', '.join([_marker(conn.dialect)] * len(names))}) {conflict}"
-    values = list(zip(*converted, strict=True))
+    values = list(zip(*(column.to_pylist() for column in converted.columns), strict=True))
     for start in range(0, len(values), BATCH_ROWS):
         conn.exec_driver_sql(sql, values[start : start + BATCH_ROWS])
     return len(values)
@@ -460,8 +462,7 @@ def _marker(dialect: Dialect) -> str:
 def _copy_upsert(
     conn: Connection,
     table: str,
-    names: list[str],
-    converted: list[list],
+    rows: pa.Table,
     insert: str,
     conflict: str,
     keys: Sequence[str],
@@ -470,20 +471,24 @@ def _copy_upsert(
     """PostgreSQL: `COPY` the rows into a temporary table, then one `INSERT … SELECT … ON
     CONFLICT` (several times faster than a statement per row).
 
-    Rows repeating a key end as a statement per row would leave them: the last one wins
-    when updating, the first when not.
+    Arrow writes the rows as CSV in one call, which `COPY … (FORMAT csv)` reads as they are:
+    every string quoted, so `""` is an empty text and an unquoted empty field is NULL. Rows
+    repeating a key end as a statement per row would leave them: the last one wins when
+    updating, the first when not.
     """
     quote = conn.dialect.identifier_preparer.quote
-    stage, columns = quote(f"cxloop_stage_{table}"), ", ".join(quote(n) for n in names)
+    stage, columns = quote(f"cxloop_stage_{table}"), ", ".join(quote(n) for n in rows.column_names)
     key_list = ", ".join(quote(k) for k in keys)
+    numbered = rows.append_column("cxloop_row", pa.array(range(rows.num_rows), pa.int64()))
+    text = pa.BufferOutputStream()
+    csv.write_csv(numbered, text, csv.WriteOptions(include_header=False))
     cursor = conn.connection.dbapi_connection.cursor()
     cursor.execute(
         f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
         f"SELECT {columns}, 0::bigint AS cxloop_row FROM {quote(table)} WITH NO DATA"
     )
-    with cursor.copy(f"COPY {stage} ({columns}, cxloop_row) FROM STDIN") as copy:
-        for row in zip(*converted, range(len(converted[0])), strict=True):
-            copy.write_row(row)
+    with cursor.copy(f"COPY {stage} ({columns}, cxloop_row) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(text.getvalue())
     order = "DESC" if last_wins else "ASC"
     cursor.execute(  # in the page's order, which is the order later reads return them in
         f"{insert} SELECT {columns} FROM (SELECT DISTINCT ON ({key_list}) * FROM {stage} "
@@ -493,34 +498,35 @@ def _copy_upsert(
     cursor.close()
 
 
-def _driver_values(column: pd.Series, spec: Any, dialect: str) -> list:
-    """A column as the database driver takes it: None for missing, text and JSON without
-    control characters (see `CONTROL`), JSON as text, timestamps in microseconds, and on
-    SQLite timestamps in SQLAlchemy's text format and booleans as integers."""
+def _driver_column(column: pd.Series, spec: Any) -> pa.Array:
+    """A column as both stores take it, in Arrow: text and JSON without control characters
+    (see `CONTROL`), other values in text columns as text, JSON as text, timestamps in whole
+    microseconds as SQLAlchemy's SQLite text (which PostgreSQL reads too), booleans as 0/1.
+
+    Finer digits of a timestamp are cut, not rounded, on both stores."""
     kind = dict if isinstance(spec.type, JSON) else spec.type.python_type
     if kind is dict:
         out = _replaced(column.map(json.dumps, na_action="ignore"), JSON_CONTROL, _kept_backslash)
-    elif _is_text(spec):
-        out = _replaced(column, CONTROL, "")
-    elif kind is datetime or (kind is date and dialect == "sqlite"):
-        # Whole microseconds, as both stores keep them: finer digits are cut, as the driver's
-        # binary dumper cuts them (COPY's text would round them instead).
+        return pa.array(out, pa.string(), from_pandas=True)
+    if _is_text(spec):
+        return pa.array(_as_text(_replaced(column, CONTROL, "")), pa.string(), from_pandas=True)
+    if kind is datetime or kind is date:
         out = pd.to_datetime(column).dt.floor("us").dt.as_unit("us")
-        if dialect == "sqlite":  # SQLAlchemy's text format, by Arrow's cast (4× strftime)
-            wall = out.dt.tz_localize(None) if out.dt.tz is not None else out
-            as_type = pa.date32() if kind is date else pa.timestamp("us")
-            return pa.array(wall, from_pandas=True).cast(as_type).cast(pa.string()).to_pylist()
-    elif kind is bool:
-        out = column.astype("boolean")
-        out = out.astype("Int64") if dialect == "sqlite" else out
-    elif kind is int:  # a count computed in floats (38.0): PostgreSQL's COPY wants 38
-        out = column.astype("Int64")
-    else:
-        out = column
-    if out.dtype == object:
-        return out.where(out.notna(), None).tolist()
-    # Typed columns through Arrow: one pass, and missing values come out as None.
-    return pa.array(out, from_pandas=True).to_pylist()
+        wall = out.dt.tz_localize(None) if out.dt.tz is not None else out
+        as_type = pa.date32() if kind is date else pa.timestamp("us")
+        return pa.array(wall, from_pandas=True).cast(as_type).cast(pa.string())
+    if kind is bool:
+        return pa.array(column.astype("boolean").astype("Int64"), from_pandas=True)
+    if kind is int:  # a count computed in floats (38.0) is stored as 38
+        return pa.array(column.astype("Int64"), from_pandas=True)
+    return pa.array(column, from_pandas=True)
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """`column` with its values that are not strings (an id read as a number) as text."""
+    if pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+        return column
+    return column.where(column.isna(), column.astype(str))
 
 
 def _replaced(column: pd.Series, pattern: re.Pattern, by: str | Callable) -> pd.Series:

@@ -225,7 +225,7 @@ def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
         resolved_at=[None, pd.Timestamp("2026-10-02"), None],
         reopened=[True, False, True],
         escalated=[None, False, True],
-        text=["ÿ 1", None, ""],
+        text=['ÿ "1", 2\nthree', None, ""],
         agent=["ann", None, "bob"],
         team=[None, "tier 2", "tier 1"],
     )
@@ -235,6 +235,8 @@ def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
     for name in store.timestamp_columns(store.Ticket):
         expected[name] = pd.to_datetime(expected[name])
 
+    assert expected["text"].tolist()[::2] == ['ÿ "1", 2\nthree', ""]
+    assert expected["text"].isna().tolist() == [False, True, False]
     pd.testing.assert_frame_equal(store.read_frame(engine, store.Ticket), expected)
     analysed = store.read_records(engine, store.Ticket)
     assert not {"id", "source", "source_id"} & set(analysed.columns)
@@ -281,6 +283,23 @@ def test_timestamps_keep_whole_microseconds_on_both_backends(store_url: str) -> 
     store.load_page(engine, store.Ticket, fine, "crm", "tickets", {})
     stored = store.read_frame(engine, store.Ticket)["created_at"].iloc[0]
     assert stored == pd.Timestamp("2026-10-01 10:00:00.123456")
+
+
+def test_floats_and_ids_read_as_numbers_come_back_exactly_on_both_backends(store_url: str) -> None:
+    engine = store.open_store(store_url)
+    amounts = [0.1 + 0.2, 1e-300, 123456789.12345679, -0.0, 5.0]
+    orders = pd.DataFrame(
+        {
+            "source_id": ["O1", "O2", "O3", "O4", "O5"],
+            "customer_id": [17, "C2", None, 2.5, "C5"],
+            "amount": amounts,
+            "created_at": pd.Timestamp("2026-10-01"),
+        }
+    )
+    store.load_page(engine, store.Order, orders, "shop", "orders", {})
+    stored = store.read_frame(engine, store.Order).sort_values("source_id")
+    assert stored["amount"].tolist() == amounts
+    assert stored["customer_id"].fillna("-").tolist() == ["17", "C2", "-", "2.5", "C5"]
 
 
 def test_sqlite_writes_a_page_with_a_large_cache_and_the_pool_gets_the_default_back(
