@@ -193,12 +193,14 @@ def markdown(run: dict) -> str:
     """The stage table (cxloop time and × baseline per scale, slope), Prefect, ingest, targets."""
     scales = sorted(run["scales"].items(), key=lambda kv: kv[1]["customers"])
     m = run["machine"]
+    per_customer = sum(v["total_rows"] for _, v in scales) / sum(v["customers"] for _, v in scales)
     lines = [
         f"## cxloop benchmark ({run['started_at'][:10]}, {m['cores']} cores, {m['cpu']}, "
         f"{m['memory_gib']} GiB, Python {m['python']}, commit {m['commit']})",
         "",
         "cxloop seconds per stage and, in brackets, cxloop ÷ the hand-written DuckDB baseline "
-        "on the same Parquet files; rows are all ingested records (about 5.6 per customer). "
+        "on the same Parquet files; rows are all ingested records "
+        f"(about {per_customer:.1f} per customer). "
         "The baseline's report is three plain HTML tables, cxloop's the digest with charts and "
         "a report per pilot: that row compares unlike work.",
         "",
