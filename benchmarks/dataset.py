@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from connectors.base import Page
-from connectors.demo import PAGE_ROWS, STREAM_TABLES, generate
+from connectors.base import BULK_PAGE_ROWS, Page
+from connectors.demo import STREAM_TABLES, generate
 
 
 def parse_scale(text: str) -> int:
@@ -64,7 +64,7 @@ class ParquetStream:
     def read(self, cursor: dict) -> Iterator[Page]:
         first = cursor.get("offset", 0) if cursor.get("dataset") == self.dataset else 0
         stop = 0
-        batches = pq.ParquetFile(self.path).iter_batches(batch_size=PAGE_ROWS)
+        batches = pq.ParquetFile(self.path).iter_batches(batch_size=BULK_PAGE_ROWS)
         for number, batch in enumerate(batches, 1):
             start, stop = stop, stop + batch.num_rows
             if stop > first:

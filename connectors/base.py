@@ -18,6 +18,11 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 SHOWN_REJECTIONS = 5
+# Rows per page of the sources read in bulk (files, SQL queries, the demo). The loader commits
+# each page in one transaction, and a store's key index gets ids in any order: every commit
+# rewrites the index pages it touched, so small pages made a large load cost more per row
+# the larger the table grew.
+BULK_PAGE_ROWS = 200_000
 
 
 @dataclass(frozen=True)

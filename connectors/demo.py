@@ -28,7 +28,7 @@ import pandas as pd
 
 from connectors import demo_comments
 from connectors.arms import assign_arms
-from connectors.base import Page
+from connectors.base import BULK_PAGE_ROWS, Page
 from connectors.errors import ConfigError
 
 START = pd.Timestamp("2025-11-01")  # twelve months: the churn model needs four horizons of orders
@@ -37,7 +37,6 @@ START = pd.Timestamp("2025-11-01")  # twelve months: the churn model needs four 
 RECENT = pd.Timestamp("2026-05-01")
 END = pd.Timestamp("2026-11-01")
 MONTH_DAYS = 30.44
-PAGE_ROWS = 200_000
 MIN_CUSTOMERS = 100  # one customer breaks the generator; a few dozen leave little to rank
 
 SEGMENTS = {"new": 0.30, "loyal": 0.40, "premium": 0.15, "b2b": 0.15}
@@ -958,8 +957,8 @@ class DemoStream:
     def read(self, cursor: dict) -> Iterator[Page]:
         frame = self.company.frames[self.name]
         first = cursor.get("offset", 0) if cursor.get("dataset") == self.dataset else 0
-        for number, start in enumerate(range(first, len(frame), PAGE_ROWS), 1):
-            stop = min(start + PAGE_ROWS, len(frame))
+        for number, start in enumerate(range(first, len(frame), BULK_PAGE_ROWS), 1):
+            stop = min(start + BULK_PAGE_ROWS, len(frame))
             yield Page(frame.iloc[start:stop], {"dataset": self.dataset, "offset": stop}, number)
 
 

@@ -44,7 +44,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import pyarrow.parquet as pq
 
-from connectors.base import Page
+from connectors.base import BULK_PAGE_ROWS, Page
 from connectors.canonical import CONTROL
 from connectors.columns import (
     MAP_OPTIONS,
@@ -71,7 +71,6 @@ FORMATS = {
 DELIMITERS = ";,\t"
 SNIFF_CHARS = 64 * 1024
 FINGERPRINT_BYTES = 1024
-PAGE_ROWS = 10_000
 # Row numbers count the header as row 1, as a spreadsheet or a text editor shows them.
 FIRST_DATA_ROW = 2
 FILE_OPTIONS = MAP_OPTIONS | {
@@ -380,7 +379,7 @@ class FilesSource:
     name: str
     files: list[dict[str, Any]] = field(default_factory=list)
     base_dir: str = "."
-    page_rows: int = PAGE_ROWS
+    page_rows: int = BULK_PAGE_ROWS
     csat_scale: int = 5
     ces_scale: int = 7
     half_scores: list[str] = field(default_factory=list)

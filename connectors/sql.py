@@ -27,12 +27,11 @@ from sqlalchemy.engine import URL, Engine, Result, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
-from connectors.base import Page
+from connectors.base import BULK_PAGE_ROWS, Page
 from connectors.columns import MAP_OPTIONS, ColumnMap, MappedStream, check_options, page_size
 from connectors.errors import ConfigError, SourceError
 from connectors.scales import SurveyScales, survey_scales
 
-PAGE_ROWS = 10_000
 QUERY_OPTIONS = MAP_OPTIONS | {"query": (str,), "cursor_column": (str,)}
 ALIAS = "cxloop_rows"
 # How each cursor value type is written into the JSON cursor and read back for binding.
@@ -264,7 +263,7 @@ class SqlSource:
     url: str | None = None
     url_env: str | None = None
     password_env: str | None = None
-    page_rows: int = PAGE_ROWS
+    page_rows: int = BULK_PAGE_ROWS
     csat_scale: int = 5
     ces_scale: int = 7
     half_scores: list[str] = field(default_factory=list)
