@@ -208,18 +208,17 @@ def month_one_churn(
     ]
     joined = cohort.set_index("customer_id")["created_at"]
     # Fewer than two such customers (e.g. a CRM whose contacts all predate the orders) test
-    # nothing; mapping by an empty Series would also fail on its float dtype.
+    # nothing.
     if len(joined) < 2:
         return _no_tests()
-    placed = orders[orders["customer_id"].isin(joined.index)]
-    tenure = (placed["created_at"] - placed["customer_id"].map(joined)) // month
-    active = (
-        pd.crosstab(placed["customer_id"], tenure).reindex(
-            index=joined.index, columns=[0, 1, 2], fill_value=0
-        )
-        > 0
-    )
-    a1, a2, a3 = (active[k].to_numpy(float) for k in (0, 1, 2))
+    who = joined.index.get_indexer(orders["customer_id"])
+    placed = who >= 0
+    who, at = who[placed], orders["created_at"].to_numpy()[placed]
+    tenure = (at - joined.to_numpy()[who]) // month.to_timedelta64()
+    early = (tenure >= 0) & (tenure <= 2)
+    active = np.zeros((len(joined), 3))
+    active[who[early], tenure[early]] = 1.0  # ordered in tenure month k
+    a1, a2, a3 = active.T
     excess = 100 * ((a1 - a2) - (a2 - a3))
     mean, se = excess.mean(), excess.std(ddof=1) / np.sqrt(len(excess))
     p = float(stats.norm.sf(mean / se)) if se > 0 else np.nan
