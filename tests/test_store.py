@@ -38,6 +38,9 @@ def test_each_ingested_table_has_the_canonical_columns_types_and_required_ones(n
     assert required == {*TABLES[name].required, "source"}
 
 
+KEYS = ("source", "source_id")
+
+
 def _tickets(ids: list[str], topic: str = "delivery") -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -206,6 +209,22 @@ def test_analysis_data_is_reloaded_only_after_new_records_arrive(tmp_path) -> No
     store.load_page(engine, store.Ticket, _tickets(["T2"]), "crm", "tickets", {"page": 2})
     again = CxData.latest(engine)
     assert again is not first and len(again.tickets) == 2
+
+
+def test_a_webhook_update_of_a_stored_row_makes_the_cached_load_stale(tmp_path: Path) -> None:
+    """A webhook can change a row without a page or a new id: its mapped event counts."""
+    from tasks.loader import CxData
+
+    engine = store.open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.load_page(engine, store.Ticket, _tickets(["T1"]), "crm", "tickets", {"page": 1})
+    first = CxData.latest(engine)
+    store.receive_event(engine, "crm", "e1", "{}")
+    (event,) = store.pending_events(engine, failed_too=False)["id"]
+    with engine.begin() as conn:
+        store.upsert(conn, store.Ticket, _tickets(["T1"], "payment").assign(source="crm"), KEYS)
+        store.settle_event(conn, int(event))
+    again = CxData.latest(engine)
+    assert again is not first and again.tickets["topic"].tolist() == ["payment"]
 
 
 def test_read_frame_gives_what_sqlalchemy_reads_batch_after_batch(
