@@ -415,12 +415,11 @@ def upsert(
 ) -> int:
     """Insert or update `rows` into `model`'s table on its unique `keys`; returns rows sent.
 
-    One `INSERT … ON CONFLICT DO UPDATE` (or `DO NOTHING` without `update`) on tuples built
-    column by column, no ORM, no dict per row: on SQLite a prepared statement run with the
+    One `INSERT … ON CONFLICT DO UPDATE` (or `DO NOTHING` without `update`) on columns
+    converted in Arrow, no ORM, no dict per row: on SQLite a prepared statement run with the
     driver's `executemany`, on PostgreSQL fed by `COPY` as CSV that Arrow writes (see
-    `_copy_upsert`). Columns the
-    table lacks are ignored; columns `rows` lacks get their default on insert and keep their
-    stored value on update.
+    `_copy_upsert`). Columns the table lacks are ignored; columns `rows` lacks get their
+    default on insert and keep their stored value on update.
     """
     table = model.__table__
     if rows.empty:
